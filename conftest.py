@@ -1,0 +1,45 @@
+"""Shared fixtures: real Mosquitto and VictoriaMetrics on free loopback ports in temp dirs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mos_agent.testing import FaultProxy, Mosquitto, StoreReader, VictoriaMetrics
+
+REPO = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    server = VictoriaMetrics.start(tmp_path / "vm")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store(victoria: VictoriaMetrics) -> StoreReader:
+    return StoreReader(victoria.url)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    server = Mosquitto.start(tmp_path / "mosquitto")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store_proxy(victoria: VictoriaMetrics) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the store: ``cut()``, ``heal()``, ``delay``."""
+    proxy = FaultProxy(victoria.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -1,0 +1,164 @@
+"""The one small interface between the core and a protocol driver.
+
+A driver is a class registered under the entry-point group ``mos_agent.drivers``. The core never
+imports a protocol library; it only knows this interface:
+
+* ``device_model`` — the pydantic model of the driver's device file (a :class:`DeviceBase`
+  subclass with its own ``connection`` and tag models); ``mos-agent validate`` uses it.
+* ``run()`` — acquire until cancelled, handing :class:`ReadingBatch` es to ``ctx.emit`` (which
+  applies back-pressure: it waits while the buffer stage is full) and reporting its state through
+  ``ctx.set_state``. Failed reads are emitted as bad-quality rows, never swallowed.
+* ``read_once()`` — connect, read every configured tag once, disconnect (``mos-agent read``).
+
+Rows reference ``ctx.series``: configured tag ``i`` is series ``i``; drivers that discover series
+at run time register them with ``ctx.add_series`` first.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mos_agent.batch import ReadingBatch
+from mos_agent.config.models import AgentSection, DeviceBase, TagBase
+from mos_agent.series import SeriesSpec, SeriesTable, make_asset
+
+
+class DeviceState(enum.StrEnum):
+    STARTING = "starting"
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    DEGRADED = "degraded"  # connected, but some tags fail
+    DOWN = "down"  # not connected; retrying with backoff
+    STOPPED = "stopped"
+
+
+@dataclass
+class DeviceStatus:
+    state: DeviceState = DeviceState.STARTING
+    last_error: str | None = None
+    last_error_time: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)  # by kind: timeout, exception, payload…
+    overruns: int = 0
+
+
+def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
+                    asset_overrides: dict[str, str] | None = None, tag_name: str | None = None) -> SeriesSpec:
+    """The series a configured tag produces, with optional asset levels filled at run time."""
+    levels: dict[str, str | None] = {
+        "enterprise": agent.enterprise,
+        "site": agent.site,
+        "area": device.asset.area,
+        "line": device.asset.line,
+        "cell": device.asset.cell,
+        "equipment": device.name,
+    }
+    if asset_overrides:
+        levels.update(asset_overrides)
+    return SeriesSpec(
+        asset=make_asset(levels),
+        tag=tag_name or tag.name,
+        category=tag.category,
+        kind=tag.effective_kind(),
+        stage=device.stage,
+        unit=tag.unit,
+        data_type=tag.data_type(),
+        scale=tag.scale,
+        offset=tag.offset,
+        deadband=tag.deadband,
+        range=tag.range,
+    )
+
+
+def build_series_table(agent: AgentSection, device: DeviceBase) -> SeriesTable:
+    table = SeriesTable()
+    for tag in device.tags:
+        table.add(series_spec_for(agent, device, tag))
+    return table
+
+
+EmitFn = Callable[[ReadingBatch], Awaitable[None]]
+
+
+class DriverContext:
+    """What the core hands a driver: its configuration, series table, emit and status."""
+
+    def __init__(self, agent: AgentSection, device: DeviceBase, emit: EmitFn,
+                 series: SeriesTable | None = None, logger: logging.Logger | None = None) -> None:
+        self.agent = agent
+        self.device = device
+        self.series = series if series is not None else build_series_table(agent, device)
+        self.status = DeviceStatus()
+        self.log = logger or logging.getLogger(f"mos_agent.device.{device.name}")
+        self._emit = emit
+        self._error_log_times: dict[str, float] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        return self.agent.state_dir
+
+    async def emit(self, batch: ReadingBatch) -> None:
+        if len(batch) or batch.on_committed:
+            await self._emit(batch)
+
+    def add_series(self, tag: TagBase, asset_overrides: dict[str, str] | None = None,
+                   tag_name: str | None = None) -> int:
+        return self.series.add(series_spec_for(self.agent, self.device, tag, asset_overrides, tag_name))
+
+    def set_state(self, state: DeviceState, error: str | None = None) -> None:
+        if state != self.status.state:
+            self.log.info("device %s: %s%s", self.device.name, state.value, f" ({error})" if error else "")
+        self.status.state = state
+        if error:
+            self.status.last_error = error
+            self.status.last_error_time = time.time()
+
+    def report_error(self, kind: str, message: str, count: int = 1) -> None:
+        """Count an error by kind and log it at most once every 30 s per kind."""
+        st = self.status
+        st.errors[kind] = st.errors.get(kind, 0) + count
+        st.last_error = message
+        st.last_error_time = time.time()
+        now = time.monotonic()
+        if now - self._error_log_times.get(kind, -1e9) >= 30.0:
+            self._error_log_times[kind] = now
+            self.log.warning("device %s: %s: %s (%d so far)", self.device.name, kind, message, st.errors[kind])
+
+
+class Driver(ABC):
+    device_model: ClassVar[type[DeviceBase]]
+    # Standard the source protocol conforms to, for the catalogue's dct:conformsTo.
+    standard: ClassVar[str] = ""
+    standard_uri: ClassVar[str] = ""
+
+    def __init__(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def device(self) -> Any:
+        return self.ctx.device
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Acquire until cancelled. Must handle its own reconnects; never raise for a device
+        fault (report it and retry); a cancellation must close connections."""
+
+    @abstractmethod
+    async def read_once(self) -> ReadingBatch:
+        """Connect, read every configured tag once, disconnect. Raises on connection failure."""
+
+    @classmethod
+    def expected_points_per_second(cls, device: DeviceBase) -> float:
+        """For ``validate``'s summary: configured tags over their poll interval."""
+        return len(device.tags) / device.poll_interval
+
+    @classmethod
+    def publishing_interval(cls, device: DeviceBase) -> float | None:
+        """Temporal resolution (seconds) for the catalogue; None where the source decides."""
+        return device.poll_interval

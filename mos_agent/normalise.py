@@ -1,0 +1,156 @@
+"""Normaliser: raw driver batch → taxonomy-conform, line-protocol-encoded chunk.
+
+Per batch, with vector operations: scale and offset; NaN/inf become bad quality (code
+NOT_A_NUMBER); values outside a tag's ``range`` become uncertain (OUT_OF_RANGE); deadband drops
+values that moved less than the tag's deadband unless the quality class changed. Then each kept
+row is formatted behind its series' pre-built prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mos_agent.batch import ReadingBatch
+from mos_agent.lineprotocol import escape_string_field
+from mos_agent.series import SeriesTable
+from mos_agent.taxonomy import CollectorCode, Quality
+
+
+@dataclass(slots=True)
+class EncodedChunk:
+    """Line protocol for a number of points, ready for the buffer."""
+
+    body: bytes
+    points: int
+    newest_ns: int = 0
+    on_committed: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class NormaliseCounts:
+    read: int = 0
+    kept: int = 0
+    bad: int = 0
+    not_a_number: int = 0
+    out_of_range: int = 0
+    suppressed: int = 0
+
+
+class Normaliser:
+    def __init__(self, table: SeriesTable) -> None:
+        self.table = table
+        self.counts = NormaliseCounts()
+
+    def process(self, batch: ReadingBatch) -> EncodedChunk:
+        table = self.table
+        n = len(batch)
+        if n == 0:
+            return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
+        idx = batch.series
+        values = batch.values * table.scale[idx] + table.offset[idx]
+        quality = batch.quality.astype(np.int16)
+        codes = batch.codes.copy()
+        texts = batch.texts or {}
+
+        numeric = np.ones(n, dtype=bool)
+        if texts:
+            numeric[list(texts)] = False
+        usable = quality != Quality.BAD
+
+        not_finite = usable & numeric & ~np.isfinite(values)
+        if not_finite.any():
+            quality[not_finite] = Quality.BAD
+            codes[not_finite] = CollectorCode.NOT_A_NUMBER
+            values[not_finite] = np.nan
+            usable &= ~not_finite
+
+        out_of_range = usable & numeric & ((values < table.range_low[idx]) | (values > table.range_high[idx]))
+        if out_of_range.any():
+            quality[out_of_range] = Quality.UNCERTAIN
+            codes[out_of_range] = CollectorCode.OUT_OF_RANGE
+
+        # A bad reading carries no value even if the driver left one.
+        bad = quality == Quality.BAD
+        values[bad] = np.nan
+
+        keep = self._deadband(idx, values, quality, numeric)
+        c = self.counts
+        c.read += n
+        c.bad += int(bad.sum())
+        c.not_a_number += int(not_finite.sum())
+        c.out_of_range += int(out_of_range.sum())
+
+        kept_rows = np.flatnonzero(keep)
+        c.kept += len(kept_rows)
+        c.suppressed += n - len(kept_rows)
+        body = self._encode(kept_rows, idx, values, quality, codes, batch.timestamps, texts)
+        newest = int(batch.timestamps.max())
+        table.last_time[idx] = np.maximum(table.last_time[idx], batch.timestamps)
+        for row, text in texts.items():
+            table.last_text[int(idx[row])] = text
+        return EncodedChunk(body, len(kept_rows), newest, list(batch.on_committed))
+
+    def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+                  numeric: np.ndarray) -> np.ndarray:
+        table = self.table
+        band = table.deadband[idx]
+        if not band.any():
+            table.last_value[idx] = values
+            table.last_quality[idx] = quality
+            return np.ones(len(idx), dtype=bool)
+        if len(np.unique(idx)) != len(idx):
+            return self._deadband_sequential(idx, values, quality, numeric)
+        last = table.last_value[idx]
+        changed_quality = quality != table.last_quality[idx]
+        moved = ~(np.abs(values - last) < band)  # NaN on either side counts as moved
+        keep = (band == 0) | changed_quality | moved | ~numeric
+        rows = idx[keep]
+        table.last_value[rows] = values[keep]
+        table.last_quality[rows] = quality[keep]
+        return keep
+
+    def _deadband_sequential(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+                             numeric: np.ndarray) -> np.ndarray:
+        table = self.table
+        keep = np.zeros(len(idx), dtype=bool)
+        for row, s in enumerate(idx.tolist()):
+            band = table.deadband[s]
+            v = values[row]
+            if (band == 0 or not numeric[row] or quality[row] != table.last_quality[s]
+                    or not abs(v - table.last_value[s]) < band):
+                keep[row] = True
+                table.last_value[s] = v
+                table.last_quality[s] = quality[row]
+        return keep
+
+    def _encode(self, rows: np.ndarray, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+                codes: np.ndarray, timestamps: np.ndarray, texts: dict[int, str]) -> bytes:
+        if len(rows) == 0:
+            return b""
+        prefixes = self.table.prefixes
+        series = idx[rows].tolist()
+        vals = values[rows].tolist()
+        quals = quality[rows].tolist()
+        code_list = codes[rows].tolist()
+        times = timestamps[rows].tolist()
+        if not texts:
+            lines = [
+                f"{prefixes[s][q]}value={v!r},quality_code={c}i {t}\n" if v == v
+                else f"{prefixes[s][q]}quality_code={c}i {t}\n"
+                for s, v, q, c, t in zip(series, vals, quals, code_list, times, strict=True)
+            ]
+        else:
+            lines = []
+            for row, s, v, q, c, t in zip(rows.tolist(), series, vals, quals, code_list, times, strict=True):
+                prefix = prefixes[s][q]
+                text = texts.get(row)
+                if text is not None and q != Quality.BAD:
+                    lines.append(f'{prefix}text="{escape_string_field(text)}",quality_code={c}i {t}\n')
+                elif v == v:
+                    lines.append(f"{prefix}value={v!r},quality_code={c}i {t}\n")
+                else:
+                    lines.append(f"{prefix}quality_code={c}i {t}\n")
+        return "".join(lines).encode()

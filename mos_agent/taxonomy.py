@@ -1,0 +1,93 @@
+"""The manufacturing-data taxonomy every reading is normalised into.
+
+Categories and kinds are fixed by the product contract; process stages are plant-configurable
+with the default list below. Quality is a class (good/uncertain/bad) plus the source's own code.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+
+CATEGORIES: tuple[str, ...] = (
+    "process",
+    "quality",
+    "equipment_state",
+    "production",
+    "energy",
+    "environment",
+    "material",
+    "maintenance",
+)
+
+CATEGORY_DESCRIPTIONS: dict[str, str] = {
+    "process": "machine and process parameters (pressure, temperature, speed, feed)",
+    "quality": "inspection results and measured part characteristics",
+    "equipment_state": "run / idle / fault state and operating mode",
+    "production": "counts, cycle times, orders, programs",
+    "energy": "power, energy, current, voltage",
+    "environment": "ambient temperature, humidity, particles",
+    "material": "lots, batches, material consumption",
+    "maintenance": "alarms, wear, service counters",
+}
+
+KINDS: tuple[str, ...] = ("sample", "event", "condition")
+
+# Which kind a category implies when a tag does not say.
+DEFAULT_KIND: dict[str, str] = {
+    "process": "sample",
+    "quality": "sample",
+    "equipment_state": "event",
+    "production": "event",
+    "energy": "sample",
+    "environment": "sample",
+    "material": "event",
+    "maintenance": "condition",
+}
+
+DEFAULT_STAGES: tuple[str, ...] = (
+    "receiving",
+    "machining",
+    "forming",
+    "welding",
+    "assembly",
+    "painting",
+    "inspection",
+    "packing",
+    "shipping",
+    "utility",
+)
+
+ASSET_LEVELS: tuple[str, ...] = ("enterprise", "site", "area", "line", "cell", "equipment")
+ASSET_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+class Quality(IntEnum):
+    """Quality class; the integer is what drivers put in a batch's ``quality`` column."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+QUALITY_NAMES: tuple[str, ...] = ("good", "uncertain", "bad")
+
+
+class CollectorCode(IntEnum):
+    """Quality codes the agent itself assigns (Modbus exception codes are 1-11, OPC UA StatusCodes
+    are 32-bit with the severity in the top bits, so 1000-1099 collides with neither)."""
+
+    OK = 0
+    TIMEOUT = 1001
+    CONNECTION_LOST = 1002
+    STALE = 1003
+    NOT_A_NUMBER = 1004
+    OUT_OF_RANGE = 1005
+    DECODE_ERROR = 1006
+    PAYLOAD_ERROR = 1007
+    NOT_CONNECTED = 1008
+
+
+def asset_path(levels: dict[str, str | None]) -> str:
+    """``enterprise/site/area/line/cell/equipment`` with absent levels left out."""
+    return "/".join(levels[k] for k in ASSET_LEVELS if levels.get(k))
