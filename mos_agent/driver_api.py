@@ -98,6 +98,8 @@ class DriverContext:
         self.log = logger or logging.getLogger(f"mos_agent.device.{device.name}")
         self._emit = emit
         self._error_log_times: dict[str, float] = {}
+        # set by the agent when /metrics is on; poll drivers report each request's round trip
+        self.read_latency_hook: Callable[[float], None] | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -110,6 +112,11 @@ class DriverContext:
     def add_series(self, tag: TagBase, asset_overrides: dict[str, str] | None = None,
                    tag_name: str | None = None) -> int:
         return self.series.add(series_spec_for(self.agent, self.device, tag, asset_overrides, tag_name))
+
+    def observe_read(self, seconds: float) -> None:
+        """Record one read request's round trip (feeds the read-latency histogram)."""
+        if self.read_latency_hook is not None:
+            self.read_latency_hook(seconds)
 
     def set_state(self, state: DeviceState, error: str | None = None) -> None:
         if state != self.status.state:

@@ -30,6 +30,16 @@ class EncodedChunk:
 
 
 @dataclass(slots=True)
+class NormalisedRows:
+    values: np.ndarray  # float64, NaN where bad or text
+    quality: np.ndarray  # int16 Quality
+    codes: np.ndarray  # int64
+    numeric: np.ndarray  # bool: False for text rows
+    not_a_number: int
+    out_of_range: int
+
+
+@dataclass(slots=True)
 class NormaliseCounts:
     read: int = 0
     kept: int = 0
@@ -44,11 +54,11 @@ class Normaliser:
         self.table = table
         self.counts = NormaliseCounts()
 
-    def process(self, batch: ReadingBatch) -> EncodedChunk:
+    def normalised(self, batch: ReadingBatch) -> NormalisedRows:
+        """Scale, offset and quality rules applied; no deadband, no state change (``read`` shows
+        this)."""
         table = self.table
         n = len(batch)
-        if n == 0:
-            return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
         idx = batch.series
         values = batch.values * table.scale[idx] + table.offset[idx]
         quality = batch.quality.astype(np.int16)
@@ -64,7 +74,6 @@ class Normaliser:
         if not_finite.any():
             quality[not_finite] = Quality.BAD
             codes[not_finite] = CollectorCode.NOT_A_NUMBER
-            values[not_finite] = np.nan
             usable &= ~not_finite
 
         out_of_range = usable & numeric & ((values < table.range_low[idx]) | (values > table.range_high[idx]))
@@ -75,19 +84,28 @@ class Normaliser:
         # A bad reading carries no value even if the driver left one.
         bad = quality == Quality.BAD
         values[bad] = np.nan
+        return NormalisedRows(values, quality, codes, numeric, int(not_finite.sum()), int(out_of_range.sum()))
 
-        keep = self._deadband(idx, values, quality, numeric)
+    def process(self, batch: ReadingBatch) -> EncodedChunk:
+        n = len(batch)
+        if n == 0:
+            return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
+        rows = self.normalised(batch)
+        idx = batch.series
+        texts = batch.texts or {}
+        keep = self._deadband(idx, rows.values, rows.quality, rows.numeric)
         c = self.counts
         c.read += n
-        c.bad += int(bad.sum())
-        c.not_a_number += int(not_finite.sum())
-        c.out_of_range += int(out_of_range.sum())
+        c.bad += int((rows.quality == Quality.BAD).sum())
+        c.not_a_number += rows.not_a_number
+        c.out_of_range += rows.out_of_range
 
         kept_rows = np.flatnonzero(keep)
         c.kept += len(kept_rows)
         c.suppressed += n - len(kept_rows)
-        body = self._encode(kept_rows, idx, values, quality, codes, batch.timestamps, texts)
+        body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
         newest = int(batch.timestamps.max())
+        table = self.table
         table.last_time[idx] = np.maximum(table.last_time[idx], batch.timestamps)
         for row, text in texts.items():
             table.last_text[int(idx[row])] = text

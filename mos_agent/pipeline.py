@@ -1,0 +1,393 @@
+"""The agent at run time. Data flows one way:
+
+    driver (drivers/<protocol>) ──ReadingBatch──▶ normaliser (normalise.py)
+        ──EncodedChunk──▶ bounded hand-off queue ──▶ group-commit writer ──▶ buffer (buffer.py)
+        ──▶ one sink runner per sink (sinks/)
+
+``emit`` waits while the hand-off queue is full, so a slow disk slows acquisition instead of
+growing memory. The writer commits everything gathered at most every ``buffer.commit_interval``
+in one transaction, then runs the batches' ``on_committed`` callbacks (MQTT acks there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mos_agent import __version__
+from mos_agent.batch import ReadingBatch
+from mos_agent.buffer import StoreAndForward
+from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
+from mos_agent.config.models import DeviceBase
+from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.logs import register_secrets
+from mos_agent.normalise import EncodedChunk, Normaliser
+from mos_agent.registry import load_driver
+from mos_agent.systemd import SystemdNotifier
+
+log = logging.getLogger("mos_agent")
+
+HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
+DRIVER_RESTART_DELAY = 5.0
+
+
+class RateMeter:
+    """Points per second over the last ``window`` seconds, from periodic counter samples."""
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def sample(self, total: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.samples.append((now, total))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.window:
+            self.samples.popleft()
+
+    def rate(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+@dataclass
+class DeviceRuntime:
+    config: DeviceBase
+    driver_cls: type[Driver]
+    ctx: DriverContext
+    normaliser: Normaliser
+    driver: Driver
+    task: asyncio.Task | None = None
+    rate: RateMeter = field(default_factory=RateMeter)
+    last_value_time_ns: int = 0
+
+
+def collect_secrets(loaded: LoadedConfig) -> set[str]:
+    """Every secret the configuration names, so the log redactor can hide it wherever it shows."""
+    secrets: set[str] = set()
+
+    def visit(model: Any) -> None:
+        data = model.__dict__ if hasattr(model, "__dict__") else {}
+        for key, value in data.items():
+            if key in ("token", "password") and isinstance(value, str):
+                secrets.add(value)
+            elif key in ("token_file", "password_file") and value:
+                with contextlib.suppress(OSError):
+                    secret = read_secret(None, Path(value))
+                    if secret:
+                        secrets.add(secret)
+            elif hasattr(value, "model_fields"):
+                visit(value)
+
+    for sink in loaded.agent.sinks:
+        visit(sink)
+    for device in loaded.devices:
+        visit(device.connection)
+    return secrets
+
+
+class Agent:
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.config = loaded.agent
+        self.state_dir = Path(self.config.agent.state_dir)
+        self.devices: dict[str, DeviceRuntime] = {}
+        self.store: StoreAndForward | None = None
+        self.started_at = time.time()
+        self.ready = False
+        self.stopping = False
+        self.committed_points = 0
+        self.commit_failures = 0
+        self.commit_rate = RateMeter()
+        self.notifier = SystemdNotifier()
+        self.health_server: Any = None
+        self._queue: asyncio.Queue[EncodedChunk | None] | None = None
+        self._writer_task: asyncio.Task | None = None
+        self._housekeeping_task: asyncio.Task | None = None
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-writer")
+        self._stop_event: asyncio.Event | None = None
+        self.on_commit: list[Callable[[int], None]] = []  # metrics hooks
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        register_secrets(collect_secrets(self.loaded))
+        self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
+        self._stop_event = asyncio.Event()
+        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"))
+        await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
+        self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
+        if self.config.agent.health != "off":
+            from mos_agent.health import HealthServer
+
+            self.health_server = HealthServer(self, self.config.agent.health)
+            await self.health_server.start()
+        for device in self.loaded.devices:
+            if device.enabled:
+                self._start_device(device)
+        self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        self.ready = True
+        self.notifier.notify("READY=1", f"STATUS=running {len(self.devices)} devices")
+        log.info("mos-agent %s ready: %d devices, %d series, %d sinks", __version__, len(self.devices),
+                 sum(len(d.ctx.series) for d in self.devices.values()), len(self.config.sinks))
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self.start()
+        assert self._stop_event is not None
+        await self._stop_event.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        if self._stop_event is not None and not self._stop_event.is_set():
+            log.info("stopping: polling stops, everything acquired is committed")
+            self.notifier.notify("STOPPING=1")
+            self._stop_event.set()
+
+    async def stop(self) -> None:
+        """Stop polling, commit everything acquired, give the sinks a bounded time, close."""
+        if self.stopping:
+            return
+        self.stopping = True
+        await asyncio.gather(*(self._stop_device(name) for name in list(self.devices)))
+        if self._queue is not None and self._writer_task is not None:
+            await self._queue.put(None)  # the writer commits what is queued, then ends
+            await self._writer_task
+        if self._housekeeping_task:
+            self._housekeeping_task.cancel()
+        if self.health_server is not None:
+            await self.health_server.stop()
+        if self.store is not None:
+            timeout = self.config.agent.shutdown_timeout
+            await asyncio.get_running_loop().run_in_executor(self._io, self.store.stop, timeout)
+        self._io.shutdown(wait=True)
+        log.info("stopped: %d points committed this run", self.committed_points)
+
+    # ------------------------------------------------------------ devices
+
+    def _start_device(self, device: DeviceBase) -> DeviceRuntime:
+        driver_cls = load_driver(device.driver)
+
+        runtime_holder: list[DeviceRuntime] = []
+
+        async def emit(batch: ReadingBatch) -> None:
+            await self._emit(runtime_holder[0], batch)
+
+        ctx = DriverContext(self.config.agent, device, emit)
+        runtime = DeviceRuntime(device, driver_cls, ctx, Normaliser(ctx.series), driver_cls(ctx))
+        runtime_holder.append(runtime)
+        if self.health_server is not None:
+            ctx.read_latency_hook = lambda seconds: self.health_server.observe_read(device.name, seconds)
+        runtime.task = asyncio.create_task(self._supervise(runtime), name=f"device:{device.name}")
+        self.devices[device.name] = runtime
+        return runtime
+
+    async def _supervise(self, runtime: DeviceRuntime) -> None:
+        """A driver handles its own device faults; if it crashes anyway (a bug), the other devices
+        keep flowing and this one is restarted after a pause."""
+        name = runtime.config.name
+        while True:
+            try:
+                await runtime.driver.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                runtime.ctx.set_state(DeviceState.DOWN, f"driver failed: {type(exc).__name__}: {exc}")
+                log.exception("device %s: driver stopped unexpectedly; restarting in %.0fs", name,
+                              DRIVER_RESTART_DELAY)
+                await asyncio.sleep(DRIVER_RESTART_DELAY)
+                runtime.driver = runtime.driver_cls(runtime.ctx)
+
+    async def _stop_device(self, name: str) -> None:
+        runtime = self.devices.pop(name, None)
+        if runtime is None or runtime.task is None:
+            return
+        runtime.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runtime.task
+        runtime.ctx.set_state(DeviceState.STOPPED)
+
+    async def _emit(self, runtime: DeviceRuntime, batch: ReadingBatch) -> None:
+        chunk = runtime.normaliser.process(batch)
+        if len(batch):
+            runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
+        assert self._queue is not None
+        if chunk.points or chunk.on_committed:
+            await self._queue.put(chunk)
+
+    # ------------------------------------------------------------ buffer writer
+
+    async def _writer(self) -> None:
+        assert self._queue is not None and self.store is not None
+        loop = asyncio.get_running_loop()
+        interval = self.config.buffer.commit_interval
+        last_commit = 0.0
+        finishing = False
+        while not finishing:
+            first = await self._queue.get()
+            chunks: list[EncodedChunk] = []
+            if first is None:
+                finishing = True
+            else:
+                chunks.append(first)
+                wait = last_commit + interval - loop.time()
+                if wait > 0 and not self._queue.full():
+                    await asyncio.sleep(wait)
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    finishing = True
+                else:
+                    chunks.append(item)
+            if not chunks:
+                continue
+            last_commit = loop.time()
+            await self._commit(chunks)
+
+    async def _commit(self, chunks: list[EncodedChunk]) -> None:
+        assert self.store is not None
+        bodies = [c.body for c in chunks if c.points]
+        points = [c.points for c in chunks if c.points]
+        loop = asyncio.get_running_loop()
+        while bodies:
+            try:
+                await loop.run_in_executor(self._io, self.store.append, bodies, points)
+                break
+            except Exception as exc:  # disk full, I/O error: keep the data in memory and retry
+                self.commit_failures += 1
+                log.error("buffer commit failed (%s: %s); retrying in 1s, acquisition waits",
+                          type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+        total = sum(points)
+        self.committed_points += total
+        for hook in self.on_commit:
+            hook(total)
+        for chunk in chunks:
+            for callback in chunk.on_committed:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("commit callback failed")
+
+    # ------------------------------------------------------------ reload
+
+    async def reload(self) -> bool:
+        """Re-read device files: start added, restart changed, stop removed devices; buffer and
+        sinks keep running. A configuration that does not validate leaves everything as it was."""
+        log.info("reload: re-reading %s", self.loaded.path)
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            loaded = await asyncio.get_running_loop().run_in_executor(None, load_config, self.loaded.path)
+        except ConfigErrors as exc:
+            for problem in exc.problems:
+                log.error("reload rejected, keeping the running configuration: %s", problem)
+            self.notifier.notify("READY=1")
+            return False
+        except Exception as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.notifier.notify("READY=1")
+            return False
+        new = {d.name: d for d in loaded.devices if d.enabled}
+        old = {name: rt.config for name, rt in self.devices.items()}
+        removed = [n for n in old if n not in new]
+        changed = [n for n in old if n in new and new[n].model_dump() != old[n].model_dump()]
+        added = [n for n in new if n not in old]
+        for name in removed + changed:
+            await self._stop_device(name)
+        for name in changed + added:
+            self._start_device(new[name])
+        self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
+                                      "device_files": loaded.device_files})
+        register_secrets(collect_secrets(self.loaded))
+        log.info("reload done: %d added, %d changed, %d removed, %d unchanged", len(added), len(changed),
+                 len(removed), len(new) - len(added) - len(changed))
+        self.notifier.notify("READY=1", f"STATUS=running {len(self.devices)} devices")
+        return True
+
+    # ------------------------------------------------------------ housekeeping and status
+
+    async def _housekeeping(self) -> None:
+        watchdog = self.notifier.watchdog_interval()
+        tick = min(1.0, watchdog / 2) if watchdog else 1.0
+        while True:
+            now = time.monotonic()
+            for runtime in self.devices.values():
+                runtime.rate.sample(runtime.normaliser.counts.read, now)
+            self.commit_rate.sample(self.committed_points, now)
+            if watchdog:
+                # Sent from the event loop itself: a wedged loop stops the pings and systemd restarts us.
+                self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(tick)
+
+    def status(self) -> dict[str, Any]:
+        devices = []
+        for name, rt in sorted(self.devices.items()):
+            st = rt.ctx.status
+            counts = rt.normaliser.counts
+            devices.append({
+                "name": name,
+                "driver": rt.config.driver,
+                "asset": "/".join(p for p in (self.config.agent.site, rt.config.asset.area, rt.config.asset.line,
+                                              rt.config.asset.cell, name) if p),
+                "state": st.state.value,
+                "last_error": st.last_error,
+                "last_error_time": st.last_error_time,
+                "errors": dict(st.errors),
+                "overruns": st.overruns,
+                "series": len(rt.ctx.series),
+                "points_read": counts.read,
+                "points_kept": counts.kept,
+                "points_bad": counts.bad,
+                "points_per_s": round(rt.rate.rate(), 1),
+                "last_value_time": rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
+            })
+        store = self.store.status() if self.store is not None else {"buffer": {}, "sinks": []}
+        return {
+            "agent": {"id": self.config.agent.id, "site": self.config.agent.site, "version": __version__,
+                      "pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 1),
+                      "ready": self.ready},
+            "devices": devices,
+            "pipeline": {"committed_points": self.committed_points,
+                         "points_per_s": round(self.commit_rate.rate(), 1),
+                         "handoff_queue": self._queue.qsize() if self._queue else 0,
+                         "commit_failures": self.commit_failures},
+            "buffer": store.get("buffer", {}),
+            "sinks": store.get("sinks", []),
+        }
+
+    def health(self) -> tuple[bool, list[str]]:
+        """Healthy unless not ready, a device is down, or a sink is failing to deliver."""
+        reasons: list[str] = []
+        if not self.ready:
+            reasons.append("not ready")
+        for name, rt in self.devices.items():
+            if rt.ctx.status.state == DeviceState.DOWN:
+                reasons.append(f"device {name} down: {rt.ctx.status.last_error}")
+        if self.store is not None:
+            for sink in self.store.status().get("sinks", []):
+                if sink.get("state") not in (None, "ok", "idle", "sending", "draining"):
+                    reasons.append(f"sink {sink.get('name')} {sink.get('state')}: {sink.get('last_error')}")
+        return (not reasons, reasons)
+
+
+def run_agent(config_path: Path) -> int:
+    loaded = load_config(config_path)
+    agent = Agent(loaded)
+    asyncio.run(agent.run_until_stopped())
+    return 0
