@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,11 @@ class Mosquitto(Process):
         workdir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         conf = workdir / "mosquitto.conf"
+        # Started as root, Mosquitto drops to the 'mosquitto' user, which cannot write the
+        # persistence file nor read TLS files in a test's private temp dir: stay root there.
+        stay = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"{stay}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {workdir}/\nmax_queued_messages 100000\n{extra_conf}\n"
         )
         log_path = workdir / "mosquitto.log"
@@ -96,12 +100,16 @@ class VictoriaMetrics(Process):
     """VictoriaMetrics with de-duplication on, so resent (series, timestamp) points overwrite
     each other as they would in InfluxDB."""
 
+    extra_args: tuple[str, ...] = ()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path, port: int | None = None) -> VictoriaMetrics:
+    def start(cls, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> VictoriaMetrics:
+        """``extra_args``: more command-line flags, e.g. ``-httpAuth.username=…`` or
+        ``-influx.maxLineSize=…``; kept for :meth:`restart`."""
         binary = _binary("victoria-metrics")
         workdir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
@@ -109,9 +117,10 @@ class VictoriaMetrics(Process):
         proc = subprocess.Popen(
             [binary, f"-storageDataPath={workdir / 'data'}", f"-httpListenAddr=127.0.0.1:{port}",
              "-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s", "-loggerLevel=ERROR",
-             "-search.disableCache"],
+             "-search.disableCache", *extra_args],
             stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
         server = cls(proc, port, workdir, log_path)
+        server.extra_args = tuple(extra_args)
         try:
             wait_for_port(port)
             server._wait_ready()
@@ -132,7 +141,7 @@ class VictoriaMetrics(Process):
     def restart(self) -> None:
         """Stop and start again on the same port and data (a store outage)."""
         self.stop()
-        fresh = VictoriaMetrics.start(self.workdir, self.port)
+        fresh = VictoriaMetrics.start(self.workdir, self.port, self.extra_args)
         self.proc = fresh.proc
 
 
@@ -153,7 +162,9 @@ class StoreReader:
         self.flush()
         query = urllib.parse.urlencode({"match[]": selector, "start": start})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as r:
-            return [json.loads(line) for line in r.read().decode().splitlines() if line.strip()]
+            # split on "\n" only: label values may hold U+2028 and friends, which splitlines()
+            # would also cut at
+            return [json.loads(line) for line in r.read().decode().split("\n") if line.strip()]
 
     def count(self, selector: str = '{__name__=~".+"}') -> int:
         return sum(len(s["values"]) for s in self.export(selector))
@@ -250,3 +261,32 @@ def running(server: Process) -> Iterator[Process]:
         yield server
     finally:
         server.stop()
+
+
+def sample_chunks(chunks: int, points_per_chunk: int, *, series: int = 10, start_ms: int | None = None,
+                  device: str = "press-01", category: str = "process") -> Iterator[tuple[bytes, int]]:
+    """Real encoded line protocol from the Normaliser, as the pipeline hands it to the buffer:
+    ``chunks`` bodies of ``points_per_chunk`` lines over ``series`` tags (``t0`` …) of one device.
+    Point ``g`` (counting across chunks) has value ``g`` and time ``start_ms + g`` milliseconds, so
+    every (series, timestamp) is distinct — the store keeps milliseconds — and each point is
+    counted once in a store with de-duplication. Yields ``(body, points)``."""
+    import numpy as np
+
+    from mos_agent.batch import ReadingBatch
+    from mos_agent.normalise import Normaliser
+    from mos_agent.series import SeriesSpec, SeriesTable, make_asset
+
+    if start_ms is None:
+        start_ms = time.time_ns() // 1_000_000 - 3_600_000
+    table = SeriesTable()
+    asset = make_asset({"site": "plant", "area": "stamping", "line": "line-1", "equipment": device})
+    for s in range(series):
+        table.add(SeriesSpec(asset=asset, tag=f"t{s}", category=category, kind="sample", stage="forming",
+                             unit="bar"))
+    normaliser = Normaliser(table)
+    offsets = np.arange(points_per_chunk, dtype=np.int64)
+    for c in range(chunks):
+        g = c * points_per_chunk + offsets
+        batch = ReadingBatch.build(g % series, g.astype(np.float64), (start_ms + g) * 1_000_000)
+        chunk = normaliser.process(batch)
+        yield chunk.body, chunk.points

@@ -112,6 +112,30 @@ def lookup(ucum: str) -> Unit | None:
     return UNITS.get(ucum)
 
 
+# What people write instead of the UCUM code (for "did you mean" in validate); string similarity
+# alone suggests 'deg' for 'degC'.
+COMMON_SPELLINGS: dict[str, str] = {
+    "degC": "Cel", "°C": "Cel", "C": "Cel", "celsius": "Cel", "degF": "[degF]", "°F": "[degF]",
+    "psi": "[psi]", "ppm": "[ppm]", "rpm": "/min", "Wh": "W.h", "kWh": "kW.h", "MWh": "MW.h",
+    "kVA": "kV.A", "Nm": "N.m", "l": "L", "l/min": "L/min", "lpm": "L/min", "l/h": "L/h",
+    "sec": "s", "µm": "um", "μm": "um", "m²": "m2", "m³/h": "m3/h", "m^3/h": "m3/h", "°": "deg",
+    "mPas": "mPa.s", "cP": "mPa.s", "percent": "%", "pcs": "1", "count": "1",
+}
+
+
+def suggest(text: str) -> str | None:
+    """The table's UCUM code someone most likely meant by ``text``, if any."""
+    if text in COMMON_SPELLINGS:
+        return COMMON_SPELLINGS[text]
+    ignoring_case = {k.lower(): v for k, v in COMMON_SPELLINGS.items()} | {c.lower(): c for c in UNITS}
+    if text.lower() in ignoring_case:
+        return ignoring_case[text.lower()]
+    from difflib import get_close_matches
+
+    close = get_close_matches(text, list(UNITS), n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
 def from_opcua_unit_id(unit_id: int) -> Unit | None:
     """The table's unit for an OPC UA ``EUInformation.UnitId``, if it has one."""
     return _BY_UNIT_ID.get(unit_id)

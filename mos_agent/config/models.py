@@ -70,10 +70,8 @@ def _check_asset_name(value: str) -> str:
 
 def _check_unit(value: str) -> str:
     if units.lookup(value) is None:
-        from difflib import get_close_matches
-
-        close = get_close_matches(value, list(units.UNITS), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = units.suggest(value)
+        hint = f"; did you mean {close!r}?" if close else ""
         raise ValueError(f"unknown unit {value!r} (expected a UCUM code from the unit table{hint})")
     return value
 
@@ -136,6 +134,9 @@ class InfluxSinkConfig(SinkBase):
     gzip: bool = True
     timeout: Duration = 10.0
     max_retry_delay: Duration = 60.0
+    # Largest request body (uncompressed line protocol) the sink sends; larger batches are split.
+    # For stores or proxies in front of them with a request size limit (default: none).
+    max_request_size: Size | None = None
     precision: Literal["ns"] = "ns"
 
     @field_validator("url")
@@ -232,7 +233,7 @@ class DeviceBase(StrictModel):
         if value not in stages:
             from difflib import get_close_matches
 
-            close = get_close_matches(value, list(stages), n=1, cutoff=0.5)
+            close = get_close_matches(value, list(stages), n=1, cutoff=0.7)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown stage {value!r} (expected one of: {', '.join(stages)}{hint})")
         return value

@@ -1,0 +1,65 @@
+"""``mos-agent validate -c FILE``: check the agent file and every device file.
+
+Each problem is one ``PATH:LINE:COL: message`` line on stderr and the exit code is 2; a clean
+configuration prints what it would run (devices, tags, expected points/s, sinks) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from mos_agent.cli import EXIT_USAGE, UsageError
+from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config
+from mos_agent.registry import load_driver
+from mos_agent.taxonomy import CATEGORIES
+
+
+def summary(loaded: LoadedConfig) -> str:
+    agent = loaded.agent
+    devices = loaded.devices
+    per_driver = Counter(d.driver for d in devices)
+    per_category = Counter(tag.category for d in devices for tag in d.tags)
+    enabled = [d for d in devices if d.enabled]
+    rate = sum(load_driver(d.driver).expected_points_per_second(d) for d in enabled)
+    tags = sum(len(d.tags) for d in devices)
+
+    lines = [f"{loaded.path}: OK"]
+    site = "/".join(x for x in (agent.agent.enterprise, agent.agent.site) if x)
+    lines.append(f"agent      {agent.agent.id} at {site}")
+    drivers = ", ".join(f"{n} {name}" for name, n in sorted(per_driver.items()))
+    disabled = len(devices) - len(enabled)
+    lines.append(f"devices    {len(devices)}" + (f" ({drivers})" if drivers else "")
+                 + (f", {disabled} disabled" if disabled else ""))
+    categories = ", ".join(f"{per_category[c]} {c}" for c in CATEGORIES if per_category[c])
+    lines.append(f"tags       {tags}" + (f" ({categories})" if categories else ""))
+    lines.append(f"expected   {rate:,.1f} points/s")
+    if agent.sinks:
+        for sink in agent.sinks:
+            # a sqlite sink's path is relative to state_dir (mos_agent.sinks.sqlite)
+            where = getattr(sink, "url", None) or Path(agent.agent.state_dir) / (
+                getattr(sink, "path", None) or "history.sqlite")
+            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}")
+    else:
+        lines.append("sink       none (readings stay in the local buffer)")
+    lines.append(f"buffer     {agent.buffer.max_size / 2**20:,.0f} MiB in {agent.agent.state_dir}, "
+                 f"overflow {agent.buffer.overflow}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    if not path.exists():
+        raise UsageError(f"agent file {path} not found")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the agent file (-c FOLDER/agent.yaml)")
+    try:
+        loaded = load_config(path)
+    except ConfigErrors as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    print(summary(loaded))
+    return 0

@@ -1,0 +1,618 @@
+"""Loads the agent file and every device file, and reports every mistake with its location.
+
+Nothing stops at the first problem: the agent file, each device file and the cross-checks
+(duplicate device and tag names, secret files) all run, and every problem comes back as
+``PATH:LINE:COL: message`` in one :class:`ConfigErrors`. Pydantic's error paths are mapped to
+the YAML marks recorded by :mod:`mos_agent.config.yamlmarks`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from mos_agent import registry
+from mos_agent.config.models import AgentConfig, DeviceBase
+from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path, load_yaml
+from mos_agent.taxonomy import DEFAULT_STAGES
+
+DEFAULT_DEVICES_GLOB = "devices/*.yaml"
+
+# Keys whose value names a file the agent reads (relative paths are taken from the folder of the
+# file that names them, and the file must be readable when the configuration is checked).
+_INPUT_FILE_KEYS = frozenset({
+    "ca", "ca_file", "certificate", "client_certificate", "server_certificate", "private_key",
+})
+# Files whose content is a secret used as-is: an empty one is a mistake, not "no password".
+_SECRET_FILE_KEYS = frozenset({"token_file", "password_file"})
+
+
+def _is_input_file_key(key: Any) -> bool:
+    return isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file"))
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: Path
+    line: int  # 1-based; 0 when the problem concerns the file as a whole
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        if self.line <= 0:
+            return f"{self.path}: {self.message}"
+        return f"{self.path}:{self.line}:{self.col}: {self.message}"
+
+
+class ConfigErrors(Exception):
+    """Every problem found in a configuration, sorted by file (agent file first) and line."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass
+class LoadedConfig:
+    path: Path
+    agent: AgentConfig
+    devices: list[DeviceBase]
+    device_files: dict[str, Path]
+    # device name → where each key and value of its file sits (for later located messages)
+    device_marks: dict[str, MarkedDocument] = field(default_factory=dict)
+
+
+def read_secret(value: str | None, file: Path | str | None) -> str | None:
+    """The secret itself: the file's content without surrounding whitespace when a file is
+    given (a trailing newline from ``echo`` is not part of a token), else ``value``."""
+    if file is not None:
+        return Path(file).read_text(encoding="utf-8").strip()
+    return value
+
+
+# ---------------------------------------------------------------- public entry points
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and validate the agent file and every device file it names.
+
+    Raises :class:`ConfigErrors` with every problem found in any of the files."""
+    path = Path(path)
+    collector = _Collector(path)
+    doc = collector.read(path)
+    agent: AgentConfig | None = None
+    stages: Sequence[str] | None = DEFAULT_STAGES
+    device_patterns: list[tuple[str, PathKey]] = []
+    default_devices = True
+
+    if doc is None:
+        stages = None
+    elif doc.data is None and doc.problems:
+        stages = None  # unparseable: device files are still checked, but not their stage
+    else:
+        data = doc.data
+        if isinstance(data, dict):
+            _resolve_file_paths(data, path.parent)
+            _resolve_state_dir(data, path.parent)
+            stages = _raw_stages(data)
+            device_patterns, default_devices = _raw_device_patterns(data)
+        agent = collector.validate(path, doc, AgentConfig, data)
+        if agent is not None:
+            stages = agent.agent.stages
+        collector.check_files(path, doc)
+
+    device_paths = _device_files(path, doc, device_patterns, default_devices, collector)
+    devices, device_files, device_marks = _load_devices(device_paths, stages, collector)
+
+    if collector.problems or agent is None:
+        raise ConfigErrors(collector.sorted())
+    return LoadedConfig(path, agent, devices, device_files, device_marks)
+
+
+def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
+    """Validate one device file (SIGHUP reload re-reads device files one by one)."""
+    path = Path(path)
+    collector = _Collector(path)
+    device, _ = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector)
+    if collector.problems or device is None:
+        raise ConfigErrors(collector.sorted())
+    return device
+
+
+# ---------------------------------------------------------------- collecting problems
+
+
+class _Collector:
+    def __init__(self, agent_path: Path) -> None:
+        self.agent_path = agent_path
+        self.problems: list[Problem] = []
+
+    def add(self, path: Path, where: Mark | tuple[int, int], message: str) -> None:
+        self.problems.append(Problem(path, where[0], where[1], message))
+
+    def sorted(self) -> list[Problem]:
+        unique = dict.fromkeys(self.problems)
+        return sorted(unique, key=lambda p: (p.path != self.agent_path, str(p.path), p.line, p.col))
+
+    def read(self, path: Path) -> MarkedDocument | None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.add(path, (0, 0), "no such file")
+            return None
+        except UnicodeDecodeError as exc:
+            self.add(path, (0, 0), f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+            return None
+        except OSError as exc:
+            self.add(path, (0, 0), f"cannot read: {exc.strerror or exc}")
+            return None
+        doc = load_yaml(text)
+        for located in doc.problems:
+            self.add(path, (located.line, located.col), located.message)
+        return doc
+
+    def validate(self, path: Path, doc: MarkedDocument, model: type[BaseModel], data: Any,
+                 context: dict[str, Any] | None = None, ignore: set[PathKey] | None = None) -> Any:
+        """``model.model_validate(data)`` with every error added as a located problem; None on
+        failure. Errors whose real path is in ``ignore`` are dropped (a located check already
+        reported them)."""
+        if data is None:
+            self.add(path, (1, 1), "the file is empty")
+            return None
+        if not isinstance(data, dict):
+            self.add(path, (1, 1), f"the file must be a mapping of keys, got {_describe_input(data)}")
+            return None
+        try:
+            return model.model_validate(data, context=context)
+        except ValidationError as exc:
+            for located in pydantic_problems(exc, doc, model, ignore or set()):
+                self.add(path, (located.line, located.col), located.message)
+            return None
+
+    def check_files(self, path: Path, doc: MarkedDocument) -> None:
+        """Every file a configuration names for reading must be readable now, not at 3 a.m."""
+        for key_path, file_path in _input_files(doc.data):
+            where = describe_path(key_path)
+            try:
+                content = Path(file_path).read_bytes()
+            except OSError as exc:
+                self.add(path, doc.value_mark(key_path), f"{where}: cannot read {file_path}: {exc.strerror or exc}")
+                continue
+            if key_path[-1] in _SECRET_FILE_KEYS and not content.strip():
+                self.add(path, doc.value_mark(key_path), f"{where}: {file_path} is empty")
+
+
+# ---------------------------------------------------------------- agent file helpers
+
+
+def _raw_stages(data: dict[Any, Any]) -> Sequence[str] | None:
+    """The stage list as written, for checking device files even when the agent file has other
+    mistakes; None when it is unusable (then device stages are not checked)."""
+    section = data.get("agent")
+    if not isinstance(section, dict) or "stages" not in section:
+        return DEFAULT_STAGES
+    stages = section["stages"]
+    if isinstance(stages, list) and all(isinstance(s, str) for s in stages):
+        return stages
+    return None
+
+
+def _raw_device_patterns(data: dict[Any, Any]) -> tuple[list[tuple[str, PathKey]], bool]:
+    if "devices" not in data:
+        return [(DEFAULT_DEVICES_GLOB, ())], True
+    value = data["devices"]
+    if isinstance(value, str):
+        return [(value, ("devices",))], False
+    if isinstance(value, list):
+        return [(v, ("devices", i)) for i, v in enumerate(value) if isinstance(v, str)], False
+    return [], False  # wrong type: the model reports it
+
+
+def _resolve_file_paths(data: Any, base: Path) -> None:
+    """Make relative input-file paths absolute against ``base`` (the folder of the file that
+    names them), so the running agent does not depend on its working directory."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if _is_input_file_key(key) and isinstance(value, str) and value and "${" not in value:
+                expanded = os.path.expanduser(value)
+                data[key] = expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
+            else:
+                _resolve_file_paths(value, base)
+    elif isinstance(data, list):
+        for item in data:
+            _resolve_file_paths(item, base)
+
+
+def _resolve_state_dir(data: dict[Any, Any], base: Path) -> None:
+    """A relative ``state_dir`` is relative to the agent file, like the devices glob."""
+    section = data.get("agent")
+    if isinstance(section, dict) and isinstance(section.get("state_dir"), str):
+        expanded = os.path.expanduser(section["state_dir"])
+        if expanded and not os.path.isabs(expanded):
+            section["state_dir"] = os.path.normpath(base / expanded)
+
+
+def _input_files(data: Any, path: PathKey = ()) -> list[tuple[PathKey, str]]:
+    found: list[tuple[PathKey, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if _is_input_file_key(key) and isinstance(value, str) and value and "${" not in value:
+                found.append(((*path, key), value))
+            else:
+                found.extend(_input_files(value, (*path, key)))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found.extend(_input_files(item, (*path, i)))
+    return found
+
+
+def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
+                  default: bool, collector: _Collector) -> list[Path]:
+    if doc is not None and doc.data is None and doc.problems:
+        # The agent file did not parse: still check the device files where they usually are.
+        patterns, default = [(DEFAULT_DEVICES_GLOB, ())], True
+    base = agent_path.parent
+    agent_real = os.path.realpath(agent_path)
+    files: list[Path] = []
+    seen: set[str] = set()
+    for pattern, key_path in patterns:
+        if not pattern.strip():
+            if doc is not None:
+                collector.add(agent_path, doc.value_mark(key_path), f"{describe_path(key_path)}: empty pattern")
+            continue
+        expanded = os.path.expanduser(pattern)
+        full = expanded if os.path.isabs(expanded) else str(base / expanded)
+        matched = sorted(Path(m) for m in glob.glob(full) if os.path.isfile(m))
+        if not matched and not default and doc is not None:
+            collector.add(agent_path, doc.value_mark(key_path),
+                          f"{describe_path(key_path)}: no file matches {full!r}")
+        for match in matched:
+            real = os.path.realpath(match)
+            # "devices: '*.yaml'" next to the agent file must not read the agent file as a device
+            if real != agent_real and real not in seen:
+                seen.add(real)
+                files.append(match)
+    return files
+
+
+# ---------------------------------------------------------------- device files
+
+
+def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _Collector
+                  ) -> tuple[list[DeviceBase], dict[str, Path], dict[str, MarkedDocument]]:
+    devices: list[DeviceBase] = []
+    device_files: dict[str, Path] = {}
+    device_marks: dict[str, MarkedDocument] = {}
+    first_named: dict[str, tuple[Path, Mark]] = {}
+    for path in paths:
+        device, doc = _load_device(path, stages, collector)
+        if doc is None or not isinstance(doc.data, dict):
+            continue
+        name = doc.data.get("name")
+        if isinstance(name, str):
+            where = doc.value_mark(("name",))
+            if name in first_named:
+                other, other_mark = first_named[name]
+                collector.add(path, where, f"name: duplicate device name {name!r} "
+                                           f"(also in {other}:{other_mark.line}:{other_mark.col})")
+                continue
+            first_named[name] = (path, where)
+        if device is not None:
+            devices.append(device)
+            device_files[device.name] = path
+            device_marks[device.name] = doc
+    return devices, device_files, device_marks
+
+
+def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
+                 ) -> tuple[DeviceBase | None, MarkedDocument | None]:
+    doc = collector.read(path)
+    if doc is None or (doc.data is None and doc.problems):
+        return None, doc
+    data = doc.data
+    if not isinstance(data, dict):
+        collector.validate(path, doc, DeviceBase, data)  # reports "empty" / "must be a mapping"
+        return None, doc
+    _resolve_file_paths(data, path.parent)
+    collector.check_files(path, doc)
+    ignore = _check_duplicate_tags(path, doc, collector)
+
+    driver_cls = _driver_for(path, doc, collector)
+    if driver_cls is None:
+        return None, doc
+    if stages is None:
+        # The agent file's stage list is unusable; stage mistakes would be guesses.
+        ignore.add(("stage",))
+    context = {"stages": list(stages) if stages is not None else list(DEFAULT_STAGES)}
+    device = collector.validate(path, doc, driver_cls.device_model, data, context=context, ignore=ignore)
+    return device, doc
+
+
+def _driver_for(path: Path, doc: MarkedDocument, collector: _Collector) -> Any:
+    data = doc.data
+    names = registry.driver_names()
+    if "driver" not in data:
+        collector.add(path, (1, 1), f"missing required key 'driver' (one of: {', '.join(names)})")
+        return None
+    name = data["driver"]
+    where = doc.value_mark(("driver",))
+    if not isinstance(name, str) or name not in names:
+        close = get_close_matches(str(name), names, n=1, cutoff=_VALUE_CUTOFF)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        collector.add(path, where, f"driver: unknown driver {name!r} (installed: {', '.join(names)}{hint})")
+        return None
+    try:
+        return registry.load_driver(name)
+    except Exception as exc:  # a broken driver package: say which and why, do not crash validate
+        collector.add(path, where, f"driver: driver {name!r} cannot be loaded: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _check_duplicate_tags(path: Path, doc: MarkedDocument, collector: _Collector) -> set[PathKey]:
+    """Tag ``i`` of a device is series ``i``: two tags of one name would collapse into one
+    series. Returns the paths whose model errors this located report supersedes."""
+    tags = doc.data.get("tags")
+    if not isinstance(tags, list):
+        return set()
+    first: dict[str, int] = {}
+    superseded: set[PathKey] = set()
+    for i, tag in enumerate(tags):
+        name = tag.get("name") if isinstance(tag, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            seen = doc.value_mark(("tags", first[name], "name"))
+            collector.add(path, doc.value_mark(("tags", i, "name")),
+                          f"tags[{i}].name: duplicate tag name {name!r} (first at line {seen.line})")
+            superseded.add(("tags", i, "name"))
+        else:
+            first[name] = i
+    if superseded:
+        # a driver model may check uniqueness too, on the whole list or on the name
+        superseded.add(("tags",))
+    return superseded
+
+
+# ---------------------------------------------------------------- pydantic errors → located problems
+
+# difflib ratios: 'proces'→'process' 0.92, 'sitee'→'site' 0.89, 'unti'→'unit' 0.75, but
+# 'verbose'→'error' 0.67 and 'forming'→'trimming' 0.67 are suggestions that mislead.
+_KEY_CUTOFF = 0.6
+_VALUE_CUTOFF = 0.7
+
+_TYPE_EXPECTATIONS: dict[str, str] = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys",
+    "model_attributes_type": "a mapping of keys",
+    "dataclass_type": "a mapping of keys",
+    "path_type": "a file path",
+    "none_required": "nothing",
+}
+
+
+@dataclass
+class _Resolved:
+    real: PathKey  # the part of pydantic's loc that exists in the data
+    missing_key: Any = None  # for "missing": the key that is not there
+    branch_at: int | None = None  # index into real where a union branch name was skipped
+
+
+def _has(container: Any, part: Any) -> bool:
+    if isinstance(container, dict):
+        return part in container
+    return isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container)
+
+
+def _resolve(loc: tuple[Any, ...], data: Any, error_type: str) -> _Resolved:
+    """Walk pydantic's ``loc`` through the data, dropping the segments that name a union branch
+    or discriminator tag (``('sinks', 0, 'influxdb', 'url')`` → ``('sinks', 0, 'url')``)."""
+    current = data
+    real: list[Any] = []
+    branch_at: int | None = None
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if _has(current, part):
+            real.append(part)
+            current = current[part]
+        elif last and error_type == "missing" and isinstance(current, dict):
+            return _Resolved(tuple(real), missing_key=part, branch_at=branch_at)
+        elif branch_at is None:
+            branch_at = len(real)
+    return _Resolved(tuple(real), branch_at=branch_at)
+
+
+def _describe_input(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _expected_values(ctx: Mapping[str, Any], key: str) -> list[str]:
+    text = str(ctx.get(key, ""))
+    quoted = re.findall(r"'([^']*)'", text)
+    return quoted or [v for v in re.split(r", | or ", text) if v]
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return [m for arg in get_args(tp) for m in _unwrap(arg)]
+    return [tp]
+
+
+def _field_keys(model: type[BaseModel]) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        keys[name] = info.annotation
+        if info.alias:
+            keys[info.alias] = info.annotation
+    return keys
+
+
+def _models_at(root: type[BaseModel], real: PathKey, data: Any) -> list[type[BaseModel]]:
+    """The model classes that describe the mapping at ``real`` (several for a union, narrowed by
+    a ``type`` discriminator when the data has one)."""
+    candidates: list[Any] = [root]
+    current = data
+    for part in real:
+        following: list[Any] = []
+        for tp in candidates:
+            for member in _unwrap(tp):
+                if isinstance(member, type) and issubclass(member, BaseModel):
+                    annotation = _field_keys(member).get(part)
+                    if annotation is not None:
+                        following.append(annotation)
+                    continue
+                origin, args = get_origin(member), get_args(member)
+                if origin in (list, set, frozenset, Sequence) and isinstance(part, int) and args:
+                    following.append(args[0])
+                elif origin is tuple and isinstance(part, int) and args:
+                    following.append(args[min(part, len(args) - 1)] if args[-1] is not Ellipsis else args[0])
+                elif origin in (dict, Mapping) and len(args) == 2:
+                    following.append(args[1])
+        candidates = following
+        current = current.get(part) if isinstance(current, dict) else (
+            current[part] if isinstance(current, list) and isinstance(part, int) and part < len(current) else None)
+    models = [m for tp in candidates for m in _unwrap(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+    tag = current.get("type") if isinstance(current, dict) else None
+    if tag is not None and len(models) > 1:
+        narrowed = [m for m in models if _literal_allows(m, "type", tag)]
+        models = narrowed or models
+    return models
+
+
+def _literal_allows(model: type[BaseModel], field_name: str, value: Any) -> bool:
+    info = model.model_fields.get(field_name)
+    if info is None:
+        return False
+    return any(get_origin(t) is Literal and value in get_args(t) for t in _unwrap(info.annotation))
+
+
+def _prefix(real: PathKey) -> str:
+    where = describe_path(real)
+    return f"{where}: " if where else ""
+
+
+def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[BaseModel],
+                      ignore: set[PathKey] | None = None) -> list[Located]:
+    """Pydantic errors as located, readable problems (with "did you mean" for misspelt keys and
+    values)."""
+    ignore = ignore or set()
+    errors = exc.errors(include_url=False)
+    resolved = [_resolve(tuple(e["loc"]), doc.data, e["type"]) for e in errors]
+    problems: list[Located] = []
+    # a type mismatch against one union branch is noise when another branch got further in
+    deeper = {r.real for r in resolved}
+    type_mismatches: dict[PathKey, tuple[list[str], Any]] = {}
+
+    for error, res in zip(errors, resolved, strict=True):
+        kind = error["type"]
+        real = res.real
+        if real in ignore:
+            continue
+        ctx = error.get("ctx") or {}
+        value = error.get("input")
+        key_name = next((p for p in reversed(real) if isinstance(p, str)), "value")
+
+        if kind == "missing":
+            where = doc.key_mark(real) if real else Mark(1, 1)
+            problems.append(Located(*where, f"{_prefix(real)}missing required key {res.missing_key!r}"))
+        elif kind == "extra_forbidden":
+            key = real[-1] if real else value
+            parent = real[:-1]
+            allowed = sorted({k for m in _models_at(model, parent, doc.data) for k in _field_keys(m)})
+            close = get_close_matches(str(key), allowed, n=1, cutoff=_KEY_CUTOFF)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            problems.append(Located(*doc.key_mark(real), f"{_prefix(parent)}unknown key {key!r} ({hint})"))
+        elif kind in ("literal_error", "enum"):
+            expected = _expected_values(ctx, "expected")
+            close = get_close_matches(str(value), expected, n=1, cutoff=_VALUE_CUTOFF) if isinstance(value, str) else []
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}unknown {key_name} {value!r} "
+                                                           f"(expected one of: {', '.join(expected)}{hint})"))
+        elif kind == "union_tag_invalid":
+            tag_key = str(ctx.get("discriminator", "type")).strip("'")
+            expected = _expected_values(ctx, "expected_tags")
+            tag = ctx.get("tag")
+            close = get_close_matches(str(tag), expected, n=1, cutoff=_VALUE_CUTOFF)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            at = (*real, tag_key)
+            problems.append(Located(*doc.value_mark(at), f"{describe_path(at)}: unknown {tag_key} {tag!r} "
+                                                         f"(expected one of: {', '.join(expected)}{hint})"))
+        elif kind == "union_tag_not_found":
+            tag_key = str(ctx.get("discriminator", "type")).strip("'")
+            problems.append(Located(*doc.key_mark(real), f"{_prefix(real)}missing required key {tag_key!r}"))
+        elif kind in ("too_long", "too_short") and "actual_length" in ctx:
+            bound, limit = ("at most", ctx.get("max_length")) if kind == "too_long" else (
+                "at least", ctx.get("min_length"))
+            noun = "item" if limit == 1 else "items"
+            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}expected {bound} {limit} {noun}, "
+                                                           f"got {ctx['actual_length']}"))
+        elif kind in _TYPE_EXPECTATIONS:
+            if res.branch_at is not None and any(len(o) > len(real) and o[:len(real)] == real for o in deeper):
+                continue
+            phrases, _ = type_mismatches.setdefault(real, ([], value))
+            if _TYPE_EXPECTATIONS[kind] not in phrases:
+                phrases.append(_TYPE_EXPECTATIONS[kind])
+        else:
+            message = str(error.get("msg", ""))
+            for noise in ("Value error, ", "Assertion failed, "):
+                message = message.removeprefix(noise)
+            message = re.sub(r"^Input should be ", "must be ", message)
+            message = re.sub(r"^String should have at least 1 character$", "must not be empty", message)
+            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
+
+    problems = _drop_missing_explained_by_misspelling(problems, errors, resolved, model, doc)
+    for real, (phrases, value) in type_mismatches.items():
+        message = f"expected {' or '.join(phrases)}, got {_describe_input(value)}"
+        if phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
+            message += " (put it in quotes)"
+        if not real and value is None:
+            message = "the file is empty"
+        problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
+    return problems
+
+
+def _drop_missing_explained_by_misspelling(problems: list[Located], errors: list[Any], resolved: list[_Resolved],
+                                          model: type[BaseModel], doc: MarkedDocument) -> list[Located]:
+    """``sitee: x`` gives both "unknown key 'sitee' (did you mean 'site'?)" and "missing required
+    key 'site'"; the second says nothing new, so it goes."""
+    misspelt: set[tuple[PathKey, str]] = set()
+    for error, res in zip(errors, resolved, strict=True):
+        if error["type"] == "extra_forbidden" and res.real:
+            parent = res.real[:-1]
+            allowed = sorted({k for m in _models_at(model, parent, doc.data) for k in _field_keys(m)})
+            misspelt.update((parent, c) for c in get_close_matches(str(res.real[-1]), allowed, n=1,
+                                                                   cutoff=_KEY_CUTOFF))
+    if not misspelt:
+        return problems
+    explained = {f"{_prefix(parent)}missing required key {key!r}" for parent, key in misspelt}
+    return [p for p in problems if p.message not in explained]
