@@ -25,8 +25,9 @@ class JournalFormatter(logging.Formatter):
 
 
 class RepeatFilter(logging.Filter):
-    """Lets the same message (logger + template) through at most once per ``window`` seconds and
-    says how many were held back when it next passes."""
+    """Lets the same message (logger + final text) through at most once per ``window`` seconds and
+    says how many were held back when it next passes. Keyed on the final text, not the template:
+    "device x: connecting" must not hide "device x: running"."""
 
     def __init__(self, window: float = 30.0) -> None:
         super().__init__()
@@ -36,7 +37,7 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.CRITICAL:
             return True
-        key = (record.name, str(record.msg))
+        key = (record.name, record.getMessage())
         now = time.monotonic()
         last, held = self._seen.get(key, (-1e18, 0))
         if now - last < self.window:
@@ -44,7 +45,7 @@ class RepeatFilter(logging.Filter):
             return False
         self._seen[key] = (now, 0)
         if held:
-            record.msg = f"{record.msg} ({held} similar messages suppressed)"
+            record.msg, record.args = f"{record.getMessage()} ({held} repeats suppressed)", None
         if len(self._seen) > 10_000:
             self._seen.clear()
         return True

@@ -66,13 +66,13 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     table = Table(title=f"{args.device}: {len(rows)} readings")
-    for column in ("tag", "value", "unit", "quality", "code", "category", "kind", "source time"):
+    for column in ("asset", "tag", "value", "unit", "quality", "code", "category", "kind", "source time"):
         table.add_column(column, justify="right" if column in ("value", "code") else "left")
     for r in rows:
         value = r["value"]
         shown = f"{value:.6g}" if isinstance(value, float) else ("—" if value is None else str(value))
         style = {"good": "", "uncertain": "yellow", "bad": "red"}[r["quality"]]
-        table.add_row(r["tag"], shown, r["unit"] or "", r["quality"], str(r["quality_code"]), r["category"],
+        table.add_row(r["asset"], r["tag"], shown, r["unit"] or "", r["quality"], str(r["quality_code"]), r["category"],
                       r["kind"], r["time"], style=style)
     Console().print(table)
     bad = sum(r["quality"] == "bad" for r in rows)

@@ -1,0 +1,172 @@
+"""The MQTT device file: broker connection and tags by topic (with ISA-95 captures) and JSON path.
+
+```yaml
+name: env-sensors
+driver: mqtt
+asset: {area: utilities}
+stage: utility
+poll_interval: 5s            # for MQTT: the interval the sources are expected to publish at
+connection:
+  host: broker.local
+  qos: 1                     # 1: acknowledged after the buffer commit; 0: lossy
+  tls: {ca: /etc/mos-agent/ca.pem}
+  username: agent
+  password_file: /etc/mos-agent/mqtt.password
+tags:
+  - {name: temperature, topic: "acme/changwon/{area}/{line}/{equipment}/environment",
+     json: $.temperature, timestamp: $.ts, unit: Cel, category: environment}
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+
+from drivers.mqtt.paths import (
+    ROOT,
+    JsonPath,
+    TopicTemplate,
+    compile_json_path,
+    compile_topic,
+)
+from mos_agent.config.loader import read_secret
+from mos_agent.config.models import DeviceBase, Duration, Size, StrictModel, TagBase
+
+
+def _protocol(value: Any) -> Any:
+    # YAML reads `protocol: 5` as an int and `protocol: 3.1.1` as a string
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class TlsConfig(StrictModel):
+    """TLS to the broker. ``tls: {}`` means TLS with the system's trusted CAs."""
+
+    ca: Path | None = None  # CA bundle that signed the broker's certificate
+    certificate: Path | None = None  # client certificate (mutual TLS)
+    private_key: Path | None = None
+    private_key_password_file: Path | None = None
+    insecure_skip_verify: bool = False  # testing only: accepts any broker certificate
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("tls: certificate and private_key go together (mutual TLS needs both)")
+        if self.private_key_password_file is not None and self.private_key is None:
+            raise ValueError("tls: private_key_password_file without a private_key")
+        return self
+
+
+class MqttConnection(StrictModel):
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, gt=0, lt=65536)  # default 1883, or 8883 with tls
+    client_id: str | None = Field(default=None, min_length=1, max_length=65535)  # mos-agent-<agent id>-<device>
+    # MQTT 5 lets the agent say how many unacknowledged messages it accepts (receive_maximum);
+    # with 3.1.1 the broker's own limit applies (Mosquitto: max_inflight_messages, 20 by default),
+    # which caps QoS 1 throughput at about that many messages per buffer commit.
+    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol)] = "5"
+    qos: Literal[0, 1] = 1  # 0 is lossy: no redelivery of what was in flight at a crash
+    clean_session: bool = False  # False: the broker queues messages for the agent while it is away
+    session_expiry: Duration = 7 * 86400.0  # MQTT 5: how long the broker keeps the session
+    keepalive: Duration = 60.0
+    connect_timeout: Duration = 10.0
+    receive_maximum: int = Field(default=10_000, gt=0, le=65535)
+    tls: TlsConfig | None = None
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_file: Path | None = None
+    max_payload: Size = 256 * 1024
+    # Topic captures create series at run time; this bounds how many a device may create.
+    max_series: int = Field(default=10_000, gt=0)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttConnection:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give either password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("a password needs a username")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls is not None else 1883)
+
+    def read_password(self) -> str | None:
+        if self.password_file is not None:
+            return read_secret(None, self.password_file)
+        return self.password
+
+
+class MqttTag(TagBase):
+    """A tag: which topics carry it, where in the payload its value (and time) is, and its type."""
+
+    topic: str
+    json_path: str | None = Field(default=None, alias="json")
+    timestamp: str | None = None  # JSON path of the source time; default: arrival time
+    type: Literal["number", "bool", "string"] = "number"
+    # False: a message without this tag's path is not an error (sources sending partial updates)
+    required: bool = True
+    # readings per second this tag is expected to produce over all its captured series
+    # (for `validate`); default: one per poll_interval
+    expected_rate: float | None = Field(default=None, gt=0)
+
+    _topic: TopicTemplate = PrivateAttr()
+    _path: JsonPath = PrivateAttr()
+    _timestamp: JsonPath | None = PrivateAttr(default=None)
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        compile_topic(value)
+        return value
+
+    @field_validator("json_path", "timestamp")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_json_path(value)
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        self._topic = compile_topic(self.topic)
+        self._path = compile_json_path(self.json_path) if self.json_path is not None else ROOT
+        self._timestamp = compile_json_path(self.timestamp) if self.timestamp is not None else None
+
+    @property
+    def template(self) -> TopicTemplate:
+        return self._topic
+
+    @property
+    def path(self) -> JsonPath:
+        return self._path
+
+    @property
+    def timestamp_path(self) -> JsonPath | None:
+        return self._timestamp
+
+    def data_type(self) -> str:
+        return {"number": "float", "bool": "bool", "string": "string"}[self.type]
+
+
+class MqttDevice(DeviceBase):
+    driver_name = "mqtt"
+
+    driver: Literal["mqtt"] = "mqtt"
+    connection: MqttConnection  # type: ignore[assignment]
+    tags: list[MqttTag] = Field(min_length=1)  # type: ignore[assignment]
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: list[MqttTag]) -> list[MqttTag]:
+        first: dict[str, int] = {}
+        for i, tag in enumerate(tags):
+            if tag.name in first:
+                raise ValueError(f"tag {i + 1} is named {tag.name!r} like tag {first[tag.name] + 1}; "
+                                 f"tag names must be unique in a device")
+            first[tag.name] = i
+        return tags
+
+    def client_id(self, agent_id: str) -> str:
+        return self.connection.client_id or f"mos-agent-{agent_id}-{self.name}"
