@@ -133,6 +133,7 @@ class Agent:
             from mos_agent.health import HealthServer
 
             self.health_server = HealthServer(self, self.config.agent.health)
+            self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
         for device in self.loaded.devices:
             if device.enabled:
@@ -381,7 +382,7 @@ class Agent:
                 reasons.append(f"device {name} down: {rt.ctx.status.last_error}")
         if self.store is not None:
             for sink in self.store.status().get("sinks", []):
-                if sink.get("state") not in (None, "ok", "idle", "sending", "draining"):
+                if sink.get("state") in ("failed", "retrying", "auth_failed"):
                     reasons.append(f"sink {sink.get('name')} {sink.get('state')}: {sink.get('last_error')}")
         return (not reasons, reasons)
 
