@@ -1,0 +1,667 @@
+"""The metadata-only catalogue: what the data is, without the data.
+
+``build_catalog`` turns a loaded configuration into a JSON-LD document that is a DCAT 3
+``dcat:Catalog`` with one ``dcat:Dataset`` per device, for sharing and trading through an
+innovation data centre: data are published only after a contract, so until then only their
+description is (see docs/catalog.md for the vocabulary mapping).
+
+Everything in the output is picked field by field from the configuration (a whitelist); nothing is
+copied as a dict, so connection settings, addresses, node ids, topics, credentials and file paths
+cannot leak into it even when drivers add fields later.
+
+``observe_store`` optionally adds what a VictoriaMetrics store actually holds per dataset (time
+range, point count, quality shares) through its Prometheus-compatible query API.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mos_agent import units
+from mos_agent.taxonomy import CATEGORIES, CATEGORY_DESCRIPTIONS, DEFAULT_KIND, asset_path
+
+if TYPE_CHECKING:
+    from mos_agent.config.loader import LoadedConfig
+    from mos_agent.config.models import DeviceBase, LocalizedText, TagBase
+    from mos_agent.driver_api import Driver
+
+# Project vocabulary. w3id.org gives a permanent, redirectable namespace that does not depend on
+# where the project is hosted; the terms are listed in docs/catalog.md.
+MOS_NS = "https://w3id.org/mos-agent/ns#"
+
+CONTEXT: dict[str, str] = {
+    "dcat": "http://www.w3.org/ns/dcat#",
+    "dct": "http://purl.org/dc/terms/",
+    "foaf": "http://xmlns.com/foaf/0.1/",
+    "vcard": "http://www.w3.org/2006/vcard/ns#",
+    "skos": "http://www.w3.org/2004/02/skos/core#",
+    "xsd": "http://www.w3.org/2001/XMLSchema#",
+    "rdfs": "http://www.w3.org/2000/01/rdf-schema#",
+    "odrl": "http://www.w3.org/ns/odrl/2/",
+    "dqv": "http://www.w3.org/ns/dqv#",
+    "mos": MOS_NS,
+}
+
+DEFAULT_BASE_URI = "urn:mos-agent:"
+CATEGORY_SCHEME = "mos:categories"
+
+# Korean labels make the catalogue searchable in a Korean data centre without a translation step.
+CATEGORY_LABELS_KO: dict[str, str] = {
+    "process": "공정",
+    "quality": "품질",
+    "equipment_state": "설비 상태",
+    "production": "생산",
+    "energy": "에너지",
+    "environment": "환경",
+    "material": "자재",
+    "maintenance": "보전",
+}
+STAGE_LABELS_KO: dict[str, str] = {
+    "receiving": "입고",
+    "machining": "가공",
+    "forming": "성형",
+    "welding": "용접",
+    "assembly": "조립",
+    "painting": "도장",
+    "inspection": "검사",
+    "packing": "포장",
+    "shipping": "출하",
+    "utility": "유틸리티",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Standard:
+    title: str
+    uri: str
+
+
+ISA_95 = Standard(
+    "IEC 62264-1:2013 (ISA-95) Enterprise-control system integration — Part 1: Models and terminology",
+    "https://webstore.iec.ch/publication/6675",
+)
+
+# Used when a driver class does not declare ``standard`` / ``standard_uri`` itself.
+PROTOCOL_STANDARDS: dict[str, Standard] = {
+    "opcua": Standard("IEC 62541 OPC Unified Architecture", "https://opcfoundation.org/documents/10000-1/"),
+    "modbus": Standard("MODBUS Application Protocol Specification V1.1b3",
+                       "https://modbus.org/docs/Modbus_Application_Protocol_V1_1b3.pdf"),
+    "mqtt": Standard("ISO/IEC 20922:2016 Message Queuing Telemetry Transport (MQTT) v3.1.1",
+                     "https://www.iso.org/standard/69466.html"),
+}
+PROTOCOL_LABELS: dict[str, str] = {"opcua": "OPC UA", "modbus": "Modbus", "mqtt": "MQTT"}
+
+ACCESS_RIGHTS_EN = ("Metadata only. The data described here are not published: they are available only "
+                    "under a contract with the publisher.")
+ACCESS_RIGHTS_KO = "메타데이터만 공개합니다. 이 데이터는 공급자와 계약을 체결한 경우에만 제공됩니다."
+
+# Source data types (as drivers name them in ``TagBase.data_type()``) → XML Schema datatypes.
+_XSD_TYPES: dict[str, str] = {
+    "bool": "xsd:boolean", "boolean": "xsd:boolean",
+    "int8": "xsd:byte", "sbyte": "xsd:byte", "uint8": "xsd:unsignedByte", "byte": "xsd:unsignedByte",
+    "int16": "xsd:short", "uint16": "xsd:unsignedShort",
+    "int32": "xsd:int", "uint32": "xsd:unsignedInt",
+    "int64": "xsd:long", "uint64": "xsd:unsignedLong",
+    "int": "xsd:long", "integer": "xsd:long",
+    "float32": "xsd:float", "float": "xsd:double", "float64": "xsd:double", "double": "xsd:double",
+    "number": "xsd:double",
+    # enumerations are stored as their text (OPC UA EnumStrings / EnumValues names)
+    "string": "xsd:string", "text": "xsd:string", "localizedtext": "xsd:string", "enum": "xsd:string",
+    "datetime": "xsd:dateTime",
+}
+
+_QUALITY_METRICS: tuple[tuple[str, str], ...] = (
+    ("mos:pointCount", "Number of points (readings of any quality) stored in the observation window."),
+    ("mos:goodShare", "Share of the stored points with good quality (0 to 1)."),
+    ("mos:uncertainShare", "Share of the stored points with uncertain quality (0 to 1)."),
+    ("mos:badShare", "Share of the stored points with bad quality: failed reads, timeouts, NaN (0 to 1)."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the store holds for one dataset within the observation window."""
+
+    good: int
+    uncertain: int
+    bad: int
+    first_ns: int | None
+    last_ns: int | None
+    window_seconds: float
+    observed_at: datetime
+
+    @property
+    def points(self) -> int:
+        return self.good + self.uncertain + self.bad
+
+
+class StoreUnavailable(Exception):
+    """The store could not be queried; the message is one line and holds no credentials."""
+
+
+# ---------------------------------------------------------------- small formatters
+
+
+def iso_duration(seconds: float) -> str:
+    """Seconds → ``xsd:duration`` (ISO 8601), e.g. 0.5 → ``PT0.5S``, 90 → ``PT1M30S``, 86400 → ``P1D``."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a temporal resolution must be a positive number of seconds, got {seconds!r}")
+    # Microsecond resolution keeps float noise (0.1 * 3) out of the lexical form.
+    micros = round(seconds * 1_000_000)
+    days, micros = divmod(micros, 86_400_000_000)
+    hours, micros = divmod(micros, 3_600_000_000)
+    minutes, micros = divmod(micros, 60_000_000)
+    secs = Decimal(micros) / Decimal(1_000_000)
+    out = "P" + (f"{days}D" if days else "")
+    time_part = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    if secs:
+        time_part += f"{_plain_decimal(secs)}S"
+    if time_part:
+        out += "T" + time_part
+    return out if out != "P" else "PT0S"
+
+
+def _plain_decimal(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _datetime_literal(moment: datetime) -> dict[str, str]:
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"@value": text, "@type": "xsd:dateTime"}
+
+
+def _ns_to_datetime(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+def _share(part: int, whole: int) -> dict[str, str]:
+    value = Decimal(part) / Decimal(whole)
+    text = _plain_decimal(value.quantize(Decimal("0.000001")))
+    return {"@value": text if "." in text else f"{text}.0", "@type": "xsd:decimal"}
+
+
+def _texts(localized: LocalizedText | None, fallback_en: str | None = None) -> list[dict[str, str]]:
+    """Language-tagged literals from a ``LocalizedText``; English falls back to a generated text."""
+    out: list[dict[str, str]] = []
+    en = localized.en if localized and localized.en else fallback_en
+    if en:
+        out.append({"@value": en, "@language": "en"})
+    if localized and localized.ko:
+        out.append({"@value": localized.ko, "@language": "ko"})
+    return out
+
+
+def _mtime(path: Path | None) -> datetime | None:
+    if path is None:
+        return None
+    try:
+        return datetime.fromtimestamp(Path(path).stat().st_mtime, UTC)
+    except OSError:
+        return None
+
+
+def category_iri(category: str) -> str:
+    return f"mos:category-{category}"
+
+
+def xsd_type_for(data_type: str) -> str | None:
+    """The XML Schema datatype for a driver's data type name (``float32``, ``string:20``, ``Double``…)."""
+    base = data_type.split(":", 1)[0].strip().lower()
+    return _XSD_TYPES.get(base)
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="-_.~")
+
+
+def _base_uri(configured: str | None) -> str:
+    if not configured:
+        return DEFAULT_BASE_URI
+    return configured if configured.endswith(("/", "#", ":")) else configured + "/"
+
+
+def _standard_node(standard: Standard) -> dict[str, Any]:
+    node: dict[str, Any] = {"@type": "dct:Standard", "dct:title": standard.title}
+    if standard.uri:
+        node["@id"] = standard.uri
+    return node
+
+
+def protocol_standard(driver_name: str, driver_cls: type[Driver] | None) -> Standard | None:
+    """The standard a driver's protocol conforms to: the driver's own declaration, else the built-in map."""
+    title = getattr(driver_cls, "standard", "") if driver_cls is not None else ""
+    uri = getattr(driver_cls, "standard_uri", "") if driver_cls is not None else ""
+    fallback = PROTOCOL_STANDARDS.get(driver_name)
+    if title or uri:
+        return Standard(title or (fallback.title if fallback else driver_name), uri)
+    return fallback
+
+
+# ---------------------------------------------------------------- the catalogue
+
+
+def device_levels(agent_enterprise: str | None, agent_site: str, device: DeviceBase) -> dict[str, str | None]:
+    return {
+        "enterprise": agent_enterprise,
+        "site": agent_site,
+        "area": device.asset.area,
+        "line": device.asset.line,
+        "cell": device.asset.cell,
+        "equipment": device.name,
+    }
+
+
+def dataset_identifier(loaded: LoadedConfig, device: DeviceBase) -> str:
+    """Stable dataset id: the ISA-95 asset path enterprise/site/area/line/cell/equipment."""
+    agent = loaded.agent.agent
+    return asset_path(device_levels(agent.enterprise, agent.site, device))
+
+
+def _variable(dataset_iri: str, tag: TagBase) -> dict[str, Any]:
+    data_type = tag.data_type()
+    xsd_type = xsd_type_for(data_type)
+    node: dict[str, Any] = {
+        "@id": f"{dataset_iri}/variable/{_quote(tag.name)}",
+        "@type": "mos:Variable",
+        "mos:tagName": tag.name,
+        "mos:category": {"@id": category_iri(tag.category)},
+        "mos:kind": tag.effective_kind(),
+        "mos:dataType": data_type,
+        # Which line-protocol field carries the readings once the data are shared.
+        "mos:field": "text" if xsd_type == "xsd:string" else "value",
+    }
+    if xsd_type:
+        node["mos:valueType"] = {"@id": xsd_type}
+    if tag.unit:
+        node["mos:ucumCode"] = tag.unit
+        unit = units.lookup(tag.unit)
+        if unit is not None:
+            node["mos:uneceCode"] = unit.unece
+            node["mos:unitName"] = unit.name
+    if tag.description:
+        node["dct:description"] = tag.description  # free text in any language: no language tag guessed
+    return node
+
+
+def _browse_entries(device: DeviceBase) -> list[Any]:
+    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries)."""
+    return [entry for entry in getattr(device, "browse", None) or [] if getattr(entry, "category", None) in CATEGORIES]
+
+
+def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, Any]]:
+    """Variable names under a browsed folder are not known until connect time, so only what the
+    entry says they share is published — never the node they are browsed from."""
+    templates: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        category = entry.category
+        node: dict[str, Any] = {
+            "@id": f"{dataset_iri}/discovered/{index}",
+            "@type": "mos:VariableTemplate",
+            "mos:category": {"@id": category_iri(category)},
+        }
+        kind = getattr(entry, "kind", None)
+        node["mos:kind"] = kind or DEFAULT_KIND[category]
+        prefix = getattr(entry, "prefix", None)
+        if isinstance(prefix, str) and prefix:
+            node["mos:namePrefix"] = prefix
+        unit_code = getattr(entry, "unit", None)
+        if isinstance(unit_code, str) and (unit := units.lookup(unit_code)) is not None:
+            node["mos:ucumCode"] = unit.ucum
+            node["mos:uneceCode"] = unit.unece
+            node["mos:unitName"] = unit.name
+        templates.append(node)
+    return templates
+
+
+def _generated_title(device: DeviceBase) -> str:
+    place = "/".join(level for level in (device.asset.area, device.asset.line) if level)
+    return f"{device.name} ({device.stage}, {place})"
+
+
+def _generated_description(device: DeviceBase, site_path: str, protocol: str, categories: list[str]) -> str:
+    count = len(device.tags)
+    return (f"{count} configured {'variable' if count == 1 else 'variables'} of equipment {device.name} at "
+            f"{site_path}, read over {protocol}; process stage {device.stage}; categories: "
+            f"{', '.join(categories) or 'none'}. {ACCESS_RIGHTS_EN}")
+
+
+def _observation_properties(observation: Observation | None, window_default: float | None) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    points = observation.points if observation else 0
+    measurements: list[dict[str, Any]] = [{
+        "@type": "dqv:QualityMeasurement",
+        "dqv:isMeasurementOf": {"@id": "mos:pointCount"},
+        "dqv:value": {"@value": str(points), "@type": "xsd:integer"},
+    }]
+    if observation and points:
+        for metric, part in (("mos:goodShare", observation.good), ("mos:uncertainShare", observation.uncertain),
+                             ("mos:badShare", observation.bad)):
+            measurements.append({
+                "@type": "dqv:QualityMeasurement",
+                "dqv:isMeasurementOf": {"@id": metric},
+                "dqv:value": _share(part, points),
+            })
+    props["dqv:hasQualityMeasurement"] = measurements
+    if observation and observation.first_ns is not None and observation.last_ns is not None:
+        props["dct:temporal"] = {
+            "@type": "dct:PeriodOfTime",
+            "dcat:startDate": _datetime_literal(_ns_to_datetime(observation.first_ns)),
+            "dcat:endDate": _datetime_literal(_ns_to_datetime(observation.last_ns)),
+        }
+    window = observation.window_seconds if observation else window_default
+    if window:
+        props["mos:observationWindow"] = {"@value": iso_duration(window), "@type": "xsd:duration"}
+    if observation:
+        props["mos:observedAt"] = _datetime_literal(observation.observed_at)
+    return props
+
+
+def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | None = None, *,
+                  drivers: Mapping[str, type[Driver]] | None = None,
+                  now: datetime | None = None) -> dict[str, Any]:
+    """The JSON-LD catalogue of ``loaded``'s devices.
+
+    ``observed`` maps a dataset identifier (asset path, see :func:`dataset_identifier`) to what the
+    store holds; when given, every dataset gets a point count (0 where the store has nothing).
+    ``drivers`` maps driver names to classes; by default they come from the driver registry.
+    """
+    config = loaded.agent
+    agent = config.agent
+    catalog_cfg = config.catalog
+    now = now or datetime.now(UTC)
+    base = _base_uri(catalog_cfg.base_uri if catalog_cfg else None)
+    site_path = asset_path({"enterprise": agent.enterprise, "site": agent.site})
+
+    publisher_name = (catalog_cfg.publisher if catalog_cfg and catalog_cfg.publisher
+                      else agent.enterprise or agent.site)
+    publisher = {"@id": "_:publisher", "@type": "foaf:Agent", "foaf:name": publisher_name}
+    contact = _contact_point(publisher_name, catalog_cfg.contact if catalog_cfg else None)
+    access_rights = {
+        "@id": "_:access-rights",
+        "@type": "dct:RightsStatement",
+        "rdfs:label": [{"@value": ACCESS_RIGHTS_EN, "@language": "en"},
+                       {"@value": ACCESS_RIGHTS_KO, "@language": "ko"}],
+    }
+    policy_text = catalog_cfg.policy if catalog_cfg and catalog_cfg.policy else None
+    if policy_text:
+        access_rights["rdfs:comment"] = policy_text
+    # ODRL offer: use is permitted once the publisher's consent (the contract) is obtained.
+    policy: dict[str, Any] = {
+        "@id": "_:offer",
+        "@type": "odrl:Offer",
+        "odrl:assigner": {"@id": "_:publisher"},
+        "odrl:permission": {
+            "@type": "odrl:Permission",
+            "odrl:action": {"@id": "odrl:use"},
+            "odrl:duty": {"@type": "odrl:Duty", "odrl:action": {"@id": "odrl:obtainConsent"}},
+        },
+        "rdfs:comment": [{"@value": policy_text or ACCESS_RIGHTS_EN, "@language": "en"}],
+    }
+
+    driver_classes = dict(drivers) if drivers is not None else {}
+    datasets: list[dict[str, Any]] = []
+    used_categories: list[str] = []
+    modified_times: list[datetime] = [t for t in [_mtime(getattr(loaded, "path", None))] if t]
+    device_files: Mapping[str, Path] = getattr(loaded, "device_files", None) or {}
+    window_default = next(iter(observed.values())).window_seconds if observed else None
+
+    for device in loaded.devices:
+        if not device.enabled:
+            continue
+        driver_cls = driver_classes.get(device.driver)
+        if driver_cls is None and drivers is None:
+            from mos_agent.registry import load_driver
+
+            driver_cls = driver_classes[device.driver] = load_driver(device.driver)
+        identifier = dataset_identifier(loaded, device)
+        levels = device_levels(agent.enterprise, agent.site, device)
+        dataset_iri = f"{base}dataset/{identifier}"
+        browse_entries = _browse_entries(device)
+        templates = _variable_templates(dataset_iri, browse_entries)
+        categories = list(dict.fromkeys([*(tag.category for tag in device.tags),
+                                         *(entry.category for entry in browse_entries)]))
+        used_categories.extend(c for c in categories if c not in used_categories)
+        protocol = PROTOCOL_LABELS.get(device.driver, device.driver)
+
+        keywords: list[Any] = [device.stage]
+        if device.stage in STAGE_LABELS_KO:
+            keywords.append({"@value": STAGE_LABELS_KO[device.stage], "@language": "ko"})
+        keywords += categories
+        keywords += [{"@value": CATEGORY_LABELS_KO[c], "@language": "ko"} for c in categories]
+        keywords += [protocol, device.asset.area]
+        keywords += [level for level in (device.asset.line, device.asset.cell) if level]
+        keywords.append(device.name)
+
+        conforms = [_standard_node(ISA_95)]
+        standard = protocol_standard(device.driver, driver_cls)
+        if standard:
+            conforms.append(_standard_node(standard))
+
+        dataset: dict[str, Any] = {
+            "@id": dataset_iri,
+            "@type": "dcat:Dataset",
+            "dct:identifier": identifier,
+            "dct:title": _texts(device.title, _generated_title(device)),
+            "dct:description": _texts(device.description,
+                                      _generated_description(device, site_path, protocol, categories)),
+            "dct:publisher": {"@id": "_:publisher"},
+            "dcat:contactPoint": {"@id": "_:contact"},
+            "dct:accessRights": {"@id": "_:access-rights"},
+            "odrl:hasPolicy": {"@id": "_:offer"},
+            "mos:assetPath": identifier,
+            **{f"mos:{level}": name for level, name in levels.items() if name},
+            "mos:stage": device.stage,
+            "mos:protocol": protocol,
+            "dcat:keyword": keywords,
+            "dcat:theme": [{"@id": category_iri(c)} for c in categories],
+            "dct:conformsTo": conforms,
+        }
+        interval = driver_cls.publishing_interval(device) if driver_cls is not None else device.poll_interval
+        if interval:
+            dataset["dcat:temporalResolution"] = {"@value": iso_duration(interval), "@type": "xsd:duration"}
+        file_time = _mtime(device_files.get(device.name))
+        if file_time:
+            dataset["dct:modified"] = _datetime_literal(file_time)
+            modified_times.append(file_time)
+        dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+        if templates:
+            dataset["mos:discoveredVariables"] = templates
+        if observed is not None:
+            dataset.update(_observation_properties(observed.get(identifier), window_default))
+        datasets.append(dataset)
+
+    catalog_title = catalog_cfg.title if catalog_cfg else None
+    catalog_description = catalog_cfg.description if catalog_cfg else None
+    catalog: dict[str, Any] = {
+        "@id": f"{base}catalog/{_quote(agent.id)}",
+        "@type": "dcat:Catalog",
+        "dct:identifier": agent.id,
+        "dct:title": _texts(catalog_title, f"Manufacturing data of {site_path} (edge gateway {agent.id})"),
+        "dct:description": _texts(
+            catalog_description,
+            f"Metadata of the manufacturing time series collected by edge gateway {agent.id} at {site_path}: "
+            f"ISA-95 asset paths, process stages, variables with categories, units and data types. "
+            f"{ACCESS_RIGHTS_EN}"),
+        "dct:publisher": publisher,
+        "dcat:contactPoint": contact,
+        "dct:accessRights": access_rights,
+        "odrl:hasPolicy": policy,
+        "dct:issued": _datetime_literal(now),
+        "dcat:themeTaxonomy": {"@id": CATEGORY_SCHEME},
+        "dct:conformsTo": _standard_node(ISA_95),
+        "dcat:dataset": datasets,
+    }
+    if modified_times:
+        catalog["dct:modified"] = _datetime_literal(max(modified_times))
+    license_text = catalog_cfg.license if catalog_cfg else None
+    if license_text:
+        catalog["dct:license"] = _license(license_text)
+
+    used_categories = [c for c in CATEGORIES if c in used_categories]  # the taxonomy's order
+    graph: list[dict[str, Any]] = [catalog, _category_scheme(used_categories)]
+    graph += [_category_concept(c) for c in used_categories]
+    if observed is not None:
+        graph += [{"@id": metric, "@type": "dqv:Metric", "skos:definition": {"@value": text, "@language": "en"}}
+                  for metric, text in _QUALITY_METRICS]
+    return {"@context": dict(CONTEXT), "@graph": graph}
+
+
+def _contact_point(name: str, contact: str | None) -> dict[str, Any]:
+    node: dict[str, Any] = {"@id": "_:contact", "@type": "vcard:Organization", "vcard:fn": name}
+    if not contact:
+        return node
+    text = contact.strip()
+    if text.startswith(("mailto:", "http://", "https://", "tel:")):
+        key = "vcard:hasURL" if text.startswith("http") else (
+            "vcard:hasEmail" if text.startswith("mailto:") else "vcard:hasTelephone")
+        node[key] = {"@id": text}
+    elif "@" in text and " " not in text:
+        node["vcard:hasEmail"] = {"@id": f"mailto:{text}"}
+    elif text.lstrip("+").replace("-", "").replace(" ", "").isdigit():
+        node["vcard:hasTelephone"] = {"@id": "tel:" + text.replace(" ", "-")}
+    else:
+        node["vcard:note"] = text
+    return node
+
+
+def _license(text: str) -> dict[str, Any]:
+    if text.startswith(("http://", "https://")):
+        return {"@id": text, "@type": "dct:LicenseDocument"}
+    return {"@type": "dct:LicenseDocument", "rdfs:label": text}
+
+
+def _category_scheme(used: list[str]) -> dict[str, Any]:
+    return {
+        "@id": CATEGORY_SCHEME,
+        "@type": "skos:ConceptScheme",
+        "skos:prefLabel": [{"@value": "mos-agent manufacturing data categories", "@language": "en"},
+                           {"@value": "제조 데이터 분류", "@language": "ko"}],
+        "skos:hasTopConcept": [{"@id": category_iri(c)} for c in used],
+    }
+
+
+def _category_concept(category: str) -> dict[str, Any]:
+    return {
+        "@id": category_iri(category),
+        "@type": "skos:Concept",
+        "skos:inScheme": {"@id": CATEGORY_SCHEME},
+        "skos:topConceptOf": {"@id": CATEGORY_SCHEME},
+        "skos:notation": category,
+        "skos:prefLabel": [{"@value": category.replace("_", " "), "@language": "en"},
+                           {"@value": CATEGORY_LABELS_KO[category], "@language": "ko"}],
+        "skos:definition": {"@value": CATEGORY_DESCRIPTIONS[category], "@language": "en"},
+    }
+
+
+# ---------------------------------------------------------------- observations from the store
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """(url without user info, so safe to print; Authorization header or None)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"store url must start with http:// or https://, got {url!r}")
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    auth = None
+    if parts.username is not None:
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        auth = "Basic " + base64.b64encode(pair.encode()).decode()
+    return clean, auth
+
+
+def _query(base: str, auth: str | None, promql: str, at: float, timeout: float) -> list[dict]:
+    body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
+    request = urllib.request.Request(f"{base}/api/v1/query", data=body, method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    if auth:
+        request.add_header("Authorization", auth)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = ""
+        try:
+            detail = json.loads(exc.read()).get("error", "")
+        except (ValueError, OSError, AttributeError):
+            detail = ""
+        raise StoreUnavailable(f"store at {base} answered HTTP {exc.code}"
+                               f"{': ' + detail.splitlines()[0] if detail else ''}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StoreUnavailable(f"cannot reach the store at {base}: {reason}") from None
+    except ValueError:
+        raise StoreUnavailable(f"store at {base} did not answer with JSON (is it a "
+                               f"Prometheus-compatible query API such as VictoriaMetrics?)") from None
+    if not isinstance(answer, dict) or answer.get("status") != "success":
+        error = answer.get("error", "unknown error") if isinstance(answer, dict) else "unexpected answer"
+        raise StoreUnavailable(f"store at {base} rejected the query: {error}")
+    return answer.get("data", {}).get("result", [])
+
+
+_GROUP_LABELS = ("site", "area", "line", "cell", "equipment")
+
+
+def _label_key(metric: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(metric.get(label, "") for label in _GROUP_LABELS)
+
+
+def observe_store(store_url: str, loaded: LoadedConfig, since_seconds: float, *,
+                  timeout: float = 30.0, now: datetime | None = None) -> dict[str, Observation]:
+    """Per-dataset time range, point count and quality split from a VictoriaMetrics store.
+
+    Every stored point has a ``quality_code`` field, so counting the ``<category>_quality_code``
+    series counts every reading once, grouped by its ``quality`` label. Three aggregate queries
+    for the whole site, never one per series: the answer stays small however much data there is.
+    Series whose asset path was filled at run time (MQTT topic captures) match a dataset only if
+    they kept the device's configured path.
+    """
+    base, auth = _split_credentials(store_url)
+    agent = loaded.agent.agent
+    now = now or datetime.now(UTC)
+    at = now.timestamp()
+    names = "|".join(f"{category}_quality_code" for category in CATEGORIES)
+    selector = f'{{__name__=~"{names}",site="{agent.site}"}}'
+    window = f"[{max(1, math.ceil(since_seconds))}s]"
+    group = ",".join(_GROUP_LABELS)
+
+    counts: dict[tuple[str, ...], dict[str, int]] = {}
+    for row in _query(base, auth, f"sum by ({group},quality) (count_over_time({selector}{window}))",
+                      at, timeout):
+        quality = row["metric"].get("quality", "")
+        bucket = counts.setdefault(_label_key(row["metric"]), {})
+        bucket[quality] = bucket.get(quality, 0) + int(float(row["value"][1]))
+    firsts = {_label_key(row["metric"]): float(row["value"][1]) for row in _query(
+        base, auth, f"min by ({group}) (tfirst_over_time({selector}{window}))", at, timeout)}
+    lasts = {_label_key(row["metric"]): float(row["value"][1]) for row in _query(
+        base, auth, f"max by ({group}) (tlast_over_time({selector}{window}))", at, timeout)}
+
+    observed: dict[str, Observation] = {}
+    for device in loaded.devices:
+        key = (agent.site, device.asset.area, device.asset.line or "", device.asset.cell or "", device.name)
+        split = counts.get(key, {})
+        first, last = firsts.get(key), lasts.get(key)
+        observed[dataset_identifier(loaded, device)] = Observation(
+            good=split.get("good", 0),
+            uncertain=split.get("uncertain", 0),
+            bad=split.get("bad", 0),
+            # the store keeps milliseconds; rounding there avoids float noise in the nanoseconds
+            first_ns=round(first * 1000) * 1_000_000 if first is not None else None,
+            last_ns=round(last * 1000) * 1_000_000 if last is not None else None,
+            window_seconds=since_seconds,
+            observed_at=now,
+        )
+    return observed
