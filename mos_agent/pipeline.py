@@ -39,6 +39,7 @@ log = logging.getLogger("mos_agent")
 
 HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
 DRIVER_RESTART_DELAY = 5.0
+DRIVER_STOP_TIMEOUT = 5.0
 
 
 class RateMeter:
@@ -220,8 +221,12 @@ class Agent:
         if runtime is None or runtime.task is None:
             return
         runtime.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await runtime.task
+        # A driver that ignores cancellation must not hold up shutdown or a reload.
+        done, _ = await asyncio.wait({runtime.task}, timeout=DRIVER_STOP_TIMEOUT)
+        if not done:
+            log.warning("device %s: driver did not stop within %.0fs; abandoned", name, DRIVER_STOP_TIMEOUT)
+        elif not runtime.task.cancelled() and runtime.task.exception() is not None:
+            log.warning("device %s: driver failed while stopping: %s", name, runtime.task.exception())
         runtime.ctx.set_state(DeviceState.STOPPED)
 
     async def _emit(self, runtime: DeviceRuntime, batch: ReadingBatch) -> None:

@@ -11,6 +11,10 @@ import sdnotify
 class SystemdNotifier:
     def __init__(self) -> None:
         self._notifier = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+        if self._notifier is not None and self._notifier.socket is not None:
+            # Sent from the event loop: a reader that stops reading must not block the agent
+            # (a full datagram queue drops the message instead).
+            self._notifier.socket.setblocking(False)
 
     def notify(self, *assignments: str) -> None:
         if self._notifier is not None:

@@ -1,0 +1,265 @@
+"""Running it for real: the agent as a subprocess, as systemd runs it, against the Modbus simulator
+and a real VictoriaMetrics — READY/WATCHDOG on a real NOTIFY_SOCKET, SIGTERM under load, SIGHUP
+reloads, /healthz /status /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from mos_agent.testing import StoreReader, VictoriaMetrics, free_port, wait_for_port
+
+BIN = Path(sys.executable).parent
+
+
+def start_modbus_sim(tmp_path: Path, name: str) -> tuple[subprocess.Popen, dict]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port)],
+                            stdout=(tmp_path / f"sim-{name}.log").open("wb"), stderr=subprocess.STDOUT)
+    out = subprocess.run([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port),
+                          "--print-device-file", "--name", name], capture_output=True, text=True, check=True)
+    wait_for_port(port)
+    return proc, yaml.safe_load(out.stdout)
+
+
+def write_agent(tmp_path: Path, store_url: str | None, health: str) -> Path:
+    sinks = [{"type": "influxdb", "url": store_url, "org": "mdcg", "bucket": "factory", "token": "test-token-1234",
+              "flush_interval": "200ms"}] if store_url else []
+    agent = {"agent": {"id": "gw-test", "enterprise": "acme", "site": "changwon", "state_dir": str(tmp_path / "state"),
+                       "health": health, "shutdown_timeout": "10s"},
+             "devices": "devices/*.yaml", "sinks": sinks}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(agent))
+    (tmp_path / "devices").mkdir(exist_ok=True)
+    return path
+
+
+def write_device(tmp_path: Path, device: dict) -> None:
+    (tmp_path / "devices").mkdir(exist_ok=True)
+    (tmp_path / "devices" / f"{device['name']}.yaml").write_text(yaml.safe_dump(device, sort_keys=False))
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+class AgentProcess:
+    def __init__(self, config: Path, log: Path, env: dict | None = None) -> None:
+        self.log = log
+        self.proc = subprocess.Popen([str(BIN / "mos-agent"), "run", "-c", str(config)],
+                                     stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+
+    def status(self, health: str) -> dict | None:
+        try:
+            code, body = get(f"http://{health}/status")
+        except OSError:
+            return None
+        return json.loads(body) if code == 200 else None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(5)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def sims(tmp_path: Path) -> Iterator[list]:
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_ready_and_watchdog_on_notify_socket(tmp_path: Path, sims: list) -> None:
+    sim, device = start_modbus_sim(tmp_path, "press-01")
+    sims.append(sim)
+    health = f"127.0.0.1:{free_port()}"
+    config = write_agent(tmp_path, None, health)
+    write_device(tmp_path, device)
+    notify_path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(notify_path)
+    listener.settimeout(1.0)
+    agent = AgentProcess(config, tmp_path / "agent.log", {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "1000000"})
+    messages: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not ("READY=1" in messages and messages.count("WATCHDOG=1") >= 2):
+            try:
+                messages.extend(listener.recv(4096).decode().splitlines())
+            except TimeoutError:
+                continue
+        assert "READY=1" in messages, agent.text()
+        # READY only once the drivers run and the buffer is open: the status endpoint answers by then
+        status = agent.status(health)
+        assert status is not None and status["agent"]["ready"] is True
+        assert messages.count("WATCHDOG=1") >= 2
+        assert messages.index("READY=1") < messages.index("WATCHDOG=1")
+        # STOPPING=1 is sent on SIGTERM (read while it stops: the queue of a datagram socket is short)
+        agent.proc.send_signal(signal.SIGTERM)
+        with_stop: list[str] = []
+        listener.settimeout(0.2)
+        deadline = time.monotonic() + 20
+        while "STOPPING=1" not in with_stop and time.monotonic() < deadline:
+            try:
+                with_stop.extend(listener.recv(4096).decode().splitlines())
+            except TimeoutError:
+                continue
+        assert "STOPPING=1" in with_stop
+        assert agent.stop() == 0
+    finally:
+        agent.stop()
+        listener.close()
+
+
+def test_sigterm_under_load_delivers_everything_committed(tmp_path: Path, sims: list,
+                                                          victoria: VictoriaMetrics) -> None:
+    store = StoreReader(victoria.url)
+    for n in range(3):
+        sim, device = start_modbus_sim(tmp_path, f"press-{n:02d}")
+        sims.append(sim)
+        device["poll_interval"] = "50ms"
+        write_device(tmp_path, device)
+    health = f"127.0.0.1:{free_port()}"
+    config = write_agent(tmp_path, victoria.url, health)
+    agent = AgentProcess(config, tmp_path / "agent.log")
+    try:
+        assert wait_until(lambda: (s := agent.status(health)) and s["pipeline"]["committed_points"] > 2000, 60), \
+            agent.text()
+        assert agent.stop() == 0, agent.text()
+    finally:
+        agent.stop()
+    log = agent.text()
+    committed = int(log.rsplit("stopped: ", 1)[1].split(" points committed")[0])
+    assert committed > 2000
+    # every committed point is in the store: one quality_code sample per point
+    got = store.wait_for_count(committed, '{__name__=~".+_quality_code"}', timeout=30)
+    assert got == committed, log[-2000:]
+
+
+def test_sighup_reload_added_changed_broken(tmp_path: Path, sims: list) -> None:
+    sim_a, device_a = start_modbus_sim(tmp_path, "press-01")
+    sim_b, device_b = start_modbus_sim(tmp_path, "press-02")
+    sims += [sim_a, sim_b]
+    health = f"127.0.0.1:{free_port()}"
+    config = write_agent(tmp_path, None, health)
+    write_device(tmp_path, device_a)
+    agent = AgentProcess(config, tmp_path / "agent.log")
+    try:
+        first = wait_until(lambda: (s := agent.status(health)) and s["devices"] and
+                           s["devices"][0]["points_read"] > 0 and s, 30)
+        assert [d["name"] for d in first["devices"]] == ["press-01"], agent.text()
+
+        # added press-02, changed press-01 (poll interval)
+        write_device(tmp_path, device_b)
+        device_a["poll_interval"] = "250ms"
+        write_device(tmp_path, device_a)
+        agent.proc.send_signal(signal.SIGHUP)
+        reloaded = wait_until(lambda: (s := agent.status(health)) and len(s["devices"]) == 2 and s, 30)
+        assert sorted(d["name"] for d in reloaded["devices"]) == ["press-01", "press-02"]
+        assert wait_until(lambda: "reload done: 1 added, 1 changed, 0 removed" in agent.text(), 10), agent.text()
+        committed_before = reloaded["pipeline"]["committed_points"]
+
+        # a broken file: the running configuration stays
+        (tmp_path / "devices" / "broken.yaml").write_text("name: press-03\ndriver: modbus\ntags: [\n")
+        agent.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload rejected" in agent.text(), 10), agent.text()
+        assert "broken.yaml:" in agent.text()
+        after = wait_until(lambda: (s := agent.status(health)) and
+                           s["pipeline"]["committed_points"] > committed_before and s, 20)
+        assert sorted(d["name"] for d in after["devices"]) == ["press-01", "press-02"]
+        assert all(d["state"] == "running" for d in after["devices"]), after["devices"]
+        assert agent.stop() == 0
+    finally:
+        agent.stop()
+
+
+def test_health_status_and_metrics(tmp_path: Path, sims: list) -> None:
+    sim, device = start_modbus_sim(tmp_path, "press-01")
+    sims.append(sim)
+    health = f"127.0.0.1:{free_port()}"
+    config = write_agent(tmp_path, None, health)
+    write_device(tmp_path, device)
+    agent = AgentProcess(config, tmp_path / "agent.log")
+    try:
+        assert wait_until(lambda: (s := agent.status(health)) and s["pipeline"]["committed_points"] > 0, 30), \
+            agent.text()
+        code, body = get(f"http://{health}/healthz")
+        assert (code, body) == (200, "ok\n")
+        status = agent.status(health)
+        assert set(status) >= {"agent", "devices", "pipeline", "buffer", "sinks"}
+        dev = status["devices"][0]
+        assert set(dev) >= {"name", "state", "last_error", "points_per_s", "last_value_time"}
+        assert set(status["buffer"]) >= {"points", "bytes", "oldest_age_s", "dropped_points"}
+        code, text = get(f"http://{health}/metrics")
+        assert code == 200
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        read = families["mos_agent_points_read"]
+        assert read.type == "counter"
+        assert any(s.labels == {"device": "press-01", "driver": "modbus"} and s.value > 0 for s in read.samples)
+        for name in ("mos_agent_buffer_points", "mos_agent_points_committed", "mos_agent_points_dropped",
+                     "mos_agent_read_latency_seconds", "mos_agent_send_latency_seconds", "mos_agent_device_state"):
+            assert name in families, name
+        assert families["mos_agent_read_latency_seconds"].type == "histogram"
+
+        # the device vanishes: /healthz says why
+        sim.kill()
+        sim.wait(5)
+        code, body = wait_until(lambda: (r := get(f"http://{health}/healthz"))[0] == 503 and r, 30)
+        assert code == 503 and "press-01" in body
+    finally:
+        agent.stop()
+
+
+def test_health_binds_loopback_by_default() -> None:
+    from mos_agent.config.models import AgentSection
+
+    assert AgentSection(id="gw", site="s").health.startswith("127.0.0.1:")
+
+
+def test_health_off_and_bad_config_exit_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.yaml"
+    bad.write_text("agent: {id: gw, site: Changwon}\n")
+    result = subprocess.run([str(BIN / "mos-agent"), "run", "-c", str(bad)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert f"{bad}:1:" in result.stderr and "Traceback" not in result.stderr
