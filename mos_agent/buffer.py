@@ -1,0 +1,835 @@
+"""The on-disk store-and-forward buffer, and :class:`StoreAndForward` that ties it to the sinks.
+
+Layout of ``<state_dir>/buffer.sqlite`` (SQLite, WAL):
+
+- ``chunks``: one row per appended chunk of encoded line protocol (``id`` from AUTOINCREMENT so an
+  id is never reused, even after the table was emptied — sink cursors rely on that).
+- ``cursors``: per sink, ``live`` = every row id ≤ live has been delivered, except the optional
+  backlog range ``[backlog_from, backlog_to]`` still being drained. A row is deleted once no sink
+  needs it.
+- ``dead_letters``: batches (or single lines) a sink refused as malformed.
+- ``meta``: the format marker (application id and schema version). A file without it is not ours.
+
+Durability: the appending connection runs ``synchronous=FULL``, so a chunk acknowledged by
+:meth:`Buffer.append` survives ``kill -9`` (NORMAL would be enough for that) *and* power loss (which
+is what FULL adds; it costs one fsync per group commit, a few a second). Sink connections run
+``synchronous=NORMAL``: losing a cursor update to power loss only means a batch is sent again, and
+resends are harmless (identical series+timestamp points overwrite each other in the store).
+
+Bound: ``buffer.max_size`` counts the bytes of buffered line protocol. When an append would pass
+it, ``drop_oldest`` deletes the oldest rows (sent or not; each sink is told how many of its
+unsent points went) and ``drop_newest`` refuses the new rows; either way the points are counted
+and one warning is logged per episode (it ends when the buffer is below 90% of the cap again).
+The file itself is somewhat larger: page overhead, the WAL (truncated to 64 MiB after
+checkpoints) and dead letters (at most 10% of max_size).
+
+A file that is not a readable SQLite database, fails ``quick_check``, or lacks our format marker
+is moved aside to ``buffer.sqlite.corrupt-<time>`` (with its -wal/-shm) and a new buffer started,
+with one error logged — never a crash loop. A lock file keeps a second agent off the same
+state directory (that is refused, not mistaken for corruption).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mos_agent.config.models import AgentConfig
+
+APP_ID = "mos-agent-buffer"
+SCHEMA_VERSION = 1
+BUFFER_FILE = "buffer.sqlite"
+LOCK_FILE = "buffer.lock"
+
+# An overflow episode ends when the buffer is back below this share of its cap; without the gap a
+# buffer hovering at the cap would start a new episode (and a new log line) on every commit.
+OVERFLOW_LOW_WATER = 0.9
+# Dead letters are kept for inspection, bounded so a sink rejecting everything cannot fill the disk.
+DEAD_LETTER_SHARE = 0.1
+DEAD_LETTER_MIN_BYTES = 1 << 20
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_ns INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink TEXT PRIMARY KEY,
+    live INTEGER NOT NULL,
+    backlog_from INTEGER,
+    backlog_to INTEGER
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    http_status INTEGER,
+    points INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+"""
+_TABLES = frozenset(("meta", "chunks", "cursors", "dead_letters"))
+
+
+class BufferLocked(RuntimeError):
+    """Another process holds the buffer of this state directory."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Consecutive rows of one sink's live or backlog range, concatenated."""
+
+    kind: str  # "live" | "backlog"
+    first_id: int
+    last_id: int
+    rows: int
+    points: int
+    body: bytes
+    oldest_created_ns: int
+
+
+@dataclass(slots=True)
+class Pending:
+    rows: int
+    points: int
+    oldest_created_ns: int | None
+    head_id: int | None
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, so a transaction is
+    # exactly what the code says. check_same_thread=False: each connection is still used by one
+    # thread at a time, guarded by its owner.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+    # Larger pages suit a table of large blobs (fewer overflow pages to write, read and free);
+    # smaller ones write less per commit when data trickles in (every commit rewrites whole pages
+    # into the WAL — flash wear on a gateway). 16 KiB: append ~1.2M points/s, drain-side delete
+    # ~0.3 µs a point, ~4 pages a commit. Only takes effect when the file is created.
+    conn.execute("PRAGMA page_size=16384")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot switch {path} to WAL (journal_mode={mode})")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA journal_size_limit=67108864")
+    return conn
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _deletable_ranges(cursors: Sequence[tuple[int, int | None, int | None]]) -> list[tuple[int, int]]:
+    """Row-id ranges no sink needs any more: at or below every sink's live cursor and outside
+    every backlog range still being drained."""
+    if not cursors:
+        return []
+    ceiling = min(live for live, _, _ in cursors)
+    holes = sorted((lo, hi) for _, lo, hi in cursors if lo is not None and hi is not None and lo <= hi)
+    ranges: list[tuple[int, int]] = []
+    start = 0
+    for lo, hi in holes:
+        if lo > ceiling:
+            break
+        if lo - 1 >= start:
+            ranges.append((start, lo - 1))
+        start = max(start, hi + 1)
+    if start <= ceiling:
+        ranges.append((start, ceiling))
+    return ranges
+
+
+def _pending_for(row_id: int, live: int, lo: int | None, hi: int | None) -> bool:
+    return row_id > live or (lo is not None and hi is not None and lo <= row_id <= hi)
+
+
+@dataclass(slots=True)
+class _Freed:
+    """Rows removed inside a transaction; applied to the totals once it committed."""
+
+    rows: int = 0
+    points: int = 0
+    bytes: int = 0
+    dropped: int = 0  # points removed or refused by the overflow policy
+    dropped_by_sink: dict[str, int] | None = None
+
+
+class Buffer:
+    """The SQLite buffer of one state directory. :meth:`append` is thread-safe; each sink reads
+    through its own :class:`SinkCursor` (own connection, WAL lets it read beside the writer)."""
+
+    def __init__(self, directory: Path, max_size: int, overflow: str = "drop_oldest",
+                 logger: logging.Logger | None = None, row_points: int = 5000) -> None:
+        if overflow not in ("drop_oldest", "drop_newest"):
+            raise ValueError(f"overflow must be drop_oldest or drop_newest, not {overflow!r}")
+        self.directory = Path(directory)
+        self.path = self.directory / BUFFER_FILE
+        self.max_size = int(max_size)
+        self.overflow = overflow
+        self.log = logger or logging.getLogger("mos_agent.buffer")
+        self.row_points = max(1, int(row_points))
+        self.dead_letter_cap = max(DEAD_LETTER_MIN_BYTES, int(self.max_size * DEAD_LETTER_SHARE))
+        self._conn: sqlite3.Connection | None = None
+        self._status_conn: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
+        self._status_lock = threading.Lock()
+        self._totals_lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._listeners: list[threading.Event] = []
+        self.rows = 0
+        self.points = 0
+        self.bytes = 0
+        self.dropped_points = 0
+        self.dropped_points_by_sink: dict[str, int] = {}
+        self.overflow_episodes = 0
+        self.overflowing = False
+        self._episode_dropped = 0
+        self.moved_aside: list[Path] = []
+
+    # ------------------------------------------------------------ open / close
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._conn = self._open_checked()
+            self._status_conn = _connect(self.path, "NORMAL")
+            self._load_totals()
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_lock(self) -> None:
+        """One process per buffer: two agents appending to and deleting from the same file would
+        each believe they own the cursors."""
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BufferLocked(f"another mos-agent process is using the buffer in {self.directory} "
+                               f"({LOCK_FILE} is locked)") from None
+        self._lock_fd = fd
+
+    def _open_checked(self) -> sqlite3.Connection:
+        """Open the file; one that is corrupt or not ours is moved aside and a new one started, so
+        a bad file costs its contents once instead of a crash loop."""
+        problem = self._inspect()
+        if problem not in (None, "new"):
+            aside = self._move_aside()
+            self.log.error("buffer %s is %s; moved it aside to %s and started a new, empty buffer "
+                           "(what the old file held is not sent)", self.path, problem, aside)
+            problem = "new"
+        conn = _connect(self.path, "FULL")
+        if problem == "new":
+            with _transaction(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                 [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))])
+        return conn
+
+    def _inspect(self) -> str | None:
+        """``None`` if the file is a mos-agent buffer of our version, ``"new"`` if there is nothing
+        in it yet, otherwise what is wrong with it. Only reads: a foreign file is left as it was."""
+        if not self.path.exists():
+            return "new"
+        with self.path.open("rb") as f:
+            header = f.read(16)
+        if header and header != b"SQLite format 3\x00":
+            # Decided before SQLite opens it: SQLite would discard the -wal of a file it cannot read,
+            # and the files are moved aside as they were found.
+            return "not a SQLite database (bad file header)"
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables.discard("sqlite_sequence")
+            if not tables:
+                return "new"
+            if "meta" not in tables:
+                return "not a mos-agent buffer (no format marker; tables: " + ", ".join(sorted(tables)) + ")"
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("app") != APP_ID:
+                return f"not a mos-agent buffer (format marker app={meta.get('app')!r})"
+            if meta.get("schema_version") != str(SCHEMA_VERSION):
+                return (f"a buffer of format version {meta.get('schema_version')}, but this mos-agent "
+                        f"reads version {SCHEMA_VERSION}")
+            if _TABLES - tables:
+                return "incomplete (missing tables: " + ", ".join(sorted(_TABLES - tables)) + ")"
+            result = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            if result != ["ok"]:
+                return "corrupt (quick_check: " + "; ".join(result[:3]) + ")"
+            return None
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise
+            return f"not a readable SQLite database ({exc})"
+        finally:
+            conn.close()
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{BUFFER_FILE}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{BUFFER_FILE}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.rename(f"{target}{suffix}")
+        self.moved_aside.append(target)
+        return target
+
+    def _load_totals(self) -> None:
+        assert self._conn is not None
+        rows, points, size = self._conn.execute(
+            "SELECT count(*), coalesce(sum(points), 0), coalesce(sum(bytes), 0) FROM chunks").fetchone()
+        with self._totals_lock:
+            self.rows, self.points, self.bytes = rows, points, size
+
+    def close(self) -> None:
+        for attr in ("_conn", "_status_conn"):
+            conn = getattr(self, attr)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+                setattr(self, attr, None)
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------ sinks
+
+    def register_sinks(self, names: Iterable[str]) -> None:
+        """Give each sink a cursor (a new sink starts at the oldest buffered row, so it receives
+        everything still buffered) and drop the cursors of sinks no longer configured."""
+        assert self._conn is not None
+        wanted = list(names)
+        with self._write_lock:
+            with _transaction(self._conn):
+                existing = {r[0]: (r[1], r[2], r[3]) for r in
+                            self._conn.execute("SELECT sink, live, backlog_from, backlog_to FROM cursors")}
+                for name in wanted:
+                    if name not in existing:
+                        self._conn.execute("INSERT INTO cursors(sink, live) VALUES (?, 0)", (name,))
+                for name, (live, lo, hi) in existing.items():
+                    if name in wanted:
+                        continue
+                    owed = self._conn.execute(
+                        "SELECT coalesce(sum(points), 0) FROM chunks WHERE id > ? OR id BETWEEN ? AND ?",
+                        (live, lo if lo is not None else 1, hi if hi is not None else 0)).fetchone()[0]
+                    self._conn.execute("DELETE FROM cursors WHERE sink = ?", (name,))
+                    self.log.warning("sink %r is no longer configured: its cursor is removed and the %d "
+                                     "buffered points it had not received are no longer kept for it", name, owed)
+                freed = self.cleanup_in(self._conn)
+            self.apply(freed)
+        for name in wanted:
+            self.dropped_points_by_sink.setdefault(name, 0)
+
+    def cursor(self, sink: str) -> SinkCursor:
+        """A reader for one sink with its own connection; use it from one thread."""
+        return SinkCursor(self, sink)
+
+    def add_listener(self, event: threading.Event) -> None:
+        """``event`` is set after every append that stored rows."""
+        self._listeners.append(event)
+
+    def cleanup_in(self, conn: sqlite3.Connection) -> _Freed:
+        """Delete the rows every sink has; call inside a write transaction, then :meth:`apply`."""
+        cursors = conn.execute("SELECT live, backlog_from, backlog_to FROM cursors").fetchall()
+        freed = _Freed()
+        for lo, hi in _deletable_ranges(cursors):
+            for points, size in conn.execute(
+                    "DELETE FROM chunks WHERE id BETWEEN ? AND ? RETURNING points, bytes", (lo, hi)).fetchall():
+                freed.rows += 1
+                freed.points += points
+                freed.bytes += size
+        return freed
+
+    def apply(self, freed: _Freed) -> None:
+        """Bring the totals up to date after a committed transaction that removed rows."""
+        with self._totals_lock:
+            self.rows -= freed.rows
+            self.points -= freed.points
+            self.bytes -= freed.bytes
+            if freed.dropped:
+                self.dropped_points += freed.dropped
+                self._episode_dropped += freed.dropped
+                for sink, n in (freed.dropped_by_sink or {}).items():
+                    self.dropped_points_by_sink[sink] = self.dropped_points_by_sink.get(sink, 0) + n
+                if not self.overflowing:
+                    self.overflowing = True
+                    self.overflow_episodes += 1
+                    what = "oldest buffered data" if self.overflow == "drop_oldest" else "newest data"
+                    self.log.warning("buffer full (max_size %d bytes): dropping the %s until the sinks catch "
+                                     "up (overflow: %s; counted in dropped_points, logged once per episode)",
+                                     self.max_size, what, self.overflow)
+            elif self.overflowing and self.bytes < self.max_size * OVERFLOW_LOW_WATER:
+                self.overflowing = False
+                self.log.warning("buffer below its cap again: %d points were dropped in that overflow episode",
+                                 self._episode_dropped)
+                self._episode_dropped = 0
+
+    # ------------------------------------------------------------ append
+
+    def _rows_from(self, bodies: Sequence[bytes], points: Sequence[int], now_ns: int) -> list[tuple]:
+        """Concatenate consecutive bodies into rows of about ``row_points`` points (a body is never
+        split), so a row is roughly one sink batch."""
+        rows: list[tuple] = []
+        parts: list[bytes] = []
+        row_points = 0
+        for body, n in zip(bodies, points, strict=True):
+            if not body or n <= 0:
+                continue
+            if not body.endswith(b"\n"):
+                body += b"\n"
+            if parts and row_points + n > self.row_points:
+                joined = b"".join(parts)
+                rows.append((now_ns, row_points, len(joined), joined))
+                parts, row_points = [], 0
+            parts.append(body)
+            row_points += n
+        if parts:
+            joined = b"".join(parts)
+            rows.append((now_ns, row_points, len(joined), joined))
+        return rows
+
+    def append(self, bodies: Sequence[bytes], points: Sequence[int]) -> int:
+        """Store the chunks in one transaction and return once it is committed (durable). Returns
+        the number of points stored (fewer than given only when the overflow policy dropped some
+        of them)."""
+        if len(bodies) != len(points):
+            raise ValueError(f"{len(bodies)} bodies but {len(points)} point counts")
+        rows = self._rows_from(bodies, points, time.time_ns())
+        if not rows:
+            return 0
+        with self._write_lock:
+            conn = self._conn
+            if conn is None:
+                raise RuntimeError("buffer is not open")
+            with _transaction(conn):
+                rows, freed = self._make_room_in(conn, rows)
+                if rows:
+                    conn.executemany("INSERT INTO chunks(created_ns, points, bytes, body) VALUES (?, ?, ?, ?)",
+                                     rows)
+            with self._totals_lock:
+                self.rows += len(rows)
+                self.points += sum(r[1] for r in rows)
+                self.bytes += sum(r[2] for r in rows)
+                self.apply(freed)
+        if rows:
+            for event in self._listeners:
+                event.set()
+        return sum(r[1] for r in rows)
+
+    def _make_room_in(self, conn: sqlite3.Connection, rows: list[tuple]) -> tuple[list[tuple], _Freed]:
+        """Apply the overflow policy so the stored bytes stay within max_size: the rows to insert,
+        and what was removed or refused."""
+        freed = _Freed(dropped_by_sink={})
+        incoming = sum(r[2] for r in rows)
+        with self._totals_lock:
+            stored = self.bytes
+        if stored + incoming <= self.max_size:
+            return rows, freed
+        sinks = conn.execute("SELECT sink, live, backlog_from, backlog_to FROM cursors").fetchall()
+        by_sink = freed.dropped_by_sink
+        assert by_sink is not None
+
+        def lost_for_all(points: int) -> None:
+            freed.dropped += points
+            for sink, *_ in sinks:
+                by_sink[sink] = by_sink.get(sink, 0) + points
+
+        if self.overflow == "drop_newest":
+            room = self.max_size - stored
+            kept = 0
+            while kept < len(rows) and rows[kept][2] <= room:
+                room -= rows[kept][2]
+                kept += 1
+            for refused in rows[kept:]:
+                lost_for_all(refused[1])
+            return rows[:kept], freed
+        # drop_oldest: the newest max_size bytes survive, the incoming rows being the newest.
+        while rows and incoming > self.max_size:
+            first = rows.pop(0)
+            incoming -= first[2]
+            lost_for_all(first[1])
+        need = stored + incoming - self.max_size
+        if need <= 0:
+            return rows, freed
+        last_id = None
+        gathered = 0
+        scan = conn.execute("SELECT id, bytes FROM chunks ORDER BY id")
+        try:
+            for row_id, size in scan:
+                last_id = row_id
+                gathered += size
+                if gathered >= need:
+                    break
+        finally:
+            scan.close()
+        if last_id is None:
+            return rows, freed
+        for row_id, points, size in conn.execute(
+                "DELETE FROM chunks WHERE id <= ? RETURNING id, points, bytes", (last_id,)).fetchall():
+            freed.rows += 1
+            freed.points += points
+            freed.bytes += size
+            freed.dropped += points
+            for sink, live, lo, hi in sinks:
+                if _pending_for(row_id, live, lo, hi):
+                    by_sink[sink] = by_sink.get(sink, 0) + points
+        return rows, freed
+
+    # ------------------------------------------------------------ dead letters and status
+
+    def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+        columns = ("id", "sink", "reason", "http_status", "points", "body", "created_ns")
+        sql = f"SELECT {', '.join(columns)} FROM dead_letters"
+        args: tuple = ()
+        if sink is not None:
+            sql += " WHERE sink = ?"
+            args = (sink,)
+        with self._status_lock:
+            conn = self._status_conn
+            if conn is None:
+                raise RuntimeError("buffer is not open")
+            return [dict(zip(columns, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]
+
+    def sink_lag(self, sink: str) -> dict[str, Any]:
+        """What ``sink`` has not received yet: ``points`` and ``oldest_ns`` (created time of the
+        oldest such row) overall, ``live_points``/``live_oldest_ns`` for data after its live
+        cursor (the latency of fresh data), ``backlog_points`` for the range being drained."""
+        lag: dict[str, Any] = {"points": 0, "oldest_ns": None, "live_points": 0, "live_oldest_ns": None,
+                               "backlog_points": 0}
+        with self._status_lock:
+            conn = self._status_conn
+            if conn is None:
+                return lag
+            row = conn.execute("SELECT live, backlog_from, backlog_to FROM cursors WHERE sink = ?",
+                               (sink,)).fetchone()
+            if row is None:
+                return lag
+            live, lo, hi = row
+            lag["live_points"], lag["live_oldest_ns"] = conn.execute(
+                "SELECT coalesce(sum(points), 0), min(created_ns) FROM chunks WHERE id > ?", (live,)).fetchone()
+            backlog_oldest = None
+            if lo is not None and hi is not None and lo <= hi:
+                lag["backlog_points"], backlog_oldest = conn.execute(
+                    "SELECT coalesce(sum(points), 0), min(created_ns) FROM chunks WHERE id BETWEEN ? AND ?",
+                    (lo, hi)).fetchone()
+        lag["points"] = lag["live_points"] + lag["backlog_points"]
+        oldest = [t for t in (lag["live_oldest_ns"], backlog_oldest) if t is not None]
+        lag["oldest_ns"] = min(oldest) if oldest else None
+        return lag
+
+    def stats(self) -> dict[str, Any]:
+        oldest = None
+        dead = (0, 0)
+        with self._status_lock:
+            if self._status_conn is not None:
+                row = self._status_conn.execute("SELECT created_ns FROM chunks ORDER BY id LIMIT 1").fetchone()
+                oldest = row[0] if row else None
+                dead = self._status_conn.execute(
+                    "SELECT count(*), coalesce(sum(points), 0) FROM dead_letters").fetchone()
+        with self._totals_lock:
+            rows, points, size = self.rows, self.points, self.bytes
+        return {
+            "path": str(self.path),
+            "points": points,
+            "bytes": size,
+            "rows": rows,
+            "max_size": self.max_size,
+            "overflow": self.overflow,
+            "oldest_age_s": round(max(0.0, (time.time_ns() - oldest) / 1e9), 3) if oldest else None,
+            "dropped_points": self.dropped_points,
+            "overflow_episodes": self.overflow_episodes,
+            "overflowing": self.overflowing,
+            "dead_letter_rows": dead[0],
+            "dead_letter_points": dead[1],
+            "moved_aside": [str(p) for p in self.moved_aside],
+        }
+
+
+class SinkCursor:
+    """One sink's view of the buffer: what it still has to send, in a live range (rows after
+    ``live``) and an optional backlog range being drained beside it."""
+
+    def __init__(self, buffer: Buffer, sink: str) -> None:
+        self.buffer = buffer
+        self.sink = sink
+        self.conn = _connect(buffer.path, "NORMAL")
+        row = self.conn.execute("SELECT live, backlog_from, backlog_to FROM cursors WHERE sink = ?",
+                                (sink,)).fetchone()
+        if row is None:
+            raise KeyError(f"sink {sink!r} has no cursor; call register_sinks first")
+        self.live: int = row[0]
+        self.backlog: tuple[int, int] | None = (row[1], row[2]) if row[1] is not None and row[2] is not None \
+            and row[1] <= row[2] else None
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def pending_live(self) -> Pending:
+        rows, points, oldest, head = self.conn.execute(
+            "SELECT count(*), coalesce(sum(points), 0), min(created_ns), max(id) FROM chunks WHERE id > ?",
+            (self.live,)).fetchone()
+        return Pending(rows, points, oldest, head)
+
+    def _read(self, kind: str, lo: int, hi: int | None, max_points: int) -> Batch | None:
+        sql = "SELECT id, points, created_ns, body FROM chunks WHERE id >= ?"
+        args: tuple = (lo,)
+        if hi is not None:
+            sql += " AND id <= ?"
+            args = (lo, hi)
+        parts: list[bytes] = []
+        first = last = oldest = 0
+        points = 0
+        rows = self.conn.execute(sql + " ORDER BY id", args)
+        try:
+            for row_id, n, created, body in rows:
+                if parts and points + n > max_points:
+                    break
+                if not parts:
+                    first, oldest = row_id, created
+                parts.append(body)
+                last = row_id
+                points += n
+                oldest = min(oldest, created)
+                if points >= max_points:
+                    break
+        finally:
+            # ends the read snapshot now, so it does not hold back WAL checkpoints
+            rows.close()
+        if not parts:
+            return None
+        return Batch(kind, first, last, len(parts), points, b"".join(parts), oldest)
+
+    def read_live(self, max_points: int) -> Batch | None:
+        """The next rows after the live cursor: up to ``max_points`` points, at least one row."""
+        return self._read("live", self.live + 1, None, max_points)
+
+    def read_backlog(self, max_points: int) -> Batch | None:
+        """The next rows of the backlog range; ``None`` (and the range cleared) when it is done."""
+        if self.backlog is None:
+            return None
+        lo, hi = self.backlog
+        batch = self._read("backlog", lo, hi, max_points)
+        if batch is None:
+            self._persist(self.live, None)
+        return batch
+
+    def start_backlog(self) -> tuple[int, int] | None:
+        """Fix what is pending now as the backlog and move the live cursor to the head, so rows
+        appended from now on are sent as live data beside the drain."""
+        if self.backlog is not None:
+            return None
+        head = self.conn.execute("SELECT max(id) FROM chunks").fetchone()[0]
+        if head is None or head <= self.live:
+            return None
+        backlog = (self.live + 1, head)
+        self._persist(head, backlog)
+        return backlog
+
+    def advance(self, batch: Batch) -> None:
+        """Record ``batch`` as delivered and delete the rows no sink needs any more, in one
+        transaction: a crash re-sends at most the batch in flight."""
+        if batch.kind == "live":
+            self._persist(max(self.live, batch.last_id), self.backlog)
+        else:
+            assert self.backlog is not None
+            lo, hi = self.backlog
+            lo = max(lo, batch.last_id + 1)
+            self._persist(self.live, (lo, hi) if lo <= hi else None)
+
+    def _persist(self, live: int, backlog: tuple[int, int] | None) -> None:
+        lo, hi = backlog if backlog is not None else (None, None)
+        with _transaction(self.conn):
+            self.conn.execute("UPDATE cursors SET live = ?, backlog_from = ?, backlog_to = ? WHERE sink = ?",
+                              (live, lo, hi, self.sink))
+            freed = self.buffer.cleanup_in(self.conn)
+        self.live, self.backlog = live, backlog
+        self.buffer.apply(freed)
+
+    def dead_letter(self, reason: str, http_status: int | None, points: int, body: bytes) -> None:
+        buffer = self.buffer
+        with _transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO dead_letters(sink, reason, http_status, points, body, created_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (self.sink, reason[:2000], http_status, points, body, time.time_ns()))
+            total = self.conn.execute("SELECT coalesce(sum(length(body)), 0) FROM dead_letters").fetchone()[0]
+            if total > buffer.dead_letter_cap:
+                # oldest dead letters go first; the newest one just written is always kept
+                excess = total - buffer.dead_letter_cap
+                freed = 0
+                cut = None
+                for row_id, size in self.conn.execute(
+                        "SELECT id, length(body) FROM dead_letters ORDER BY id").fetchall():
+                    if freed >= excess:
+                        break
+                    cut = row_id
+                    freed += size
+                newest = self.conn.execute("SELECT max(id) FROM dead_letters").fetchone()[0]
+                if cut is not None:
+                    self.conn.execute("DELETE FROM dead_letters WHERE id <= ? AND id < ?", (cut, newest))
+
+
+# ---------------------------------------------------------------- store and forward
+
+
+def sink_names(configs: Sequence[Any]) -> list[str]:
+    """A sink's name is its ``name`` or its type; repeats get -2, -3 … so every name is unique."""
+    names: list[str] = []
+    for cfg in configs:
+        base = cfg.name or cfg.type
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
+class StoreAndForward:
+    """The on-disk buffer plus one worker thread per configured sink.
+
+    ``append`` is durable on return; every sink receives everything appended (at least once —
+    after a crash the batch in flight is sent again, which overwrites identical points).
+    """
+
+    def __init__(self, config: AgentConfig, state_dir: Path, logger: logging.Logger | None = None) -> None:
+        self.config = config
+        self.state_dir = Path(state_dir)
+        self.log = logger or logging.getLogger("mos_agent.buffer")
+        sinks = list(config.sinks)
+        batch_sizes = [s.batch_size for s in sinks] or [5000]
+        self.buffer = Buffer(self.state_dir, config.buffer.max_size, config.buffer.overflow, self.log,
+                             row_points=min(5000, *batch_sizes))
+        self.runners: list[Any] = []
+        self.send_observers: list[Callable[[str, float], None]] = []  # (sink name, seconds) per write
+        self._started = False
+
+    def start(self) -> None:
+        from mos_agent.sinks import build_sink
+        from mos_agent.sinks.runner import SinkRunner
+
+        self.buffer.open()
+        configs = list(self.config.sinks)
+        names = sink_names(configs)
+        sinks = []
+        try:
+            for name, cfg in zip(names, configs, strict=True):
+                sinks.append((build_sink(name, cfg, self.state_dir), cfg))
+            self.buffer.register_sinks(names)
+        except BaseException:
+            for sink, _ in sinks:
+                with contextlib.suppress(Exception):
+                    sink.close()
+            self.buffer.close()
+            raise
+        if not configs:
+            self.log.warning("no sinks configured: readings are buffered on disk (up to %d bytes, then %s) "
+                             "but sent nowhere", self.buffer.max_size, self.buffer.overflow)
+        for sink, cfg in sinks:
+            runner = SinkRunner(sink, self.buffer, batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
+                                max_retry_delay=getattr(cfg, "max_retry_delay", 60.0), logger=self.log,
+                                on_send=self._observe_send)
+            self.runners.append(runner)
+        for runner in self.runners:
+            runner.start()
+        self._started = True
+        stats = self.buffer.stats()
+        self.log.info("buffer %s: %d points (%d bytes) waiting; sinks: %s", self.buffer.path, stats["points"],
+                      stats["bytes"], ", ".join(names) or "none")
+
+    def _observe_send(self, sink: str, seconds: float) -> None:
+        for observer in self.send_observers:
+            with contextlib.suppress(Exception):
+                observer(sink, seconds)
+
+    def append(self, bodies: Sequence[bytes], points: Sequence[int]) -> int:
+        """Durably store encoded chunks in one transaction; returns once committed, with the
+        number of points stored (fewer than given only if the overflow policy dropped some)."""
+        return self.buffer.append(bodies, points)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Give the sinks up to ``timeout`` seconds to deliver what is pending (flushing partial
+        batches now), then stop them and close the buffer. Undelivered data stays buffered.
+        Returns within ``timeout`` + 3 s even if a sink is stuck in a network call."""
+        if not self._started:
+            self.buffer.close()
+            return
+        deadline = time.monotonic() + max(0.0, timeout)
+        for runner in self.runners:
+            runner.request_stop(deadline)
+        for runner in self.runners:
+            runner.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        for runner in self.runners:
+            runner.abort()
+        for runner in self.runners:
+            if runner.is_alive():
+                runner.join(2.0)
+        # a write blocked in the network cannot be interrupted; its batch is sent again next start
+        stuck = [r.name for r in self.runners if r.is_alive()]
+        if stuck:
+            self.log.warning("sink(s) %s still busy at shutdown; their undelivered data stays buffered",
+                             ", ".join(stuck))
+        self._started = False
+        # A runner stuck in a network call keeps its own connection; the writer's is closed here.
+        self.buffer.close()
+
+    def status(self) -> dict[str, Any]:
+        buffer = self.buffer.stats()
+        sinks = []
+        now = time.time_ns()
+
+        def age(created_ns: int | None) -> float:
+            return round(max(0.0, (now - created_ns) / 1e9), 3) if created_ns else 0.0
+
+        for runner in self.runners:
+            lag = self.buffer.sink_lag(runner.name)
+            entry = runner.status()
+            entry.update({
+                "lag_points": lag["points"],
+                "lag_seconds": age(lag["oldest_ns"]),
+                "live_lag_points": lag["live_points"],
+                "live_lag_seconds": age(lag["live_oldest_ns"]),
+                "backlog_points": lag["backlog_points"],
+                "dropped_points": self.buffer.dropped_points_by_sink.get(runner.name, 0),
+            })
+            sinks.append(entry)
+        return {"buffer": buffer, "sinks": sinks}

@@ -1,0 +1,66 @@
+"""What a sink is: something that accepts a body of encoded line protocol, synchronously.
+
+A sink's ``write`` is called from its own worker thread (see :mod:`mos_agent.sinks.runner`), so
+it may block on I/O. It either returns (the whole body is stored) or raises one of the exceptions
+below, which tell the runner what to do with the batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class SinkError(Exception):
+    """Base of the outcomes a sink reports. Messages must never contain a secret."""
+
+
+class SinkRetryable(SinkError):
+    """A transient failure (network, 429, 5xx): the same batch is retried later, with backoff.
+    ``retry_after`` is the server's wish in seconds (Retry-After), if it said one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SinkTooLarge(SinkError):
+    """The body is too large for the sink (413 or the sink's configured limit): the runner splits
+    it at line boundaries and sends the halves."""
+
+
+class SinkRejected(SinkError):
+    """The sink refuses this data as malformed (400-class): retrying the same bytes cannot help,
+    so the offending lines go to the dead-letter table and delivery continues."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SinkAuthError(SinkError):
+    """The sink refuses our credentials (401/403): reported loudly, data is kept and retried
+    slowly until someone fixes the token."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Sink(ABC):
+    """A destination. ``name`` is the sink's cursor identity in the buffer, ``type`` its kind."""
+
+    name: str
+    type: str
+
+    @abstractmethod
+    def write(self, body: bytes, points: int) -> None:
+        """Store ``body`` (``points`` lines of line protocol, each ending in a newline) or raise
+        a :class:`SinkError`. Called from the sink's worker thread only."""
+
+    def redact(self, text: str) -> str:
+        """``text`` with any secret this sink holds removed; the runner passes every message it
+        logs or shows in status through this, whatever raised it."""
+        return text
+
+    def close(self) -> None:  # noqa: B027 - optional for sinks holding nothing
+        """Release connections; called once from the worker thread when it ends."""
