@@ -1,0 +1,42 @@
+"""The shipped example configuration and every driver's sample device file validate."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mos_agent.cli import main as cli_main
+from mos_agent.config.loader import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = sorted(REPO.glob("drivers/*/sample.yaml"))
+
+
+def test_example_configuration_validates(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MOS_INFLUX_TOKEN", "example-token")
+    assert cli_main(["validate", "-c", str(REPO / "configs" / "agent.yaml")]) == 0
+    out = capsys.readouterr().out
+    loaded = load_config(REPO / "configs" / "agent.yaml")
+    assert {d.driver for d in loaded.devices} == {"modbus", "opcua", "mqtt"}
+    assert f"{len(loaded.devices)} (" in out
+
+
+def test_example_needs_its_token(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv("MOS_INFLUX_TOKEN", raising=False)
+    assert cli_main(["validate", "-c", str(REPO / "configs" / "agent.yaml")]) == 2
+    assert "MOS_INFLUX_TOKEN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[p.parent.name for p in SAMPLES])
+def test_driver_sample_validates(sample: Path, tmp_path: Path) -> None:
+    (tmp_path / "devices").mkdir()
+    shutil.copy(sample, tmp_path / "devices" / sample.name)
+    (tmp_path / "agent.yaml").write_text(f"agent: {{id: gw, site: changwon, state_dir: {tmp_path}}}\n")
+    loaded = load_config(tmp_path / "agent.yaml")
+    assert len(loaded.devices) == 1 and loaded.devices[0].driver == sample.parent.name
+
+
+def test_every_bundled_driver_has_a_sample() -> None:
+    assert {p.parent.name for p in SAMPLES} == {"modbus", "opcua", "mqtt"}
