@@ -1,0 +1,257 @@
+"""OPC UA acquisition: the agent's path (OpcUaDriver + Normaliser, up to encoded line protocol)
+next to the bare asyncua client doing the same work, against ``mos-sim opcua`` in a separate
+process, in the same run.
+
+* poll: 2,000 nodes read in a loop as fast as the server answers — bare ``client.read_values``
+  against the driver's poll loop (one Read per round, decoded into a batch and normalised);
+* subscribe: 2,000 monitored items changing twice a second — asyncua's handler API
+  (``datachange_notification`` per value) against the driver's batch subscription.
+
+Figures: values/s and CPU seconds of this process per million values (the simulator's CPU is not
+counted). SPEC target: the agent's CPU per million ≤ 2× the bare library's.
+
+    python bench/bench_opcua.py            # ≤ 60 s
+    python bench/bench_opcua.py --quick    # ≤ 15 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from asyncua import Client
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drivers.opcua import OpcUaDriver  # noqa: E402
+from drivers.opcua.config import OpcUaDevice  # noqa: E402
+from mos_agent.batch import ReadingBatch  # noqa: E402
+from mos_agent.config.models import AgentSection  # noqa: E402
+from mos_agent.driver_api import DriverContext  # noqa: E402
+from mos_agent.normalise import Normaliser  # noqa: E402
+from mos_agent.taxonomy import DEFAULT_STAGES  # noqa: E402
+from mos_agent.testing import free_port  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+NODES = 2000
+CHANGE_RATE = 2.0  # bulk node updates per second in the subscribe phase
+
+
+@dataclass
+class Measure:
+    values: int
+    seconds: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.values / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_million(self) -> float:
+        return self.cpu / self.values * 1e6 if self.values else float("inf")
+
+
+async def measure(count: Callable[[], int], seconds: float, warmup: float) -> Measure:
+    """Values counted and CPU used by this process over ``seconds`` after ``warmup``."""
+    await asyncio.sleep(warmup)
+    start_values, start_wall, start_cpu = count(), time.monotonic(), time.process_time()
+    await asyncio.sleep(seconds)
+    return Measure(count() - start_values, time.monotonic() - start_wall, time.process_time() - start_cpu)
+
+
+def node_ids() -> list[str]:
+    return [f"ns=2;s=Machine.Bulk.Value{i:04d}" for i in range(NODES)]
+
+
+# ---------------------------------------------------------------- bare asyncua
+
+
+async def bare_poll(endpoint: str, seconds: float, warmup: float) -> Measure:
+    client = Client(endpoint, timeout=10)
+    await client.connect()
+    try:
+        nodes = [client.get_node(n) for n in node_ids()]
+        counted = 0
+        stop = False
+
+        async def loop() -> None:
+            nonlocal counted
+            while not stop:
+                values = await client.read_values(nodes)
+                counted += len(values)
+
+        task = asyncio.create_task(loop())
+        result = await measure(lambda: counted, seconds, warmup)
+        stop = True
+        await task
+        return result
+    finally:
+        await client.disconnect()
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def datachange_notification(self, node: object, val: object, data: object) -> None:
+        self.count += 1
+
+
+async def bare_subscribe(endpoint: str, seconds: float, warmup: float) -> Measure:
+    client = Client(endpoint, timeout=10)
+    await client.connect()
+    try:
+        handler = _Counter()
+        subscription = await client.create_subscription(100, handler)
+        await subscription.subscribe_data_change([client.get_node(n) for n in node_ids()], queuesize=10)
+        result = await measure(lambda: handler.count, seconds, warmup)
+        await subscription.delete()
+        return result
+    finally:
+        await client.disconnect()
+
+
+# ---------------------------------------------------------------- the agent's path
+
+
+async def agent(endpoint: str, mode: str, seconds: float, warmup: float, state_dir: Path) -> Measure:
+    device = OpcUaDevice.model_validate({
+        "name": "bench-cnc", "driver": "opcua", "asset": {"area": "machining"}, "stage": "machining",
+        "connection": {"endpoint": endpoint, "timeout": "10s"},
+        "mode": mode, "poll_interval": "1ms",
+        "subscription": {"publishing_interval": "100ms", "queue_size": 10, "max_items_per_subscription": NODES},
+        "tags": [{"name": f"value_{i:04d}", "node": n, "unit": "%", "category": "process"}
+                 for i, n in enumerate(node_ids())],
+    }, context={"stages": list(DEFAULT_STAGES)})
+    counted = 0
+    normaliser: Normaliser | None = None
+
+    async def emit(batch: ReadingBatch) -> None:
+        nonlocal counted
+        assert normaliser is not None
+        chunk = normaliser.process(batch)
+        counted += chunk.points
+        await asyncio.sleep(0)  # the pipeline's queue hand-off
+
+    ctx = DriverContext(AgentSection(id="bench", site="bench", state_dir=state_dir), device, emit)
+    normaliser = Normaliser(ctx.series)
+    task = asyncio.create_task(OpcUaDriver(ctx).run())
+    try:
+        deadline = time.monotonic() + 30
+        while counted == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return await measure(lambda: counted, seconds, warmup)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# ---------------------------------------------------------------- run
+
+
+def start_simulator(port: int, bulk_rate: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators.cli", "opcua", "--port", str(port), "--bulk", str(NODES),
+         "--update-rate", "0", "--bulk-rate", str(bulk_rate)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("mos-sim opcua:"):
+        proc.kill()
+        raise RuntimeError(f"simulator did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
+    return proc
+
+
+def stop_simulator(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+_STARTED = time.monotonic()
+
+
+def progress(text: str) -> None:
+    print(f"[opcua {time.monotonic() - _STARTED:5.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+async def run_phase(name: str, endpoint: str, seconds: float, warmup: float,
+                    bare: Callable[[str, float, float], Awaitable[Measure]], state_dir: Path) -> dict:
+    limit = seconds + warmup + 60  # a stuck measurement fails the bench instead of hanging it
+    progress(f"{name}: bare asyncua")
+    reference = await asyncio.wait_for(bare(endpoint, seconds, warmup), limit)
+    progress(f"{name}: agent (driver + normaliser)")
+    ours = await asyncio.wait_for(agent(endpoint, name, seconds, warmup, state_dir), limit)
+    ratio = ours.cpu_per_million / reference.cpu_per_million
+    return {"agent": ours, "bare": reference, "ratio": ratio}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (≤ 15 s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    seconds, warmup = (1.5, 0.3) if args.quick else (6.0, 1.0)
+    started = time.monotonic()
+    port = free_port()
+    endpoint = f"opc.tcp://127.0.0.1:{port}/"
+    progress(f"starting mos-sim opcua with {NODES} bulk nodes")
+    proc = start_simulator(port, CHANGE_RATE)
+    results: dict[str, dict] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["poll"] = asyncio.run(run_phase("poll", endpoint, seconds, warmup, bare_poll, Path(tmp)))
+            results["subscribe"] = asyncio.run(run_phase("subscribe", endpoint, seconds, warmup, bare_subscribe,
+                                                         Path(tmp)))
+    finally:
+        stop_simulator(proc)
+
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    print(f"\nOPC UA, {NODES} nodes, mos-sim opcua in its own process ({os.cpu_count()} cores), "
+          f"{seconds:g}s per measurement")
+    print(f"{'':<11}{'agent values/s':>16}{'bare values/s':>16}{'agent CPU s/M':>15}{'bare CPU s/M':>14}"
+          f"{'ratio':>8}")
+    figures = []
+    for phase, r in results.items():
+        a, b = r["agent"], r["bare"]
+        print(f"{phase:<11}{a.rate:>16,.0f}{b.rate:>16,.0f}{a.cpu_per_million:>15.2f}{b.cpu_per_million:>14.2f}"
+              f"{r['ratio']:>7.2f}×")
+        figures.append({"name": f"opcua {phase}: CPU per million values", "value": round(a.cpu_per_million, 2),
+                        "unit": "CPU s/M", "reference": f"bare asyncua {phase}",
+                        "reference_value": round(b.cpu_per_million, 2), "target": "≤ 2× reference",
+                        "ok": r["ratio"] <= 2.0})
+        figures.append({"name": f"opcua {phase}: values/s", "value": round(a.rate), "unit": "values/s",
+                        "reference": f"bare asyncua {phase}", "reference_value": round(b.rate)})
+    took = time.monotonic() - started
+    print(f"(took {took:.0f}s; subscribe rates are bound by the simulator's {NODES} × {CHANGE_RATE:g}/s changes)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "opcua.json").write_text(json.dumps({
+        "quick": args.quick, "nodes": NODES, "seconds_per_measurement": seconds, "took": round(took, 1),
+        "phases": {phase: {"agent": vars(r["agent"]) | {"rate": r["agent"].rate,
+                                                        "cpu_per_million": r["agent"].cpu_per_million},
+                           "bare": vars(r["bare"]) | {"rate": r["bare"].rate,
+                                                      "cpu_per_million": r["bare"].cpu_per_million},
+                           "ratio": r["ratio"]} for phase, r in results.items()},
+        "figures": figures,
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Certificates for secured OPC UA connections.
+
+* The agent's application instance certificate and key: the configured pair, or one generated
+  into ``<state_dir>/opcua/`` on first start (kept, so the server's trust in it lasts).
+* The server's certificate is trusted only when it equals the pinned ``server_certificate``,
+  or is in ``trust_dir`` (or issued by a CA certificate there). An unknown one is saved to
+  ``<state_dir>/opcua/untrusted/`` and the connection refused with a message naming the file to
+  copy — trust is an operator's decision, never automatic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from asyncua import Client, ua
+from asyncua.crypto import security_policies, uacrypto
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from drivers.opcua.config import SecurityConfig
+
+log = logging.getLogger(__name__)
+
+POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+}
+MODES: dict[str, ua.MessageSecurityMode] = {
+    "None": ua.MessageSecurityMode.None_,
+    "Sign": ua.MessageSecurityMode.Sign,
+    "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt,
+}
+_generate_lock = asyncio.Lock()
+
+
+class SecuritySetupError(Exception):
+    """Security cannot be set up (untrusted server, no matching endpoint, unreadable files)."""
+
+
+def opcua_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "opcua"
+
+
+def default_trust_dir(state_dir: Path) -> Path:
+    return opcua_dir(state_dir) / "trusted"
+
+
+def application_uri(agent_id: str) -> str:
+    return f"urn:mos-agent:{re.sub(r'[^A-Za-z0-9._-]', '-', agent_id)}"
+
+
+def thumbprint(der: bytes) -> str:
+    """SHA-1 thumbprint as OPC UA tools show it."""
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def _first_certificate(der: bytes) -> bytes:
+    # servers may send their certificate followed by its chain; the first one is theirs
+    cert = uacrypto.x509_from_der(der)
+    return cert.public_bytes(Encoding.DER) if cert is not None else der
+
+
+def load_certificate_der(path: Path) -> bytes:
+    data = Path(path).read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+    return x509.load_der_x509_certificate(data).public_bytes(Encoding.DER)
+
+
+def common_name(der: bytes) -> str:
+    try:
+        names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return ""
+    return str(names[0].value) if names else ""
+
+
+def certificate_uri(der: bytes) -> str | None:
+    """The application URI in a certificate's subjectAltName (servers check it against ours)."""
+    try:
+        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    certificate: Path
+    private_key: Path
+    application_uri: str
+
+
+async def client_certificate(security: SecurityConfig, state_dir: Path, agent_id: str) -> ClientCertificate:
+    """The configured certificate and key, or the generated pair in ``<state_dir>/opcua/``."""
+    if security.certificate is not None and security.private_key is not None:
+        try:
+            der = load_certificate_der(security.certificate)
+        except (OSError, ValueError) as exc:
+            raise SecuritySetupError(f"cannot read security.certificate {security.certificate}: {exc}") from exc
+        uri = certificate_uri(der) or application_uri(agent_id)
+        return ClientCertificate(security.certificate, security.private_key, uri)
+    folder = opcua_dir(state_dir)
+    cert_path, key_path = folder / "client_cert.der", folder / "client_key.pem"
+    uri = application_uri(agent_id)
+    async with _generate_lock:  # devices connecting at once must not generate two pairs
+        fresh = not (cert_path.is_file() and key_path.is_file())
+        folder.mkdir(parents=True, exist_ok=True)
+        client = Client("opc.tcp://localhost:4840")
+        client.application_uri = uri
+        await client.setup_self_signed_certificate(
+            key_path, cert_path, subject_attrs={"organizationName": "mos-agent"},
+            extended=[ExtendedKeyUsageOID.CLIENT_AUTH], host_name=socket.gethostname())
+        os.chmod(key_path, 0o600)
+        if fresh:
+            log.info("generated the agent's OPC UA certificate %s (servers must trust it)", cert_path)
+    return ClientCertificate(cert_path, key_path, uri)
+
+
+async def server_certificate_of(endpoint: str, policy: str, mode: str, timeout: float) -> bytes:
+    """The certificate the server presents on the endpoint with this policy and mode, fetched
+    over an unsecured discovery channel (GetEndpoints is always allowed there)."""
+    probe = Client(endpoint, timeout=timeout)
+    endpoints = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), timeout * 2)
+    wanted_uri = POLICIES[policy].URI
+    for ep in endpoints:
+        if ep.SecurityPolicyUri == wanted_uri and ep.SecurityMode == MODES[mode]:
+            if not ep.ServerCertificate:
+                raise SecuritySetupError(f"the server's {policy}/{mode} endpoint has no certificate")
+            return _first_certificate(ep.ServerCertificate)
+    offered = sorted({f"{ep.SecurityPolicyUri.rpartition('#')[2]}/{ep.SecurityMode.name.rstrip('_')}"
+                      for ep in endpoints})
+    raise SecuritySetupError(f"the server offers no {policy}/{mode} endpoint (it offers: {', '.join(offered)})")
+
+
+def _trust_files(trust_dir: Path) -> list[Path]:
+    if not trust_dir.is_dir():
+        return []
+    return sorted(p for p in trust_dir.iterdir() if p.suffix.lower() in (".der", ".pem", ".crt", ".cer"))
+
+
+def _issued_by_trusted_ca(der: bytes, cas: list[x509.Certificate]) -> bool:
+    cert = x509.load_der_x509_certificate(der)
+    for ca in cas:
+        if ca.subject != cert.issuer:
+            continue
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, x509.InvalidSignature):
+            continue
+        return True
+    return False
+
+
+def is_trusted(der: bytes, security: SecurityConfig, state_dir: Path) -> bool:
+    if security.server_certificate is not None:
+        return load_certificate_der(security.server_certificate) == der
+    cas: list[x509.Certificate] = []
+    for path in _trust_files(security.trust_dir or default_trust_dir(state_dir)):
+        try:
+            trusted = load_certificate_der(path)
+        except (OSError, ValueError):
+            log.warning("ignoring %s in the OPC UA trust folder: not a certificate", path)
+            continue
+        if trusted == der:
+            return True
+        cert = x509.load_der_x509_certificate(trusted)
+        try:
+            if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                cas.append(cert)
+        except x509.ExtensionNotFound:
+            pass
+    return bool(cas) and _issued_by_trusted_ca(der, cas)
+
+
+def untrusted_message(der: bytes, security: SecurityConfig, state_dir: Path) -> str:
+    """Saves the unknown certificate under ``untrusted/`` and says how to trust it."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", common_name(der) or "server").strip("_") or "server"
+    folder = opcua_dir(state_dir) / "untrusted"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_{thumbprint(der)[:16]}.der"
+    path.write_bytes(der)
+    print_ = f"SHA-1 {thumbprint(der)}"
+    if security.server_certificate is not None:
+        return (f"server certificate not trusted: it is not the pinned "
+                f"security.server_certificate {security.server_certificate} ({print_}); if the server's "
+                f"certificate was renewed, check it and copy {path} over {security.server_certificate}")
+    trust_dir = security.trust_dir or default_trust_dir(state_dir)
+    return (f"server certificate not trusted ({print_}): copy {path} into {trust_dir} "
+            f"or set security.server_certificate: {path}")
