@@ -120,13 +120,17 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # Larger pages suit a table of large blobs (fewer overflow pages to write, read and free);
     # smaller ones write less per commit when data trickles in (every commit rewrites whole pages
     # into the WAL — flash wear on a gateway). 16 KiB: append ~1.2M points/s, drain-side delete
-    # ~0.3 µs a point, ~4 pages a commit. Only takes effect when the file is created.
+    # ~0.02 µs a point (secure_delete off, below), ~4 pages a commit. Only takes effect when the file is created.
     conn.execute("PRAGMA page_size=16384")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"cannot switch {path} to WAL (journal_mode={mode})")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA journal_size_limit=67108864")
+    # Debian's SQLite is built with SECURE_DELETE on: deleting a delivered row would overwrite its
+    # pages with zeros, writing every point a second time through the WAL (deleting delivered rows
+    # took 0.29 µs a point with it, 0.02 without). The buffer holds nothing the store does not.
+    conn.execute("PRAGMA secure_delete=OFF")
     return conn
 
 

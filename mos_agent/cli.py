@@ -88,8 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(f"mos_agent.commands.{args.command}")
+    from mos_agent.config.loader import ConfigErrors
+
     try:
         return int(module.main(args) or 0)
+    except ConfigErrors as exc:  # every command that reads the configuration reports it the same way
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
     except UsageError as exc:
         print(f"mos-agent {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -110,7 +110,8 @@ def _scan_string(text: str, i: int) -> tuple[str, int]:
     raise ValueError("unterminated string field")
 
 
-def _number(raw: str) -> FieldValue:
+def parse_number(raw: str) -> FieldValue:
+    """A numeric or boolean field value: ``1.5`` ``3i`` ``3u`` ``t``; NaN and inf are refused."""
     if not raw:
         raise ValueError("empty field value")
     if raw[-1] == "i":
@@ -158,7 +159,7 @@ def _parse_line(line: str) -> tuple[str, dict[str, str], dict[str, FieldValue], 
             start = i
             while i < n and line[i] not in " ,":
                 i += 1
-            fields[key] = _number(line[start:i])
+            fields[key] = parse_number(line[start:i])
         if i >= n or line[i] == " ":
             break
         if line[i] != ",":
@@ -188,7 +189,7 @@ def _parse_plain_line(line: str) -> tuple[str, dict[str, str], dict[str, FieldVa
         key, eq, value = part.partition("=")
         if not eq or not key:
             raise ValueError(f"bad field {part!r}: expected key=value")
-        fields[key] = _number(value)
+        fields[key] = parse_number(value)
     ts_text = ts_text.strip()
     return measurement, tags, fields, int(ts_text) if ts_text else None
 

@@ -8,6 +8,7 @@ row is formatted behind its series' pre-built prefix.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -149,6 +150,10 @@ class Normaliser:
         if len(rows) == 0:
             return b""
         prefixes = self.table.prefixes
+        if not texts:
+            kept_values = values[rows]
+            if not np.isnan(kept_values).any():
+                return _encode_values(prefixes, idx[rows], kept_values, quality[rows], codes[rows], timestamps[rows])
         series = idx[rows].tolist()
         vals = values[rows].tolist()
         quals = quality[rows].tolist()
@@ -172,3 +177,39 @@ class Normaliser:
                 else:
                     lines.append(f"{prefix}quality_code={c}i {t}\n")
         return "".join(lines).encode()
+
+
+def _encode_values(prefixes: list[tuple[str, str, str]], series: np.ndarray, values: np.ndarray,
+                   quality: np.ndarray, codes: np.ndarray, timestamps: np.ndarray) -> bytes:
+    """The common case — every row carries a number — byte for byte what the general loop in
+    :meth:`Normaliser._encode` writes, at ~60% of its cost (the hot spot of the agent's CPU per
+    point): each line is joined from four parts made by C-level ``map`` calls instead of an
+    f-string per row, the ``,quality_code=…i <time>`` tail is formatted once per run of rows
+    sharing code and time (a polled block shares both), and integral values (register values)
+    are formatted as integers plus ``.0``, which is what ``repr`` prints for them."""
+    n = len(values)
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(timestamps[1:], timestamps[:-1], out=change[1:])
+    change[1:] |= codes[1:] != codes[:-1]
+    starts = np.flatnonzero(change)
+    # repr(float) is str(int) + ".0" for integral values below 1e16 (above: exponent notation);
+    # -0.0 is the exception, its int is 0
+    integral = bool(((np.abs(values) < 1e16) & (np.floor(values) == values)).all()) \
+        and not bool(((values == 0) & np.signbit(values)).any())
+    if integral:
+        value_texts = map(str, values.astype(np.int64).tolist())
+        tail = ".0,quality_code={}i {}\n"
+    else:
+        value_texts = map(repr, values.tolist())
+        tail = ",quality_code={}i {}\n"
+    parts: list[str | None] = [None] * (4 * n)
+    parts[0::4] = map(operator.getitem, map(prefixes.__getitem__, series.tolist()), quality.tolist())
+    parts[1::4] = ["value="] * n
+    parts[2::4] = value_texts
+    if len(starts) * 4 <= n:
+        tails = list(map(tail.format, codes[starts].tolist(), timestamps[starts].tolist()))
+        parts[3::4] = map(tails.__getitem__, (np.cumsum(change) - 1).tolist())
+    else:
+        parts[3::4] = map(tail.format, codes.tolist(), timestamps.tolist())
+    return "".join(parts).encode()  # type: ignore[arg-type]

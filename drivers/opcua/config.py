@@ -37,13 +37,11 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from mos_agent.config.loader import read_secret
 from mos_agent.config.models import (
-    Category,
     DeviceBase,
     Duration,
-    Kind,
+    SeriesFields,
     StrictModel,
     TagBase,
-    UnitCode,
 )
 
 # OPC UA node id string forms (Part 6, 5.3.1.10): ns=<index>; or nsu=<namespace uri>; then
@@ -217,7 +215,7 @@ class OpcUaTag(TagBase):
         return {"auto": "float", "number": "float", "bool": "bool", "string": "string", "enum": "enum"}[self.type]
 
 
-class BrowseEntry(StrictModel):
+class BrowseEntry(SeriesFields):
     """Every variable below ``node`` (to ``depth`` levels) becomes a tag at connect time, named by
     its browse path below ``node`` joined with '.' (after ``prefix``), with these defaults; the
     unit comes from the variable's EUInformation unless ``unit`` is given."""
@@ -225,13 +223,6 @@ class BrowseEntry(StrictModel):
     node: str
     depth: int = Field(default=3, ge=1, le=20)
     prefix: str | None = Field(default=None, min_length=1)
-    category: Category
-    kind: Kind | None = None
-    unit: UnitCode | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    deadband: float = Field(default=0.0, ge=0.0)
-    range: tuple[float, float] | None = None
     type: TagType = "auto"
     max_variables: int = Field(default=10_000, ge=1)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mos_agent.catalog import StoreUnavailable, build_catalog, observe_store
 from mos_agent.cli import UsageError
-from mos_agent.config.loader import ConfigErrors, load_config
+from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
 from mos_agent.registry import load_driver
 
@@ -28,12 +28,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--since: {exc}") from None
     if args.store_url and not args.store_url.startswith(("http://", "https://")):
         raise UsageError(f"--store-url must start with http:// or https://, got {args.store_url!r}")
-    try:
-        loaded = load_config(Path(args.config))
-    except ConfigErrors as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+    loaded = load_config(Path(args.config))
     drivers = {device.driver: load_driver(device.driver) for device in loaded.devices}
     observed = None
     if args.store_url:

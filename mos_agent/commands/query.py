@@ -17,7 +17,7 @@ from rich.table import Table
 
 from mos_agent.buffer import sink_names
 from mos_agent.cli import UsageError
-from mos_agent.config.loader import ConfigErrors, load_config
+from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
 from mos_agent.sinks.sqlite import connect_history, history_path
 
@@ -75,12 +75,7 @@ def _format_value(row: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        loaded = load_config(Path(args.config))
-    except ConfigErrors as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+    loaded = load_config(Path(args.config))
     try:
         since = parse_duration(args.since)
     except ValueError as exc:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from mos_agent.batch import ReadingBatch
 from mos_agent.cli import UsageError
-from mos_agent.config.loader import ConfigErrors, load_config
+from mos_agent.config.loader import load_config
 from mos_agent.driver_api import DriverContext
 from mos_agent.normalise import Normaliser
 from mos_agent.registry import load_driver
@@ -56,12 +55,7 @@ def read_rows(config_path: Path, device_name: str) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        rows = read_rows(Path(args.config), args.device)
-    except ConfigErrors as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+    rows = read_rows(Path(args.config), args.device)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from mos_agent.config.loader import ConfigErrors, load_config
+from mos_agent.config.loader import load_config
 from mos_agent.logs import setup_logging
 from mos_agent.pipeline import Agent
 
@@ -14,12 +13,7 @@ from mos_agent.pipeline import Agent
 def main(args: argparse.Namespace) -> int:
     import asyncio
 
-    try:
-        loaded = load_config(Path(args.config))
-    except ConfigErrors as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+    loaded = load_config(Path(args.config))
     setup_logging(loaded.agent.agent.log_level)
     asyncio.run(Agent(loaded).run_until_stopped())
     return 0

@@ -190,10 +190,10 @@ class AssetSection(StrictModel):
     cell: AssetName | None = None
 
 
-class TagBase(StrictModel):
-    """Fields every driver's tag has. ``data_type()`` names the value's type for the catalogue."""
+class SeriesFields(StrictModel):
+    """What the taxonomy and the normaliser need of a series: a tag's fields, and the defaults a
+    driver applies to series it discovers (OPC UA ``browse:``)."""
 
-    name: str = Field(min_length=1, max_length=200)
     category: Category
     kind: Kind | None = None
     unit: UnitCode | None = None
@@ -201,6 +201,12 @@ class TagBase(StrictModel):
     offset: float = 0.0
     deadband: float = Field(default=0.0, ge=0.0)
     range: tuple[float, float] | None = None
+
+
+class TagBase(SeriesFields):
+    """Fields every driver's tag has. ``data_type()`` names the value's type for the catalogue."""
+
+    name: str = Field(min_length=1, max_length=200)
     description: str | None = None
 
     def effective_kind(self) -> str:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mos_agent.lineprotocol import LineProtocolError, parse_lines
+from mos_agent.lineprotocol import LineProtocolError, parse_lines, parse_number
 from mos_agent.sinks.base import Sink, SinkRejected, SinkRetryable
 
 HISTORY_FILE = "history.sqlite"
@@ -29,23 +29,6 @@ SERIES_COLUMNS: tuple[str, ...] = ("measurement", "site", "area", "line", "cell"
 _LABEL_TAGS = frozenset(SERIES_COLUMNS[1:])
 RETENTION_CHECK_INTERVAL = 60.0
 PREFIX_CACHE_SIZE = 100_000
-_TRUE = frozenset((b"t", b"T", b"true", b"True", b"TRUE"))
-_FALSE = frozenset((b"f", b"F", b"false", b"False", b"FALSE"))
-
-
-def _number(raw: bytes) -> float | int | bool:
-    """A numeric or boolean field value of line protocol (bytes)."""
-    if raw[-1:] in (b"i", b"u"):
-        return int(raw[:-1])
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    value = float(raw)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"field value {raw!r} is not a finite number")
-    return value
-
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
@@ -176,11 +159,11 @@ class SqliteHistorySink(Sink):
                     if not eq or not key:
                         raise ValueError(f"bad field {field.decode('utf-8', 'replace')!r}: expected key=value")
                     if key == b"value":
-                        value = _number(raw)
+                        value = parse_number(raw.decode())
                     elif key == b"quality_code":
-                        code = _number(raw)
+                        code = parse_number(raw.decode())
                     else:
-                        _number(raw)  # other fields are not stored, but must be valid
+                        parse_number(raw.decode())  # other fields are not stored, but must be valid
                 ts = ts.strip()
                 rows.append((entry[0], int(ts) if ts else now, None if value is None else float(value), None,
                              entry[1], None if code is None else int(code)))
