@@ -241,6 +241,15 @@ def test_health_status_and_metrics(tmp_path: Path, sims: list) -> None:
             assert name in families, name
         assert families["mos_agent_read_latency_seconds"].type == "histogram"
 
+        # mos-agent status renders the same endpoint as a table and as JSON
+        table = subprocess.run([str(BIN / "mos-agent"), "status", "--url", health], capture_output=True, text=True,
+                               timeout=30, env={**os.environ, "COLUMNS": "200"})
+        assert table.returncode == 0, table.stderr
+        assert "press-01" in table.stdout and "running" in table.stdout and "buffer:" in table.stdout
+        as_json = subprocess.run([str(BIN / "mos-agent"), "status", "--url", health, "--json"], capture_output=True,
+                                 text=True, timeout=30)
+        assert json.loads(as_json.stdout)["devices"][0]["name"] == "press-01"
+
         # the device vanishes: /healthz says why
         sim.kill()
         sim.wait(5)
@@ -248,6 +257,13 @@ def test_health_status_and_metrics(tmp_path: Path, sims: list) -> None:
         assert code == 503 and "press-01" in body
     finally:
         agent.stop()
+
+
+def test_status_without_agent_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([str(BIN / "mos-agent"), "status", "--url", f"127.0.0.1:{free_port()}"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "no agent answers" in result.stderr
 
 
 def test_health_binds_loopback_by_default() -> None:
