@@ -16,6 +16,7 @@ at run time register them with ``ctx.add_series`` first.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -28,6 +29,16 @@ from typing import Any, ClassVar
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection, DeviceBase, TagBase
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
+
+
+def raise_if_cancelled() -> None:
+    """Python 3.11's ``asyncio.wait_for`` (which pymodbus and asyncua await every answer with)
+    returns the answer instead of raising when a cancellation arrives together with it; the request
+    to cancel is still recorded on the task. A driver loop calls this once a round and honours it,
+    or a busy device could never be stopped."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class DeviceState(enum.StrEnum):

@@ -26,6 +26,7 @@ from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsRespon
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from drivers.modbus.config import ModbusConnection
+from mos_agent.driver_api import raise_if_cancelled
 
 log = logging.getLogger("mos_agent.modbus")
 
@@ -206,7 +207,7 @@ class Link:
             if loop.time() < self._next_attempt:
                 return False
             ok = await self.client.connect()
-            _raise_if_cancelled()
+            raise_if_cancelled()
             if ok and self.client.connected:
                 self.ever_connected = True
                 self.failed_attempts = 0
@@ -255,7 +256,7 @@ class Link:
             raise LinkDown(f"bad frame from {self.description}: {exc}") from None
         finally:
             self._in_flight -= 1
-        _raise_if_cancelled()
+        raise_if_cancelled()
         if not self._healthy:
             # the device answers: the next loss reconnects at once, from the shortest delay
             self._healthy = True
@@ -285,15 +286,6 @@ class Link:
         self._quiet_until = 0.0
         if remaining > 0:
             await asyncio.sleep(remaining)
-
-
-def _raise_if_cancelled() -> None:
-    """Python 3.11's ``asyncio.wait_for`` (which pymodbus awaits every answer with) returns the
-    answer instead of raising when a cancellation arrives together with it; the request to cancel
-    is still recorded on the task. Honour it, or a busy device could never be stopped."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _make_client(conn: ModbusConnection, on_connect_change: Callable[[bool], None],

@@ -458,7 +458,8 @@ class MqttDriver(Driver):
         client.loop_start()
         try:
             try:
-                await asyncio.wait_for(connected.wait(), conn.connect_timeout + 1.0)
+                async with asyncio.timeout(conn.connect_timeout + 1.0):
+                    await connected.wait()
             except TimeoutError:
                 failure.append(f"no answer from {conn.host}:{conn.effective_port} within "
                                f"{conn.connect_timeout:g}s")

@@ -110,7 +110,8 @@ async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path
                 raise ConnectFailed("security", sec.untrusted_message(server_der, security, state_dir), device)
             await client.set_security(sec.POLICIES[security.policy], str(mine.certificate), str(mine.private_key),
                                       server_certificate=server_der, mode=sec.MODES[security.mode])
-        await asyncio.wait_for(client.connect(auto_reconnect=False), conn.timeout * 3)
+        async with asyncio.timeout(conn.timeout * 3):
+            await client.connect(auto_reconnect=False)
     except asyncio.CancelledError:
         client.disconnect_socket()
         raise
@@ -123,7 +124,8 @@ async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path
 async def close_client(client: Client, timeout: float = 2.0) -> None:
     """Closes the session if the server is still there; never hangs on a dead one."""
     with contextlib.suppress(Exception, asyncio.CancelledError):
-        await asyncio.wait_for(client.disconnect(), timeout)
+        async with asyncio.timeout(timeout):
+            await client.disconnect()
     client.disconnect_socket()
 
 

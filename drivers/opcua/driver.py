@@ -35,7 +35,7 @@ from drivers.opcua import client as uac
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.decode import Item, Rows, status_name
 from mos_agent.batch import ReadingBatch
-from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.driver_api import DeviceState, Driver, DriverContext, raise_if_cancelled
 from mos_agent.taxonomy import CollectorCode, Quality
 
 MAX_PENDING_ROWS = 200_000  # decoded rows waiting for emit before the publish loop is held back
@@ -134,6 +134,7 @@ class OpcUaDriver(Driver):
         ever_connected = False
         try:
             while True:
+                raise_if_cancelled()
                 ctx.set_state(DeviceState.CONNECTING)
                 try:
                     client = await self._open()
@@ -369,8 +370,8 @@ class OpcUaDriver(Driver):
             rows = Rows()
             began = time.perf_counter()
             try:
-                await asyncio.wait_for(self._read_items(client, indexes, rows, chunk, plans),
-                                       self.config.connection.timeout * 2)
+                async with asyncio.timeout(self.config.connection.timeout * 2):
+                    await self._read_items(client, indexes, rows, chunk, plans)
                 timeouts = 0
             except TimeoutError as exc:
                 timeouts += 1
@@ -387,6 +388,7 @@ class OpcUaDriver(Driver):
                 ctx.report_error("read", f"read failed: {status_name(exc.code)}")
                 rows = Rows()
                 rows.failed([s for i in indexes for s in self.items[i].all_series()], exc.code, time.time_ns())
+            raise_if_cancelled()
             ctx.observe_read(time.perf_counter() - began)
             self._report(rows)
             ctx.set_state(*self._poll_state(rows))
@@ -533,6 +535,7 @@ class OpcUaDriver(Driver):
                 last_retry = now
                 retry = [i for i in self.failed if self.items[i].node_id != ua.NodeId(0, 0)]
                 still = await self._monitor(subscriptions[-1], retry, len(retry) or 1) if retry else {}
+                raise_if_cancelled()
                 for i in retry:
                     if i not in still:
                         del self.failed[i]

@@ -129,7 +129,8 @@ async def server_certificate_of(endpoint: str, policy: str, mode: str, timeout: 
     """The certificate the server presents on the endpoint with this policy and mode, fetched
     over an unsecured discovery channel (GetEndpoints is always allowed there)."""
     probe = Client(endpoint, timeout=timeout)
-    endpoints = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), timeout * 2)
+    async with asyncio.timeout(timeout * 2):
+        endpoints = await probe.connect_and_get_server_endpoints()
     wanted_uri = POLICIES[policy].URI
     for ep in endpoints:
         if ep.SecurityPolicyUri == wanted_uri and ep.SecurityMode == MODES[mode]:
