@@ -161,14 +161,14 @@ class Normaliser:
         times = timestamps[rows].tolist()
         if not texts:
             lines = [
-                f"{prefixes[s][q]}value={v!r},quality_code={c}i {t}\n" if v == v
-                else f"{prefixes[s][q]}quality_code={c}i {t}\n"
+                f"{prefixes[q][s]}value={v!r},quality_code={c}i {t}\n" if v == v
+                else f"{prefixes[q][s]}quality_code={c}i {t}\n"
                 for s, v, q, c, t in zip(series, vals, quals, code_list, times, strict=True)
             ]
         else:
             lines = []
             for row, s, v, q, c, t in zip(rows.tolist(), series, vals, quals, code_list, times, strict=True):
-                prefix = prefixes[s][q]
+                prefix = prefixes[q][s]
                 text = texts.get(row)
                 if text is not None and q != Quality.BAD:
                     lines.append(f'{prefix}text="{escape_string_field(text)}",quality_code={c}i {t}\n')
@@ -179,14 +179,16 @@ class Normaliser:
         return "".join(lines).encode()
 
 
-def _encode_values(prefixes: list[tuple[str, str, str]], series: np.ndarray, values: np.ndarray,
+def _encode_values(prefixes: tuple[list[str], ...], series: np.ndarray, values: np.ndarray,
                    quality: np.ndarray, codes: np.ndarray, timestamps: np.ndarray) -> bytes:
     """The common case — every row carries a number — byte for byte what the general loop in
-    :meth:`Normaliser._encode` writes, at ~60% of its cost (the hot spot of the agent's CPU per
-    point): each line is joined from four parts made by C-level ``map`` calls instead of an
-    f-string per row, the ``,quality_code=…i <time>`` tail is formatted once per run of rows
-    sharing code and time (a polled block shares both), and integral values (register values)
-    are formatted as integers plus ``.0``, which is what ``repr`` prints for them."""
+    :meth:`Normaliser._encode` writes, at well under half its cost (0.12 against 0.44 µs a point
+    for a polled block of 1,000 registers; formatting was the agent's largest CPU cost per point
+    after the reading itself). Each line is joined from four parts made by C-level calls, not an
+    f-string per row: the prefixes of a block of consecutive series of one quality (a polled
+    block) are one list slice; the ``,quality_code=…i <time>`` tail is formatted once per run of
+    rows sharing code and time; integral values (register values) are formatted as integers plus
+    ``.0``, which is what ``repr`` prints for them."""
     n = len(values)
     change = np.empty(n, dtype=bool)
     change[0] = True
@@ -204,10 +206,21 @@ def _encode_values(prefixes: list[tuple[str, str, str]], series: np.ndarray, val
         value_texts = map(repr, values.tolist())
         tail = ",quality_code={}i {}\n"
     parts: list[str | None] = [None] * (4 * n)
-    parts[0::4] = map(operator.getitem, map(prefixes.__getitem__, series.tolist()), quality.tolist())
+    first_quality = int(quality[0])
+    if not (quality != first_quality).any():
+        by_series = prefixes[first_quality]
+        first = int(series[0])
+        if int(series[-1]) - first == n - 1 and bool((np.diff(series) == 1).all()):
+            parts[0::4] = by_series[first:first + n]
+        else:
+            parts[0::4] = map(by_series.__getitem__, series.tolist())
+    else:
+        parts[0::4] = map(operator.getitem, map(prefixes.__getitem__, quality.tolist()), series.tolist())
     parts[1::4] = ["value="] * n
     parts[2::4] = value_texts
-    if len(starts) * 4 <= n:
+    if len(starts) == 1:
+        parts[3::4] = [tail.format(int(codes[0]), int(timestamps[0]))] * n
+    elif len(starts) * 4 <= n:
         tails = list(map(tail.format, codes[starts].tolist(), timestamps[starts].tolist()))
         parts[3::4] = map(tails.__getitem__, (np.cumsum(change) - 1).tolist())
     else:

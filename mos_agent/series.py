@@ -54,8 +54,9 @@ _GROW = 64
 @dataclass
 class SeriesTable:
     specs: list[SeriesSpec] = field(default_factory=list)
-    # prefixes[i][q] = "measurement,tags,quality=<q> " for quality class q
-    prefixes: list[tuple[str, str, str]] = field(default_factory=list)
+    # prefixes[q][i] = "measurement,tags,quality=<q> " of series i for quality class q: one list a
+    # class, so a block of consecutive series of one quality is a list slice when encoding
+    prefixes: tuple[list[str], ...] = field(default_factory=lambda: tuple([] for _ in QUALITY_NAMES))
     _index: dict[tuple, int] = field(default_factory=dict)
     scale: np.ndarray = field(default_factory=lambda: np.ones(0))
     offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -94,9 +95,8 @@ class SeriesTable:
             ("kind", spec.kind),
             ("unit", spec.unit),
         ]
-        self.prefixes.append(
-            tuple(series_prefix(spec.category, [*base, ("quality", q)]) for q in QUALITY_NAMES)  # type: ignore[arg-type]
-        )
+        for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
+            by_series.append(series_prefix(spec.category, [*base, ("quality", quality)]))  # type: ignore[list-item]
         if idx >= len(self.scale):
             self._grow(idx + _GROW)
         self.scale[idx] = spec.scale

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mos_agent.batch import ReadingBatch
 from mos_agent.normalise import Normaliser
@@ -150,3 +152,28 @@ def test_empty_batch_keeps_its_commit_callbacks() -> None:
     for callback in chunk.on_committed:
         callback()
     assert called == [1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5),
+                          st.one_of(st.integers(-(2**53), 2**53).map(float),
+                                    st.floats(allow_nan=False, allow_infinity=False)),
+                          st.sampled_from([Quality.GOOD, Quality.UNCERTAIN]),
+                          st.sampled_from([0, 0, 0, 1005, 2151677952]),
+                          st.sampled_from([1000, 1000, 2000, 1764590000000000000])),
+                min_size=1, max_size=40),
+       st.booleans())
+def test_number_rows_are_encoded_exactly_like_one_f_string_a_row(rows, consecutive) -> None:
+    """The batch encoder (list slices, shared tails, integers plus ``.0``) against the plain
+    per-row rule for any mix of series order, quality, value, code and time."""
+    names = [f"t{i}" for i in range(6)]
+    norm = Normaliser(table_of(*(spec(name) for name in names)))
+    if consecutive:  # a polled block: series 0, 1, 2 … of one quality, one time
+        rows = [(i % 6, v, rows[0][2], rows[0][3], rows[0][4]) for i, (_, v, *_rest) in enumerate(rows[:6])]
+    series, values, quality, codes, times = (list(column) for column in zip(*rows, strict=True))
+    chunk = norm.process(ReadingBatch.build(series, values, times, quality, codes))
+    quality_names = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain"}
+    assert lines(chunk.body) == [
+        f"{prefix(names[s], quality_names[q])} value={v!r},quality_code={c}i {t}"
+        for s, v, q, c, t in rows
+    ]
