@@ -2,8 +2,10 @@
 
 Layout of ``<state_dir>/buffer.sqlite`` (SQLite, WAL):
 
-- ``chunks``: one row per appended chunk of encoded line protocol (``id`` from AUTOINCREMENT so an
-  id is never reused, even after the table was emptied — sink cursors rely on that).
+- ``chunks``: rows of encoded line protocol, gzip-compressed (see :mod:`mos_agent.payload`; rows
+  written uncompressed by an earlier version are read as they are). ``id`` comes from
+  AUTOINCREMENT so an id is never reused, even after the table was emptied — sink cursors rely
+  on that.
 - ``cursors``: per sink, ``live`` = every row id ≤ live has been delivered, except the optional
   backlog range ``[backlog_from, backlog_to]`` still being drained. A row is deleted once no sink
   needs it.
@@ -16,7 +18,7 @@ is what FULL adds; it costs one fsync per group commit, a few a second). Sink co
 ``synchronous=NORMAL``: losing a cursor update to power loss only means a batch is sent again, and
 resends are harmless (identical series+timestamp points overwrite each other in the store).
 
-Bound: ``buffer.max_size`` counts the bytes of buffered line protocol. When an append would pass
+Bound: ``buffer.max_size`` counts the bytes of buffered (compressed) line protocol. When an append would pass
 it, ``drop_oldest`` deletes the oldest rows (sent or not; each sink is told how many of its
 unsent points went) and ``drop_newest`` refuses the new rows; either way the points are counted
 and one warning is logged per episode (it ends when the buffer is below 90% of the cap again).
@@ -42,6 +44,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mos_agent.payload import Payload, compress, is_gzipped
 
 if TYPE_CHECKING:
     from mos_agent.config.models import AgentConfig
@@ -99,9 +103,12 @@ class Batch:
     first_id: int
     last_id: int
     rows: int
-    points: int
-    body: bytes
+    payload: Payload
     oldest_created_ns: int
+
+    @property
+    def points(self) -> int:
+        return self.payload.points
 
 
 @dataclass(slots=True)
@@ -411,7 +418,7 @@ class Buffer:
 
     def _rows_from(self, bodies: Sequence[bytes], points: Sequence[int], now_ns: int) -> list[tuple]:
         """Concatenate consecutive bodies into rows of about ``row_points`` points (a body is never
-        split), so a row is roughly one sink batch."""
+        split), so a row is roughly one sink batch, each compressed."""
         rows: list[tuple] = []
         parts: list[bytes] = []
         row_points = 0
@@ -421,13 +428,13 @@ class Buffer:
             if not body.endswith(b"\n"):
                 body += b"\n"
             if parts and row_points + n > self.row_points:
-                joined = b"".join(parts)
+                joined = compress(b"".join(parts))
                 rows.append((now_ns, row_points, len(joined), joined))
                 parts, row_points = [], 0
             parts.append(body)
             row_points += n
         if parts:
-            joined = b"".join(parts)
+            joined = compress(b"".join(parts))
             rows.append((now_ns, row_points, len(joined), joined))
         return rows
 
@@ -630,7 +637,7 @@ class SinkCursor:
                     break
                 if not parts:
                     first, oldest = row_id, created
-                parts.append(body)
+                parts.append(body if is_gzipped(body) else compress(body))
                 last = row_id
                 points += n
                 oldest = min(oldest, created)
@@ -641,7 +648,7 @@ class SinkCursor:
             rows.close()
         if not parts:
             return None
-        return Batch(kind, first, last, len(parts), points, b"".join(parts), oldest)
+        return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest)
 
     def read_live(self, max_points: int) -> Batch | None:
         """The next rows after the live cursor: up to ``max_points`` points, at least one row."""

@@ -3,19 +3,28 @@ and recovery from corrupt or foreign files."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from mos_agent.buffer import APP_ID, BUFFER_FILE, Buffer, BufferLocked, StoreAndForward, sink_names
 from mos_agent.config.models import AgentConfig
+from mos_agent.payload import compress, decompress
 from mos_agent.testing import sample_chunks
 
 
 def _body(tag: str, n: int, start: int = 0) -> bytes:
     return "".join(f"process,tag={tag} value={i},quality_code=0i {start + i}\n" for i in range(n)).encode()
+
+
+def _stored_size(*tags: str) -> int:
+    """The largest stored (compressed) size of the 100-point chunks of ``tags``; they differ by a
+    byte or two, far less than the 10% that would change how many fit under a cap of a few."""
+    return max(len(compress(_body(tag, 100))) for tag in tags)
 
 
 @pytest.fixture
@@ -46,10 +55,44 @@ def test_append_concatenates_bodies_into_rows_and_reads_them_back(buffer: Buffer
         batch = cursor.read_live(1000)
         assert batch is not None
         assert batch.points == 130 and batch.rows == 2
-        assert batch.body == b"".join(bodies)
+        assert batch.payload.plain == b"".join(bodies)
     finally:
         cursor.close()
     assert buffer.stats()["points"] == 130
+
+
+def test_rows_are_stored_compressed_and_a_batch_of_several_is_one_gzip_stream(buffer: Buffer) -> None:
+    bodies = [_body("a", 100, 0), _body("b", 100, 100), _body("c", 100, 200)]
+    buffer.append(bodies, [100, 100, 100])
+    stored = buffer.stats()["bytes"]
+    assert stored * 5 < sum(map(len, bodies))  # line protocol compresses far better than 5×
+    buffer.register_sinks(["s"])
+    cursor = buffer.cursor("s")
+    try:
+        batch = cursor.read_live(1000)
+        assert batch is not None and batch.rows == 3
+        # three gzip members back to back: what the store receives, decompressed as one body
+        assert len(batch.payload.gzipped) == stored
+        assert gzip.decompress(batch.payload.gzipped) == b"".join(bodies)
+    finally:
+        cursor.close()
+
+
+def test_rows_an_earlier_version_stored_uncompressed_are_still_delivered(buffer: Buffer) -> None:
+    buffer.append([_body("new", 10)], [10])
+    conn = sqlite3.connect(buffer.path)
+    with conn:
+        conn.execute("INSERT INTO chunks(created_ns, points, bytes, body) VALUES (?, ?, ?, ?)",
+                     (time.time_ns(), 10, len(_body("old", 10)), _body("old", 10)))
+    conn.close()
+    buffer.register_sinks(["s"])
+    cursor = buffer.cursor("s")
+    try:
+        batch = cursor.read_live(1000)
+        assert batch is not None and batch.points == 20
+        assert gzip.decompress(batch.payload.gzipped) == _body("new", 10) + _body("old", 10)
+    finally:
+        cursor.close()
 
 
 def test_a_body_without_final_newline_still_makes_valid_concatenations(buffer: Buffer) -> None:
@@ -58,7 +101,7 @@ def test_a_body_without_final_newline_still_makes_valid_concatenations(buffer: B
     cursor = buffer.cursor("s")
     try:
         batch = cursor.read_live(10)
-        assert batch is not None and batch.body == b"m v=1 1\nm v=2 2\n"
+        assert batch is not None and batch.payload.plain == b"m v=1 1\nm v=2 2\n"
     finally:
         cursor.close()
 
@@ -109,7 +152,7 @@ def test_row_ids_never_repeat_after_the_table_was_emptied(tmp_path: Path) -> Non
     try:
         again = cursor.read_live(100)
         assert again is not None and again.first_id > batch.last_id
-        assert b"tag=y" in again.body
+        assert b"tag=y" in again.payload.plain
     finally:
         cursor.close()
         buf.close()
@@ -135,7 +178,7 @@ def test_cursors_survive_reopening(tmp_path: Path) -> None:
         cursor = buf.cursor("s")
         rest = cursor.read_live(100)
         cursor.close()
-        assert rest is not None and rest.points == 10 and b"tag=c" in rest.body
+        assert rest is not None and rest.points == 10 and b"tag=c" in rest.payload.plain
         assert buf.sink_lag("t")["points"] == 30
     finally:
         buf.close()
@@ -170,7 +213,7 @@ def test_backlog_range_keeps_its_rows_while_live_moves_on(buffer: Buffer) -> Non
         assert cursor.pending_live().rows == 0
         buffer.append([_body("fresh", 100)], [100])
         live = cursor.read_live(100)
-        assert live is not None and b"tag=fresh" in live.body
+        assert live is not None and b"tag=fresh" in live.payload.plain
         cursor.advance(live)
         # the fresh row is delivered and gone; the backlog rows, below the live cursor, stay
         assert [p for _, p in _rows(buffer)] == [100] * 5
@@ -209,9 +252,10 @@ def test_backlog_and_live_cursor_survive_reopening(tmp_path: Path) -> None:
         cursor = buf.cursor("s")
         assert cursor.backlog is not None
         live = cursor.read_live(100)
-        assert live is not None and b"tag=fresh" in live.body and live.points == 10
+        assert live is not None and b"tag=fresh" in live.payload.plain and live.points == 10
         rest = cursor.read_backlog(100)
-        assert rest is not None and rest.points == 20 and b"tag=old1" in rest.body and b"tag=old0" not in rest.body
+        assert rest is not None and rest.points == 20
+        assert b"tag=old1" in rest.payload.plain and b"tag=old0" not in rest.payload.plain
         cursor.close()
     finally:
         buf.close()
@@ -227,7 +271,7 @@ def _overflow_warnings(caplog) -> list[str]:
 
 def test_drop_oldest_keeps_the_newest_data_counts_per_sink_and_logs_once_per_episode(tmp_path: Path,
                                                                                        caplog) -> None:
-    size = len(_body("c00", 100))  # every chunk below has this size
+    size = _stored_size(*(f"c{i:02d}" for i in range(25)))
     buf = Buffer(tmp_path, max_size=size * 10, overflow="drop_oldest", logger=logging.getLogger("test.ovf"),
                  row_points=100)
     buf.open()
@@ -273,13 +317,13 @@ def test_drop_oldest_keeps_the_newest_data_counts_per_sink_and_logs_once_per_epi
 def _bodies(buf: Buffer) -> list[bytes]:
     conn = sqlite3.connect(buf.path)
     try:
-        return [r[0] for r in conn.execute("SELECT body FROM chunks ORDER BY id")]
+        return [decompress(r[0]) for r in conn.execute("SELECT body FROM chunks ORDER BY id")]
     finally:
         conn.close()
 
 
 def test_drop_newest_keeps_what_is_buffered_and_refuses_the_rest(tmp_path: Path, caplog) -> None:
-    size = len(_body("c0", 100))  # every chunk below has this size
+    size = _stored_size(*(f"c{i}" for i in range(8)), "d0", "d1")
     buf = Buffer(tmp_path, max_size=size * 5, overflow="drop_newest", logger=logging.getLogger("test.ovf2"),
                  row_points=100)
     buf.open()
@@ -311,7 +355,7 @@ def test_drop_newest_keeps_what_is_buffered_and_refuses_the_rest(tmp_path: Path,
 
 
 def test_drop_oldest_with_one_commit_larger_than_the_cap_keeps_its_newest_part(tmp_path: Path) -> None:
-    size = len(_body("c0", 100))
+    size = _stored_size("o0", *(f"c{i}" for i in range(5)))
     buf = Buffer(tmp_path, max_size=size * 3, overflow="drop_oldest", row_points=100)
     buf.open()
     try:

@@ -11,6 +11,7 @@ import pytest
 import urllib3
 from influxdb_client.rest import ApiException
 
+from mos_agent.payload import Payload
 from mos_agent.sinks.base import SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 from mos_agent.sinks.influxdb import InfluxSink, _retry_after
 
@@ -62,8 +63,8 @@ def test_a_body_over_max_request_size_is_too_large_before_sending() -> None:
     sink = InfluxSink("influxdb", config)
     try:
         with pytest.raises(SinkTooLarge):
-            sink.write(b"m v=1 1\nm v=2 2\n", 2)
+            sink.write(Payload(2, plain=b"m v=1 1\nm v=2 2\n"))
         with pytest.raises(SinkRetryable, match=r"127\.0\.0\.1:9"):  # nothing listens there
-            sink.write(b"m v=1 1\n", 1)
+            sink.write(Payload(1, plain=b"m v=1 1\n"))
     finally:
         sink.close()

@@ -17,6 +17,7 @@ import pytest
 
 from mos_agent.buffer import StoreAndForward
 from mos_agent.config.models import AgentConfig
+from mos_agent.payload import compress
 from mos_agent.testing import FaultProxy, StoreReader, VictoriaMetrics, sample_chunks
 
 TOKEN = "tok-5f3a9c1e-never-log-me"
@@ -139,9 +140,10 @@ def test_batches_over_the_request_size_limit_are_split_until_they_fit(store: Sto
     """VictoriaMetrics 1.79 has no request size limit on its InfluxDB endpoint (-maxInsertRequestSize
     is for Prometheus remote write; it accepted a 4 KB body with a 2 KB limit) and never answers
     413, so the split path runs against the sink's own ``max_request_size`` — the same
-    SinkTooLarge a 413 from InfluxDB or a proxy produces."""
+    SinkTooLarge a 413 from InfluxDB or a proxy produces. The limit counts the request body as
+    sent: gzip is off here, so that is the line protocol itself."""
     limit = 40_000
-    sf = make_store(victoria.url, batch_size=5000, max_request_size=limit)
+    sf = make_store(victoria.url, batch_size=5000, max_request_size=limit, gzip=False)
     total = _append_all(sf, sample_chunks(4, 5000))  # 5000-line rows of ~1 MB each
     single_line = (f'process,site=plant,equipment=press-01,tag=comment,quality=good text="{"y" * 50_000}",'
                    f"quality_code=0i {time.time_ns()}\n").encode()
@@ -201,7 +203,7 @@ def test_token_file_is_read_and_network_errors_do_not_show_it(tmp_path: Path, ma
 def test_drop_oldest_during_an_outage_delivers_the_newest_and_counts_the_rest(
         store: StoreReader, store_proxy: FaultProxy, make_store, caplog) -> None:
     chunks = list(sample_chunks(30, 1000))
-    chunk_bytes = max(len(b) for b, _ in chunks)
+    chunk_bytes = max(len(compress(b)) for b, _ in chunks)  # as stored
     store_proxy.cut()
     with caplog.at_level(logging.WARNING, logger="test.sf"):
         sf = make_store(f"http://127.0.0.1:{store_proxy.port}", batch_size=1000,

@@ -22,6 +22,7 @@ from mos_agent.cli import main as cli_main
 from mos_agent.config.loader import load_config
 from mos_agent.lineprotocol import series_prefix
 from mos_agent.normalise import Normaliser
+from mos_agent.payload import Payload
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
 from mos_agent.sinks.base import SinkRejected
 from mos_agent.sinks.sqlite import SqliteHistorySink
@@ -156,8 +157,8 @@ def test_malformed_line_protocol_is_rejected_for_the_dead_letter_path(tmp_path: 
     sink = SqliteHistorySink("sqlite", config, tmp_path)
     try:
         with pytest.raises(SinkRejected, match="line 2"):
-            sink.write(b"process,tag=a value=1 1\nprocess,tag=b value=\n", 2)
-        sink.write(b"process,equipment=e,tag=a value=1 1\n", 1)
+            sink.write(Payload(2, plain=b"process,tag=a value=1 1\nprocess,tag=b value=\n"))
+        sink.write(Payload(1, plain=b"process,equipment=e,tag=a value=1 1\n"))
     finally:
         sink.close()
 

@@ -1,4 +1,4 @@
-"""What a sink is: something that accepts a body of encoded line protocol, synchronously.
+"""What a sink is: something that accepts a payload of encoded line protocol, synchronously.
 
 A sink's ``write`` is called from its own worker thread (see :mod:`mos_agent.sinks.runner`), so
 it may block on I/O. It either returns (the whole body is stored) or raises one of the exceptions
@@ -8,6 +8,8 @@ below, which tell the runner what to do with the batch.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+
+from mos_agent.payload import Payload
 
 
 class SinkError(Exception):
@@ -53,9 +55,10 @@ class Sink(ABC):
     type: str
 
     @abstractmethod
-    def write(self, body: bytes, points: int) -> None:
-        """Store ``body`` (``points`` lines of line protocol, each ending in a newline) or raise
-        a :class:`SinkError`. Called from the sink's worker thread only."""
+    def write(self, payload: Payload) -> None:
+        """Store ``payload`` (``payload.points`` lines of line protocol, each ending in a newline;
+        ``payload.gzipped`` costs nothing, ``payload.plain`` a decompression) or raise a
+        :class:`SinkError`. Called from the sink's worker thread only."""
 
     def redact(self, text: str) -> str:
         """``text`` with any secret this sink holds removed; the runner passes every message it

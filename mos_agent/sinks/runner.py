@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mos_agent.buffer import Batch, Buffer, SinkCursor
+from mos_agent.payload import Payload
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 
 BACKLOG_TRIGGER = 2  # batches behind before the pending data becomes a backlog
@@ -220,35 +221,35 @@ class SinkRunner:
         """Send a batch (splitting and dead-lettering as needed), then advance the cursor. Raises
         :class:`_Aborted` if stopping ran out of time; the batch then stays buffered."""
         budget = [REJECT_SPLIT_BUDGET]
-        self._send(cursor, batch.body, batch.points, budget)
+        self._send(cursor, batch.payload, budget)
         cursor.advance(batch)
         self.sent_batches += 1
         if cursor.backlog is None and batch.kind == "backlog":
             self.log.info("sink %s: backlog drained", self.name)
 
-    def _send(self, cursor: SinkCursor, body: bytes, points: int, budget: list[int]) -> None:
+    def _send(self, cursor: SinkCursor, payload: Payload, budget: list[int]) -> None:
         try:
-            self._write_with_retry(body, points)
+            self._write_with_retry(payload)
         except SinkTooLarge as exc:
-            halves = _split(body)
+            halves = _split(payload.plain)
             if halves is None:
-                self._dead_letter(cursor, f"too large for the sink even as a single line: {exc}", 413,
-                                  points, body)
+                self._dead_letter(cursor, f"too large for the sink even as a single line: {exc}", 413, payload)
                 return
             for half in halves:
-                self._send(cursor, half, _count_lines(half), budget)
+                self._send(cursor, Payload(_count_lines(half), plain=half), budget)
         except SinkRejected as exc:
-            halves = _split(body) if budget[0] > 0 else None
+            halves = _split(payload.plain) if budget[0] > 0 else None
             if halves is None:
-                self._dead_letter(cursor, str(exc), exc.status, points, body)
+                self._dead_letter(cursor, str(exc), exc.status, payload)
                 return
             budget[0] -= 1
             for half in halves:
-                self._send(cursor, half, _count_lines(half), budget)
+                self._send(cursor, Payload(_count_lines(half), plain=half), budget)
 
-    def _dead_letter(self, cursor: SinkCursor, reason: str, status: int | None, points: int, body: bytes) -> None:
+    def _dead_letter(self, cursor: SinkCursor, reason: str, status: int | None, payload: Payload) -> None:
         reason = self.sink.redact(reason)
-        cursor.dead_letter(reason, status, points, body)
+        points = payload.points
+        cursor.dead_letter(reason, status, points, payload.plain)
         self.dead_lettered_points += points
         self.dead_lettered_batches += 1
         self.last_error = f"rejected {points} points: {reason}"[:500]
@@ -257,7 +258,7 @@ class SinkRunner:
                        "delivery continues", self.name, points, status if status is not None else "-",
                        reason[:300])
 
-    def _write_with_retry(self, body: bytes, points: int) -> None:
+    def _write_with_retry(self, payload: Payload) -> None:
         """Write until the sink accepts (returns), refuses the data (raises SinkTooLarge or
         SinkRejected), or stopping runs out of time (raises _Aborted)."""
         while True:
@@ -265,7 +266,7 @@ class SinkRunner:
                 raise _Aborted()
             started = time.monotonic()
             try:
-                self.sink.write(body, points)
+                self.sink.write(payload)
             except (SinkTooLarge, SinkRejected):
                 raise
             except SinkAuthError as exc:
@@ -282,7 +283,7 @@ class SinkRunner:
                 delay = self._on_retryable(self.sink.redact(f"{type(exc).__name__}: {exc}"), None)
                 self._sleep(delay)
                 continue
-            self._on_success(points, time.monotonic() - started)
+            self._on_success(payload.points, time.monotonic() - started)
             return
 
     def _sleep(self, seconds: float) -> None:

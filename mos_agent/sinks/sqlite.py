@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mos_agent.lineprotocol import LineProtocolError, parse_lines, parse_number
+from mos_agent.payload import Payload
 from mos_agent.sinks.base import Sink, SinkRejected, SinkRetryable
 
 HISTORY_FILE = "history.sqlite"
@@ -89,9 +90,9 @@ class SqliteHistorySink(Sink):
         self._prefixes: dict[bytes, tuple[int, str | None]] = {}
         self._next_retention = 0.0
 
-    def write(self, body: bytes, points: int) -> None:
+    def write(self, payload: Payload) -> None:
         try:
-            rows = self._rows(body)
+            rows = self._rows(payload.plain)
         except (LineProtocolError, UnicodeDecodeError) as exc:
             raise SinkRejected(f"not valid line protocol: {exc}") from None
         try:
