@@ -65,6 +65,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from measure import free_port_block, process_cpu_seconds  # noqa: E402
+
 from mos_agent.testing import FaultProxy, VictoriaMetrics, free_port, wait_for_port  # noqa: E402
 
 BULK = REPO / "simulators" / "scenarios" / "bulk.yaml"
@@ -75,7 +77,6 @@ BATCH_SIZE = 5000
 # A load is sustained when the committed and the delivered rates are at least this share of the
 # offered one (polls that overran their 100 ms skip ticks) and the sink lag does not grow.
 SUSTAINED_SHARE = 0.95
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 AGENT_BIN = Path(sys.executable).parent / "mos-agent"
 SCENARIOS = ("throughput", "latency", "memory", "startup", "backlog")
 # The libraries the agent's process loads, for the memory and start-up references.
@@ -89,12 +90,6 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def proc_memory_mb(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -102,25 +97,6 @@ def proc_memory_mb(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = round(int(rest.split()[0]) / 1024, 1)
     return out
-
-
-def free_port_block(n: int) -> int:
-    """A first port such that ``n`` consecutive ports are free."""
-    for _ in range(500):
-        base = free_port()
-        if base + n >= 65535:
-            continue
-        ok = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError(f"no block of {n} free ports")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
@@ -201,7 +177,7 @@ class AgentRun:
         raise TimeoutError(f"agent not flowing within {timeout:g}s: {self.tail()}")
 
     def cpu(self) -> float:
-        return proc_cpu_seconds(self.pid)
+        return process_cpu_seconds(self.pid)
 
     def memory(self) -> dict[str, float]:
         return proc_memory_mb(self.pid)
@@ -292,10 +268,10 @@ class World:
         return agent
 
     def sim_cpu(self) -> float:
-        return proc_cpu_seconds(self.sim.pid)
+        return process_cpu_seconds(self.sim.pid)
 
     def vm_cpu(self) -> float:
-        return proc_cpu_seconds(self.vm.proc.pid)
+        return process_cpu_seconds(self.vm.proc.pid)
 
 
 @contextlib.contextmanager

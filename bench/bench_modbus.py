@@ -26,8 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import resource
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from measure import cpu_seconds, free_port_block, process_cpu_seconds  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from drivers.modbus import ModbusDevice, ModbusDriver  # noqa: E402
@@ -52,39 +51,6 @@ REGISTERS = 1000
 BLOCK = 125
 INTERVAL = 0.1
 SCENARIO = REPO / "simulators" / "scenarios" / "bulk.yaml"
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_seconds(pid: int) -> float:
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port_block(n: int) -> int:
-    """A first port such that n consecutive ports are free."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no block of free ports")
 
 
 class Window:

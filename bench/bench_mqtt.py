@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import resource
 import signal
 import subprocess
 import sys
@@ -43,6 +41,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from measure import cpu_seconds, process_cpu_seconds  # noqa: E402
+
 from drivers.mqtt.config import MqttDevice  # noqa: E402
 from mos_agent.taxonomy import DEFAULT_STAGES  # noqa: E402
 from mos_agent.testing import FaultProxy, Mosquitto, free_port  # noqa: E402
@@ -51,17 +51,6 @@ from simulators.mqtt import MqttSimulator, SimulatorConfig  # noqa: E402
 AGENT_ID = "bench"
 DEVICES = 20  # simulated sensors/meters: 10 environment (3 readings), 10 energy (2 readings)
 RECEIVE_MAXIMUM = 10_000  # the driver's default; the bare subscriber gets the same window
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
 
 
 def session_client(client_id: str, manual_ack: bool = False) -> mqtt.Client:

@@ -1,0 +1,44 @@
+"""What every bench measures the same way: CPU seconds of this or another process, and a block of
+free loopback ports for simulators serving one device a port."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+from pathlib import Path
+
+from mos_agent.testing import free_port
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of another process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def free_port_block(n: int) -> int:
+    """A first port such that ``n`` consecutive ports are free."""
+    for _ in range(500):
+        base = free_port()
+        if base + n >= 65535:
+            continue
+        ok = True
+        for port in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError(f"no block of {n} free ports")
