@@ -7,18 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from mos_agent.testing import FaultProxy, Mosquitto, StoreReader, VictoriaMetrics
+from mos_agent.testing import FaultProxy, Mosquitto, StoreReader, VictoriaMetrics, running
 
 REPO = Path(__file__).resolve().parent
 
 
 @pytest.fixture
 def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics.start(tmp_path / "vm")
-    try:
+    with running(VictoriaMetrics.start(tmp_path / "vm")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -28,11 +25,8 @@ def store(victoria: VictoriaMetrics) -> StoreReader:
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto.start(tmp_path / "mosquitto")
-    try:
+    with running(Mosquitto.start(tmp_path / "mosquitto")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -92,22 +92,10 @@ def _scan(text: str, i: int, stops: str) -> tuple[str, int]:
 def _scan_string(text: str, i: int) -> tuple[str, int]:
     """A double-quoted string field starting at ``text[i] == '"'``; returns the unescaped string
     and the index after the closing quote."""
-    out: list[str] = []
-    i += 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n:
-            nxt = text[i + 1]
-            if nxt in _UNESCAPE:
-                out.append(_UNESCAPE[nxt])
-                i += 2
-                continue
-        elif ch == '"':
-            return "".join(out), i + 1
-        out.append(ch)
-        i += 1
-    raise ValueError("unterminated string field")
+    value, end = _scan(text, i + 1, '"')
+    if end >= len(text):
+        raise ValueError("unterminated string field")
+    return value, end + 1
 
 
 def parse_number(raw: str) -> FieldValue:

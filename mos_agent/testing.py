@@ -4,6 +4,7 @@ reads back what reached the store. Used by the pytest fixtures, the benchmarks a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,9 +15,12 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from mos_agent.driver_api import Driver
 
 
 def free_port() -> int:
@@ -68,6 +72,9 @@ class Process:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+ServerT = TypeVar("ServerT", bound=Process)
 
 
 class Mosquitto(Process):
@@ -256,11 +263,32 @@ class FaultProxy:
 
 
 @contextlib.contextmanager
-def running(server: Process) -> Iterator[Process]:
+def running(server: ServerT) -> Iterator[ServerT]:
+    """The server, stopped when the block ends however it ends."""
     try:
         yield server
     finally:
         server.stop()
+
+
+DRIVER_STOP_S = 10.0
+
+
+@contextlib.asynccontextmanager
+async def driver_running(driver: Driver) -> AsyncIterator[asyncio.Task[None]]:
+    """``driver.run()`` as a task for the block; cancelled at the end. A driver that does not end
+    within 10 s of its cancellation fails the test instead of hanging the run."""
+    task = asyncio.create_task(driver.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=DRIVER_STOP_S)
+        if not done:
+            raise AssertionError(f"{type(driver).__name__} did not stop within {DRIVER_STOP_S:g}s of its "
+                                 "cancellation")
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
 
 
 def sample_chunks(chunks: int, points_per_chunk: int, *, series: int = 10, start_ms: int | None = None,

@@ -191,14 +191,11 @@ def _no_struct(value: str | None, where: str) -> None:
             "as separate nodes (they are usually variables below the structure's node)")
 
 
-class OpcUaTag(TagBase):
-    """A tag read from one node. Arrays become one series per element (``name[0]``, ``name[1]``…);
-    strings, localized texts and enumerations (``type: enum``) become text readings."""
+class _NodeAndType(StrictModel):
+    """A node id and the type its values are read as: what a tag and a browse entry share."""
 
     node: str
     type: TagType = "auto"  # auto: decided by the value the server sends
-    poll_interval: Duration | None = None  # mode poll: default the device's poll_interval
-    sampling_interval: Duration | None = None  # mode subscribe: default subscription.sampling_interval
 
     @field_validator("node")
     @classmethod
@@ -210,32 +207,27 @@ class OpcUaTag(TagBase):
     def _type(cls, value: str) -> str:
         _no_struct(value, "")
         return value
+
+
+class OpcUaTag(TagBase, _NodeAndType):
+    """A tag read from one node. Arrays become one series per element (``name[0]``, ``name[1]``…);
+    strings, localized texts and enumerations (``type: enum``) become text readings."""
+
+    poll_interval: Duration | None = None  # mode poll: default the device's poll_interval
+    sampling_interval: Duration | None = None  # mode subscribe: default subscription.sampling_interval
 
     def data_type(self) -> str:
         return {"auto": "float", "number": "float", "bool": "bool", "string": "string", "enum": "enum"}[self.type]
 
 
-class BrowseEntry(SeriesFields):
+class BrowseEntry(SeriesFields, _NodeAndType):
     """Every variable below ``node`` (to ``depth`` levels) becomes a tag at connect time, named by
     its browse path below ``node`` joined with '.' (after ``prefix``), with these defaults; the
     unit comes from the variable's EUInformation unless ``unit`` is given."""
 
-    node: str
     depth: int = Field(default=3, ge=1, le=20)
     prefix: str | None = Field(default=None, min_length=1)
-    type: TagType = "auto"
     max_variables: int = Field(default=10_000, ge=1)
-
-    @field_validator("node")
-    @classmethod
-    def _node(cls, value: str) -> str:
-        return check_node_id(value)
-
-    @field_validator("type")
-    @classmethod
-    def _type(cls, value: str) -> str:
-        _no_struct(value, "")
-        return value
 
     def tag_for(self, name: str, node: str, unit: str | None, type_: str | None = None) -> OpcUaTag:
         return OpcUaTag(

@@ -23,7 +23,7 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection
 from mos_agent.driver_api import DeviceState, DriverContext
 from mos_agent.taxonomy import CollectorCode, Quality
-from mos_agent.testing import free_port
+from mos_agent.testing import driver_running, free_port
 from simulators.modbus import ModbusSimulator, Scenario, SerialOptions
 
 AGENT = AgentSection(id="gw-test", site="plant")
@@ -92,13 +92,8 @@ def driver_for(device: ModbusDevice) -> tuple[ModbusDriver, DriverContext, Colle
 
 @contextlib.asynccontextmanager
 async def running(driver: ModbusDriver) -> AsyncIterator[asyncio.Task]:
-    task = asyncio.create_task(driver.run())
-    try:
+    async with driver_running(driver) as task:
         yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert driver.ctx.status.state == DeviceState.STOPPED
 
 

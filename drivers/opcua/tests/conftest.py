@@ -22,7 +22,7 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection
 from mos_agent.driver_api import DriverContext
 from mos_agent.taxonomy import DEFAULT_STAGES, QUALITY_NAMES
-from mos_agent.testing import free_port
+from mos_agent.testing import driver_running, free_port
 from simulators.opcua import CncSimulator, SimulatorConfig
 
 # asyncua logs every plain-text password endpoint and revised timeout as a warning
@@ -96,15 +96,7 @@ def make_driver(device: OpcUaDevice, state_dir: Path) -> tuple[OpcUaDriver, Reco
     return OpcUaDriver(ctx), recorder
 
 
-@contextlib.asynccontextmanager
-async def running(driver: OpcUaDriver) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(driver.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+running = driver_running
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
@@ -117,6 +109,18 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: s
 
 
 SimFactory = Callable[..., Awaitable[CncSimulator]]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sim() -> AsyncIterator[CncSimulator]:
+    """One simulator for a module's tests, its values changing only when a test writes them (the
+    module's tests run in the module's event loop: mark them ``asyncio(loop_scope="module")``)."""
+    simulator = CncSimulator(SimulatorConfig(port=free_port(), update_rate=0))
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
 
 
 @pytest_asyncio.fixture

@@ -7,30 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import yaml
 from asyncua import ua
 
 from drivers.opcua.browse import browse_to_yaml
 from drivers.opcua.config import OpcUaDevice
 from mos_agent.taxonomy import DEFAULT_STAGES
-from mos_agent.testing import free_port
-from simulators.opcua import CncSimulator, SimulatorConfig
+from simulators.opcua import CncSimulator
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def sim() -> AsyncIterator[CncSimulator]:
-    simulator = CncSimulator(SimulatorConfig(port=free_port(), update_rate=0))
-    await simulator.start()
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
 
 
 def tag(sim: CncSimulator, name: str, path: str, category: str = "process", **extra: object) -> dict:

@@ -9,12 +9,10 @@ Also checks that sample.yaml validates and reads every tag of the simulator with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
 from pydantic import ValidationError
 
@@ -23,8 +21,7 @@ from drivers.opcua.browse import browse_to_yaml
 from drivers.opcua.client import ConnectFailed
 from drivers.opcua.config import OpcUaDevice
 from mos_agent.taxonomy import DEFAULT_STAGES
-from mos_agent.testing import free_port
-from simulators.opcua import CncSimulator, SimulatorConfig
+from simulators.opcua import CncSimulator
 
 HERE = Path(__file__).resolve().parents[1]
 CASES = HERE / "testcases"
@@ -76,16 +73,6 @@ def test_every_testcase_folder_is_complete() -> None:
 
 
 # ---------------------------------------------------------------- against the simulator
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def sim() -> AsyncIterator[CncSimulator]:
-    simulator = CncSimulator(SimulatorConfig(port=free_port(), update_rate=0))
-    await simulator.start()
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
-
 
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("case", case_dirs("browse-"), ids=lambda p: p.name)
