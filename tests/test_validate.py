@@ -199,8 +199,6 @@ def test_good_configuration_loads_resolved(tmp_path: Path, monkeypatch: pytest.M
     assert read_secret(None, mqtt.connection.password_file) == "mqtt-pass"
     assert read_secret("inline", None) == "inline"
     assert read_secret(None, None) is None
-    # where each key sits stays available for later located messages
-    assert loaded.device_marks["press-01"].value_mark(("tags", 2, "address")) == Mark(10, 30)
 
 
 def test_load_device_file_for_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

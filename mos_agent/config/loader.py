@@ -13,7 +13,7 @@ import os
 import re
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -67,8 +67,6 @@ class LoadedConfig:
     agent: AgentConfig
     devices: list[DeviceBase]
     device_files: dict[str, Path]
-    # device name → where each key and value of its file sits (for later located messages)
-    device_marks: dict[str, MarkedDocument] = field(default_factory=dict)
 
 
 def read_secret(value: str | None, file: Path | str | None) -> str | None:
@@ -111,11 +109,13 @@ def load_config(path: Path) -> LoadedConfig:
         collector.check_files(path, doc)
 
     device_paths = _device_files(path, doc, device_patterns, default_devices, collector)
-    devices, device_files, device_marks = _load_devices(device_paths, stages, collector)
+    # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
+    # carry for nothing.
+    devices, device_files = _load_devices(device_paths, stages, collector)
 
     if collector.problems or agent is None:
         raise ConfigErrors(collector.sorted())
-    return LoadedConfig(path, agent, devices, device_files, device_marks)
+    return LoadedConfig(path, agent, devices, device_files)
 
 
 def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
@@ -288,10 +288,9 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
 
 
 def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _Collector
-                  ) -> tuple[list[DeviceBase], dict[str, Path], dict[str, MarkedDocument]]:
+                  ) -> tuple[list[DeviceBase], dict[str, Path]]:
     devices: list[DeviceBase] = []
     device_files: dict[str, Path] = {}
-    device_marks: dict[str, MarkedDocument] = {}
     first_named: dict[str, tuple[Path, Mark]] = {}
     for path in paths:
         device, doc = _load_device(path, stages, collector)
@@ -309,8 +308,7 @@ def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _C
         if device is not None:
             devices.append(device)
             device_files[device.name] = path
-            device_marks[device.name] = doc
-    return devices, device_files, device_marks
+    return devices, device_files
 
 
 def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
