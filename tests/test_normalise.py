@@ -156,7 +156,8 @@ def test_empty_batch_keeps_its_commit_callbacks() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5),
-                          st.one_of(st.integers(-(2**53), 2**53).map(float),
+                          st.one_of(st.integers(0, 65535).map(float), st.integers(-(2**53), 2**53).map(float),
+                                    st.just(-0.0),
                                     st.floats(allow_nan=False, allow_infinity=False)),
                           st.sampled_from([Quality.GOOD, Quality.UNCERTAIN]),
                           st.sampled_from([0, 0, 0, 1005, 2151677952]),
