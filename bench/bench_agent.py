@@ -44,7 +44,6 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import socket
 import statistics
 import subprocess
@@ -65,6 +64,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from agent_process import FLUSH_INTERVAL, AgentRun, stop_process, write_agent  # noqa: E402
 from measure import free_port_block, process_cpu_seconds  # noqa: E402
 
 from mos_agent.testing import FaultProxy, VictoriaMetrics, free_port, wait_for_port  # noqa: E402
@@ -72,12 +72,9 @@ from mos_agent.testing import FaultProxy, VictoriaMetrics, free_port, wait_for_p
 BULK = REPO / "simulators" / "scenarios" / "bulk.yaml"
 TAGS_PER_DEVICE = 1000  # the bulk scenario
 SIM_DEVICES = 50  # one simulator process serves every scenario (ports base … base+49)
-FLUSH_INTERVAL = 1.0
-BATCH_SIZE = 5000
 # A load is sustained when the committed and the delivered rates are at least this share of the
 # offered one (polls that overran their 100 ms skip ticks) and the sink lag does not grow.
 SUSTAINED_SHARE = 0.95
-AGENT_BIN = Path(sys.executable).parent / "mos-agent"
 SCENARIOS = ("throughput", "latency", "memory", "startup", "backlog")
 # The libraries the agent's process loads, for the memory and start-up references.
 LIBRARIES = ("numpy", "pymodbus", "asyncua", "paho.mqtt.client", "influxdb_client")
@@ -88,31 +85,6 @@ def log(message: str) -> None:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def proc_memory_mb(pid: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = round(int(rest.split()[0]) / 1024, 1)
-    return out
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
-
-
-def http_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
 
 
 def read_latency_buckets(health: str) -> dict[float, float]:
@@ -142,55 +114,6 @@ def read_latency_summary(before: dict[float, float], after: dict[float, float]) 
     return {"reads": int(total), "read_rtt_p99_le_s": p99, "reads_over_10ms": round(over_10ms, 4)}
 
 
-class AgentRun:
-    """``mos-agent run -c FILE`` as systemd would run it, with its /status read over HTTP."""
-
-    def __init__(self, config: Path, health: str, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.health = health
-        self.log_path = log_path
-        self.started = time.monotonic()
-        cmd = [str(AGENT_BIN)] if AGENT_BIN.exists() else [sys.executable, "-m", "mos_agent.cli"]
-        self.proc = subprocess.Popen([*cmd, "run", "-c", str(config)], stdout=log_path.open("ab"),
-                                     stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            return http_json(f"http://{self.health}/status")
-        except (OSError, ValueError):
-            return None
-
-    def wait_flowing(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Until every device has delivered readings to the buffer."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited ({self.proc.returncode}): {self.tail()}")
-            st = self.status()
-            if st and st["devices"] and all(d["points_read"] > 0 for d in st["devices"]) \
-                    and st["pipeline"]["committed_points"] > 0:
-                return st
-            time.sleep(0.2)
-        raise TimeoutError(f"agent not flowing within {timeout:g}s: {self.tail()}")
-
-    def cpu(self) -> float:
-        return process_cpu_seconds(self.pid)
-
-    def memory(self) -> dict[str, float]:
-        return proc_memory_mb(self.pid)
-
-    def tail(self, chars: int = 1500) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
-
-    def stop(self) -> int | None:
-        return stop_process(self.proc, 30.0)
-
-
 # ---------------------------------------------------------------- configuration
 
 
@@ -207,24 +130,6 @@ def bulk_devices(prefix: str, ports: list[int], poll_interval: str) -> list[dict
         data["connection"]["timeout"] = "2s"
         devices.append(data)
     return devices
-
-
-def write_agent(directory: Path, devices: list[dict[str, Any]], sink_url: str, health: str, *,
-                max_retry_delay: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "devices").mkdir(exist_ok=True)
-    for device in devices:
-        (directory / "devices" / f"{device['name']}.yaml").write_text(yaml.safe_dump(device, sort_keys=False))
-    sink: dict[str, Any] = {"type": "influxdb", "url": sink_url, "org": "bench", "bucket": "bench",
-                            "token": "bench-token", "batch_size": BATCH_SIZE, "flush_interval": f"{FLUSH_INTERVAL:g}s"}
-    if max_retry_delay:
-        sink["max_retry_delay"] = max_retry_delay
-    config = {"agent": {"id": "bench", "site": "lab", "state_dir": str(directory / "state"), "health": health,
-                        "log_level": "warning", "shutdown_timeout": "3s"},
-              "devices": "devices/*.yaml", "buffer": {"max_size": "4GiB"}, "sinks": [sink]}
-    path = directory / "agent.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def device_requests(device: dict[str, Any]) -> list[tuple[int, int, int]]:
