@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -185,14 +184,6 @@ def child_driver(port: int, points: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- full agent
 
 
-def status(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
-
-
 def run_full_agent(workdir: Path, broker: Mosquitto, store: VictoriaMetrics, points: int,
                    device_text: str) -> dict[str, Any]:
     """``mos-agent run`` end to end: broker → driver → normaliser → buffer → influxdb sink →
@@ -228,7 +219,7 @@ def run_full_agent(workdir: Path, broker: Mosquitto, store: VictoriaMetrics, poi
                 first = now
             if committed >= points and all_committed is None:
                 all_committed = now
-            time.sleep(0.02)
+            time.sleep(0.05)
         done = time.monotonic()
         first = first or done
         return {"points": min(committed, sent), "seconds": (all_committed or done) - first,
