@@ -157,9 +157,14 @@ class Normaliser:
             return b""
         prefixes = self.table.prefixes
         if not texts:
-            kept_values = values[rows]
-            if not np.isnan(kept_values).any():
-                return _encode_values(prefixes, idx[rows], kept_values, quality[rows], codes[rows], timestamps[rows])
+            if len(rows) == len(values):  # nothing held back by a deadband: no copies
+                if not np.isnan(values).any():
+                    return _encode_values(prefixes, idx, values, quality, codes, timestamps)
+            else:
+                kept_values = values[rows]
+                if not np.isnan(kept_values).any():
+                    return _encode_values(prefixes, idx[rows], kept_values, quality[rows], codes[rows],
+                                          timestamps[rows])
         series = idx[rows].tolist()
         vals = values[rows].tolist()
         quals = quality[rows].tolist()
