@@ -73,6 +73,20 @@ class AgentRun:
             time.sleep(0.2)
         raise TimeoutError(f"agent not flowing within {timeout:g}s: {self.tail()}")
 
+    def sample(self) -> dict[str, Any]:
+        """The figures a bench follows over a window, read from /status, with the process's CPU."""
+        st = self.status()
+        if st is None:
+            raise RuntimeError(f"agent /status not answering: {self.tail()}")
+        sink = st["sinks"][0] if st["sinks"] else {}
+        return {"t": time.monotonic(), "cpu": self.cpu(),
+                "committed": st["pipeline"]["committed_points"], "read": sum(d["points_read"] for d in st["devices"]),
+                "overruns": sum(d["overruns"] for d in st["devices"]), "sent": sink.get("sent_points", 0),
+                "lag_points": sink.get("lag_points", 0), "lag_s": sink.get("lag_seconds", 0.0),
+                "live_lag_s": sink.get("live_lag_seconds", 0.0), "backlog_points": sink.get("backlog_points", 0),
+                "state": sink.get("state"), "handoff": st["pipeline"]["handoff_queue"],
+                "buffer_points": st["buffer"].get("points", 0), "buffer_bytes": st["buffer"].get("bytes", 0)}
+
     def cpu(self) -> float:
         return process_cpu_seconds(self.pid)
 

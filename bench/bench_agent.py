@@ -224,17 +224,7 @@ def figure(name: str, value: Any, unit: str, *, reference: str | None = None, re
 
 
 def sample(agent: AgentRun, w: World) -> dict[str, Any]:
-    st = agent.status()
-    if st is None:
-        raise RuntimeError(f"agent /status not answering: {agent.tail()}")
-    sink = st["sinks"][0] if st["sinks"] else {}
-    return {"t": time.monotonic(), "cpu": agent.cpu(), "sim_cpu": w.sim_cpu(), "vm_cpu": w.vm_cpu(),
-            "committed": st["pipeline"]["committed_points"], "read": sum(d["points_read"] for d in st["devices"]),
-            "overruns": sum(d["overruns"] for d in st["devices"]), "sent": sink.get("sent_points", 0),
-            "lag_points": sink.get("lag_points", 0), "lag_s": sink.get("lag_seconds", 0.0),
-            "live_lag_s": sink.get("live_lag_seconds", 0.0), "backlog_points": sink.get("backlog_points", 0),
-            "state": sink.get("state"), "handoff": st["pipeline"]["handoff_queue"],
-            "buffer_points": st["buffer"].get("points", 0), "buffer_bytes": st["buffer"].get("bytes", 0)}
+    return {**agent.sample(), "sim_cpu": w.sim_cpu(), "vm_cpu": w.vm_cpu()}
 
 
 def ladder_step(w: World, devices_n: int, warmup: float, window: float) -> dict[str, Any]:

@@ -190,30 +190,21 @@ def full_agent(endpoint: str, mode: str, seconds: float, warmup: float, workdir:
     directory = workdir / f"agent-{mode}"
     device = device_file(endpoint, mode, f"{E2E_POLL_INTERVAL * 1000:g}ms")
     run = AgentRun(write_agent(directory, [device], store_url, health), health, directory / "agent.log")
-
-    def sample() -> dict:
-        st = run.status()
-        if st is None:
-            raise RuntimeError(f"agent /status not answering: {run.tail()}")
-        sink = st["sinks"][0]
-        return {"t": time.monotonic(), "cpu": run.cpu(), "committed": st["pipeline"]["committed_points"],
-                "sent": sink["sent_points"], "lag": sink["lag_points"]}
-
     try:
         run.wait_flowing()
         time.sleep(warmup)
-        first = sample()
+        first = run.sample()
         time.sleep(seconds / 2)
-        middle = sample()
+        middle = run.sample()
         time.sleep(seconds / 2)
-        last = sample()
+        last = run.sample()
     finally:
         run.stop()
     wall = last["t"] - first["t"]
     committed, sent = last["committed"] - first["committed"], last["sent"] - first["sent"]
     return {"seconds": wall, "committed_per_s": committed / wall, "sent_per_s": sent / wall,
             "cpu_per_million": (last["cpu"] - first["cpu"]) / committed * 1e6 if committed else float("inf"),
-            "lag_points": [first["lag"], middle["lag"], last["lag"]]}
+            "lag_points": [first["lag_points"], middle["lag_points"], last["lag_points"]]}
 
 
 # ---------------------------------------------------------------- run

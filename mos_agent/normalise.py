@@ -157,14 +157,10 @@ class Normaliser:
             return b""
         prefixes = self.table.prefixes
         if not texts:
-            if len(rows) == len(values):  # nothing held back by a deadband: no copies
-                if not np.isnan(values).any():
-                    return _encode_values(prefixes, idx, values, quality, codes, timestamps)
-            else:
-                kept_values = values[rows]
-                if not np.isnan(kept_values).any():
-                    return _encode_values(prefixes, idx[rows], kept_values, quality[rows], codes[rows],
-                                          timestamps[rows])
+            kept = slice(None) if len(rows) == len(values) else rows  # all kept: views, not copies
+            kept_values = values[kept]
+            if not np.isnan(kept_values).any():
+                return _encode_values(prefixes, idx[kept], kept_values, quality[kept], codes[kept], timestamps[kept])
         series = idx[rows].tolist()
         vals = values[rows].tolist()
         quals = quality[rows].tolist()

@@ -108,9 +108,9 @@ class SeriesTable:
         self.deadband[idx] = spec.deadband
         low, high = spec.range if spec.range else (-np.inf, np.inf)
         self.range_low[idx] = low
+        self.range_high[idx] = high
         self.transformed += spec.scale != 1.0 or spec.offset != 0.0
         self.ranged += spec.range is not None
-        self.range_high[idx] = high
         self.last_value[idx] = np.nan
         self.last_quality[idx] = -1
         return idx

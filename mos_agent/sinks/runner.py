@@ -231,20 +231,20 @@ class SinkRunner:
         try:
             self._write_with_retry(payload)
         except SinkTooLarge as exc:
-            halves = _split(payload.plain)
+            halves = _split(payload)
             if halves is None:
                 self._dead_letter(cursor, f"too large for the sink even as a single line: {exc}", 413, payload)
                 return
             for half in halves:
-                self._send(cursor, Payload(_count_lines(half), plain=half), budget)
+                self._send(cursor, half, budget)
         except SinkRejected as exc:
-            halves = _split(payload.plain) if budget[0] > 0 else None
+            halves = _split(payload) if budget[0] > 0 else None
             if halves is None:
                 self._dead_letter(cursor, str(exc), exc.status, payload)
                 return
             budget[0] -= 1
             for half in halves:
-                self._send(cursor, Payload(_count_lines(half), plain=half), budget)
+                self._send(cursor, half, budget)
 
     def _dead_letter(self, cursor: SinkCursor, reason: str, status: int | None, payload: Payload) -> None:
         reason = self.sink.redact(reason)
@@ -359,8 +359,9 @@ def _count_lines(body: bytes) -> int:
     return n + (0 if body.endswith(b"\n") else 1) if body else 0
 
 
-def _split(body: bytes) -> tuple[bytes, bytes] | None:
+def _split(payload: Payload) -> tuple[Payload, Payload] | None:
     """Two halves at the line boundary nearest the middle, or ``None`` for a single line."""
+    body = payload.plain
     trimmed = body[:-1] if body.endswith(b"\n") else body
     middle = len(trimmed) // 2
     cut = trimmed.rfind(b"\n", 0, middle)
@@ -368,4 +369,5 @@ def _split(body: bytes) -> tuple[bytes, bytes] | None:
         cut = trimmed.find(b"\n", middle)
     if cut < 0:
         return None
-    return body[: cut + 1], body[cut + 1:]
+    first, second = body[: cut + 1], body[cut + 1:]
+    return Payload(_count_lines(first), plain=first), Payload(_count_lines(second), plain=second)

@@ -96,9 +96,6 @@ def make_driver(device: OpcUaDevice, state_dir: Path) -> tuple[OpcUaDriver, Reco
     return OpcUaDriver(ctx), recorder
 
 
-running = driver_running
-
-
 async def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     """Polls until ``condition()`` holds; generous timeouts for a loaded 2-core machine."""
     deadline = time.monotonic() + timeout
@@ -153,7 +150,7 @@ class Kit:
 
     state_dir: Path
     device: Callable[..., OpcUaDevice] = build_device
-    running: Callable[[OpcUaDriver], contextlib.AbstractAsyncContextManager[asyncio.Task[None]]] = running
+    running: Callable[[OpcUaDriver], contextlib.AbstractAsyncContextManager[asyncio.Task[None]]] = driver_running
     wait_for: Callable[..., Awaitable[None]] = wait_for
 
     def driver(self, device: OpcUaDevice, state_dir: Path | None = None) -> tuple[OpcUaDriver, Recorder]:
