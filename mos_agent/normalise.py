@@ -54,6 +54,8 @@ class Normaliser:
     def __init__(self, table: SeriesTable) -> None:
         self.table = table
         self.counts = NormaliseCounts()
+        # sees every batch's normalised rows before the deadband (the KPI engine's feed)
+        self.observer: Callable[[ReadingBatch, NormalisedRows], None] | None = None
 
     def normalised(self, batch: ReadingBatch) -> NormalisedRows:
         """Scale, offset and quality rules applied; no deadband, no state change (``read`` shows
@@ -98,6 +100,8 @@ class Normaliser:
         if n == 0:
             return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
         rows = self.normalised(batch)
+        if self.observer is not None:
+            self.observer(batch, rows)
         idx = batch.series
         texts = batch.texts or {}
         keep = self._deadband(idx, rows.values, rows.quality, rows.numeric)
