@@ -1,0 +1,103 @@
+"""KPI configuration: the README's examples validate, the example plant carries KPIs, the catalogue
+lists each dataset's KPI series, and the calendar's checks reject what they should."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from drivers.modbus.config import ModbusDevice
+from mos_agent.catalog import ISO_22400_2, build_catalog
+from mos_agent.config.loader import load_config
+from mos_agent.config.models import AgentConfig
+from mos_agent.kpi.engine import calendar_from_config, state_class_lookup
+from mos_agent.kpi.figures import KPI_NAMES, TIME_CLASSES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _readme_kpi_blocks(name: str) -> list[str]:
+    text = (REPO / name).read_text(encoding="utf-8")
+    section = text.split("## Edge KPIs (ISO 22400-2)" if name == "README.md" else "## 엣지 KPI (ISO 22400-2)")[1]
+    section = section.split("\n## ")[0]
+    return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readme_examples_validate() -> None:
+    device_block, agent_block = _readme_kpi_blocks("README.md")
+    device = ModbusDevice.model_validate({
+        "name": "press-01", "driver": "modbus", "asset": {"area": "stamping"}, "stage": "forming",
+        "connection": {"host": "127.0.0.1"},
+        "tags": [{"name": "machine_state", "address": "hr:0", "category": "equipment_state"},
+                 {"name": "stroke_count", "address": "hr:2", "type": "uint32", "category": "production"},
+                 {"name": "scrap_count", "address": "hr:4", "category": "quality"}],
+        **yaml.safe_load(device_block)})
+    assert device.kpi is not None and device.kpi.scrap == "scrap_count" and device.kpi.ideal_cycle_time == 1.2
+    lookup = state_class_lookup(device.kpi)
+    assert {TIME_CLASSES[i] for i in lookup.values()} == set(TIME_CLASSES)
+    agent_data = yaml.safe_load(agent_block)
+    agent_data["agent"].update({"id": "gw", "site": "changwon"})
+    config = AgentConfig.model_validate(agent_data)
+    assert [s.name for s in config.shifts] == ["day", "night", "saturday"] and config.kpi.interval == 60
+    assert calendar_from_config(config).timezone == "Asia/Seoul"
+    assert _readme_kpi_blocks("README.ko.md") == [device_block, agent_block]
+
+
+def test_the_example_plant_has_kpis_and_a_two_shift_calendar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOS_INFLUX_TOKEN", "example")
+    loaded = load_config(REPO / "configs" / "agent.yaml")
+    assert [(s.name, s.start, s.end) for s in loaded.agent.shifts] == [("day", "08:00", "20:00"),
+                                                                       ("night", "20:00", "08:00")]
+    assert loaded.agent.agent.timezone == "Asia/Seoul"
+    press = next(d for d in loaded.devices if d.name == "press-01")
+    assert press.kpi is not None and press.kpi.produced == "stroke_count"
+    stroke = next(t for t in press.tags if t.name == "stroke_count")
+    assert stroke.data_type() == "uint16"  # wraps, like the simulator's
+
+
+def test_catalogue_lists_the_kpi_series_of_each_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOS_INFLUX_TOKEN", "example")
+    catalog = build_catalog(load_config(REPO / "configs" / "agent.yaml"))
+    datasets = {d["dct:identifier"].rsplit("/", 1)[1]: d for d in catalog["@graph"][0]["dcat:dataset"]}
+    press = datasets["press-01"]
+    assert [s["mos:tagName"] for s in press["mos:kpiSeries"]] == list(KPI_NAMES)
+    assert ISO_22400_2.uri in [c.get("@id") for c in press["dct:conformsTo"]]
+    assert {"@id": "mos:category-kpi"} in press["dcat:theme"]
+    units = {s["mos:tagName"]: (s["mos:ucumCode"], s["mos:uneceCode"]) for s in press["mos:kpiSeries"]}
+    assert units["oee"] == ("%", "P1") and units["apt"] == ("s", "SEC") and units["pq"] == ("1", "C62")
+    assert all(s["mos:shift"] == ["day", "night"] for s in press["mos:kpiSeries"])
+    cnc = datasets["cnc-01"]  # no kpi: block, no KPI series
+    assert "mos:kpiSeries" not in cnc
+    assert ISO_22400_2.uri not in [c.get("@id") for c in cnc["dct:conformsTo"]]
+    concepts = [g for g in catalog["@graph"] if g.get("skos:notation") == "kpi"]
+    assert len(concepts) == 1
+
+
+@pytest.mark.parametrize(("shifts", "message"), [
+    ([{"name": "a", "start": "06:00", "end": "14:00"}, {"name": "b", "start": "13:59:59", "end": "22:00"}],
+     "overlaps shift 'a'"),
+    ([{"name": "a", "start": "00:00", "end": "00:00"}, {"name": "b", "start": "10:00", "end": "11:00",
+                                                         "days": ["sun"]}], "overlaps shift 'a'"),
+    ([{"name": "a", "start": "22:00", "end": "06:00", "days": ["sun"]},
+      {"name": "b", "start": "05:00", "end": "07:00", "days": ["mon"]}], "on mon"),
+    ([{"name": "a", "start": "08:00", "end": "17:00", "breaks": ["16:30-17:30"]}], "not inside the shift"),
+    ([{"name": "a", "start": "08:00", "end": "17:00", "breaks": ["10:00-11:00", "10:30-10:45"]}], "overlap"),
+    ([{"name": "a", "start": "24:00", "end": "06:00"}], "hours 00-23"),
+])
+def test_calendar_mistakes_are_refused(shifts: list[dict], message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        AgentConfig.model_validate({"agent": {"id": "gw", "site": "s"}, "shifts": shifts})
+    assert message in str(caught.value)
+
+
+def test_shifts_that_touch_do_not_overlap() -> None:
+    weekdays = ["mon", "tue", "wed", "thu", "fri"]
+    config = AgentConfig.model_validate({"agent": {"id": "gw", "site": "s"}, "shifts": [
+        {"name": "day", "start": "08:00", "end": "20:00", "days": weekdays},
+        {"name": "night", "start": "20:00", "end": "08:00", "days": weekdays},  # Friday's ends Saturday 08:00
+        {"name": "sat", "start": "08:00", "end": "12:00", "days": ["sat"]}]})
+    assert [s.name for s in config.shifts] == ["day", "night", "sat"]
