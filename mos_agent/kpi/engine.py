@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,13 @@ class DeviceFeed:
         self.roles = roles
 
     def observe(self, batch: ReadingBatch, rows: NormalisedRows) -> None:
+        started = time.thread_time()
+        try:
+            self._observe(batch, rows)
+        finally:
+            self.engine.cpu_seconds += time.thread_time() - started
+
+    def _observe(self, batch: ReadingBatch, rows: NormalisedRows) -> None:
         if len(self.roles) != len(self.table):
             self._scan()
         idx = batch.series
@@ -188,6 +196,7 @@ class KpiEngine:
         self._next_emit = (now_ns // self.interval_ns + 1) * self.interval_ns
         self._next_save = now_ns + int(SAVE_INTERVAL_S * NS)
         self.records_emitted = 0
+        self.cpu_seconds = 0.0  # CPU time spent in the engine (feeding and ticking), for its cost
 
     # ------------------------------------------------------------ set-up
 
@@ -247,6 +256,13 @@ class KpiEngine:
     def tick(self, now_ns: int) -> KpiBatch | None:
         """Move time to ``now``; records of closed shifts and, when due, shift-to-date records.
         Returns None when nothing is to be written or saved."""
+        started = time.thread_time()
+        try:
+            return self._tick(now_ns)
+        finally:
+            self.cpu_seconds += time.thread_time() - started
+
+    def _tick(self, now_ns: int) -> KpiBatch | None:
         for equipment in self.equipment.values():
             self._finished(equipment, equipment.accounting.advance(now_ns))
             equipment.latest = equipment.accounting.figures(now_ns)
