@@ -94,7 +94,8 @@ def run(workdir: Path, vm: VictoriaMetrics, ports: list[int], with_kpi: bool, wa
     cpu = last["cpu"] - first["cpu"]
     result = {
         "with_kpi": with_kpi, "window_s": round(dt, 1), "committed_per_s": round(committed / dt),
-        "agent_cpu_s": round(cpu, 3), "cpu_s_per_million_points": round(cpu / committed * 1e6, 3) if committed else None,
+        "agent_cpu_s": round(cpu, 3),
+        "cpu_s_per_million_points": round(cpu / committed * 1e6, 3) if committed else None,
     }
     if with_kpi:
         engine_cpu = engine1["cpu_seconds"] - engine0["cpu_seconds"]

@@ -9,6 +9,7 @@ counted twice across the restart.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -156,7 +157,7 @@ def test_a_short_shift_with_a_kill_9_in_the_middle(tmp_path: Path, victoria: Vic
         # quantities: the agent's raw readings, recounted here, across the wrap and the restart
         strokes = _series(store, '{__name__="production_value",tag="stroke_count"}')
         in_shift = [v for t, v in sorted(strokes) if start_ms <= t < end_ms]
-        assert any(b < a for a, b in zip(in_shift, in_shift[1:], strict=False)), "no wrap inside the shift"
+        assert any(b < a for a, b in itertools.pairwise(in_shift)), "no wrap inside the shift"
         assert final["pq"] == _counted(strokes, start_ms, end_ms)
         assert final["sq"] == _counted(_series(store, '{__name__="quality_value",tag="scrap_count"}'),
                                        start_ms, end_ms)
