@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO))
 from agent_process import AgentRun, stop_process, write_agent  # noqa: E402
 from measure import free_port_block  # noqa: E402
 
-from mos_agent.testing import VictoriaMetrics, free_port, wait_for_port  # noqa: E402
+from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
+from tests.support.servers import VictoriaMetrics  # noqa: E402
 
 BULK = REPO / "simulators" / "scenarios" / "bulk.yaml"
 DEVICES = 10

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mos_agent.testing import StoreReader, VictoriaMetrics, free_port, wait_for_port
+from mos_agent.localservers import free_port, wait_for_port
+from tests.support.servers import StoreReader, VictoriaMetrics
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = Path(sys.executable).parent / "mos-agent"
