@@ -300,8 +300,10 @@ def test_engine_emits_kpi_records_with_the_store_mapping(tmp_path: Path) -> None
     assert final["apt"] == pytest.approx(3600 + 90)  # 15:58:30 to 17:00 less nothing (break passed)
     assert final["pq"] == 3600 and final["sq"] == 2
     status = engine.status()[0]
-    assert status["last_complete"]["shift"] == "day" and status["last_complete"]["final"] is True
-    assert status["current"] is None  # outside every shift now
+    assert status.last_complete is not None and status.last_complete.shift == "day" and status.last_complete.final
+    assert status.last_complete.end == at("17:00") / 1e9 and status.last_complete.kpi["pq"] == 3600
+    assert [c.shift for c in status.completed] == ["day"]
+    assert status.current is None  # outside every shift now
     later = engine.tick(at("17:02"))
     assert later is None or later.points == 0  # outside every shift nothing is emitted
 

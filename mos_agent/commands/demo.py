@@ -26,12 +26,20 @@ from rich.table import Table
 from rich.text import Text
 
 from mos_agent.cli import UsageError
+from mos_agent.commands.kpi import kpi_table
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
 from mos_agent.localservers import Mosquitto, free_port, wait_for_port
 from mos_agent.logs import setup_logging
 from mos_agent.pipeline import Agent
 from mos_agent.taxonomy import QUALITY_NAMES
+
+# A Korean plant's two 12-hour shifts, covering the whole day so the press always has a shift running
+# (the press's device file from the simulator carries its kpi: block)
+DEMO_SHIFTS = [
+    {"name": "day", "start": "08:00", "end": "20:00", "breaks": ["12:00-13:00", "17:30-18:00"]},
+    {"name": "night", "start": "20:00", "end": "08:00", "breaks": ["00:00-01:00", "05:30-06:00"]},
+]
 
 
 class DemoPlant:
@@ -106,11 +114,13 @@ class DemoPlant:
                 sink["token_file"] = str(Path(self.args.influx_token_file).resolve())
             sinks.append(sink)
         agent = {
-            "agent": {"id": "gw-demo", "enterprise": "acme", "site": "changwon",
+            "agent": {"id": "gw-demo", "enterprise": "acme", "site": "changwon", "timezone": "Asia/Seoul",
                       "state_dir": str(self.workdir / "state"), "health": f"127.0.0.1:{free_port()}"},
             "devices": "devices/*.yaml",
             "buffer": {"max_size": "256MiB", "overflow": "drop_oldest"},
             "sinks": sinks,
+            "shifts": DEMO_SHIFTS,
+            "kpi": {"interval": "10s"},
         }
         path = self.workdir / "agent.yaml"
         path.write_text(yaml.safe_dump(agent, sort_keys=False))
@@ -179,6 +189,8 @@ def live_view(agent: Agent, workdir: Path, started: float) -> Group:
         if st.last_error:
             table.caption = f"last error: {st.last_error}"
         tables.append(table)
+    if status.kpi:
+        tables.insert(1, kpi_table(status.kpi))
     tables.append(Text(f"files in {workdir} · Ctrl-C stops everything", style="dim"))
     return Group(*tables)
 
@@ -211,8 +223,10 @@ async def run_demo(args: argparse.Namespace) -> int:
             while not await wait_tick(2.0):
                 s = agent.status()
                 states = ", ".join(f"{d.name} {d.state} {d.points_per_s:.0f}/s" for d in s.devices)
+                oee = "".join(f"; {k.equipment} {k.current.shift} shift OEE {k.current.kpi['oee']:.1f}%"
+                              for k in s.kpi if k.current is not None and "oee" in k.current.kpi)
                 print(f"{datetime.now():%H:%M:%S} {s.pipeline.points_per_s:.0f} points/s committed, "
-                      f"{s.pipeline.committed_points} total; {states}", flush=True)
+                      f"{s.pipeline.committed_points} total; {states}{oee}", flush=True)
         else:
             with Live(live_view(agent, workdir, started), console=console, refresh_per_second=2,
                       screen=False) as live:

@@ -34,6 +34,7 @@ from mos_agent.kpi.calendar import NS, ShiftCalendar, ShiftRule, parse_clock, pa
 from mos_agent.kpi.equipment import CounterTrack, EquipmentKpi
 from mos_agent.kpi.figures import KPI_NAMES, KPI_UNITS, TIME_CLASSES, UNKNOWN, ShiftFigures
 from mos_agent.lineprotocol import series_prefix
+from mos_agent.status import KpiEngineStats, KpiFigures, KpiStats
 from mos_agent.taxonomy import Quality
 
 if TYPE_CHECKING:
@@ -253,16 +254,17 @@ class KpiEngine:
     def _finished(self, equipment: _Equipment, finals: Sequence[ShiftFigures]) -> None:
         self._finals.extend((equipment, f) for f in finals)
 
-    def tick(self, now_ns: int) -> KpiBatch | None:
-        """Move time to ``now``; records of closed shifts and, when due, shift-to-date records.
+    def tick(self, now_ns: int, save: bool = False) -> KpiBatch | None:
+        """Move time to ``now``; records of closed shifts and, when due, shift-to-date records,
+        with the state to save once they are committed (``save``: the state in any case).
         Returns None when nothing is to be written or saved."""
         started = time.thread_time()
         try:
-            return self._tick(now_ns)
+            return self._tick(now_ns, save)
         finally:
             self.cpu_seconds += time.thread_time() - started
 
-    def _tick(self, now_ns: int) -> KpiBatch | None:
+    def _tick(self, now_ns: int, save: bool) -> KpiBatch | None:
         for equipment in self.equipment.values():
             self._finished(equipment, equipment.accounting.advance(now_ns))
             equipment.latest = equipment.accounting.figures(now_ns)
@@ -277,7 +279,7 @@ class KpiEngine:
             for equipment in self.equipment.values():
                 if equipment.latest is not None:
                     lines.extend(self._lines(equipment, equipment.latest, now_ns))
-        if not lines and now_ns < self._next_save:
+        if not lines and not save and now_ns < self._next_save:
             return None
         self._next_save = now_ns + int(SAVE_INTERVAL_S * NS)
         self.records_emitted += len(lines)
@@ -303,35 +305,26 @@ class KpiEngine:
             os.fsync(f.fileno())
         os.replace(tmp, self.state_path)
 
-    def close(self, now_ns: int) -> None:
-        """At shutdown, after the last commit: save the state as of now."""
-        for equipment in self.equipment.values():
-            equipment.accounting.advance(now_ns)
-        self.save(self.snapshot(now_ns))
-
     # ------------------------------------------------------------ reporting
 
-    def status(self) -> list[dict[str, Any]]:
-        out = []
-        for key, e in sorted(self.equipment.items()):
-            acc = e.accounting
-            out.append({
-                "equipment": e.name,
-                "asset": key,
-                "device": e.device,
-                "current": _figures_json(e.latest),
-                "last_complete": _figures_json(acc.last_complete),
-                "completed": {name: _figures_json(f) for name, f in sorted(acc.completed.items())},
-            })
-        return out
+    def status(self) -> list[KpiStats]:
+        return [KpiStats(equipment=e.name, asset=key, device=e.device, current=_figures_stats(e.latest),
+                         last_complete=_figures_stats(e.accounting.last_complete),
+                         completed=[f for f in (_figures_stats(c) for _, c in sorted(e.accounting.completed.items()))
+                                    if f is not None])
+                for key, e in sorted(self.equipment.items())]
+
+    def engine_stats(self) -> KpiEngineStats:
+        return KpiEngineStats(equipment=len(self.equipment), records_emitted=self.records_emitted,
+                              cpu_seconds=round(self.cpu_seconds, 6))
 
 
-def _figures_json(figures: ShiftFigures | None) -> dict[str, Any] | None:
+def _figures_stats(figures: ShiftFigures | None) -> KpiFigures | None:
     if figures is None:
         return None
-    return {"shift": figures.shift, "start": figures.start_ns / NS, "end": figures.end_ns / NS,
-            "at": figures.at_ns / NS, "final": figures.final,
-            "kpi": {k: round(figures.values[k], 6) for k in KPI_NAMES if k in figures.values}}
+    return KpiFigures(shift=figures.shift, start=figures.start_ns / NS, end=figures.end_ns / NS,
+                      at=figures.at_ns / NS, final=figures.final,
+                      kpi={k: round(figures.values[k], 6) for k in KPI_NAMES if k in figures.values})
 
 
 def _summary(figures: ShiftFigures) -> str:
