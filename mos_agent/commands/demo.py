@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mos_agent.cli import UsageError
-from mos_agent.commands.kpi import kpi_table
+from mos_agent.commands.kpi import kpi_view
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
 from mos_agent.localservers import Mosquitto, free_port, wait_for_port
@@ -153,7 +153,7 @@ def _format_value(value: float, text: str | None) -> str:
     return f"{value:.6g}"
 
 
-def live_view(agent: Agent, workdir: Path, started: float) -> Group:
+def live_view(agent: Agent, workdir: Path, started: float, width: int = 160) -> Group:
     status = agent.status()
     pipe = status.pipeline
     header = Text.assemble(
@@ -190,7 +190,7 @@ def live_view(agent: Agent, workdir: Path, started: float) -> Group:
             table.caption = f"last error: {st.last_error}"
         tables.append(table)
     if status.kpi:
-        tables.insert(1, kpi_table(status.kpi))
+        tables.insert(1, kpi_view(status.kpi, width))
     tables.append(Text(f"files in {workdir} · Ctrl-C stops everything", style="dim"))
     return Group(*tables)
 
@@ -228,10 +228,10 @@ async def run_demo(args: argparse.Namespace) -> int:
                 print(f"{datetime.now():%H:%M:%S} {s.pipeline.points_per_s:.0f} points/s committed, "
                       f"{s.pipeline.committed_points} total; {states}{oee}", flush=True)
         else:
-            with Live(live_view(agent, workdir, started), console=console, refresh_per_second=2,
+            with Live(live_view(agent, workdir, started, console.width), console=console, refresh_per_second=2,
                       screen=False) as live:
                 while not await wait_tick(0.5):
-                    live.update(live_view(agent, workdir, started))
+                    live.update(live_view(agent, workdir, started, console.width))
         await agent.stop()
         status = agent.status()
         console.print(f"demo stopped: {status.pipeline.committed_points} points committed; "
