@@ -53,6 +53,7 @@ SAVE_INTERVAL_S = 10.0  # the state is saved at least this often (and at every e
 # series roles in a device feed
 _NONE, _STATE, _PRODUCED, _GOOD, _SCRAP = range(5)
 _ROLE_NAMES = {_PRODUCED: "produced", _GOOD: "good", _SCRAP: "scrap"}
+_BAD = int(Quality.BAD)
 
 
 def calendar_from_config(config: AgentConfig) -> ShiftCalendar:
@@ -154,21 +155,26 @@ class DeviceFeed:
         if len(self.roles) != len(self.table):
             self._scan()
         idx = batch.series
-        selected = np.flatnonzero(self.roles[idx])
+        selected = self.roles.take(idx).nonzero()[0]
         if not len(selected):
             return
+        # a few rows a batch: Python scalars from here on (numpy scalars cost more than they save)
         texts = batch.texts or {}
         engine = self.engine
-        for row in selected.tolist():
-            series = int(idx[row])
+        for row, series, t_ns, quality, value in zip(selected.tolist(), idx[selected].tolist(),
+                                                     batch.timestamps[selected].tolist(),
+                                                     rows.quality[selected].tolist(),
+                                                     rows.values[selected].tolist(), strict=True):
             equipment, counter = self.series_equipment[series]
-            t_ns = int(batch.timestamps[row])
-            good = rows.quality[row] != Quality.BAD
             if counter is None:
-                state = self._state_class(rows.values[row], texts.get(row)) if good else UNKNOWN
-                engine._finished(equipment, equipment.accounting.state_sample(t_ns, state))
-            elif good and math.isfinite(value := float(rows.values[row])):
-                engine._finished(equipment, equipment.accounting.counter_sample(counter, t_ns, value))
+                state = self._state_class(value, texts.get(row)) if quality != _BAD else UNKNOWN
+                finals = equipment.accounting.state_sample(t_ns, state)
+            elif quality != _BAD and math.isfinite(value):
+                finals = equipment.accounting.counter_sample(counter, t_ns, value)
+            else:
+                continue
+            if finals:
+                engine._finished(equipment, finals)
 
     def _state_class(self, value: float, text: str | None) -> int:
         if text is not None:
@@ -181,7 +187,7 @@ class DeviceFeed:
                 return UNKNOWN
         if value != value:
             return UNKNOWN
-        return self.classes.get(float(value), UNKNOWN)
+        return self.classes.get(value, UNKNOWN)
 
 
 class KpiEngine:
