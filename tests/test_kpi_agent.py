@@ -96,6 +96,17 @@ async def test_kpis_reach_status_metrics_the_command_and_the_sinks(tmp_path: Pat
             assert await asyncio.to_thread(cli.main, ["kpi", "--url", health, "--json"]) == 0
             printed = json.loads(capsys.readouterr().out)
             assert printed["kpi"][0]["current"]["shift"] == "test"
+
+            # a reload that changes the device keeps the shift's accounting
+            counted = agent.status().kpi[0].current.kpi["pq"]
+            device_file = tmp_path / "devices" / "press-kpi.yaml"
+            text = device_file.read_text()
+            assert 'ideal_cycle_time: "40ms"' in text
+            device_file.write_text(text.replace('ideal_cycle_time: "40ms"', "ideal_cycle_time: 50ms"))
+            assert await agent.reload()
+            reloaded = await wait_until_async(lambda: (k := agent.status().kpi[0].current.kpi)["pq"] > counted + 20
+                                              and k, what="counting on after the reload")
+            assert reloaded["effectiveness"] == pytest.approx(100 * 0.05 * reloaded["pq"] / reloaded["apt"], rel=1e-3)
         finally:
             await agent.stop()
         before = agent.status().kpi[0].current
