@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from drivers.modbus.config import ModbusDevice
+from mos_agent import cli
 from mos_agent.catalog import ISO_22400_2, build_catalog
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import AgentConfig
@@ -101,3 +102,17 @@ def test_shifts_that_touch_do_not_overlap() -> None:
         {"name": "night", "start": "20:00", "end": "08:00", "days": weekdays},  # Friday's ends Saturday 08:00
         {"name": "sat", "start": "08:00", "end": "12:00", "days": ["sat"]}]})
     assert [s.name for s in config.shifts] == ["day", "night", "sat"]
+
+
+def test_validate_summarises_the_kpis(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                      tmp_path: Path) -> None:
+    monkeypatch.setenv("MOS_INFLUX_TOKEN", "example")
+    assert cli.main(["validate", "-c", str(REPO / "configs" / "agent.yaml")]) == 0
+    assert ("kpi        1 equipment (press-01), every 60s; shifts day 08:00-20:00, night 20:00-08:00 "
+            "(Asia/Seoul)") in capsys.readouterr().out
+    # KPIs without a calendar validate, and the summary says nothing will be computed
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "press-01.yaml").write_text((REPO / "configs" / "devices" / "press-01.yaml").read_text())
+    (tmp_path / "agent.yaml").write_text("agent: {id: gw, site: changwon, timezone: UTC}\n")
+    assert cli.main(["validate", "-c", str(tmp_path / "agent.yaml")]) == 0
+    assert "shifts none: nothing is planned, no KPI is computed (UTC)" in capsys.readouterr().out
