@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mos_agent.kpi.calendar import NS, ShiftCalendar, ShiftRule, parse_clock, parse_span, system_timezone
+from mos_agent.kpi.calendar import NS, ShiftCalendar, system_timezone
 from mos_agent.kpi.equipment import CounterTrack, EquipmentKpi
 from mos_agent.kpi.figures import KPI_NAMES, KPI_UNITS, TIME_CLASSES, UNKNOWN, ShiftFigures
 from mos_agent.lineprotocol import series_prefix
@@ -57,9 +57,7 @@ _BAD = int(Quality.BAD)
 
 
 def calendar_from_config(config: AgentConfig) -> ShiftCalendar:
-    rules = [ShiftRule.build(s.name, parse_clock(s.start), parse_clock(s.end), [parse_span(b) for b in s.breaks],
-                             s.days) for s in config.shifts]
-    return ShiftCalendar(rules, config.agent.timezone or system_timezone())
+    return ShiftCalendar([s.rule() for s in config.shifts], config.agent.timezone or system_timezone())
 
 
 def state_class_lookup(kpi: DeviceKpi) -> dict[float | str, int]:
@@ -114,11 +112,11 @@ class DeviceFeed:
         self.classes = state_class_lookup(device.kpi)
         self.roles = np.zeros(0, dtype=np.uint8)
         self.series_equipment: dict[int, tuple[_Equipment, CounterTrack | None]] = {}
-        self._role_names = {self.kpi.state.tag: _STATE, self.kpi.produced: _PRODUCED}
+        self._role_of_tag = {self.kpi.state.tag: _STATE, self.kpi.produced: _PRODUCED}
         if self.kpi.good:
-            self._role_names[self.kpi.good] = _GOOD
+            self._role_of_tag[self.kpi.good] = _GOOD
         if self.kpi.scrap:
-            self._role_names[self.kpi.scrap] = _SCRAP
+            self._role_of_tag[self.kpi.scrap] = _SCRAP
         self._scan()
 
     def _scan(self) -> None:
@@ -130,11 +128,11 @@ class DeviceFeed:
         roles[:start] = self.roles
         for index in range(start, len(table)):
             spec = table.specs[index]
-            role = self._role_names.get(spec.tag, _NONE)
+            role = self._role_of_tag.get(spec.tag, _NONE)
             if role == _NONE:
                 continue
             roles[index] = role
-            equipment = self.engine._equipment_for(self.device, spec.asset, spec.stage)
+            equipment = self.engine.equipment_for(self.device, spec.asset, spec.stage)
             acc = equipment.accounting
             if role != _STATE:
                 track = CounterTrack.for_type(spec.data_type, spec.scale, spec.offset)
@@ -174,7 +172,7 @@ class DeviceFeed:
             else:
                 continue
             if finals:
-                engine._finished(equipment, finals)
+                engine.finished(equipment, finals)
 
     def _state_class(self, value: float, text: str | None) -> int:
         if text is not None:
@@ -217,7 +215,7 @@ class KpiEngine:
         self.feeds[device.name] = feed
         return feed
 
-    def _equipment_for(self, device: DeviceBase, asset: tuple[tuple[str, str], ...], stage: str) -> _Equipment:
+    def equipment_for(self, device: DeviceBase, asset: tuple[tuple[str, str], ...], stage: str) -> _Equipment:
         levels = dict(asset)
         key = "/".join(name for _, name in asset)
         found = self.equipment.get(key)
@@ -257,7 +255,7 @@ class KpiEngine:
 
     # ------------------------------------------------------------ running
 
-    def _finished(self, equipment: _Equipment, finals: Sequence[ShiftFigures]) -> None:
+    def finished(self, equipment: _Equipment, finals: Sequence[ShiftFigures]) -> None:
         self._finals.extend((equipment, f) for f in finals)
 
     def tick(self, now_ns: int, save: bool = False) -> KpiBatch | None:
@@ -272,7 +270,7 @@ class KpiEngine:
 
     def _tick(self, now_ns: int, save: bool) -> KpiBatch | None:
         for equipment in self.equipment.values():
-            self._finished(equipment, equipment.accounting.advance(now_ns))
+            self.finished(equipment, equipment.accounting.advance(now_ns))
             equipment.latest = equipment.accounting.figures(now_ns)
         lines: list[str] = []
         finals, self._finals = self._finals, []
@@ -298,8 +296,10 @@ class KpiEngine:
                 yield f"{equipment.prefix(figures.shift, kpi)}value={float(value)!r} {t_ns}\n"
 
     def snapshot(self, now_ns: int) -> bytes:
-        data = {"version": STATE_VERSION, "saved_ns": now_ns,
-                "equipment": {key: e.accounting.to_json() for key, e in self.equipment.items()}}
+        # equipment saved by the previous run and not seen yet (series an MQTT topic or OPC UA browse
+        # adds later) keep their state
+        equipment = {**self._saved, **{key: e.accounting.to_json() for key, e in self.equipment.items()}}
+        data = {"version": STATE_VERSION, "saved_ns": now_ns, "equipment": equipment}
         return json.dumps(data, separators=(",", ":")).encode()
 
     def save(self, state: bytes) -> None:
