@@ -116,3 +116,26 @@ def test_validate_summarises_the_kpis(monkeypatch: pytest.MonkeyPatch, capsys: p
     (tmp_path / "agent.yaml").write_text("agent: {id: gw, site: changwon, timezone: UTC}\n")
     assert cli.main(["validate", "-c", str(tmp_path / "agent.yaml")]) == 0
     assert "shifts none: nothing is planned, no KPI is computed (UTC)" in capsys.readouterr().out
+
+
+def test_the_press_simulator_plays_every_time_class_and_its_stroke_counter_wraps() -> None:
+    from simulators.modbus import DEFAULT_SCENARIO, Scenario, device_file_text
+
+    scenario = Scenario.load(DEFAULT_SCENARIO)
+    device = ModbusDevice.model_validate(yaml.safe_load(device_file_text(scenario)))
+    assert device.kpi is not None
+    lookup = state_class_lookup(device.kpi)
+    state_point = next(p for p in scenario.points if p.name == device.kpi.state.tag)
+    assert state_point.model.state is not None
+    played = {step.state for step in scenario.cycle}
+    classes = {TIME_CLASSES[lookup[state_point.model.state[state]]] for state in played}
+    assert classes == set(TIME_CLASSES)  # production, setup, delay, down, planned_down all occur
+    # the cycle's own figures: availability 80 %, as the scenario's comment says
+    per_state = {s: sum(step.duration for step in scenario.cycle if step.state == s) for s in played}
+    assert per_state["run"] / (sum(per_state.values()) - per_state["maintenance"]) == pytest.approx(0.8)
+
+    strokes = next(p for p in scenario.points if p.name == device.kpi.produced)
+    assert strokes.value_type == "uint16" and strokes.model.counter is not None
+    counter = strokes.model.counter
+    running_to_wrap = (65536 - counter.start) / counter.rate
+    assert running_to_wrap < scenario.time_in_state("run", 600.0)  # it wraps within the first ten minutes
