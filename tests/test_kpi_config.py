@@ -139,3 +139,23 @@ def test_the_press_simulator_plays_every_time_class_and_its_stroke_counter_wraps
     counter = strokes.model.counter
     running_to_wrap = (65536 - counter.start) / counter.rate
     assert running_to_wrap < scenario.time_in_state("run", 600.0)  # it wraps within the first ten minutes
+
+
+def test_opc_ua_states_as_text_and_the_driver_readme_example() -> None:
+    from drivers.opcua.config import OpcUaDevice
+
+    text = (REPO / "drivers" / "opcua" / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Machine states and KPIs (OPC 40001-1)")[1].split("\n## ")[0]
+    example = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", section, flags=re.S)[0])
+    base = {"name": "cnc-01", "driver": "opcua", "asset": {"area": "machining"}, "stage": "machining",
+            "connection": {"endpoint": "opc.tcp://127.0.0.1:4840"}}
+    device = OpcUaDevice.model_validate({**base, **example})
+    assert device.kpi is not None
+    lookup = state_class_lookup(device.kpi)
+    assert TIME_CLASSES[lookup["Executing"]] == TIME_CLASSES[lookup[3.0]] == "production"
+    assert TIME_CLASSES[lookup["OutOfService"]] == "down" and "NotAvailable" not in lookup
+
+    example["tags"][1]["type"] = "string"  # a counter read as text cannot count
+    with pytest.raises(ValidationError) as caught:
+        OpcUaDevice.model_validate({**base, **example})
+    assert "counter tag 'part_count' is string" in str(caught.value)
