@@ -13,7 +13,7 @@ Figures:
 
     python bench/bench_kpi.py [--quick]
 
-Full ≈ 60 s, ``--quick`` ≈ 30 s. Writes bench/results/kpi.json.
+Full ≈ 90 s, ``--quick`` ≈ 60 s (more on a busy machine). Writes bench/results/kpi.json.
 """
 
 from __future__ import annotations
