@@ -105,11 +105,10 @@ async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path
             mine = await sec.client_certificate(security, state_dir, agent_id)
             cert_path = mine.certificate
             client.application_uri = mine.application_uri
-            server_der = await sec.server_certificate_of(conn.endpoint, security.policy, security.mode, conn.timeout)
-            if not sec.is_trusted(server_der, security, state_dir):
-                raise ConnectFailed("security", sec.untrusted_message(server_der, security, state_dir), device)
+            server = await sec.server_certificate_of(conn.endpoint, security.policy, security.mode, conn.timeout)
+            sec.check_server_certificate(server, conn.endpoint, security, state_dir)
             await client.set_security(sec.POLICIES[security.policy], str(mine.certificate), str(mine.private_key),
-                                      server_certificate=server_der, mode=sec.MODES[security.mode])
+                                      server_certificate=server.certificate, mode=sec.MODES[security.mode])
         async with asyncio.timeout(conn.timeout * 3):
             await client.connect(auto_reconnect=False)
     except asyncio.CancelledError:
