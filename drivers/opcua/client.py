@@ -82,6 +82,19 @@ def _explain(exc: BaseException, device: str | None, conn: OpcUaConnection, cert
     return ConnectFailed("connection", f"{endpoint}: {type(exc).__name__}: {exc}", device)
 
 
+_warned_plaintext: set[tuple[str | None, str]] = set()
+
+
+def _warn_plaintext_password(device: str | None, conn: OpcUaConnection) -> None:
+    """Once per device and endpoint: loud, but not on every reconnect."""
+    if (device, conn.endpoint) in _warned_plaintext:
+        return
+    _warned_plaintext.add((device, conn.endpoint))
+    who = f"device {device}" if device else "browse"
+    log.warning("%s: the password of user %r goes to %s in CLEAR TEXT (security policy None, "
+                "allow_plaintext_password: true): anyone on the network can read it", who, conn.username, conn.endpoint)
+
+
 async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path | None, agent_id: str) -> Client:
     """A connected, activated asyncua client. The library's own reconnect is off: the driver owns
     reconnects so it knows exactly where the gap in the data is."""
@@ -93,6 +106,8 @@ async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path
     cert_path: Path | None = None
     try:
         if conn.username:
+            if conn.sends_plaintext_password:
+                _warn_plaintext_password(device, conn)
             client.set_user(conn.username)
             password = conn.read_password()
             if password is not None:

@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from drivers.opcua.client import ConnectFailed
 from drivers.opcua.config import SecurityConfig
-from drivers.opcua.security import ServerIdentity, SecuritySetupError, check_server_certificate
+from drivers.opcua.security import SecuritySetupError, ServerIdentity, check_server_certificate
 from simulators.opcua import APPLICATION_URI
 
 NOW = dt.datetime.now(dt.UTC)
