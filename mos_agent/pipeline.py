@@ -33,6 +33,7 @@ from mos_agent.driver_api import DeviceState, Driver, DriverContext
 from mos_agent.logs import register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
 from mos_agent.registry import load_driver
+from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.systemd import SystemdNotifier
 
 log = logging.getLogger("mos_agent")
@@ -81,9 +82,9 @@ def collect_secrets(loaded: LoadedConfig) -> set[str]:
     def visit(model: Any) -> None:
         data = model.__dict__ if hasattr(model, "__dict__") else {}
         for key, value in data.items():
-            if key in ("token", "password") and isinstance(value, str):
+            if is_secret_key(key) and isinstance(value, str):
                 secrets.add(value)
-            elif key in ("token_file", "password_file") and value:
+            elif is_secret_file_key(key) and value:
                 with contextlib.suppress(OSError):
                     secret = read_secret(None, Path(value))
                     if secret:
