@@ -13,7 +13,6 @@ import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, get_args, get_origin
 
 import pytest
@@ -21,7 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from mos_agent.config.loader import ConfigErrors, load_config
-from mos_agent.config.models import AgentConfig
+from mos_agent.config.models import AgentConfig, InfluxSinkConfig
 from mos_agent.logs import SecretRedactor
 from mos_agent.payload import Payload
 from mos_agent.registry import load_driver
@@ -181,8 +180,8 @@ def test_a_sink_error_caused_by_a_two_line_token_does_not_show_it(victoria) -> N
     """The loader refuses such a token; a sink built around it anyway (a token file rewritten
     between a check and a start) must still not show it: the HTTP library rejects the header
     with the token in its message, bytes-escaped."""
-    config = SimpleNamespace(url=victoria.url, org="", bucket="factory", token=TWO_LINES, token_file=None,
-                             gzip=False, timeout=5.0)
+    config = InfluxSinkConfig(type="influxdb", url=victoria.url, bucket="factory", token=TWO_LINES, gzip=False,
+                              timeout=5.0)
     sink = InfluxSink("influxdb", config)
     with pytest.raises(Exception) as raised:
         sink.write(Payload(1, plain=b"process value=1 1\n"))
