@@ -809,6 +809,11 @@ class Buffer:
             dead_letter_rows=dead[0],
             dead_letter_points=dead[1],
             moved_aside=[str(p) for p in self.moved_aside],
+            disk_free_bytes=self.disk_free,
+            min_free_space=self.min_free_space,
+            disk_full=self.disk_full,
+            disk_full_episodes=self.disk_full_episodes,
+            disk_full_reason=self.disk_full_reason,
         )
 
 

@@ -115,6 +115,7 @@ class Agent:
         self.started_at = time.time()
         self.ready = False
         self.stopping = False
+        self._stop_deadline = float("inf")
         self.committed_points = 0
         self.commit_failures = 0
         self.commit_rate = RateMeter()
@@ -174,6 +175,9 @@ class Agent:
         if self.stopping:
             return
         self.stopping = True
+        loop = asyncio.get_running_loop()
+        # one deadline for the whole stop: the last commits, then the sinks, whatever the disk does
+        self._stop_deadline = loop.time() + self.config.agent.shutdown_timeout
         await asyncio.gather(*(self._stop_device(name) for name in list(self.devices)))
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)  # the writer commits what is queued, then ends
@@ -183,8 +187,8 @@ class Agent:
         if self.health_server is not None:
             await self.health_server.stop()
         if self.store is not None:
-            timeout = self.config.agent.shutdown_timeout
-            await asyncio.get_running_loop().run_in_executor(self._io, self.store.stop, timeout)
+            timeout = max(0.0, self._stop_deadline - loop.time())
+            await loop.run_in_executor(self._io, self.store.stop, timeout)
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
 
@@ -284,8 +288,14 @@ class Agent:
             try:
                 await loop.run_in_executor(self._io, self.store.append, bodies, points)
                 break
-            except Exception as exc:  # disk full, I/O error: keep the data in memory and retry
+            except Exception as exc:  # an I/O error: keep the data in memory and retry
                 self.commit_failures += 1
+                if self.stopping and loop.time() >= self._stop_deadline:
+                    # stopping must end: what was not committed is not acknowledged either (MQTT
+                    # brokers send it again; polled readings of these last moments are lost)
+                    log.error("buffer commit failed (%s: %s) at shutdown: %d points not committed",
+                              type(exc).__name__, exc, sum(points))
+                    return
                 log.error("buffer commit failed (%s: %s); retrying in 1s, acquisition waits",
                           type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
