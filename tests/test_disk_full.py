@@ -187,6 +187,9 @@ def test_the_agent_reports_a_full_disk_and_stops_on_sigterm(small_fs: Path, tmp_
         assert report is not None and report["buffer"]["dropped_points"] > 0
         code, body = _get(f"http://{health}/healthz")
         assert code == 503 and "buffer disk full (" in body and "dropping data by the overflow policy" in body
+        shown = subprocess.run([str(BIN / "mos-agent"), "status", "--url", health], capture_output=True, text=True,
+                               timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert "buffer disk full (" in shown.stdout, shown.stdout + shown.stderr
         started = time.monotonic()
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(60) == 0, log.read_text()[-3000:]
