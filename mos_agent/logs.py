@@ -98,5 +98,11 @@ def setup_logging(level: str = "info", journal: bool | None = None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def redact_secrets(text: str | None) -> str | None:
+    """``text`` with every registered secret hidden, as in the log: for status fields that carry
+    what a driver or library said (a device's last error)."""
+    return redact(text, _redactor.secrets) if text else text
+
+
 def register_secrets(secrets: Iterable[str]) -> None:
     _redactor.add(secrets)

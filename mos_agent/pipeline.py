@@ -31,7 +31,7 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
 from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext
-from mos_agent.logs import register_secrets
+from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
@@ -384,7 +384,7 @@ class Agent:
             driver=rt.config.driver,
             asset="/".join(p for p in (self.config.agent.site, asset.area, asset.line, asset.cell, name) if p),
             state=st.state,
-            last_error=st.last_error,
+            last_error=redact_secrets(st.last_error),
             last_error_time=st.last_error_time,
             errors=dict(st.errors),
             overruns=st.overruns,

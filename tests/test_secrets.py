@@ -189,3 +189,12 @@ def test_a_sink_error_caused_by_a_two_line_token_does_not_show_it(victoria) -> N
     assert str(TWO_LINES.encode())[2:-1] in str(raised.value), "the library's message carries the token escaped"
     assert "***" in message
     _assert_hidden(message, TWO_LINES)
+
+
+def test_a_device_error_that_quotes_a_secret_shows_it_hidden_in_the_status() -> None:
+    from mos_agent.logs import redact_secrets, register_secrets
+
+    register_secrets(["opc-pw-7f3a9c"])
+    said = "BadUserAccessDenied: password b'opc-pw-7f3a9c' refused"
+    assert redact_secrets(said) == "BadUserAccessDenied: password b'***' refused"
+    assert redact_secrets(None) is None
