@@ -793,6 +793,9 @@ class Buffer:
                 oldest = row[0] if row else None
                 dead = self._status_conn.execute(
                     "SELECT count(*), coalesce(sum(points), 0) FROM dead_letters").fetchone()
+                if self.disk_full:  # space freed while no data flows ends the episode too
+                    with contextlib.suppress(OSError, sqlite3.Error):
+                        self._disk_episode(self._disk_room(self._status_conn), 0)
         with self._totals_lock:
             rows, points, size = self.rows, self.points, self.bytes
         return BufferStats(

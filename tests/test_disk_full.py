@@ -251,10 +251,13 @@ def test_the_disk_is_a_cap_applied_by_the_overflow_policy(tmp_path: Path, filesy
             else:
                 assert first_value == 0, "the oldest kept"
             # the sink catches up: rows go, SQLite reuses their pages, the episode ends by itself
+            # (seen by the status even before data flows again)
             cursor = buf.cursor("s")
             while (batch := cursor.read_live(5000)) is not None:
                 cursor.advance(batch)
             cursor.close()
+            assert buf.disk_full
+            assert not buf.stats().disk_full
             for body, points in _chunks(1, start=200):
                 assert buf.append([body], [points]) == points
             assert not buf.disk_full
