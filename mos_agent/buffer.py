@@ -9,11 +9,14 @@ Invariants (what the rest of the agent relies on):
 2. Row ids only grow and are never reused (AUTOINCREMENT), so a cursor is one number.
 3. A row is deleted only when every registered reader has it (at or below its live cursor and
    outside its backlog range) — or by the overflow policy, which counts each dropped point
-   against every reader that had not received it.
+   against every reader that never receives it (a row taken from a batch a reader is sending
+   counts for it only if that batch is given up).
 4. A cursor moves only forward and only through :meth:`SinkCursor.advance` (or the backlog
    bookkeeping), in the same transaction that deletes the rows no reader needs: a crash re-sends
-   at most the batch in flight, never skips one.
-5. The buffered bytes stay within ``max_size`` after every append.
+   at most the batch in flight, never skips one. (On a disk too full to save it, a cursor moves
+   on in memory and is saved later: after a crash meanwhile more is re-sent, never skipped.)
+5. The buffered bytes stay within ``max_size`` after every append, and the append leaves
+   ``min_free_space`` free on the state directory's filesystem. No call waits for disk space.
 6. One process per state directory (a lock file); a second one is refused.
 
 Layout of ``<state_dir>/buffer.sqlite`` (SQLite, WAL):
@@ -40,6 +43,8 @@ unsent points went) and ``drop_newest`` refuses the new rows; either way the poi
 and one warning is logged per episode (it ends when the buffer is below 90% of the cap again).
 A point is counted as dropped for a sink only if that sink never receives it: a row deleted while
 it is in the sink's batch in flight is counted only if that batch is then given up, not sent.
+The file itself is somewhat larger: page overhead, the WAL (truncated to 64 MiB after
+checkpoints) and dead letters (at most 10% of max_size).
 
 The disk is a cap too. SQLite needs free space to move a cursor or delete a row (its WAL), so a
 filesystem filled to the last byte could free nothing, ever. Before every append the buffer
@@ -49,8 +54,6 @@ overflow policy as if ``max_size`` had been reached — a "disk full" episode, l
 the status, over when the space is back. Should the disk fill anyway (another program), the
 append that hits it is retried once after a checkpoint and then refused (counted as dropped), and
 a cursor that cannot be saved moves on in memory: nothing waits for space forever.
-The file itself is somewhat larger: page overhead, the WAL (truncated to 64 MiB after
-checkpoints) and dead letters (at most 10% of max_size).
 
 A file that is not a readable SQLite database, fails ``quick_check``, or lacks our format marker
 is moved aside to ``buffer.sqlite.corrupt-<time>`` (with its -wal/-shm) and a new buffer started,
