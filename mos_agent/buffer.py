@@ -651,23 +651,25 @@ class Buffer:
 
     def _disk_episode(self, room: int, incoming: int) -> None:
         """Starts or ends a disk-full episode (one log line each) from the room measured for an
-        append of ``incoming`` bytes."""
-        if room < incoming:
-            self._disk_full_seen(f"{self.disk_free} bytes free on the filesystem of {self.directory}, "
-                                 f"min_free_space {self.min_free_space}")
-        elif self.disk_full and room >= incoming + self.min_free_space * DISK_LOW_WATER:
-            self.disk_full = False
-            self.disk_full_reason = None
-            self.log.warning("buffer: disk space available again (%d bytes free); %d points were dropped in that "
-                             "disk-full episode", self.disk_free, self._disk_episode_dropped)
-            self._disk_episode_dropped = 0
+        append of ``incoming`` bytes (the writer and the status both look)."""
+        with self._totals_lock:
+            if room < incoming:
+                self._disk_full_seen(f"{self.disk_free} bytes free on the filesystem of {self.directory}, "
+                                     f"min_free_space {self.min_free_space}")
+            elif self.disk_full and room >= incoming + self.min_free_space * DISK_LOW_WATER:
+                self.disk_full = False
+                self.disk_full_reason = None
+                self.log.warning("buffer: disk space available again (%d bytes free); %d points were dropped in "
+                                 "that disk-full episode", self.disk_free, self._disk_episode_dropped)
+                self._disk_episode_dropped = 0
 
     def _disk_full_seen(self, why: str) -> None:
-        self.disk_full_reason = why
-        if self.disk_full:
-            return
-        self.disk_full = True
-        self.disk_full_episodes += 1
+        with self._totals_lock:
+            self.disk_full_reason = why
+            if self.disk_full:
+                return
+            self.disk_full = True
+            self.disk_full_episodes += 1
         policy = "the oldest buffered data" if self.overflow == "drop_oldest" else "new data"
         self.log.warning("buffer: disk full (%s): treating it as the buffer's cap, dropping %s (overflow: %s) "
                          "until the sinks catch up or space is freed; counted in dropped_points, logged once "
