@@ -596,7 +596,7 @@ class Buffer:
                     raise
                 # the disk filled beyond the headroom (another program?): free the WAL, measure
                 # again and try once more; then give this append up rather than wait
-                self._disk_full_seen(f"{exc}")
+                self._disk_full_seen(f"SQLite could not write: {exc}")
                 self.checkpoint(conn)
                 try:
                     stored, freed = self._append_in(conn, rows)
@@ -617,12 +617,13 @@ class Buffer:
         return sum(r[1] for r in stored)
 
     def _append_in(self, conn: sqlite3.Connection, rows: list[tuple]) -> tuple[list[tuple], _Freed]:
+        incoming = sum(r[2] for r in rows)
         with _transaction(conn):
             room = self._disk_room(conn)
             with self._totals_lock:
                 stored_bytes = self.bytes
-            incoming = sum(r[2] for r in rows)
-            self._disk_episode(room, incoming)
+            if room < incoming:
+                self._disk_episode(room, incoming)
             cap = self.max_size
             disk = stored_bytes + room < cap
             if disk:
@@ -631,6 +632,8 @@ class Buffer:
             freed.disk = disk
             if rows:
                 conn.executemany("INSERT INTO chunks(created_ns, points, bytes, body) VALUES (?, ?, ?, ?)", rows)
+        if room >= incoming:  # only an append that went through can end a disk-full episode
+            self._disk_episode(room, incoming)
         return rows, freed
 
     def checkpoint(self, conn: sqlite3.Connection) -> None:

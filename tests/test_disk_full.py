@@ -125,6 +125,70 @@ def test_a_full_disk_during_an_outage_drops_the_oldest_and_recovers(small_fs: Pa
         sf.stop(2.0)
 
 
+def _fill(mount: Path) -> Path:
+    """Another program takes every free byte."""
+    filler = mount / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for size in (MiB, 64 * 1024, 4096, 1):  # down to the last byte
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"x" * size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_disk_filled_behind_the_buffers_back_refuses_appends_and_keeps_cursors_moving(
+        small_fs: Path, monkeypatch, caplog) -> None:
+    """The free space measured before an append is gone when SQLite writes (another program took
+    it): the append is refused and counted, a delivered batch still moves its cursor, nothing
+    raises or waits, and both work again once space is freed."""
+    buf = Buffer(small_fs / "state", max_size=1 << 30, logger=logging.getLogger("test.behind"), row_points=500,
+                 min_free_space=MiB)
+    buf.open()
+    try:
+        buf.register_sinks(["s"])
+        chunks = list(_chunks(12))
+        for body, points in chunks[:6]:
+            assert buf.append([body], [points]) == points
+        buf.checkpoint(buf._conn)  # the WAL copied into the database: the next writes need new space
+        buf._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor = buf.cursor("s")
+        batch = cursor.read_live(1000)
+        assert batch is not None
+        filler = _fill(small_fs)
+        assert _free(small_fs) < 64 * 1024
+        # what the buffer measured a moment ago: plenty
+        real = os.statvfs
+        monkeypatch.setattr(buffer_module.os, "statvfs",
+                            lambda path: SimpleNamespace(f_bavail=(64 * MiB) // 4096, f_frsize=4096)
+                            if Path(path) == buf.directory else real(path))
+        with caplog.at_level(logging.WARNING, logger="test.behind"):
+            body, points = chunks[6]
+            assert buf.append([body], [points]) == 0
+            assert buf.disk_full and buf.dropped_points == points
+            assert buf.dropped_points_by_sink == {"s": points}
+            cursor.advance(batch)  # delivered: the sink goes on, the position kept in memory
+            assert cursor.live == batch.last_id
+            assert "cannot save the cursor of sink s" in (buf.disk_full_reason or "")
+            assert sum("disk full" in r.getMessage() for r in caplog.records) == 1
+            filler.unlink()
+            monkeypatch.setattr(buffer_module.os, "statvfs", real)
+            body, points = chunks[7]
+            assert buf.append([body], [points]) == points
+            following = cursor.read_live(1000)
+            assert following is not None and following.first_id == batch.last_id + 1
+            cursor.advance(following)
+            assert not buf.disk_full
+        saved = buf.cursor("s")  # the position reached the database once there was room
+        assert saved.live == following.last_id
+        saved.close()
+        cursor.close()
+    finally:
+        buf.close()
+
+
 def _agent_files(root: Path, state: Path, health: str, store_url: str, device: dict) -> Path:
     (root / "devices").mkdir(parents=True, exist_ok=True)
     (root / "devices" / f"{device['name']}.yaml").write_text(yaml.safe_dump(device, sort_keys=False))
