@@ -340,3 +340,53 @@ def test_engine_state_survives_a_restart_from_the_saved_file(tmp_path: Path) -> 
     values = restarted.equipment["changwon/stamping/line-1/press-01"].latest.values
     assert values["pq"] == 600 and values["sq"] == 6
     assert values["apt"] == 1800 and values["unknown"] == 3600 + 1800
+
+
+def test_series_a_driver_adds_at_run_time_become_equipment_of_their_own(tmp_path: Path) -> None:
+    """MQTT topic captures fill the asset path at run time: every captured equipment with the KPI
+    tags gets its own accounting."""
+    from dataclasses import replace
+
+    config = _agent_config(tmp_path)
+    engine = KpiEngine(config, tmp_path, now_ns=at("09:00"))
+    feeder = Feeder(engine, _device([1]), config)
+    feeder.poll(at("09:00"), 1, 100, 0)
+    captured = {}
+    for spec in list(feeder.table.specs[:3]):  # the same tags at a captured equipment press-02
+        asset = tuple((level, "press-02" if level == "equipment" else name) for level, name in spec.asset)
+        captured[spec.tag] = feeder.table.add(replace(spec, asset=asset))
+    second = ReadingBatch.build([captured["machine_state"], captured["stroke_count"], captured["scrap_parts"]],
+                                [3, 500, 7], at("09:00"))
+    feeder.feed.observe(second, feeder.normaliser.normalised(second))
+    later = ReadingBatch.build([captured["machine_state"], captured["stroke_count"], captured["scrap_parts"]],
+                               [3, 510, 8], at("09:10"))
+    feeder.feed.observe(later, feeder.normaliser.normalised(later))
+    feeder.poll(at("09:10"), 1, 160, 0)
+    engine.tick(at("09:10"))
+    one = engine.equipment["changwon/stamping/line-1/press-01"].latest.values
+    two = engine.equipment["changwon/stamping/line-1/press-02"].latest.values
+    assert (one["apt"], one["pq"], one["sq"]) == (600, 60, 0)
+    assert (two["adot"], two["apt"], two["pq"], two["sq"]) == (600, 0, 10, 1)
+    assert [s.equipment for s in engine.status()] == ["press-01", "press-02"]
+
+
+def test_a_shift_that_ended_while_the_agent_was_down_gets_its_final_record_at_the_next_start(
+        tmp_path: Path) -> None:
+    config = _agent_config(tmp_path)
+    engine = KpiEngine(config, tmp_path, now_ns=at("15:00"))
+    feeder = Feeder(engine, _device([1]), config)
+    feeder.poll(at("15:00"), 1, 100, 0)
+    feeder.poll(at("16:00"), 1, 700, 3)
+    out = engine.tick(at("16:00"))
+    assert out is not None
+    engine.save(out.state)  # then the agent is killed, and starts again at 18:00
+
+    restarted = KpiEngine(config, tmp_path, now_ns=at("18:00"))
+    Feeder(restarted, _device([1]), config)
+    out = restarted.tick(at("18:00"))
+    assert out is not None
+    final = {tags["tag"]: value for tags, value, ts in _records(out.body) if ts == at("17:00")}
+    assert final["pot"] == 28800 and final["apt"] == 3600  # 15:00-16:00 observed
+    assert final["unknown"] == 28800 - 3600  # before the first run and while the agent was down
+    assert final["pq"] == 600 and final["sq"] == 3
+    assert restarted.status()[0].last_complete.final
