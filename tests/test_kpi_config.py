@@ -95,6 +95,11 @@ def test_calendar_mistakes_are_refused(shifts: list[dict], message: str) -> None
     assert message in str(caught.value)
 
 
+def test_kpi_interval_is_at_least_a_second() -> None:
+    with pytest.raises(ValidationError, match="interval must be at least 1s"):
+        AgentConfig.model_validate({"agent": {"id": "gw", "site": "s"}, "kpi": {"interval": "500ms"}})
+
+
 def test_shifts_that_touch_do_not_overlap() -> None:
     weekdays = ["mon", "tue", "wed", "thu", "fri"]
     config = AgentConfig.model_validate({"agent": {"id": "gw", "site": "s"}, "shifts": [

@@ -255,6 +255,13 @@ class ShiftConfig(StrictModel):
 class KpiSection(StrictModel):
     interval: Duration = 60.0  # how often shift-to-date KPIs are emitted
 
+    @field_validator("interval")
+    @classmethod
+    def _at_least_a_second(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError(f"interval must be at least 1s (the KPIs are computed once a second), got {value:g}s")
+        return value
+
 
 class AgentConfig(StrictModel):
     agent: AgentSection
