@@ -1,6 +1,7 @@
 """``mos-agent demo``: the demo plant on loopback — a stamping press (Modbus), a CNC machining
 centre (OPC UA) and environment/energy sensors (MQTT) from the bundled simulators, an agent with
-the local ``sqlite`` history as its store, and a live terminal view. Needs nothing beyond the
+the local ``sqlite`` history as its store, and a live terminal view with the press's ISO 22400
+KPIs (OEE) in a two-shift calendar that starts with the demo. Needs nothing beyond the
 installation: the MQTT broker is Mosquitto where installed, else an embedded amqtt broker.
 """
 
@@ -15,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 from rich.console import Console, Group
@@ -35,12 +37,18 @@ from mos_agent.logs import setup_logging
 from mos_agent.pipeline import Agent
 from mos_agent.taxonomy import QUALITY_NAMES
 
-# A Korean plant's two 12-hour shifts, covering the whole day so the press always has a shift running
-# (the press's device file from the simulator carries its kpi: block)
-DEMO_SHIFTS = [
-    {"name": "day", "start": "08:00", "end": "20:00", "breaks": ["12:00-13:00", "17:30-18:00"]},
-    {"name": "night", "start": "20:00", "end": "08:00", "breaks": ["00:00-01:00", "05:30-06:00"]},
-]
+DEMO_TIMEZONE = "Asia/Seoul"
+
+
+def demo_shifts(now: datetime) -> list[dict[str, str]]:
+    """Two 12-hour shifts, the pattern of Korean plants, the first starting now: the KPIs of a shift
+    count from its start, so a demo joining a shift in the middle would show its unobserved hours
+    as unknown time and an OEE near 0. (The press's device file from the simulator carries its
+    kpi: block.)"""
+    start = now.replace(microsecond=0)
+    night = start + timedelta(hours=12)
+    return [{"name": "day", "start": f"{start:%H:%M:%S}", "end": f"{night:%H:%M:%S}"},
+            {"name": "night", "start": f"{night:%H:%M:%S}", "end": f"{start:%H:%M:%S}"}]
 
 
 class DemoPlant:
@@ -118,12 +126,12 @@ class DemoPlant:
                 sink["token_file"] = str(Path(self.args.influx_token_file).resolve())
             sinks.append(sink)
         agent = {
-            "agent": {"id": "gw-demo", "enterprise": "acme", "site": "changwon", "timezone": "Asia/Seoul",
+            "agent": {"id": "gw-demo", "enterprise": "acme", "site": "changwon", "timezone": DEMO_TIMEZONE,
                       "state_dir": str(self.workdir / "state"), "health": f"127.0.0.1:{free_port()}"},
             "devices": "devices/*.yaml",
             "buffer": {"max_size": "256MiB", "overflow": "drop_oldest"},
             "sinks": sinks,
-            "shifts": DEMO_SHIFTS,
+            "shifts": demo_shifts(datetime.now(ZoneInfo(DEMO_TIMEZONE))),
             "kpi": {"interval": "10s"},
         }
         path = self.workdir / "agent.yaml"
