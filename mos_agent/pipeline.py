@@ -191,7 +191,8 @@ class Agent:
             await self._emit(runtime_holder[0], batch)
 
         ctx = DriverContext(self.config.agent, device, emit)
-        runtime = DeviceRuntime(device, driver_cls, ctx, Normaliser(ctx.series), driver_cls(ctx))
+        normaliser = Normaliser(ctx.series, self.config.time_resolution_ns())
+        runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.health_server is not None:
             ctx.read_latency_hook = lambda seconds: self.health_server.observe_read(device.name, seconds)
