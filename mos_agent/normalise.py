@@ -201,10 +201,11 @@ def _acquisition_times_increasing(last_time: np.ndarray, series: np.ndarray, tim
                                   source_time: np.ndarray | None, step: int, each_series_once: bool) -> None:
     """Moves each acquisition time (a row not marked in ``source_time``) that is not in a later
     ``step`` than its series' readings of earlier batches (``last_time``) and its earlier
-    acquisition times in this batch to the next free step, in place. Messages read in one burst are microseconds apart; a store keeping
-    milliseconds would otherwise keep one of them. Times already apart are left as they are. A
-    series' steps ``q`` become ``q'[k] = max(q[k], q'[k-1] + 1)``, i.e. ``q'[k] - k`` is the
-    running maximum of ``q[k] - k``: one sort and one accumulate per batch, no loop per row."""
+    acquisition times in this batch to the next free step, in place. Messages read in one burst
+    are microseconds apart; a store keeping milliseconds would otherwise keep one of them. Times
+    already apart are left as they are. A series' steps ``q`` become ``q'[k] = max(q[k],
+    q'[k-1] + 1)``, i.e. ``q'[k] - k`` is the running maximum of ``q[k] - k``: one sort and one
+    accumulate per batch, no loop per row."""
     if source_time is not None:
         rows = np.flatnonzero(~source_time)
         if not len(rows):
