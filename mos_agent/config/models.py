@@ -124,6 +124,8 @@ PRECISION_NS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_00
 
 class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
+    # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
+    max_retry_delay: Duration = 60.0
 
 
 class InfluxSinkConfig(SinkBase):
@@ -137,7 +139,6 @@ class InfluxSinkConfig(SinkBase):
     flush_interval: Duration = 1.0
     gzip: bool = True
     timeout: Duration = 10.0
-    max_retry_delay: Duration = 60.0
     # Largest request body (uncompressed line protocol) the sink sends; larger batches are split.
     # For stores or proxies in front of them with a request size limit (default: none).
     max_request_size: Size | None = None
