@@ -6,19 +6,20 @@ earlier connection are dropped). It comes flagged DUP, with its original packet 
 without a source time would get a new arrival time and so become a second point in the store;
 given the time its first delivery was stored with, it overwrites itself instead.
 
-The readings of the last :data:`CAPACITY` remembered messages' rows are kept by message key
-(topic, payload and packet id) in a ring file of fixed-size records in the device's state
-directory, written right after each batch is normalised, before its buffer commit — so a crash at
-any point finds what was committed — and read back on start. The file is written through the page
-cache, not synced: it survives ``kill -9``; after a power cut its last writes may be missing and
-those messages, if redelivered, stored a second time.
+The last :data:`CAPACITY` readings of QoS 1 messages are kept by message key (topic, payload and
+packet id) in a ring file of fixed-size records in the device's state directory, written right
+after each batch is normalised, before its buffer commit — so a crash at any point finds what was
+committed — and read back on start. The file is written through the page cache, not synced: it
+survives ``kill -9``; after a power cut its last writes may be missing and those messages, if
+redelivered, stored a second time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import struct
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,15 @@ RECORD = np.dtype([("key", "V12"), ("readings", "<u2"), ("reading", "<u2"), ("se
 
 # (key, first row, end row) of a message's readings in a batch
 Remembered = tuple[bytes, int, int]
+_KEY = struct.Struct("<IIHH")  # 12 bytes: CRC-32 of the topic and of the payload, packet id, payload length
 
 
 def message_key(topic: str, payload: bytes, packet_id: int) -> bytes:
-    """96 bits of BLAKE2b over what identifies a delivery: a message published again with the same
-    content is a new reading, but it does not come flagged DUP with the same packet id."""
-    return hashlib.blake2b(b"%s\0%d\0%s" % (topic.encode(), packet_id, payload), digest_size=12).digest()
+    """What identifies a delivery: a message published again with the same content is a new
+    reading, but it does not come flagged DUP with the same packet id. Two CRC-32s, not a
+    cryptographic digest (half the cost a message): a false match needs a DUP message with the
+    packet id, length and both checksums of another remembered one."""
+    return _KEY.pack(zlib.crc32(topic.encode()), zlib.crc32(payload), packet_id, len(payload) & 0xFFFF)
 
 
 class RecentMessages:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from drivers.mqtt.redelivery import RECORD, RecentMessages, message_key
+from tests.support.waiting import wait_until_async
 
 PLAIN_TAGS = [{"name": "temperature", "topic": "acme/changwon/line-1/temperature", "unit": "Cel",
                "category": "environment"}]
@@ -91,17 +92,17 @@ async def test_a_redelivered_message_gets_its_first_arrival_time(mosquitto, publ
     await crashed.wait_running()
     for value in ("21.5", "21.5", "21.7"):  # no time field: arrival times
         publisher.send(TOPIC, value)
-    await crashed.wait_until(lambda: len(crashed.readings()) == 3, what="3 readings")
+    await wait_until_async(lambda: len(crashed.readings()) == 3, what="3 readings")
     await crashed.stop()
     stored = sorted((r["time"], r["value"]) for r in crashed.readings())
     assert len({t for t, _ in stored}) == 3
 
     restarted = run_driver(device)
-    await restarted.wait_until(lambda: len(restarted.readings()) >= 3, what="the redelivery")
+    await wait_until_async(lambda: len(restarted.readings()) >= 3, what="the redelivery")
     await restarted.wait_running()
     assert sorted((r["time"], r["value"]) for r in restarted.readings()) == stored
     publisher.send(TOPIC, "21.5")
-    await restarted.wait_until(lambda: len(restarted.readings()) >= 4, what="a new message")
+    await wait_until_async(lambda: len(restarted.readings()) >= 4, what="a new message")
     new = restarted.readings()[3]
     assert new["value"] == 21.5 and new["time"] > stored[-1][0]
     assert len(restarted.readings()) == 4
@@ -113,6 +114,6 @@ async def test_without_a_persistent_session_nothing_is_remembered(mosquitto, pub
     running = run_driver(device)
     await running.wait_running()
     publisher.send(TOPIC, "21.5")
-    await running.wait_until(lambda: len(running.readings()) == 1, what="a reading")
+    await wait_until_async(lambda: len(running.readings()) == 1, what="a reading")
     assert running.driver._recent is None
     assert not (running.agent.state_dir / "devices" / device.name).exists()
