@@ -244,6 +244,8 @@ class Agent:
             runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
         assert self._queue is not None
         if chunk.points or chunk.on_committed:
+            # the last await: the writer commits the chunk only after the driver next yields, which
+            # DriverContext.emit promises (MQTT records a batch's stored times in between)
             await self._queue.put(chunk)
 
     # ------------------------------------------------------------ buffer writer
