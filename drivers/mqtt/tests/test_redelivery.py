@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from drivers.mqtt.redelivery import RECORD, RecentMessages, message_key
+from tests.support.servers import FaultProxy
 from tests.support.waiting import wait_until_async
 
 PLAIN_TAGS = [{"name": "temperature", "topic": "acme/changwon/line-1/temperature", "unit": "Cel",
@@ -106,6 +107,25 @@ async def test_a_redelivered_message_gets_its_first_arrival_time(mosquitto, publ
     new = restarted.readings()[3]
     assert new["value"] == 21.5 and new["time"] > stored[-1][0]
     assert len(restarted.readings()) == 4
+
+
+async def test_messages_handed_over_again_after_a_reconnect_keep_their_time(mosquitto, publisher, run_driver,
+                                                                            make_device) -> None:
+    """The connection drops before the acknowledgements go out (those of the old connection are
+    dropped): the broker hands the messages over again on the new one, in the same run."""
+    proxy = FaultProxy(mosquitto.port)
+    try:
+        running = run_driver(make_device(proxy.port, PLAIN_TAGS), commit=False)
+        await running.wait_running()
+        for value in ("20.0", "20.5"):
+            publisher.send(TOPIC, value)
+        await wait_until_async(lambda: len(running.readings()) == 2, what="2 readings")
+        proxy.drop_connections()
+        await wait_until_async(lambda: len(running.readings()) >= 4, what="the messages again")
+        first, again = running.readings()[:2], running.readings()[2:]
+        assert [(r["time"], r["value"]) for r in again] == [(r["time"], r["value"]) for r in first]
+    finally:
+        proxy.close()
 
 
 async def test_without_a_persistent_session_nothing_is_remembered(mosquitto, publisher, run_driver,
