@@ -62,11 +62,19 @@ class RecentMessages:
         data = os.pread(self._fd, capacity * RECORD.itemsize, 0)
         whole = len(data) // RECORD.itemsize
         self._ring[:whole] = np.frombuffer(data[:whole * RECORD.itemsize], dtype=RECORD)
+        if not self._plausible():  # not a file of ours, or damaged: start afresh rather than fail
+            self._ring[:] = np.zeros(capacity, dtype=RECORD)
+            os.ftruncate(self._fd, 0)
         if self._ring["sequence"].any():
             newest = int(np.argmax(self._ring["sequence"]))  # a newest message's first reading
             self._sequence = int(self._ring["sequence"][newest]) + 1
             self._next_slot = (newest + int(self._ring["readings"][newest])) % capacity
         self._reindex()
+
+    def _plausible(self) -> bool:
+        used = self._ring[self._ring["sequence"] != 0]
+        return not bool(((used["readings"] == 0) | (used["readings"] > MAX_READINGS)
+                         | (used["reading"] >= used["readings"]) | (used["sequence"] >= 2**62)).any())
 
     def _reindex(self) -> None:
         firsts = np.flatnonzero((self._ring["reading"] == 0) & (self._ring["sequence"] != 0))

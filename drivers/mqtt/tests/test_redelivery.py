@@ -68,6 +68,18 @@ def test_the_ring_forgets_the_oldest_and_what_it_overwrote_in_part(tmp_path: Pat
         reopened.close()
 
 
+def test_a_file_that_is_not_a_ring_of_ours_is_started_afresh(tmp_path: Path) -> None:
+    (tmp_path / "recent").write_bytes(bytes(range(256)) * 40)
+    recent = RecentMessages(tmp_path / "recent", capacity=16)
+    try:
+        assert len(recent._index) == 0
+        recent.remember([(keys(1)[0], 0, 1)], np.array([10]))
+        assert recent.first_times(keys(1)[0]) == (10,)
+    finally:
+        recent.close()
+    assert (tmp_path / "recent").stat().st_size == RECORD.itemsize
+
+
 def test_the_index_stays_bounded_over_many_batches(tmp_path: Path) -> None:
     recent = RecentMessages(tmp_path / "recent", capacity=64)
     try:
