@@ -103,7 +103,7 @@ def memory_cost(rounds: int) -> tuple[float, float]:
                 first = len(rows)
                 decoder.decode(topic, payload, NOW, rows)
                 rows.remembered.append((message_key(topic, payload, (r * 2000 + i) % 65535 + 1), first, len(rows)))
-            recent.remember(rows.remembered, rows.to_batch().timestamps)
+            recent.remember(rows.remembered, rows.to_batch().timestamps, None)
             remembered = min(remembered, time.process_time() - started)
         recent.close()
     return plain / len(payloads) * 1e6, remembered / len(payloads) * 1e6

@@ -95,8 +95,11 @@ class DriverContext:
     """What the core hands a driver: its configuration, series table, emit and status."""
 
     def __init__(self, agent: AgentSection, device: DeviceBase, emit: EmitFn,
-                 series: SeriesTable | None = None, logger: logging.Logger | None = None) -> None:
+                 series: SeriesTable | None = None, logger: logging.Logger | None = None,
+                 time_resolution_ns: int = 1) -> None:
         self.agent = agent
+        # the step acquisition times of a series are kept apart by (the sinks' coarsest precision)
+        self.time_resolution_ns = time_resolution_ns
         self.device = device
         self.series = series if series is not None else build_series_table(agent, device)
         self.status = DeviceStatus()

@@ -197,8 +197,8 @@ class Agent:
         async def emit(batch: ReadingBatch) -> None:
             await self._emit(runtime_holder[0], batch)
 
-        ctx = DriverContext(self.config.agent, device, emit)
-        normaliser = Normaliser(ctx.series, self.config.time_resolution_ns())
+        ctx = DriverContext(self.config.agent, device, emit, time_resolution_ns=self.config.time_resolution_ns())
+        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns)
         runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.health_server is not None:

@@ -171,6 +171,7 @@ class MqttDriver(Driver):
         self._disconnected = False
         self._decoder = Decoder(self.device_config, self._register)
         self._recent: RecentMessages | None = None  # with QoS 1 and a persistent session
+        self._arrival_floor = 0  # no arrival time before this (see run)
 
     # ------------------------------------------------------------ validate / catalogue
 
@@ -276,6 +277,8 @@ class MqttDriver(Driver):
         if self._closing:
             return  # left unacknowledged: the broker redelivers it to the next run
         arrival = time.time_ns()
+        if arrival < self._arrival_floor:
+            arrival = self._arrival_floor
         generation = self._generation
         recent = self._recent if message.qos else None
         with self._lock:
@@ -367,7 +370,7 @@ class MqttDriver(Driver):
         await self.ctx.emit(batch)
         if self._recent is not None and rows.remembered:
             # before the commit (see ctx.emit): a crash at any point later finds these times
-            self._recent.remember(rows.remembered, batch.timestamps)
+            self._recent.remember(rows.remembered, batch.timestamps, batch.source_time)
         if rows.redelivered:
             self.ctx.log.info("device %s: %d redelivered message(s) kept their first arrival time",
                               self.device_config.name, rows.redelivered)
@@ -413,6 +416,10 @@ class MqttDriver(Driver):
         self._client = client
         if conn.qos and not conn.clean_session:
             self._recent = RecentMessages(self.ctx.state_path(RECENT_MESSAGES_FILE))
+            # Times of a burst kept apart may run ahead of the clock; after a quick restart, new
+            # arrivals start after the last stored one rather than on it.
+            step = self.ctx.time_resolution_ns
+            self._arrival_floor = (self._recent.latest_acquisition_time // step + 1) * step
         self.ctx.set_state(DeviceState.CONNECTING)
         client.connect_async(**connect)
         client.loop_start()

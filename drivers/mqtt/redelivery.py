@@ -28,19 +28,21 @@ import numpy as np
 # more unacknowledged messages than its 16-bit packet ids allow. 4 MiB on disk.
 CAPACITY = 131_072
 MAX_READINGS = 4_096  # readings of one message; larger messages (long arrays) are not remembered
-RECORD = np.dtype([("key", "V12"), ("readings", "<u2"), ("reading", "<u2"), ("sequence", "<u8"), ("time", "<i8")])
+# 32 bytes a reading; ``sourced``: the time came from the source, not the agent's clock
+RECORD = np.dtype([("key", "V10"), ("sourced", "u1"), ("spare", "u1"), ("readings", "<u2"), ("reading", "<u2"),
+                   ("sequence", "<u8"), ("time", "<i8")])
 
 # (key, first row, end row) of a message's readings in a batch
 Remembered = tuple[bytes, int, int]
-_KEY = struct.Struct("<IIHH")  # 12 bytes: CRC-32 of the topic and of the payload, packet id, payload length
+_KEY = struct.Struct("<IIH")  # 10 bytes: CRC-32 of the topic and of the payload, packet id
 
 
 def message_key(topic: str, payload: bytes, packet_id: int) -> bytes:
     """What identifies a delivery: a message published again with the same content is a new
     reading, but it does not come flagged DUP with the same packet id. Two CRC-32s, not a
     cryptographic digest (half the cost a message): a false match needs a DUP message with the
-    packet id, length and both checksums of another remembered one."""
-    return _KEY.pack(zlib.crc32(topic.encode()), zlib.crc32(payload), packet_id, len(payload) & 0xFFFF)
+    packet id and both checksums of another remembered one."""
+    return _KEY.pack(zlib.crc32(topic.encode()), zlib.crc32(payload), packet_id)
 
 
 class RecentMessages:
@@ -65,7 +67,11 @@ class RecentMessages:
         if not self._plausible():  # not a file of ours, or damaged: start afresh rather than fail
             self._ring[:] = np.zeros(capacity, dtype=RECORD)
             os.ftruncate(self._fd, 0)
-        if self._ring["sequence"].any():
+        used = self._ring["sequence"] != 0
+        # the latest acquisition time stored: those of a burst may have been moved ahead of the clock
+        acquired = used & (self._ring["sourced"] == 0)
+        self.latest_acquisition_time = int(self._ring["time"][acquired].max()) if acquired.any() else 0
+        if used.any():
             newest = int(np.argmax(self._ring["sequence"]))  # a newest message's first reading
             self._sequence = int(self._ring["sequence"][newest]) + 1
             self._next_slot = (newest + int(self._ring["readings"][newest])) % capacity
@@ -73,7 +79,7 @@ class RecentMessages:
 
     def _plausible(self) -> bool:
         used = self._ring[self._ring["sequence"] != 0]
-        return not bool(((used["readings"] == 0) | (used["readings"] > MAX_READINGS)
+        return not bool(((used["readings"] == 0) | (used["readings"] > MAX_READINGS) | (used["sourced"] > 1)
                          | (used["reading"] >= used["readings"]) | (used["sequence"] >= 2**62)).any())
 
     def _reindex(self) -> None:
@@ -97,9 +103,10 @@ class RecentMessages:
             return None
         return tuple(records["time"].tolist())
 
-    def remember(self, messages: list[Remembered], times: np.ndarray) -> None:
+    def remember(self, messages: list[Remembered], times: np.ndarray, source_time: np.ndarray | None) -> None:
         """Record the messages of a batch with their readings' final ``times`` (the batch's
-        timestamps after normalising): one write to the ring file."""
+        timestamps after normalising) and which came from the source: one write to the ring
+        file."""
         messages = [m for m in messages if 0 < m[2] - m[1] <= MAX_READINGS]
         counts = np.array([end - begin for _, begin, end in messages], dtype=np.int64)
         while counts.sum() > self.capacity:  # more than the ring holds: the newest messages
@@ -112,21 +119,24 @@ class RecentMessages:
         sequences = np.arange(self._sequence, self._sequence + len(messages), dtype=np.uint64)
         records = np.empty(total, dtype=RECORD)
         if total == len(messages):  # a reading a message, the usual case
-            records["key"] = np.frombuffer(b"".join(keys), dtype="V12")
+            rows = begins
+            records["key"] = np.frombuffer(b"".join(keys), dtype="V10")
             records["readings"] = 1
             records["reading"] = 0
             records["sequence"] = sequences
-            records["time"] = times[begins]
             first_slots = (self._next_slot + np.arange(total)) % self.capacity
         else:
             offsets = np.cumsum(counts) - counts
             reading = np.arange(total) - np.repeat(offsets, counts)
-            records["key"] = np.repeat(np.frombuffer(b"".join(keys), dtype="V12"), counts)
+            rows = np.repeat(begins, counts) + reading
+            records["key"] = np.repeat(np.frombuffer(b"".join(keys), dtype="V10"), counts)
             records["readings"] = np.repeat(counts, counts)
             records["reading"] = reading
             records["sequence"] = np.repeat(sequences, counts)
-            records["time"] = times[np.repeat(begins, counts) + reading]
             first_slots = (self._next_slot + offsets) % self.capacity
+        records["time"] = times[rows]
+        records["sourced"] = source_time[rows] if source_time is not None else 0
+        records["spare"] = 0
         start = self._next_slot
         slots = (start + np.arange(total)) % self.capacity
         with self._lock:

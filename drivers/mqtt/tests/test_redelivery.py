@@ -4,6 +4,7 @@ over again what was committed but not acknowledged."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def test_times_are_remembered_across_a_restart(tmp_path: Path) -> None:
     k = keys(3)
     recent = RecentMessages(tmp_path / "recent", capacity=16)
     # three messages in a batch: one reading, two readings (a JSON object with two tags), one reading
-    recent.remember([(k[0], 0, 1), (k[1], 1, 3), (k[2], 3, 4)], np.array([10, 20, 21, 30]))
+    recent.remember([(k[0], 0, 1), (k[1], 1, 3), (k[2], 3, 4)], np.array([10, 20, 21, 30]), None)
     assert [recent.first_times(key) for key in k] == [(10,), (20, 21), (30,)]
     recent.close()
     assert (tmp_path / "recent").stat().st_size == 4 * RECORD.itemsize
@@ -43,7 +44,7 @@ def test_times_are_remembered_across_a_restart(tmp_path: Path) -> None:
         assert again.first_times(message_key(TOPIC, b"21.5", 99)) is None
         # remembering goes on after what was there
         more = [message_key(TOPIC, b"22.0", i) for i in range(1, 3)]
-        again.remember([(more[0], 0, 1), (more[1], 1, 2)], np.array([40, 50]))
+        again.remember([(more[0], 0, 1), (more[1], 1, 2)], np.array([40, 50]), None)
         assert [again.first_times(key) for key in [*k, *more]] == [(10,), (20, 21), (30,), (40,), (50,)]
     finally:
         again.close()
@@ -52,8 +53,8 @@ def test_times_are_remembered_across_a_restart(tmp_path: Path) -> None:
 def test_the_ring_forgets_the_oldest_and_what_it_overwrote_in_part(tmp_path: Path) -> None:
     k = keys(5)
     recent = RecentMessages(tmp_path / "recent", capacity=5)
-    recent.remember([(k[0], 0, 2), (k[1], 2, 4)], np.array([1, 2, 3, 4]))  # slots 0-1, 2-3
-    recent.remember([(k[2], 0, 2)], np.array([5, 6]))  # slots 4, 0: the first reading of k[0] is gone
+    recent.remember([(k[0], 0, 2), (k[1], 2, 4)], np.array([1, 2, 3, 4]), None)  # slots 0-1, 2-3
+    recent.remember([(k[2], 0, 2)], np.array([5, 6]), None)  # slots 4, 0: the first reading of k[0] is gone
     assert recent.first_times(k[0]) is None
     assert recent.first_times(k[1]) == (3, 4)
     assert recent.first_times(k[2]) == (5, 6)
@@ -61,8 +62,8 @@ def test_the_ring_forgets_the_oldest_and_what_it_overwrote_in_part(tmp_path: Pat
     reopened = RecentMessages(tmp_path / "recent", capacity=5)
     try:
         assert [reopened.first_times(key) for key in k[:3]] == [None, (3, 4), (5, 6)]
-        reopened.remember([(k[3], 0, 1)], np.array([7]))  # slot 1: k[0]'s leftover, then slot 2 next
-        reopened.remember([(k[4], 0, 1)], np.array([8]))  # slot 2: overwrites k[1] in part
+        reopened.remember([(k[3], 0, 1)], np.array([7]), None)  # slot 1: k[0]'s leftover, then slot 2 next
+        reopened.remember([(k[4], 0, 1)], np.array([8]), None)  # slot 2: overwrites k[1] in part
         assert [reopened.first_times(key) for key in k] == [None, None, (5, 6), (7,), (8,)]
     finally:
         reopened.close()
@@ -73,11 +74,24 @@ def test_a_file_that_is_not_a_ring_of_ours_is_started_afresh(tmp_path: Path) -> 
     recent = RecentMessages(tmp_path / "recent", capacity=16)
     try:
         assert len(recent._index) == 0
-        recent.remember([(keys(1)[0], 0, 1)], np.array([10]))
+        recent.remember([(keys(1)[0], 0, 1)], np.array([10]), None)
         assert recent.first_times(keys(1)[0]) == (10,)
     finally:
         recent.close()
     assert (tmp_path / "recent").stat().st_size == RECORD.itemsize
+
+
+def test_the_latest_acquisition_time_survives_and_source_times_do_not_count(tmp_path: Path) -> None:
+    k = keys(3)
+    recent = RecentMessages(tmp_path / "recent", capacity=16)
+    recent.remember([(k[0], 0, 1), (k[1], 1, 2), (k[2], 2, 3)], np.array([50, 90, 70]),
+                    np.array([False, True, False]))  # 90 came from the source
+    recent.close()
+    again = RecentMessages(tmp_path / "recent", capacity=16)
+    try:
+        assert again.latest_acquisition_time == 70
+    finally:
+        again.close()
 
 
 def test_the_index_stays_bounded_over_many_batches(tmp_path: Path) -> None:
@@ -85,7 +99,7 @@ def test_the_index_stays_bounded_over_many_batches(tmp_path: Path) -> None:
     try:
         for batch in range(50):
             batch_keys = [message_key(TOPIC, b"%d" % (batch * 10 + i), i) for i in range(10)]
-            recent.remember([(key, i, i + 1) for i, key in enumerate(batch_keys)], np.arange(10) + batch * 10)
+            recent.remember([(key, i, i + 1) for i, key in enumerate(batch_keys)], np.arange(10) + batch * 10, None)
             assert len(recent._index) <= 2 * 64
         assert recent.first_times(message_key(TOPIC, b"499", 9)) == (499,)
         assert recent.first_times(message_key(TOPIC, b"0", 0)) is None
@@ -138,6 +152,23 @@ async def test_messages_handed_over_again_after_a_reconnect_keep_their_time(mosq
         assert [(r["time"], r["value"]) for r in again] == [(r["time"], r["value"]) for r in first]
     finally:
         proxy.close()
+
+
+async def test_after_a_restart_arrival_times_start_after_the_last_stored_one(tmp_path: Path, mosquitto, publisher,
+                                                                             run_driver, make_device) -> None:
+    """A burst kept a millisecond apart ran ahead of the clock, then the agent died: a message
+    arriving after the restart must not land on a time already stored."""
+    device = make_device(mosquitto.port, PLAIN_TAGS)
+    ahead = time.time_ns() + 30 * 10**9
+    # what the run before left in the state directory run_driver gives the driver
+    recent = RecentMessages(tmp_path / "state" / "devices" / device.name / "mqtt-recent-messages")
+    recent.remember([(keys(1)[0], 0, 1)], np.array([ahead]), None)
+    recent.close()
+    running = run_driver(device)
+    await running.wait_running()
+    publisher.send(TOPIC, "21.5")
+    await wait_until_async(lambda: len(running.readings()) == 1, what="a reading")
+    assert running.readings()[0]["time"] > ahead
 
 
 async def test_without_a_persistent_session_nothing_is_remembered(mosquitto, publisher, run_driver,
