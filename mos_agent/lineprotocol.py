@@ -105,10 +105,10 @@ def parse_number(raw: str) -> FieldValue:
     if raw[-1] == "i":
         return int(raw[:-1])
     if raw[-1] == "u":
-        value = int(raw[:-1])
-        if value < 0:
+        unsigned = int(raw[:-1])
+        if unsigned < 0:
             raise ValueError(f"unsigned field {raw!r} is negative")
-        return value
+        return unsigned
     if raw in _TRUE:
         return True
     if raw in _FALSE:

@@ -124,7 +124,8 @@ class ModbusDriver(Driver):
 
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
-        device: ModbusDevice = ctx.device
+        device = ctx.device
+        assert isinstance(device, ModbusDevice)
         self.plan = plan_device(device)
         self.limits: Limits = self.plan.limits
         self.unit_id = device.connection.unit_id

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pymodbus import FramerType
@@ -104,7 +105,7 @@ class _BlockMixin:
     text would print the whole array."""
 
     def __str__(self) -> str:
-        values = getattr(self, "registers", None)
+        values: Any = getattr(self, "registers", None)
         if values is None or not len(values):
             values = getattr(self, "bits", ())
         return f"{type(self).__name__}(dev_id={getattr(self, 'dev_id', 0)}, {len(values)} values)"
@@ -273,7 +274,7 @@ class Link:
             self._after_timeout()
             raise LinkGarbled(f"answer does not match the request (function {response.function_code}, "
                               f"{len(payload)} values for function {function_code}, {count} values)")
-        return payload
+        return np.asarray(payload)  # the arrays _register_block made: no copy
 
     def _after_timeout(self) -> None:
         # RTU frames carry no transaction id: an answer arriving after its timeout would be taken

@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from drivers.mqtt.config import MqttDevice, MqttTag
 from drivers.mqtt.paths import CAPTURE_LEVELS, MISSING, JsonPath, TopicTemplate, timestamp_to_ns
@@ -163,7 +164,7 @@ class Decoder:
 
     # ------------------------------------------------------------ payloads
 
-    def decode(self, topic: str, payload: bytes, arrival_ns: int, rows: Rows) -> None:
+    def decode(self, topic: str, payload: bytes | bytearray, arrival_ns: int, rows: Rows) -> None:
         rows.messages += 1
         targets = self._targets.get(topic)
         if targets is None:
@@ -200,7 +201,8 @@ class Decoder:
 
     def _reading(self, topic: str, route: Route, series: int, doc: object, is_json: bool, arrival_ns: int,
                  rows: Rows) -> None:
-        value = route.path.get(doc) if route.path.steps else doc
+        # any JSON value; the branches below look at its exact type
+        value: Any = route.path.get(doc) if route.path.steps else doc
         stamp = arrival_ns
         stamp_path = route.timestamp
         if stamp_path is not None:

@@ -147,7 +147,8 @@ class MqttDriver(Driver):
 
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
-        self.device_config: MqttDevice = ctx.device
+        assert isinstance(ctx.device, MqttDevice)
+        self.device_config = ctx.device
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._client: mqtt.Client | None = None

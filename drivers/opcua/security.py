@@ -22,6 +22,7 @@ from pathlib import Path
 from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -155,7 +156,7 @@ def _issued_by_trusted_ca(der: bytes, cas: list[x509.Certificate]) -> bool:
             continue
         try:
             cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, x509.InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature):
             continue
         return True
     return False

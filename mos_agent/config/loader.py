@@ -485,7 +485,7 @@ def _models_at(root: type[BaseModel], real: PathKey, data: Any) -> list[type[Bas
         for tp in candidates:
             for member in _unwrap(tp):
                 if isinstance(member, type) and issubclass(member, BaseModel):
-                    annotation = _field_keys(member).get(part)
+                    annotation = _field_keys(member).get(part) if isinstance(part, str) else None
                     if annotation is not None:
                         following.append(annotation)
                     continue
