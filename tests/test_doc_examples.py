@@ -19,7 +19,8 @@ from mos_agent.registry import load_driver
 from mos_agent.taxonomy import DEFAULT_STAGES
 
 REPO = Path(__file__).resolve().parent.parent
-DOCUMENTS = sorted([REPO / "README.md", REPO / "README.ko.md", *REPO.glob("drivers/*/README.md"), *REPO.glob("docs/*.md")])
+DOCUMENTS = sorted([REPO / "README.md", REPO / "README.ko.md", *REPO.glob("drivers/*/README.md"),
+                    *REPO.glob("docs/*.md")])
 FENCE = re.compile(r"^```yaml[ \t]*\n(.*?)^```", re.M | re.S)
 PLACEHOLDER_AGENT = {"id": "gw-example", "site": "example"}
 
