@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from mos_agent.config.loader import pydantic_problems
 from mos_agent.config.models import AgentConfig
+from mos_agent.config.validation import pydantic_problems
 from mos_agent.config.yamlmarks import load_yaml
 from mos_agent.registry import load_driver
 from mos_agent.taxonomy import DEFAULT_STAGES
