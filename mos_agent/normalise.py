@@ -3,7 +3,8 @@
 Per batch, with vector operations: scale and offset; NaN/inf become bad quality (code
 NOT_A_NUMBER); values outside a tag's ``range`` become uncertain (OUT_OF_RANGE); deadband drops
 values that moved less than the tag's deadband unless the quality class changed. Then each kept
-row is formatted behind its series' pre-built prefix.
+row is formatted behind its series' pre-built prefix, with the field templates of
+:mod:`mos_agent.lineprotocol` (which alone spells the store mapping).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsRespon
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from drivers.modbus.config import ModbusConnection
+from drivers.modbus.inflight import fail_request_in_flight
 from mos_agent.driver_api import raise_if_cancelled
 
 log = logging.getLogger("mos_agent.modbus")
@@ -193,9 +194,8 @@ class Link:
                 # accepted and closed before a single good answer: back off as for a refusal
                 self._back_off()
         # A request in flight would otherwise wait out its whole timeout on a closed socket.
-        future = getattr(self.client.ctx, "response_future", None) if self._in_flight else None
-        if future is not None and not future.done():
-            future.set_exception(ConnectionException(f"connection to {self.description} lost"))
+        if self._in_flight:
+            fail_request_in_flight(self.client, ConnectionException(f"connection to {self.description} lost"))
 
     async def ensure_connected(self) -> bool:
         """Connected, or try now if the backoff allows. Never waits for the backoff."""
