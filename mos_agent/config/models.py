@@ -115,6 +115,9 @@ class AgentSection(StrictModel):
 class BufferSection(StrictModel):
     max_size: Size = 2**30
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    # kept free on the state directory's filesystem: below it the disk is the buffer's cap (the
+    # overflow policy applies), so SQLite always has room to move cursors and free space
+    min_free_space: Size = Field(default=32 * 2**20, ge=2**20)
     commit_interval: Duration = 0.2
 
 

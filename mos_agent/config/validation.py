@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path
+from mos_agent.secrets import is_secret_key
 
 # difflib ratios: 'proces'→'process' 0.92, 'sitee'→'site' 0.89, 'unti'→'unit' 0.75, but
 # 'verbose'→'error' 0.67 and 'forming'→'trimming' 0.67 are suggestions that mislead.
@@ -74,7 +75,8 @@ def _resolve(loc: tuple[Any, ...], data: Any, error_type: str) -> _Resolved:
     return _Resolved(tuple(real), branch_at=branch_at)
 
 
-def describe_input(value: Any) -> str:
+def describe_input(value: Any, secret: bool = False) -> str:
+    """What a wrong value is; for a secret key only its kind, never the value."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -83,6 +85,8 @@ def describe_input(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if secret:
+        return "a number" if isinstance(value, int | float) else f"a {type(value).__name__} (not shown)"
     return repr(value)
 
 
@@ -174,6 +178,7 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
         ctx = error.get("ctx") or {}
         value = error.get("input")
         key_name = next((p for p in reversed(real) if isinstance(p, str)), "value")
+        secret = is_secret_key(key_name)
 
         if kind == "missing":
             where = doc.key_mark(real) if real else Mark(1, 1)
@@ -221,11 +226,14 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
                 message = message.removeprefix(noise)
             message = re.sub(r"^Input should be ", "must be ", message)
             message = re.sub(r"^String should have at least 1 character$", "must not be empty", message)
+            if secret and value is not None and str(value) and str(value) in message:
+                message = message.replace(str(value), "(the value, not shown)")
             problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
 
     problems = _drop_missing_explained_by_misspelling(problems, errors, resolved, model, doc)
     for real, (phrases, value) in type_mismatches.items():
-        message = f"expected {' or '.join(phrases)}, got {describe_input(value)}"
+        secret = is_secret_key(next((p for p in reversed(real) if isinstance(p, str)), None))
+        message = f"expected {' or '.join(phrases)}, got {describe_input(value, secret)}"
         if phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
             message += " (put it in quotes)"
         if not real and value is None:
