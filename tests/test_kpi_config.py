@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from drivers.modbus.config import ModbusDevice
 from mos_agent import cli
-from mos_agent.catalog import ISO_22400_2, build_catalog
+from mos_agent.catalog import build_catalog
+from mos_agent.catalog.jsonld import ISO_22400_2
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import AgentConfig
 from mos_agent.kpi.engine import calendar_from_config, state_class_lookup
