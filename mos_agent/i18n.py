@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import gettext
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
@@ -18,9 +21,15 @@ LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "mos_agent"
 LANGUAGES = ("en", "ko")
 
+# set while the agent produces text that ends up in its log (a SIGHUP reload's problems)
+_forced: ContextVar[str | None] = ContextVar("mos_agent_language", default=None)
+
 
 def language() -> str:
     """``ko`` or ``en``: ``MOS_AGENT_LANG`` first, then the POSIX locale variables in their order."""
+    forced = _forced.get()
+    if forced is not None:
+        return forced
     chosen = os.environ.get("MOS_AGENT_LANG", "")
     if not chosen:
         for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
@@ -28,6 +37,17 @@ def language() -> str:
             if chosen:
                 break
     return "ko" if chosen.lower().startswith("ko") else "en"
+
+
+@contextmanager
+def english() -> Iterator[None]:
+    """Text made inside stays English whatever the locale: what goes to the log (logs are read by
+    support and search engines)."""
+    token = _forced.set("en")
+    try:
+        yield
+    finally:
+        _forced.reset(token)
 
 
 @cache
@@ -44,3 +64,9 @@ def _(message: str) -> str:
 
 def ngettext(singular: str, plural: str, n: int) -> str:
     return _translations(language()).ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Marks a message for the catalog where it is defined (a table built at import time); it is
+    translated with ``_()`` where it is used."""
+    return message

@@ -31,6 +31,7 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
 from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.i18n import english
 from mos_agent.kpi.engine import KpiEngine
 from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
@@ -44,6 +45,13 @@ if TYPE_CHECKING:
     from mos_agent.health import HealthServer
 
 log = logging.getLogger("mos_agent")
+
+
+def _load_for_reload(path: Path) -> LoadedConfig:
+    """A reload's problems go to the log, which stays English whatever the locale."""
+    with english():
+        return load_config(path)
+
 
 HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
 DRIVER_RESTART_DELAY = 5.0
@@ -382,7 +390,7 @@ class Agent:
         log.info("reload: re-reading %s", self.loaded.path)
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            loaded = await asyncio.get_running_loop().run_in_executor(None, load_config, self.loaded.path)
+            loaded = await asyncio.get_running_loop().run_in_executor(None, _load_for_reload, self.loaded.path)
         except ConfigErrors as exc:
             for problem in exc.problems:
                 log.error("reload rejected, keeping the running configuration: %s", problem)

@@ -21,8 +21,9 @@ from pydantic import BaseModel, ValidationError
 
 from mos_agent import registry
 from mos_agent.config.models import AgentConfig, DeviceBase
-from mos_agent.config.validation import VALUE_CUTOFF, describe_input, pydantic_problems
+from mos_agent.config.validation import VALUE_CUTOFF, describe_input, hint_after, missing_key, pydantic_problems
 from mos_agent.config.yamlmarks import Mark, MarkedDocument, PathKey, describe_path, load_yaml
+from mos_agent.i18n import _
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.taxonomy import DEFAULT_STAGES
 
@@ -149,13 +150,14 @@ class _Collector:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            self.add(path, (0, 0), "no such file")
+            self.add(path, (0, 0), _("no such file"))
             return None
         except UnicodeDecodeError as exc:
-            self.add(path, (0, 0), f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+            self.add(path, (0, 0), _("not UTF-8 text ({reason} at byte {position})").format(reason=exc.reason,
+                                                                                          position=exc.start))
             return None
         except OSError as exc:
-            self.add(path, (0, 0), f"cannot read: {exc.strerror or exc}")
+            self.add(path, (0, 0), _("cannot read: {reason}").format(reason=exc.strerror or exc))
             return None
         doc = load_yaml(text)
         for located in doc.problems:
@@ -168,10 +170,11 @@ class _Collector:
         failure. Errors whose real path is in ``ignore`` are dropped (a located check already
         reported them)."""
         if data is None:
-            self.add(path, (1, 1), "the file is empty")
+            self.add(path, (1, 1), _("the file is empty"))
             return None
         if not isinstance(data, dict):
-            self.add(path, (1, 1), f"the file must be a mapping of keys, got {describe_input(data)}")
+            self.add(path, (1, 1), _("the file must be a mapping of keys, got {value}").format(
+                value=describe_input(data)))
             return None
         try:
             return model.model_validate(data, context=context)
@@ -188,19 +191,31 @@ class _Collector:
             try:
                 content = Path(file_path).read_bytes()
             except OSError as exc:
-                self.add(path, doc.value_mark(key_path), f"{where}: cannot read {file_path}: {exc.strerror or exc}")
+                self.add(path, doc.value_mark(key_path), f"{where}: " + _("cannot read {file}: {reason}").format(
+                    file=file_path, reason=exc.strerror or exc))
                 continue
             if not is_secret_file_key(key_path[-1]):
                 continue
             secret = content.decode("utf-8", "replace").strip()
+            lines = len(secret.splitlines())
             if not secret:
-                self.add(path, doc.value_mark(key_path), f"{where}: {file_path} is empty")
-            elif problem := _secret_shape_problem(secret):
-                self.add(path, doc.value_mark(key_path), f"{where}: {file_path} {problem} (its content is not shown)")
+                problem = _("{file} is empty").format(file=file_path)
+            elif lines > 1:
+                problem = _("{file} holds {lines} lines, and a secret is one line (its content is not shown)")
+            elif _CONTROL.search(secret):
+                problem = _("{file} holds a control character, which no secret has (its content is not shown)")
+            else:
+                continue
+            self.add(path, doc.value_mark(key_path), f"{where}: " + problem.format(file=file_path, lines=lines))
         for key_path, secret in _secret_values(doc.data):
-            if problem := _secret_shape_problem(secret):
-                self.add(path, doc.value_mark(key_path), f"{describe_path(key_path)}: the value {problem} "
-                                                         "(it is not shown)")
+            lines = len(secret.splitlines())
+            if lines > 1:
+                problem = _("the value holds {lines} lines, and a secret is one line (it is not shown)")
+            elif _CONTROL.search(secret):
+                problem = _("the value holds a control character, which no secret has (it is not shown)")
+            else:
+                continue
+            self.add(path, doc.value_mark(key_path), f"{describe_path(key_path)}: " + problem.format(lines=lines))
 
 
 # ---------------------------------------------------------------- agent file helpers
@@ -281,15 +296,6 @@ def _secret_values(data: Any, path: PathKey = ()) -> list[tuple[PathKey, str]]:
     return found
 
 
-def _secret_shape_problem(secret: str) -> str | None:
-    lines = len(secret.splitlines())
-    if lines > 1:
-        return f"holds {lines} lines, and a secret is one line"
-    if _CONTROL.search(secret):
-        return "holds a control character, which no secret has"
-    return None
-
-
 def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
                   default: bool, collector: _Collector) -> list[Path]:
     if doc is not None and doc.data is None and doc.problems:
@@ -302,14 +308,14 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
     for pattern, key_path in patterns:
         if not pattern.strip():
             if doc is not None:
-                collector.add(agent_path, doc.value_mark(key_path), f"{describe_path(key_path)}: empty pattern")
+                collector.add(agent_path, doc.value_mark(key_path), f"{describe_path(key_path)}: " + _("empty pattern"))
             continue
         expanded = os.path.expanduser(pattern)
         full = expanded if os.path.isabs(expanded) else str(base / expanded)
         matched = sorted(Path(m) for m in glob.glob(full) if os.path.isfile(m))
         if not matched and not default and doc is not None:
             collector.add(agent_path, doc.value_mark(key_path),
-                          f"{describe_path(key_path)}: no file matches {full!r}")
+                          f"{describe_path(key_path)}: " + _("no file matches {pattern}").format(pattern=repr(full)))
         for match in matched:
             real = os.path.realpath(match)
             # "devices: '*.yaml'" next to the agent file must not read the agent file as a device
@@ -336,8 +342,8 @@ def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _C
             where = doc.value_mark(("name",))
             if name in first_named:
                 other, other_mark = first_named[name]
-                collector.add(path, where, f"name: duplicate device name {name!r} "
-                                           f"(also in {other}:{other_mark.line}:{other_mark.col})")
+                collector.add(path, where, "name: " + _("duplicate device name {name} (also in {place})").format(
+                    name=repr(name), place=f"{other}:{other_mark.line}:{other_mark.col}"))
                 continue
             first_named[name] = (path, where)
         if device is not None:
@@ -374,19 +380,21 @@ def _driver_for(path: Path, doc: MarkedDocument, collector: _Collector) -> Any:
     data = doc.data
     names = registry.driver_names()
     if "driver" not in data:
-        collector.add(path, (1, 1), f"missing required key 'driver' (one of: {', '.join(names)})")
+        collector.add(path, (1, 1), _("{missing} (one of: {names})").format(missing=missing_key("driver"),
+                                                                             names=", ".join(names)))
         return None
     name = data["driver"]
     where = doc.value_mark(("driver",))
     if not isinstance(name, str) or name not in names:
         close = get_close_matches(str(name), names, n=1, cutoff=VALUE_CUTOFF)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        collector.add(path, where, f"driver: unknown driver {name!r} (installed: {', '.join(names)}{hint})")
+        collector.add(path, where, "driver: " + _("unknown driver {name} (installed: {names}{hint})").format(
+            name=repr(name), names=", ".join(names), hint=hint_after(close)))
         return None
     try:
         return registry.load_driver(name)
     except Exception as exc:  # a broken driver package: say which and why, do not crash validate
-        collector.add(path, where, f"driver: driver {name!r} cannot be loaded: {type(exc).__name__}: {exc}")
+        collector.add(path, where, "driver: " + _("driver {name} cannot be loaded: {kind}: {detail}").format(
+            name=repr(name), kind=type(exc).__name__, detail=exc))
         return None
 
 
@@ -405,7 +413,8 @@ def _check_duplicate_tags(path: Path, doc: MarkedDocument, collector: _Collector
         if name in first:
             seen = doc.value_mark(("tags", first[name], "name"))
             collector.add(path, doc.value_mark(("tags", i, "name")),
-                          f"tags[{i}].name: duplicate tag name {name!r} (first at line {seen.line})")
+                          f"tags[{i}].name: " + _("duplicate tag name {name} (first at line {line})").format(
+                              name=repr(name), line=seen.line))
             superseded.add(("tags", i, "name"))
         else:
             first[name] = i

@@ -26,6 +26,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mos_agent import units
+from mos_agent.config.validation import hint_after, unknown_value
+from mos_agent.i18n import N_, _
 from mos_agent.kpi.calendar import WEEKDAYS, ShiftRule, overlapping_rules, parse_clock, parse_span
 from mos_agent.kpi.equipment import INTEGER_TYPES
 from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
@@ -41,44 +43,47 @@ _SIZE_FACTOR = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10
 def parse_duration(value: Any) -> float:
     """``100ms`` ``1s`` ``5m`` ``7d`` → seconds. A bare number is seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 500ms, 1s or 5m")
+        raise ValueError(_("expected a duration like 500ms, 1s or 5m"))
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _DURATION_FACTOR[m.group(2)]
     else:
-        raise ValueError(f"bad duration {value!r}: expected a number with a unit, like 500ms, 1s, 5m, 7d")
+        raise ValueError(_("bad duration {value}: expected a number with a unit, like 500ms, 1s, 5m, 7d").format(
+            value=repr(value)))
     if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be greater than zero")
+        raise ValueError(_("duration {value} must be greater than zero").format(value=repr(value)))
     return seconds
 
 
 def parse_size(value: Any) -> int:
     """``512MiB`` ``1GiB`` ``100MB`` → bytes. A bare number is bytes."""
     if isinstance(value, bool):
-        raise ValueError("expected a size like 512MiB or 1GiB")
+        raise ValueError(_("expected a size like 512MiB or 1GiB"))
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
         size = int(float(m.group(1)) * _SIZE_FACTOR[m.group(2)])
     else:
-        raise ValueError(f"bad size {value!r}: expected a number with a unit, like 512MiB or 1GiB")
+        raise ValueError(_("bad size {value}: expected a number with a unit, like 512MiB or 1GiB").format(
+            value=repr(value)))
     if size <= 0:
-        raise ValueError(f"size {value!r} must be greater than zero")
+        raise ValueError(_("size {value} must be greater than zero").format(value=repr(value)))
     return size
 
 
 def _check_asset_name(value: str) -> str:
     if not ASSET_NAME.match(value):
-        raise ValueError(f"{value!r} is not a valid asset name: use lower-case letters, digits, '_' and '-'")
+        raise ValueError(_("{value} is not a valid asset name: use lower-case letters, digits, '_' and '-'").format(
+            value=repr(value)))
     return value
 
 
 def _check_unit(value: str) -> str:
     if units.lookup(value) is None:
         close = units.suggest(value)
-        hint = f"; did you mean {close!r}?" if close else ""
-        raise ValueError(f"unknown unit {value!r} (expected a UCUM code from the unit table{hint})")
+        raise ValueError(_("unknown unit {value} (expected a UCUM code from the unit table{hint})").format(
+            value=repr(value), hint=hint_after([close] if close else [])))
     return value
 
 
@@ -106,17 +111,17 @@ def located_errors(title: str, problems: list[tuple[tuple[str | int, ...], str]]
 def _check_clock(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML 1.1 reads an unquoted 22:00 as the base-60 number 1320
-        raise ValueError(f"expected a time of day like \"22:00\" in quotes, got the number {value} "
-                         "(YAML reads unquoted 22:00 as a number)")
+        raise ValueError(_("expected a time of day like \"22:00\" in quotes, got the number {value} "
+                           "(YAML reads unquoted 22:00 as a number)").format(value=value))
     if not isinstance(value, str):
-        raise ValueError(f"expected a time of day like \"22:00\", got {value!r}")
+        raise ValueError(_("expected a time of day like \"22:00\", got {value}").format(value=repr(value)))
     parse_clock(value)
     return value
 
 
 def _check_span(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a break like \"12:00-13:00\", got {value!r}")
+        raise ValueError(_("expected a break like \"12:00-13:00\", got {value}").format(value=repr(value)))
     parse_span(value)
     return value
 
@@ -125,7 +130,8 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}: expected an IANA name like Asia/Seoul or UTC") from None
+        raise ValueError(_("unknown time zone {value}: expected an IANA name like Asia/Seoul or UTC").format(
+            value=repr(value))) from None
     return value
 
 
@@ -138,7 +144,7 @@ def _state_value(value: Any) -> float | str:
         return float(value)
     if isinstance(value, str) and value.strip():
         return value.strip()
-    raise ValueError(f"a state value is a number or a text, got {value!r}")
+    raise ValueError(_("a state value is a number or a text, got {value}").format(value=repr(value)))
 
 
 ClockTime = Annotated[str, BeforeValidator(_check_clock)]
@@ -168,7 +174,7 @@ class AgentSection(StrictModel):
             return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"health must be HOST:PORT or 'off', got {value!r}")
+            raise ValueError(_("health must be HOST:PORT or 'off', got {value}").format(value=repr(value)))
         return value
 
 
@@ -213,7 +219,7 @@ class InfluxSinkConfig(SinkBase):
     @classmethod
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"url must start with http:// or https://, got {value!r}")
+            raise ValueError(_("url must start with http:// or https://, got {value}").format(value=repr(value)))
         return value
 
 
@@ -265,7 +271,8 @@ class KpiSection(StrictModel):
     @classmethod
     def _at_least_a_second(cls, value: float) -> float:
         if value < 1.0:
-            raise ValueError(f"interval must be at least 1s (the KPIs are computed once a second), got {value:g}s")
+            raise ValueError(_("interval must be at least 1s (the KPIs are computed once a second), got {value}")
+                             .format(value=f"{value:g}s"))
         return value
 
 
@@ -285,8 +292,8 @@ class AgentConfig(StrictModel):
         first_named: dict[str, int] = {}
         for i, shift in enumerate(self.shifts):
             if shift.name in first_named:
-                problems.append((("shifts", i, "name"), f"duplicate shift name {shift.name!r} "
-                                                        f"(also shifts[{first_named[shift.name]}])"))
+                problems.append((("shifts", i, "name"), _("duplicate shift name {name} (also {other})").format(
+                    name=repr(shift.name), other=f"shifts[{first_named[shift.name]}]")))
             first_named.setdefault(shift.name, i)
             try:
                 rules.append(shift.rule())
@@ -295,9 +302,10 @@ class AgentConfig(StrictModel):
         if problems:
             raise located_errors(type(self).__name__, problems)
         for i, j, day in overlapping_rules(rules):
-            problems.append((("shifts", j, "start"), f"shift {rules[j].name!r} ({rules[j].describe()}) overlaps "
-                                                     f"shift {rules[i].name!r} ({rules[i].describe()}) on "
-                                                     f"{WEEKDAYS[day]}"))
+            problems.append((("shifts", j, "start"), _("shift {name} ({hours}) overlaps shift {other} ({other_hours}) "
+                                                       "on {day}").format(
+                name=repr(rules[j].name), hours=rules[j].describe(), other=repr(rules[i].name),
+                other_hours=rules[i].describe(), day=WEEKDAYS[day])))
         if problems:
             raise located_errors(type(self).__name__, problems)
         return self
@@ -352,7 +360,7 @@ class KpiClasses(StrictModel):
     down: list[StateValue] = Field(default_factory=list)  # ADOT
     planned_down: list[StateValue] = Field(default_factory=list)  # PDOT
 
-    unknown_key_noun: ClassVar[str] = "time class"
+    unknown_key_noun: ClassVar[str] = N_("time class")
 
     @model_validator(mode="after")
     def _one_class_a_value(self) -> KpiClasses:
@@ -361,8 +369,9 @@ class KpiClasses(StrictModel):
         for cls in type(self).model_fields:
             for i, value in enumerate(getattr(self, cls)):
                 if value in first_class:
-                    problems.append(((cls, i), f"state value {format_state_value(value)} is listed under "
-                                               f"{first_class[value]} and {cls}: a value belongs to one class"))
+                    problems.append(((cls, i), _("state value {value} is listed under {first} and {second}: a value "
+                                                 "belongs to one class").format(
+                        value=format_state_value(value), first=first_class[value], second=cls)))
                 else:
                     first_class[value] = cls
         if problems:
@@ -387,8 +396,10 @@ class DeviceKpi(StrictModel):
     @model_validator(mode="after")
     def _good_or_scrap(self) -> DeviceKpi:
         if (self.good is None) == (self.scrap is None):
-            which = "both are given" if self.good else "neither is given"
-            raise ValueError(f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}")
+            raise ValueError(_("give exactly one of good (good-parts counter) or scrap (scrap counter); both are given")
+                             if self.good else
+                             _("give exactly one of good (good-parts counter) or scrap (scrap counter); neither is "
+                               "given"))
         return self
 
 
@@ -404,8 +415,8 @@ def kpi_problems(kpi: DeviceKpi, tags: list[TagBase]) -> list[tuple[tuple[str | 
         tag = by_name.get(name)
         if tag is None:
             close = get_close_matches(name, list(by_name), n=1, cutoff=0.7)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append((loc, f"unknown tag {name!r}: the KPIs use tags of this device{hint}"))
+            problems.append((loc, _("unknown tag {name}: the KPIs use tags of this device{hint}").format(
+                name=repr(name), hint=hint_after(close))))
         return tag
 
     known(("kpi", "state", "tag"), kpi.state.tag)
@@ -416,8 +427,9 @@ def kpi_problems(kpi: DeviceKpi, tags: list[TagBase]) -> list[tuple[tuple[str | 
         tag = known(("kpi", role), name)
         # "float" is a number whose type the source decides (OPC UA auto/number, MQTT number)
         if tag is not None and tag.data_type() not in INTEGER_TYPES and tag.data_type() != "float":
-            problems.append((("kpi", role), f"counter tag {name!r} is {tag.data_type()}: a counter must be "
-                                            f"an integer type ({', '.join(sorted(INTEGER_TYPES))})"))
+            problems.append((("kpi", role), _("counter tag {name} is {type}: a counter must be an integer type "
+                                              "({types})").format(name=repr(name), type=tag.data_type(),
+                                                                  types=", ".join(sorted(INTEGER_TYPES)))))
     return problems
 
 
@@ -458,6 +470,5 @@ class DeviceBase(StrictModel):
             from difflib import get_close_matches
 
             close = get_close_matches(value, list(stages), n=1, cutoff=0.7)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown stage {value!r} (expected one of: {', '.join(stages)}{hint})")
+            raise ValueError(unknown_value("stage", value, list(stages), close))
         return value

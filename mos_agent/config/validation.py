@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path
+from mos_agent.i18n import N_, _, ngettext
 from mos_agent.secrets import is_secret_key
 
 # difflib ratios: 'proces'→'process' 0.92, 'sitee'→'site' 0.89, 'unti'→'unit' 0.75, but
@@ -24,24 +25,60 @@ KEY_CUTOFF = 0.6
 VALUE_CUTOFF = 0.7
 
 _TYPE_EXPECTATIONS: dict[str, str] = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "set_type": "a list",
-    "dict_type": "a mapping of keys",
-    "model_type": "a mapping of keys",
-    "model_attributes_type": "a mapping of keys",
-    "dataclass_type": "a mapping of keys",
-    "path_type": "a file path",
-    "none_required": "nothing",
+    "string_type": N_("a string"),
+    "int_type": N_("an integer"),
+    "int_parsing": N_("an integer"),
+    "int_from_float": N_("an integer"),
+    "float_type": N_("a number"),
+    "float_parsing": N_("a number"),
+    "bool_type": N_("true or false"),
+    "bool_parsing": N_("true or false"),
+    "list_type": N_("a list"),
+    "tuple_type": N_("a list"),
+    "set_type": N_("a list"),
+    "dict_type": N_("a mapping of keys"),
+    "model_type": N_("a mapping of keys"),
+    "model_attributes_type": N_("a mapping of keys"),
+    "dataclass_type": N_("a mapping of keys"),
+    "path_type": N_("a file path"),
+    "none_required": N_("nothing"),
 }
+
+# pydantic's own wording of a constraint (after "Input should be " became "must be "), and the
+# message a reader gets in their language; the English is unchanged
+_CONSTRAINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(pattern), message) for pattern, message in (
+    (r"^must be greater than or equal to (?P<limit>.+)$", N_("must be greater than or equal to {limit}")),
+    (r"^must be greater than (?P<limit>.+)$", N_("must be greater than {limit}")),
+    (r"^must be less than or equal to (?P<limit>.+)$", N_("must be less than or equal to {limit}")),
+    (r"^must be less than (?P<limit>.+)$", N_("must be less than {limit}")),
+    (r"^must be a multiple of (?P<limit>.+)$", N_("must be a multiple of {limit}")),
+    (r"^must not be empty$", N_("must not be empty")),
+    (r"^must be a valid number, unable to parse string as a number$", N_("must be a number")),
+    (r"^String should have at least (?P<limit>\d+) characters$", N_("must have at least {limit} characters")),
+    (r"^String should have at most (?P<limit>\d+) characters$", N_("must have at most {limit} characters")),
+    (r"^String should match pattern '(?P<limit>.+)'$", N_("must match the pattern '{limit}'")),
+))
+
+
+def did_you_mean(suggestion: Any) -> str:
+    """The hint after a misspelt key or value: "did you mean 'site'?"."""
+    return _("did you mean {suggestion}?").format(suggestion=repr(suggestion))
+
+
+def hint_after(close: Sequence[Any]) -> str:
+    """``"; did you mean 'x'?"`` to append after a list of what is expected, or nothing."""
+    return "; " + did_you_mean(close[0]) if close else ""
+
+
+def missing_key(key: Any) -> str:
+    return _("missing required key {key}").format(key=repr(key))
+
+
+def _constraint(message: str) -> str:
+    for pattern, translated in _CONSTRAINTS:
+        if match := pattern.match(message):
+            return _(translated).format(**match.groupdict())
+    return message
 
 
 @dataclass
@@ -78,15 +115,16 @@ def _resolve(loc: tuple[Any, ...], data: Any, error_type: str) -> _Resolved:
 def describe_input(value: Any, secret: bool = False) -> str:
     """What a wrong value is; for a secret key only its kind, never the value."""
     if value is None:
-        return "nothing"
+        return _("nothing")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "a mapping"
+        return _("a mapping")
     if isinstance(value, list):
-        return "a list"
+        return _("a list")
     if secret:
-        return "a number" if isinstance(value, int | float) else f"a {type(value).__name__} (not shown)"
+        return _("a number") if isinstance(value, int | float) else \
+            _("a {kind} (not shown)").format(kind=type(value).__name__)
     return repr(value)
 
 
@@ -153,6 +191,12 @@ def _literal_allows(model: type[BaseModel], field_name: str, value: Any) -> bool
     return any(get_origin(t) is Literal and value in get_args(t) for t in _unwrap(info.annotation))
 
 
+def unknown_value(name: Any, value: Any, expected: Sequence[str], close: Sequence[Any] = ()) -> str:
+    """"unknown overflow 'drop_newst' (expected one of: drop_oldest, drop_newest; did you mean ...)"."""
+    return _("unknown {name} {value} (expected one of: {expected}{hint})").format(
+        name=name, value=repr(value), expected=", ".join(expected), hint=hint_after(close))
+
+
 def _prefix(real: PathKey) -> str:
     where = describe_path(real)
     return f"{where}: " if where else ""
@@ -182,45 +226,50 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
 
         if kind == "missing":
             where = doc.key_mark(real) if real else Mark(1, 1)
-            problems.append(Located(*where, f"{_prefix(real)}missing required key {res.missing_key!r}"))
+            problems.append(Located(*where, _prefix(real) + missing_key(res.missing_key)))
         elif kind == "extra_forbidden":
             key = real[-1] if real else value
             parent = real[:-1]
             models = _models_at(model, parent, doc.data)
             allowed = sorted({k for m in models for k in _field_keys(m)})
             close = get_close_matches(str(key), allowed, n=1, cutoff=KEY_CUTOFF)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            hint = did_you_mean(close[0]) if close else _("allowed: {keys}").format(keys=", ".join(allowed))
             # a model whose keys are names of things (time classes) says so instead of "key"
-            noun = next((m.unknown_key_noun for m in models if hasattr(m, "unknown_key_noun")), "key")
-            problems.append(Located(*doc.key_mark(real), f"{_prefix(parent)}unknown {noun} {key!r} ({hint})"))
+            noun = next((m.unknown_key_noun for m in models if hasattr(m, "unknown_key_noun")), None)
+            unknown = _("unknown {noun} {key} ({hint})").format(noun=_(noun), key=repr(key), hint=hint) if noun \
+                else _("unknown key {key} ({hint})").format(key=repr(key), hint=hint)
+            problems.append(Located(*doc.key_mark(real), _prefix(parent) + unknown))
         elif kind in ("literal_error", "enum"):
             expected = _expected_values(ctx, "expected")
             close = get_close_matches(str(value), expected, n=1, cutoff=VALUE_CUTOFF) if isinstance(value, str) else []
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}unknown {key_name} {value!r} "
-                                                           f"(expected one of: {', '.join(expected)}{hint})"))
+            problems.append(Located(*doc.value_mark(real), _prefix(real) + unknown_value(key_name, value, expected,
+                                                                                         close)))
         elif kind == "union_tag_invalid":
             tag_key = str(ctx.get("discriminator", "type")).strip("'")
             expected = _expected_values(ctx, "expected_tags")
             tag = ctx.get("tag")
             close = get_close_matches(str(tag), expected, n=1, cutoff=VALUE_CUTOFF)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             at = (*real, tag_key)
-            problems.append(Located(*doc.value_mark(at), f"{describe_path(at)}: unknown {tag_key} {tag!r} "
-                                                         f"(expected one of: {', '.join(expected)}{hint})"))
+            problems.append(Located(*doc.value_mark(at), f"{describe_path(at)}: "
+                                                         + unknown_value(tag_key, tag, expected, close)))
         elif kind == "union_tag_not_found":
             tag_key = str(ctx.get("discriminator", "type")).strip("'")
-            problems.append(Located(*doc.key_mark(real), f"{_prefix(real)}missing required key {tag_key!r}"))
+            problems.append(Located(*doc.key_mark(real), _prefix(real) + missing_key(tag_key)))
         elif kind in ("too_long", "too_short") and "actual_length" in ctx:
-            bound, limit = ("at most", ctx.get("max_length")) if kind == "too_long" else (
-                "at least", ctx.get("min_length"))
-            noun = "item" if limit == 1 else "items"
-            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}expected {bound} {limit} {noun}, "
-                                                           f"got {ctx['actual_length']}"))
+            if kind == "too_long":
+                limit = ctx.get("max_length")
+                wording = ngettext("expected at most {limit} item, got {actual}",
+                                   "expected at most {limit} items, got {actual}", int(limit or 0))
+            else:
+                limit = ctx.get("min_length")
+                wording = ngettext("expected at least {limit} item, got {actual}",
+                                   "expected at least {limit} items, got {actual}", int(limit or 0))
+            problems.append(Located(*doc.value_mark(real), _prefix(real) + wording.format(
+                limit=limit, actual=ctx["actual_length"])))
         elif kind in _TYPE_EXPECTATIONS:
             if res.branch_at is not None and any(len(o) > len(real) and o[:len(real)] == real for o in deeper):
                 continue
-            phrases, _ = type_mismatches.setdefault(real, ([], value))
+            phrases, _first_value = type_mismatches.setdefault(real, ([], value))
             if _TYPE_EXPECTATIONS[kind] not in phrases:
                 phrases.append(_TYPE_EXPECTATIONS[kind])
         else:
@@ -230,17 +279,20 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
             message = re.sub(r"^Input should be ", "must be ", message)
             message = re.sub(r"^String should have at least 1 character$", "must not be empty", message)
             if secret and value is not None and str(value) and str(value) in message:
-                message = message.replace(str(value), "(the value, not shown)")
-            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
+                message = message.replace(str(value), _("(the value, not shown)"))
+            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{_constraint(message)}"))
 
     problems = _drop_missing_explained_by_misspelling(problems, errors, resolved, model, doc)
     for real, (phrases, value) in type_mismatches.items():
         secret = is_secret_key(next((p for p in reversed(real) if isinstance(p, str)), None))
-        message = f"expected {' or '.join(phrases)}, got {describe_input(value, secret)}"
-        if phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
-            message += " (put it in quotes)"
+        expected = _(" or ").join(_(phrase) for phrase in phrases)
+        got = describe_input(value, secret)
         if not real and value is None:
-            message = "the file is empty"
+            message = _("the file is empty")
+        elif phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
+            message = _("expected {expected}, got {value} (put it in quotes)").format(expected=expected, value=got)
+        else:
+            message = _("expected {expected}, got {value}").format(expected=expected, value=got)
         problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
     return problems
 
@@ -258,5 +310,5 @@ def _drop_missing_explained_by_misspelling(problems: list[Located], errors: list
                                                                    cutoff=KEY_CUTOFF))
     if not misspelt:
         return problems
-    explained = {f"{_prefix(parent)}missing required key {key!r}" for parent, key in misspelt}
+    explained = {_prefix(parent) + missing_key(key) for parent, key in misspelt}
     return [p for p in problems if p.message not in explained]

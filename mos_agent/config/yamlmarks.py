@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from mos_agent.i18n import _
+
 # libyaml's parser is several times faster than the pure-Python one; start-up with 10,000 tags
 # depends on it. Both produce nodes with marks.
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -92,10 +94,11 @@ def expand_env(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
             return match.group(0)  # escaped: the "$$" is reduced below
         name = match.group(1)
         if not _ENV_NAME.match(name):
-            problems.append(f"bad environment reference ${{{name}}}: use ${{NAME}} with letters, digits and '_'")
+            problems.append(_("bad environment reference {reference}: use ${{NAME}} with letters, digits and '_'")
+                            .format(reference=f"${{{name}}}"))
             return match.group(0)
         if name not in environ:
-            problems.append(f"environment variable {name} is not set")
+            problems.append(_("environment variable {name} is not set").format(name=name))
             return match.group(0)
         return environ[name]
 
@@ -127,7 +130,8 @@ class _Builder:
         try:
             return self.loader.construct_object(node, deep=True)
         except (ValueError, TypeError) as exc:  # e.g. "!!int x"
-            self.problems.append(Located(*value_mark, f"cannot read value {node.value!r}: {exc}"))
+            self.problems.append(Located(*value_mark, _("cannot read value {value}: {reason}").format(
+                value=repr(node.value), reason=exc)))
             return None
 
     def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
@@ -143,14 +147,15 @@ class _Builder:
         for index, (key_node, value_node) in enumerate(node.value):
             key_mark = _mark(key_node.start_mark)
             if not isinstance(key_node, yaml.ScalarNode):
-                self.problems.append(Located(*key_mark, "a key must be a plain value, not a list or mapping"))
+                self.problems.append(Located(*key_mark, _("a key must be a plain value, not a list or mapping")))
                 continue
             key = key_node.value if key_node.tag == _STR else self.loader.construct_object(key_node, deep=True)
             if index >= merged:
                 if key in first_seen:
                     seen = first_seen[key]
                     self.problems.append(Located(
-                        *key_mark, f"duplicate key {key!r} (first at line {seen.line}, column {seen.col})"))
+                        *key_mark, _("duplicate key {key} (first at line {line}, column {col})").format(
+                            key=repr(key), line=seen.line, col=seen.col)))
                     continue
                 first_seen[key] = key_mark
             result[key] = self.build(value_node, (*path, key), key_mark)
@@ -168,7 +173,7 @@ def load_yaml(text: str, environ: Mapping[str, str] | None = None) -> MarkedDocu
         except yaml.MarkedYAMLError as exc:
             return MarkedDocument(None, {}, [_syntax_problem(exc)])
         except yaml.YAMLError as exc:  # e.g. a control character the reader refuses
-            return MarkedDocument(None, {}, [Located(1, 1, f"not valid YAML: {exc}")])
+            return MarkedDocument(None, {}, [Located(1, 1, _("not valid YAML: {reason}").format(reason=exc))])
         if node is None:
             return MarkedDocument(None, {(): Marks(Mark(1, 1), Mark(1, 1))})
         builder = _Builder(loader, environ)
@@ -184,15 +189,17 @@ def load_yaml(text: str, environ: Mapping[str, str] | None = None) -> MarkedDocu
 def _syntax_problem(exc: yaml.MarkedYAMLError) -> Located:
     mark = exc.problem_mark or exc.context_mark
     where = _mark(mark) if mark is not None else Mark(1, 1)
-    message = f"YAML syntax error: {exc.problem or 'cannot parse'}"
+    # PyYAML's own words stay as they are; the sentence around them is the reader's language
+    message = _("YAML syntax error: {problem}").format(problem=exc.problem or _("cannot parse"))
     if exc.context and exc.problem and exc.problem.startswith("but "):
         # PyYAML splits some messages as context "expected X" + problem "but found Y"
-        message = f"YAML syntax error: {exc.context}, {exc.problem}"
+        message = _("YAML syntax error: {problem}").format(problem=f"{exc.context}, {exc.problem}")
     elif exc.context and exc.context_mark is not None and exc.context_mark is not mark:
         ctx = _mark(exc.context_mark)
-        message += f" ({exc.context} at line {ctx.line}, column {ctx.col})"
+        message += " " + _("({context} at line {line}, column {col})").format(context=exc.context, line=ctx.line,
+                                                                             col=ctx.col)
     elif exc.context:
         message += f" ({exc.context})"
     if exc.problem and exc.problem.startswith("mapping values are not allowed"):
-        message += " (check this line's indentation, or quote a value that contains ': ')"
+        message += " " + _("(check this line's indentation, or quote a value that contains ': ')")
     return Located(where.line, where.col, message)

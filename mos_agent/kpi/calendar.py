@@ -23,6 +23,8 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mos_agent.i18n import _
+
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY = 86_400
 WEEK = 7 * DAY
@@ -35,10 +37,11 @@ def parse_clock(text: str) -> int:
     """``"08:00"`` or ``"08:00:30"`` → seconds after midnight."""
     m = _CLOCK.match(text)
     if not m:
-        raise ValueError(f"bad time of day {text!r}: expected HH:MM or HH:MM:SS, like \"08:00\"")
+        raise ValueError(_("bad time of day {value}: expected HH:MM or HH:MM:SS, like \"08:00\"").format(
+            value=repr(text)))
     hours, minutes, seconds = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
     if hours > 23 or minutes > 59 or seconds > 59:
-        raise ValueError(f"bad time of day {text!r}: hours 00-23, minutes and seconds 00-59")
+        raise ValueError(_("bad time of day {value}: hours 00-23, minutes and seconds 00-59").format(value=repr(text)))
     return hours * 3600 + minutes * 60 + seconds
 
 
@@ -52,7 +55,7 @@ def parse_span(text: str) -> tuple[int, int]:
     """``"12:00-13:00"`` → (start, end) in seconds after midnight."""
     start, sep, end = text.partition("-")
     if not sep:
-        raise ValueError(f"bad break {text!r}: expected HH:MM-HH:MM, like \"12:00-13:00\"")
+        raise ValueError(_("bad break {value}: expected HH:MM-HH:MM, like \"12:00-13:00\"").format(value=repr(text)))
     return parse_clock(start), parse_clock(end)
 
 
@@ -99,13 +102,14 @@ class ShiftRule:
             first = (b_start - start) % DAY
             last = first + ((b_end - b_start) % DAY)
             if last == first or last > length:
-                raise ValueError(f"break {format_clock(b_start)}-{format_clock(b_end)} is not inside the shift "
-                                 f"{format_clock(start)}-{format_clock(end)}")
+                raise ValueError(_("break {hours} is not inside the shift {shift_hours}").format(
+                    hours=f"{format_clock(b_start)}-{format_clock(b_end)}",
+                    shift_hours=f"{format_clock(start)}-{format_clock(end)}"))
             offsets.append((first, last))
         offsets.sort()
-        for (_, end_a), (start_b, _) in itertools.pairwise(offsets):
+        for (_start_a, end_a), (start_b, _end_b) in itertools.pairwise(offsets):
             if start_b < end_a:
-                raise ValueError("breaks overlap each other")
+                raise ValueError(_("breaks overlap each other"))
         day_numbers = frozenset(range(7)) if not days else frozenset(WEEKDAYS.index(d) for d in days)
         return cls(name, start, length, tuple(offsets), day_numbers)
 
