@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mos_agent.catalog.identity import dataset_identifier
+from mos_agent.i18n import _
 from mos_agent.taxonomy import CATEGORIES
 
 if TYPE_CHECKING:
@@ -73,17 +74,17 @@ def _query(base: str, auth: str | None, promql: str, at: float, timeout: float) 
             detail = json.loads(exc.read()).get("error", "")
         except (ValueError, OSError, AttributeError):
             detail = ""
-        raise StoreUnavailable(f"store at {base} answered HTTP {exc.code}"
-                               f"{': ' + detail.splitlines()[0] if detail else ''}") from None
+        raise StoreUnavailable(_("store at {url} answered HTTP {code}").format(url=base, code=exc.code)
+                               + (": " + detail.splitlines()[0] if detail else "")) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise StoreUnavailable(f"cannot reach the store at {base}: {reason}") from None
+        raise StoreUnavailable(_("cannot reach the store at {url}: {reason}").format(url=base, reason=reason)) from None
     except ValueError:
-        raise StoreUnavailable(f"store at {base} did not answer with JSON (is it a "
-                               f"Prometheus-compatible query API such as VictoriaMetrics?)") from None
+        raise StoreUnavailable(_("store at {url} did not answer with JSON (is it a Prometheus-compatible query API "
+                                 "such as VictoriaMetrics?)").format(url=base)) from None
     if not isinstance(answer, dict) or answer.get("status") != "success":
         error = answer.get("error", "unknown error") if isinstance(answer, dict) else "unexpected answer"
-        raise StoreUnavailable(f"store at {base} rejected the query: {error}")
+        raise StoreUnavailable(_("store at {url} rejected the query: {reason}").format(url=base, reason=error))
     return answer.get("data", {}).get("result", [])
 
 

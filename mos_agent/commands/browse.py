@@ -15,28 +15,30 @@ from pathlib import Path
 
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import read_secret
+from mos_agent.i18n import _
 from mos_agent.registry import UnknownDriver, load_driver
 
 
 def main(args: argparse.Namespace) -> int:
     if args.depth < 1:
-        raise UsageError(f"--depth must be 1 or more, got {args.depth}")
+        raise UsageError(_("--depth must be 1 or more, got {depth}").format(depth=args.depth))
     password = None
     if args.password_file:
         if not args.username:
-            raise UsageError("--password-file needs --username")
+            raise UsageError(_("--password-file needs --username"))
         try:
             password = read_secret(None, Path(args.password_file))
         except OSError as exc:
-            raise UsageError(f"--password-file: cannot read {args.password_file}: {exc.strerror or exc}") from None
+            raise UsageError("--password-file: " + _("cannot read {file}: {reason}").format(
+                file=args.password_file, reason=exc.strerror or exc)) from None
     try:
         driver = load_driver("opcua")
     except UnknownDriver:
-        print("mos-agent browse: the OPC UA driver is not installed", file=sys.stderr)
+        print("mos-agent browse: " + _("the OPC UA driver is not installed"), file=sys.stderr)
         return 1
     browse = getattr(driver, "browse", None)
     if browse is None:
-        print("mos-agent browse: the installed OPC UA driver cannot browse", file=sys.stderr)
+        print("mos-agent browse: " + _("the installed OPC UA driver cannot browse"), file=sys.stderr)
         return 1
     try:
         text = asyncio.run(browse(args.endpoint, args.node, args.depth, args.name, args.username, password,

@@ -18,6 +18,7 @@ from mos_agent.catalog import StoreUnavailable, build_catalog, observe_store
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
+from mos_agent.i18n import _
 from mos_agent.registry import load_driver
 
 
@@ -27,7 +28,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
     if args.store_url and not args.store_url.startswith(("http://", "https://")):
-        raise UsageError(f"--store-url must start with http:// or https://, got {args.store_url!r}")
+        raise UsageError(_("--store-url must start with http:// or https://, got {url}").format(
+            url=repr(args.store_url)))
     loaded = load_config(Path(args.config))
     drivers = {device.driver: load_driver(device.driver) for device in loaded.devices}
     observed = None

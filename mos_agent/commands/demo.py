@@ -30,8 +30,10 @@ from rich.text import Text
 from mos_agent.child_process import die_with_parent
 from mos_agent.cli import UsageError
 from mos_agent.commands.kpi import kpi_view
+from mos_agent.commands.words import word
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
+from mos_agent.i18n import _
 from mos_agent.localservers import Mosquitto, free_port, wait_for_port
 from mos_agent.logs import setup_logging
 from mos_agent.pipeline import Agent
@@ -82,8 +84,8 @@ class DemoPlant:
         try:
             from amqtt.broker import Broker
         except ImportError as exc:
-            raise UsageError("the demo needs an MQTT broker: install Debian's mosquitto, "
-                             "or pip install 'mos-agent[demo-broker]'") from exc
+            raise UsageError(_("the demo needs an MQTT broker: install Debian's mosquitto, "
+                               "or pip install 'mos-agent[demo-broker]'")) from exc
         port = free_port()
         self.broker = Broker({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
                               "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
@@ -169,24 +171,30 @@ def live_view(agent: Agent, workdir: Path, started: float, width: int = 160) -> 
     status = agent.status()
     pipe = status.pipeline
     header = Text.assemble(
-        ("mos-agent demo", "bold"), f" · acme/changwon · up {time.monotonic() - started:.0f}s · ",
-        (f"{pipe.points_per_s:.0f} points/s", "bold green"), f" committed · {pipe.committed_points} total · ",
-        f"buffer {status.buffer.points} points",
-        " · sinks: " + ", ".join(f"{s.name} {s.state} (lag {s.lag_points})" for s in status.sinks),
+        ("mos-agent demo", "bold"), " · acme/changwon · ",
+        _("up {uptime}").format(uptime=f"{time.monotonic() - started:.0f}s"), " · ",
+        (_("{rate} points/s").format(rate=f"{pipe.points_per_s:.0f}"), "bold green"), " ",
+        _("committed · {total} total · buffer {points} points").format(total=pipe.committed_points,
+                                                                       points=status.buffer.points),
+        " · " + _("sinks: {sinks}").format(sinks=", ".join(
+            _("{name} {state} (lag {lag})").format(name=s.name, state=word(s.state), lag=s.lag_points)
+            for s in status.sinks)),
     )
     tables: list[Any] = [header]
     for runtime in agent.devices.values():
         st = runtime.ctx.status
         series = runtime.ctx.series
-        table = Table(title=f"{runtime.config.name} ({runtime.config.driver}, {st.state.value}) · "
-                            f"{runtime.rate.rate():.0f} points/s", title_justify="left", expand=True)
-        for column in ("asset", "tag", "value", "unit", "quality", "category", "age"):
-            table.add_column(column, justify="right" if column in ("value", "age") else "left", no_wrap=True)
+        table = Table(title=f"{runtime.config.name} ({runtime.config.driver}, {word(st.state.value)}) · "
+                            + _("{rate} points/s").format(rate=f"{runtime.rate.rate():.0f}"),
+                      title_justify="left", expand=True)
+        right = (_("value"), _("age"))
+        for column in (_("asset"), _("tag"), _("value"), _("unit"), _("quality"), _("category"), _("age")):
+            table.add_column(column, justify="right" if column in right else "left", no_wrap=True)
         now = time.time_ns()
         shown = 0
         for idx, spec in enumerate(series.specs):
             if shown >= 12:
-                table.add_row("…", f"{len(series) - shown} more series", "", "", "", "", "")
+                table.add_row("…", _("{count} more series").format(count=len(series) - shown), "", "", "", "", "")
                 break
             last_time = int(series.last_time[idx])
             if not last_time:
@@ -196,14 +204,14 @@ def live_view(agent: Agent, workdir: Path, started: float, width: int = 160) -> 
             style = {"good": "", "uncertain": "yellow", "bad": "red"}.get(q, "")
             table.add_row("/".join(name for level, name in spec.asset if level in ("area", "line", "equipment")),
                           spec.tag, _format_value(series.last_value[idx], series.last_text.get(idx)),
-                          spec.unit or "", q, spec.category, f"{(now - last_time) / 1e9:.1f}s", style=style)
+                          spec.unit or "", word(q), spec.category, f"{(now - last_time) / 1e9:.1f}s", style=style)
             shown += 1
         if st.last_error:
-            table.caption = f"last error: {st.last_error}"
+            table.caption = _("last error: {error}").format(error=st.last_error)
         tables.append(table)
     if status.kpi:
         tables.insert(1, kpi_view(status.kpi, width))
-    tables.append(Text(f"files in {workdir} · Ctrl-C stops everything", style="dim"))
+    tables.append(Text(_("files in {folder} · Ctrl-C stops everything").format(folder=workdir), style="dim"))
     return Group(*tables)
 
 
@@ -214,7 +222,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     setup_logging("warning", journal=False)
     console = Console()
     plant = DemoPlant(workdir, args)
-    console.print(f"starting the demo plant in {workdir} …")
+    console.print(_("starting the demo plant in {folder} …").format(folder=workdir))
     try:
         config_path = await plant.start()
         agent = Agent(load_config(config_path))
@@ -235,11 +243,13 @@ async def run_demo(args: argparse.Namespace) -> int:
         if args.no_live or not console.is_terminal:
             while not await wait_tick(2.0):
                 s = agent.status()
-                states = ", ".join(f"{d.name} {d.state} {d.points_per_s:.0f}/s" for d in s.devices)
-                oee = "".join(f"; {k.equipment} {k.current.shift} shift OEE {k.current.kpi['oee']:.1f}%"
-                              for k in s.kpi if k.current is not None and "oee" in k.current.kpi)
-                print(f"{datetime.now():%H:%M:%S} {s.pipeline.points_per_s:.0f} points/s committed, "
-                      f"{s.pipeline.committed_points} total; {states}{oee}", flush=True)
+                states = ", ".join(f"{d.name} {word(d.state)} {d.points_per_s:.0f}/s" for d in s.devices)
+                oee = "".join("; " + _("{equipment} {shift} shift OEE {oee}").format(
+                    equipment=k.equipment, shift=k.current.shift, oee=f"{k.current.kpi['oee']:.1f}%")
+                    for k in s.kpi if k.current is not None and "oee" in k.current.kpi)
+                print(f"{datetime.now():%H:%M:%S} " + _("{rate} points/s committed, {total} total").format(
+                    rate=f"{s.pipeline.points_per_s:.0f}", total=s.pipeline.committed_points)
+                    + f"; {states}{oee}", flush=True)
         else:
             with Live(live_view(agent, workdir, started, console.width), console=console, refresh_per_second=2,
                       screen=False) as live:
@@ -247,9 +257,9 @@ async def run_demo(args: argparse.Namespace) -> int:
                     live.update(live_view(agent, workdir, started, console.width))
         await agent.stop()
         status = agent.status()
-        console.print(f"demo stopped: {status.pipeline.committed_points} points committed; "
-                      f"history in {workdir / 'state' / 'history.sqlite'} "
-                      f"(mos-agent query -c {config_path} press-01)")
+        console.print(_("demo stopped: {count} points committed; history in {file} ({command})").format(
+            count=status.pipeline.committed_points, file=workdir / "state" / "history.sqlite",
+            command=f"mos-agent query -c {config_path} press-01"))
     finally:
         await plant.stop()
     return 0

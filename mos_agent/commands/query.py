@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mos_agent.cli import UsageError
+from mos_agent.commands.words import word
 from mos_agent.config.loader import LoadedConfig, load_config
 from mos_agent.config.models import SqliteSinkConfig, parse_duration
+from mos_agent.i18n import _, ngettext
 from mos_agent.sinks import sink_names
 from mos_agent.sinks.sqlite import connect_history, history_path
 
@@ -60,9 +62,9 @@ def _history_file(loaded: LoadedConfig) -> Path:
     agent = loaded.agent
     sqlite_sinks = [cfg for cfg in agent.sinks if isinstance(cfg, SqliteSinkConfig)]
     if not sqlite_sinks:
-        names = ", ".join(sink_names(agent.sinks)) or "none"
-        raise UsageError(f"{loaded.path} has no 'type: sqlite' sink, so there is no local history to query "
-                         f"(sinks: {names})")
+        names = ", ".join(sink_names(agent.sinks)) or _("none")
+        raise UsageError(_("{path} has no 'type: sqlite' sink, so there is no local history to query (sinks: {names})")
+                         .format(path=loaded.path, names=names))
     return history_path(sqlite_sinks[0], Path(agent.agent.state_dir))
 
 
@@ -81,36 +83,40 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
     if args.limit <= 0:
-        raise UsageError("--limit must be at least 1")
+        raise UsageError(_("--limit must be at least 1"))
     path = _history_file(loaded)
     if not path.exists():
-        print(f"mos-agent query: no history yet at {path} (has the agent run with its sqlite sink?)",
-              file=sys.stderr)
+        print("mos-agent query: " + _("no history yet at {path} (has the agent run with its sqlite sink?)").format(
+            path=path), file=sys.stderr)
         return 1
     configured = {d.name for d in loaded.devices}
     recorded = set(_known(path, "equipment"))
     if args.device not in configured | recorded:
-        known = ", ".join(sorted(configured | recorded)) or "none"
-        raise UsageError(f"unknown device {args.device!r} (known devices: {known})")
+        known = ", ".join(sorted(configured | recorded)) or _("none")
+        raise UsageError(_("unknown device {name} (known devices: {names})").format(name=repr(args.device),
+                                                                                   names=known))
     if args.tag is not None:
         tags = set(_known(path, "tag", "WHERE equipment = ?", (args.device,)))
         device = next((d for d in loaded.devices if d.name == args.device), None)
         if device is not None:
             tags |= {t.name for t in device.tags}
         if args.tag not in tags:
-            known_tags = ", ".join(sorted(tags)) or "none"
-            raise UsageError(f"device {args.device!r} has no tag {args.tag!r} (tags: {known_tags})")
+            known_tags = ", ".join(sorted(tags)) or _("none")
+            raise UsageError(_("device {name} has no tag {tag} (tags: {names})").format(
+                name=repr(args.device), tag=repr(args.tag), names=known_tags))
 
     rows = query_history(path, args.device, args.tag, since, args.limit)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    table = Table(title=f"{args.device} — last {args.since} ({len(rows)} points)")
-    for column in ("time", "tag", "value", "unit", "quality", "code", "category"):
-        table.add_column(column, justify="right" if column in ("value", "code") else "left")
+    table = Table(title=f"{args.device} — " + ngettext("last {since} ({count} point)", "last {since} ({count} points)",
+                                                      len(rows)).format(since=args.since, count=len(rows)))
+    right = (_("value"), _("code"))
+    for column in (_("time"), _("tag"), _("value"), _("unit"), _("quality"), _("code"), _("category")):
+        table.add_column(column, justify="right" if column in right else "left")
     for row in rows:
-        quality = row["quality"] or ""
-        style = {"good": "green", "uncertain": "yellow", "bad": "red"}.get(quality, "")
+        style = {"good": "green", "uncertain": "yellow", "bad": "red"}.get(row["quality"] or "", "")
+        quality = word(row["quality"] or "")
         table.add_row(row["time"], row["tag"], _format_value(row), row["unit"] or "",
                       f"[{style}]{quality}[/{style}]" if style else quality,
                       "" if row["quality_code"] is None else str(row["quality_code"]), row["measurement"])

@@ -14,8 +14,10 @@ from rich.table import Table
 
 from mos_agent.batch import ReadingBatch
 from mos_agent.cli import UsageError
+from mos_agent.commands.words import word
 from mos_agent.config.loader import load_config
 from mos_agent.driver_api import DriverContext
+from mos_agent.i18n import _, ngettext
 from mos_agent.normalise import Normaliser
 from mos_agent.registry import load_driver
 from mos_agent.taxonomy import QUALITY_NAMES
@@ -29,7 +31,8 @@ def read_rows(config_path: Path, device_name: str) -> list[dict]:
     loaded = load_config(config_path)
     devices = {d.name: d for d in loaded.devices}
     if device_name not in devices:
-        raise UsageError(f"no device {device_name!r} in {config_path} (devices: {', '.join(sorted(devices))})")
+        raise UsageError(_("no device {name} in {path} (devices: {names})").format(
+            name=repr(device_name), path=config_path, names=", ".join(sorted(devices))))
     device = devices[device_name]
     driver_cls = load_driver(device.driver)
     ctx = DriverContext(loaded.agent.agent, device, _discard)
@@ -59,15 +62,18 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    table = Table(title=f"{args.device}: {len(rows)} readings")
-    for column in ("asset", "tag", "value", "unit", "quality", "code", "category", "kind", "source time"):
-        table.add_column(column, justify="right" if column in ("value", "code") else "left")
+    table = Table(title=f"{args.device}: " + ngettext("{count} reading", "{count} readings", len(rows)).format(
+        count=len(rows)))
+    right = (_("value"), _("code"))
+    for column in (_("asset"), _("tag"), _("value"), _("unit"), _("quality"), _("code"), _("category"), _("kind"),
+                   _("source time")):
+        table.add_column(column, justify="right" if column in right else "left")
     for r in rows:
         value = r["value"]
         shown = f"{value:.6g}" if isinstance(value, float) else ("—" if value is None else str(value))
         style = {"good": "", "uncertain": "yellow", "bad": "red"}[r["quality"]]
-        table.add_row(r["asset"], r["tag"], shown, r["unit"] or "", r["quality"], str(r["quality_code"]), r["category"],
-                      r["kind"], r["time"], style=style)
+        table.add_row(r["asset"], r["tag"], shown, r["unit"] or "", word(r["quality"]), str(r["quality_code"]),
+                      r["category"], r["kind"], r["time"], style=style)
     Console().print(table)
     bad = sum(r["quality"] == "bad" for r in rows)
     return 1 if rows and bad == len(rows) else 0

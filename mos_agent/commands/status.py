@@ -15,6 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mos_agent.commands.words import word
+from mos_agent.i18n import _
 from mos_agent.status import StatusReport
 
 DEFAULT_HEALTH = "127.0.0.1:9750"
@@ -51,30 +53,36 @@ def _age(seconds: float | None) -> str:
 
 def render(status: StatusReport, console: Console) -> None:
     agent = status.agent
-    console.print(f"[bold]{agent.id}[/bold] site {agent.site} · mos-agent {agent.version} · "
-                  f"up {_age(agent.uptime_s)} · {status.pipeline.points_per_s:.0f} points/s committed")
-    devices = Table(title="devices")
-    for column in ("device", "driver", "state", "points/s", "series", "bad", "last value", "last error"):
+    console.print(f"[bold]{agent.id}[/bold] " + _("site {site} · mos-agent {version} · up {uptime} · {rate} points/s "
+                                                  "committed").format(site=agent.site, version=agent.version,
+                                                                      uptime=_age(agent.uptime_s),
+                                                                      rate=f"{status.pipeline.points_per_s:.0f}"))
+    devices = Table(title=_("devices"))
+    for column in (_("device"), _("driver"), _("state"), _("points/s"), _("series"), _("bad"), _("last value"),
+                   _("last error")):
         devices.add_column(column)
     now = status.time or time.time()
     for d in status.devices:
         style = {"running": "green", "degraded": "yellow", "down": "red"}.get(d.state, "")
         last = now - d.last_value_time if d.last_value_time else None
-        devices.add_row(d.name, d.driver, f"[{style}]{d.state}[/{style}]" if style else d.state,
+        state = word(d.state)
+        devices.add_row(d.name, d.driver, f"[{style}]{state}[/{style}]" if style else state,
                         f"{d.points_per_s:.0f}", str(d.series), str(d.points_bad),
-                        f"{_age(last)} ago" if last is not None else "—", d.last_error or "")
+                        _("{age} ago").format(age=_age(last)) if last is not None else "—", d.last_error or "")
     console.print(devices)
     buf = status.buffer
-    console.print(f"buffer: {buf.points} points, {buf.bytes / 1e6:.1f} MB, "
-                  f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}")
+    console.print(_("buffer: {points} points, {megabytes} MB, oldest {age}, dropped {dropped}").format(
+        points=buf.points, megabytes=f"{buf.bytes / 1e6:.1f}", age=_age(buf.oldest_age_s), dropped=buf.dropped_points))
     if buf.disk_full:
-        console.print(f"[red]buffer disk full[/red] ({buf.disk_full_reason}): dropping data by the overflow "
-                      f"policy {buf.overflow}", markup=True, highlight=False)
-    sinks = Table(title="sinks")
-    for column in ("sink", "type", "state", "lag points", "lag", "sent", "retried", "dead-lettered", "last error"):
+        console.print("[red]" + _("buffer disk full") + "[/red] " + _("({reason}): dropping data by the overflow "
+                                                                     "policy {policy}").format(
+            reason=buf.disk_full_reason, policy=buf.overflow), markup=True, highlight=False)
+    sinks = Table(title=_("sinks"))
+    for column in (_("sink"), _("type"), _("state"), _("lag points"), _("lag"), _("sent"), _("retried"),
+                   _("dead-lettered"), _("last error")):
         sinks.add_column(column)
     for s in status.sinks:
-        sinks.add_row(s.name, s.type, s.state, str(s.lag_points), _age(s.lag_seconds), str(s.sent_points),
+        sinks.add_row(s.name, s.type, word(s.state), str(s.lag_points), _age(s.lag_seconds), str(s.sent_points),
                       str(s.retried), str(s.dead_lettered_points), s.last_error or "")
     console.print(sinks)
 
@@ -85,8 +93,8 @@ def main(args: argparse.Namespace) -> int:
         data = fetch_status(address)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        print(f"mos-agent status: no agent answers on {address} ({reason}); is it running with health on?",
-              file=sys.stderr)
+        print("mos-agent status: " + _("no agent answers on {address} ({reason}); is it running with health on?")
+              .format(address=address, reason=reason), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))

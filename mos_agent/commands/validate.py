@@ -10,7 +10,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from rich.cells import cell_len
+
 from mos_agent.cli import UsageError
+from mos_agent.commands.words import pad
 from mos_agent.config.loader import LoadedConfig, load_config
 from mos_agent.config.models import InfluxSinkConfig, SinkConfig, SqliteSinkConfig
 from mos_agent.i18n import _
@@ -37,30 +40,37 @@ def summary(loaded: LoadedConfig) -> str:
     rate = sum(load_driver(d.driver).expected_points_per_second(d) for d in enabled)
     tags = sum(len(d.tags) for d in devices)
 
-    lines = [f"{loaded.path}: OK"]
+    labels = {key: _(key) for key in ("agent", "devices", "tags", "expected", "sink", "buffer", "kpi")}
+    width = max(11, *(cell_len(label) + 1 for label in labels.values()))
+
+    def line(key: str, text: str) -> str:
+        return pad(labels[key], width) + text
+
+    lines = [_("{path}: OK").format(path=loaded.path)]
     site = "/".join(x for x in (agent.agent.enterprise, agent.agent.site) if x)
-    lines.append(f"agent      {agent.agent.id} at {site}")
+    lines.append(line("agent", _("{id} at {site}").format(id=agent.agent.id, site=site)))
     drivers = ", ".join(f"{n} {name}" for name, n in sorted(per_driver.items()))
     disabled = len(devices) - len(enabled)
-    lines.append(f"devices    {len(devices)}" + (f" ({drivers})" if drivers else "")
-                 + (f", {disabled} disabled" if disabled else ""))
+    lines.append(line("devices", f"{len(devices)}" + (f" ({drivers})" if drivers else "")
+                      + (", " + _("{count} disabled").format(count=disabled) if disabled else "")))
     categories = ", ".join(f"{per_category[c]} {c}" for c in CATEGORIES if per_category[c])
-    lines.append(f"tags       {tags}" + (f" ({categories})" if categories else ""))
-    lines.append(f"expected   {rate:,.1f} points/s")
+    lines.append(line("tags", f"{tags}" + (f" ({categories})" if categories else "")))
+    lines.append(line("expected", _("{rate} points/s").format(rate=f"{rate:,.1f}")))
     if agent.sinks:
         for sink in agent.sinks:
             where = _destination(sink, agent.agent.state_dir)
-            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}")
+            lines.append(line("sink", f"{sink.name or sink.type} ({sink.type}) → {where}"))
     else:
-        lines.append("sink       none (readings stay in the local buffer)")
-    lines.append(f"buffer     {agent.buffer.max_size / 2**20:,.0f} MiB in {agent.agent.state_dir}, "
-                 f"overflow {agent.buffer.overflow}")
+        lines.append(line("sink", _("none (readings stay in the local buffer)")))
+    lines.append(line("buffer", _("{size} MiB in {folder}, overflow {policy}").format(
+        size=f"{agent.buffer.max_size / 2**20:,.0f}", folder=agent.agent.state_dir, policy=agent.buffer.overflow)))
     with_kpi = [d.name for d in enabled if d.kpi is not None]
     if with_kpi or agent.shifts:
         shifts = ", ".join(f"{s.name} {s.rule().describe()}" for s in agent.shifts) or \
-            "none: nothing is planned, no KPI is computed"
-        lines.append(f"kpi        {len(with_kpi)} equipment ({', '.join(with_kpi) or 'none'}), every "
-                     f"{agent.kpi.interval:g}s; shifts {shifts} ({agent.agent.timezone or system_timezone()})")
+            _("none: nothing is planned, no KPI is computed")
+        lines.append(line("kpi", _("{count} equipment ({names}), every {interval}s; shifts {shifts} ({zone})").format(
+            count=len(with_kpi), names=", ".join(with_kpi) or _("none"), interval=f"{agent.kpi.interval:g}",
+            shifts=shifts, zone=agent.agent.timezone or system_timezone())))
     return "\n".join(lines)
 
 
