@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from mos_agent.config.models import DeviceBase, Duration, StrictModel, TagBase, located_errors
+from mos_agent.config.validation import hint_after
+from mos_agent.i18n import _
 
 Table = Literal["hr", "ir", "co", "di"]
 Order = Literal["big", "little"]
@@ -59,8 +61,7 @@ class Address:
 
 
 def _did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = get_close_matches(value, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return hint_after(get_close_matches(value, list(choices), n=1, cutoff=0.5))
 
 
 @lru_cache(maxsize=65536)
@@ -69,24 +70,26 @@ def parse_address(text: str) -> Address:
     Raises ValueError with a message meant for the person who wrote the file."""
     m = _ADDRESS.match(text)
     if not m:
-        raise ValueError(
-            f"bad address {text!r}: expected TABLE:OFFSET with TABLE one of hr, ir, co, di and a zero-based "
-            f"OFFSET, e.g. hr:0, ir:5, co:3, di:7, or hr:5.3 for bit 3 of a register")
+        raise ValueError(_(
+            "bad address {address}: expected TABLE:OFFSET with TABLE one of hr, ir, co, di and a zero-based "
+            "OFFSET, e.g. hr:0, ir:5, co:3, di:7, or hr:5.3 for bit 3 of a register").format(address=repr(text)))
     table, offset_text, bit_text = m.group(1).lower(), m.group(2), m.group(3)
     if table not in TABLES:
-        raise ValueError(f"unknown table {m.group(1)!r} in address {text!r} (expected hr, ir, co or di"
-                         f"{_did_you_mean(table, TABLES)})")
+        raise ValueError(_("unknown table {table} in address {address} (expected hr, ir, co or di{hint})").format(
+            table=repr(m.group(1)), address=repr(text), hint=_did_you_mean(table, TABLES)))
     offset = int(offset_text)
     if offset > MAX_ADDRESS:
-        raise ValueError(f"offset {offset} in address {text!r} is out of range (0..{MAX_ADDRESS})")
+        raise ValueError(_("offset {offset} in address {address} is out of range (0..{last})").format(
+            offset=offset, address=repr(text), last=MAX_ADDRESS))
     bit: int | None = None
     if bit_text is not None:
         if table in BIT_TABLES:
-            raise ValueError(f"bit addresses (.N) are for registers (hr, ir); {table}:{offset} is already a single "
-                             f"bit ({TABLE_NAMES[table]})")
+            raise ValueError(_("bit addresses (.N) are for registers (hr, ir); {address} is already a single bit "
+                               "({table})").format(address=f"{table}:{offset}", table=TABLE_NAMES[table]))
         bit = int(bit_text)
         if bit > 15:
-            raise ValueError(f"bit {bit} in address {text!r} is out of range (0..15: a register has 16 bits)")
+            raise ValueError(_("bit {bit} in address {address} is out of range (0..15: a register has 16 bits)").format(
+                bit=bit, address=repr(text)))
     return Address(table, offset, bit)
 
 
@@ -100,16 +103,16 @@ def parse_type(text: str) -> tuple[str, int]:
     m = _STRING_TYPE.match(text)
     if m:
         if m.group(1) is None:
-            raise ValueError("type string needs a length: string:N (N characters, two per register)")
+            raise ValueError(_("type string needs a length: string:N (N characters, two per register)"))
         length = int(m.group(1))
         if length < 1:
-            raise ValueError(f"type {text!r}: a string needs a length of at least 1 character")
+            raise ValueError(_("type {type}: a string needs a length of at least 1 character").format(type=repr(text)))
         if length > MAX_STRING_LENGTH:
-            raise ValueError(f"type {text!r}: at most string:{MAX_STRING_LENGTH} fits in one read "
-                             f"({MAX_REGISTERS_PER_REQUEST} registers)")
+            raise ValueError(_("type {type}: at most {longest} fits in one read ({registers} registers)").format(
+                type=repr(text), longest=f"string:{MAX_STRING_LENGTH}", registers=MAX_REGISTERS_PER_REQUEST))
         return f"string:{length}", (length + 1) // 2
-    raise ValueError(f"unknown type {text!r} (expected one of: {', '.join(TYPE_NAMES)}"
-                     f"{_did_you_mean(text, ('bool', *REGISTER_COUNT, 'string'))})")
+    raise ValueError(_("unknown type {type} (expected one of: {types}{hint})").format(
+        type=repr(text), types=", ".join(TYPE_NAMES), hint=_did_you_mean(text, ("bool", *REGISTER_COUNT, "string"))))
 
 
 def string_length(type_name: str) -> int:
@@ -149,8 +152,8 @@ class ModbusConnection(StrictModel):
     def _network_only(cls, value: object, info: ValidationInfo) -> object:
         transport = info.data.get("transport")
         if value is not None and transport == "rtu":
-            raise ValueError(f"{info.field_name} applies to transport tcp or rtu_over_tcp; transport rtu talks "
-                             f"over a serial line: give serial.port instead")
+            raise ValueError(_("{key} applies to transport tcp or rtu_over_tcp; transport rtu talks over a serial "
+                               "line: give serial.port instead").format(key=info.field_name))
         return value
 
     @field_validator("serial")
@@ -158,23 +161,24 @@ class ModbusConnection(StrictModel):
     def _serial_only(cls, value: SerialSettings | None, info: ValidationInfo) -> SerialSettings | None:
         transport = info.data.get("transport")
         if value is not None and transport in _TCP_TRANSPORTS:
-            raise ValueError(f"serial settings apply to transport rtu, but this connection uses transport "
-                             f"{transport} (add transport: rtu for a serial line)")
+            raise ValueError(_("serial settings apply to transport rtu, but this connection uses transport "
+                               "{transport} (add transport: rtu for a serial line)").format(transport=transport))
         return value
 
     @model_validator(mode="after")
     def _complete(self) -> ModbusConnection:
         if self.transport in _TCP_TRANSPORTS:
             if self.host is None:
-                raise ValueError(f"transport {self.transport} needs host (the device's or gateway's address)")
+                raise ValueError(_("transport {transport} needs host (the device's or gateway's address)").format(
+                    transport=self.transport))
             if self.port is None:
                 self.port = 502
         elif self.serial is None:
-            raise ValueError("transport rtu needs serial settings, e.g. serial: {port: /dev/ttyUSB0, baudrate: "
-                             "19200, parity: E}")
+            raise ValueError(_("transport rtu needs serial settings, e.g. {example}").format(
+                example="serial: {port: /dev/ttyUSB0, baudrate: 19200, parity: E}"))
         if self.max_reconnect_delay < self.reconnect_delay:
-            raise ValueError(f"max_reconnect_delay ({self.max_reconnect_delay:g}s) is shorter than reconnect_delay "
-                             f"({self.reconnect_delay:g}s)")
+            raise ValueError(_("max_reconnect_delay ({longest}) is shorter than reconnect_delay ({delay})").format(
+                longest=f"{self.max_reconnect_delay:g}s", delay=f"{self.reconnect_delay:g}s"))
         return self
 
     @property
@@ -226,16 +230,18 @@ class ModbusTag(TagBase):
         address = parse_address(address_text)
         if address.table in BIT_TABLES:
             if type_name != "bool":
-                raise ValueError(f"{address} is a {TABLE_NAMES[address.table]}: its type is bool, not {type_name}")
+                raise ValueError(_("{address} is a {table}: its type is bool, not {type}").format(
+                    address=address, table=TABLE_NAMES[address.table], type=type_name))
         elif address.bit is not None:
             if type_name != "bool":
-                raise ValueError(f"{address} is a single bit of a register: its type is bool, not {type_name}")
+                raise ValueError(_("{address} is a single bit of a register: its type is bool, not {type}").format(
+                    address=address, type=type_name))
         elif type_name == "bool":
-            raise ValueError(f"type bool on a register needs a bit address, like {address}.0 (bit 0 of {address}); "
-                             f"for a 0/1 register value use uint16")
+            raise ValueError(_("type bool on a register needs a bit address, like {address}.0 (bit 0 of {address}); "
+                               "for a 0/1 register value use uint16").format(address=address))
         elif address.offset + registers - 1 > MAX_ADDRESS:
-            raise ValueError(f"{type_name} at {address} needs {registers} registers, past the last address "
-                             f"{MAX_ADDRESS}")
+            raise ValueError(_("{type} at {address} needs {registers} registers, past the last address {last}").format(
+                type=type_name, address=address, registers=registers, last=MAX_ADDRESS))
         return type_name
 
     @field_validator("byte_order", "word_order")
@@ -246,8 +252,8 @@ class ModbusTag(TagBase):
             return value
         address = parse_address(address_text)
         if address.table in BIT_TABLES or address.bit is not None:
-            raise ValueError(f"{info.field_name} applies to values stored in registers, not to a single bit "
-                             f"({address})")
+            raise ValueError(_("{key} applies to values stored in registers, not to a single bit ({address})").format(
+                key=info.field_name, address=address))
         return value
 
     @field_validator("stale_after")
@@ -255,7 +261,7 @@ class ModbusTag(TagBase):
     def _stale_needs_number(cls, value: float | None, info: ValidationInfo) -> float | None:
         type_name = info.data.get("type")
         if value is not None and type_name and type_name.startswith("string:"):
-            raise ValueError("stale_after applies to numbers and bits, not to strings")
+            raise ValueError(_("stale_after applies to numbers and bits, not to strings"))
         return value
 
     @model_validator(mode="after")
@@ -297,14 +303,14 @@ class ModbusDevice(DeviceBase):
         limit = self.connection.max_registers_per_request
         for i, tag in enumerate(self.tags):
             if tag.name in first_use:
-                problems.append((("tags", i, "name"),
-                                 f"duplicate tag name {tag.name!r} (also tags[{first_use[tag.name]}])"))
+                problems.append((("tags", i, "name"), _("duplicate tag name {name} (also {other})").format(
+                    name=repr(tag.name), other=f"tags[{first_use[tag.name]}]")))
             else:
                 first_use[tag.name] = i
             if tag.location.table not in BIT_TABLES and tag.width > limit:
-                problems.append((("tags", i, "type"),
-                                 f"{tag.value_type} needs {tag.width} registers, more than this connection's "
-                                 f"max_registers_per_request ({limit})"))
+                problems.append((("tags", i, "type"), _("{type} needs {registers} registers, more than this "
+                                                        "connection's max_registers_per_request ({limit})").format(
+                    type=tag.value_type, registers=tag.width, limit=limit)))
         if problems:
             raise located_errors(type(self).__name__, problems)
         return self

@@ -19,6 +19,7 @@ from drivers.mqtt.paths import (
 )
 from mos_agent.config.loader import read_secret
 from mos_agent.config.models import DeviceBase, Duration, Size, StrictModel, TagBase
+from mos_agent.i18n import _
 
 
 def _protocol(value: Any) -> Any:
@@ -38,9 +39,9 @@ class TlsConfig(StrictModel):
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
         if (self.certificate is None) != (self.private_key is None):
-            raise ValueError("tls: certificate and private_key go together (mutual TLS needs both)")
+            raise ValueError("tls: " + _("certificate and private_key go together (mutual TLS needs both)"))
         if self.private_key_password_file is not None and self.private_key is None:
-            raise ValueError("tls: private_key_password_file without a private_key")
+            raise ValueError("tls: " + _("private_key_password_file without a private_key"))
         return self
 
 
@@ -69,9 +70,9 @@ class MqttConnection(StrictModel):
     @model_validator(mode="after")
     def _credentials(self) -> MqttConnection:
         if self.password is not None and self.password_file is not None:
-            raise ValueError("give either password or password_file, not both")
+            raise ValueError(_("give either password or password_file, not both"))
         if (self.password is not None or self.password_file is not None) and not self.username:
-            raise ValueError("a password needs a username")
+            raise ValueError(_("a password needs a username"))
         return self
 
     @property
@@ -148,8 +149,8 @@ class MqttDevice(DeviceBase):
         first: dict[str, int] = {}
         for i, tag in enumerate(tags):
             if tag.name in first:
-                raise ValueError(f"tag {i + 1} is named {tag.name!r} like tag {first[tag.name] + 1}; "
-                                 f"tag names must be unique in a device")
+                raise ValueError(_("tag {number} is named {name} like tag {other}; tag names must be unique in a "
+                                   "device").format(number=i + 1, name=repr(tag.name), other=first[tag.name] + 1))
             first[tag.name] = i
         return tags
 

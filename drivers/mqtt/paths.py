@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from mos_agent.i18n import _
+
+_CAPTURES = "{area}, {line}, {cell}, {equipment}"
+
 CAPTURE_LEVELS: tuple[str, ...] = ("area", "line", "cell", "equipment")
 
 _MISSING = object()
@@ -63,48 +67,49 @@ class TopicTemplate:
 def compile_topic(template: str) -> TopicTemplate:
     """Compile a topic template, raising ValueError with what is wrong and where."""
     if not template:
-        raise ValueError("topic must not be empty")
+        raise ValueError(_("topic must not be empty"))
     if "\x00" in template:
-        raise ValueError("topic must not contain a NUL character")
+        raise ValueError(_("topic must not contain a NUL character"))
     if len(template.encode()) > 65535:
-        raise ValueError("topic is longer than MQTT allows (65535 bytes)")
+        raise ValueError(_("topic is longer than MQTT allows (65535 bytes)"))
     parts = template.split("/")
     levels: list[str | None] = []
     captures: list[tuple[int, str]] = []
     seen: set[str] = set()
     for pos, part in enumerate(parts):
-        where = f"level {pos + 1} ({part!r})" if part else f"level {pos + 1}"
+        where = (_("level {number} ({text})") if part else _("level {number}")).format(number=pos + 1, text=repr(part))
         if "{" in part or "}" in part:
             m = re.fullmatch(r"\{([^{}]*)\}", part)
             if not m:
-                raise ValueError(
-                    f"topic {template!r}: a capture must be a whole level, like 'plant/{{area}}/env'; "
-                    f"{where} mixes it with other text")
+                raise ValueError(f"topic {template!r}: " + _(
+                    "a capture must be a whole level, like {example}; {where} mixes it with other text").format(
+                    example="'plant/{area}/env'", where=where))
             name = m.group(1)
             if name in ("enterprise", "site"):
-                raise ValueError(f"topic {template!r}: '{{{name}}}' cannot be captured: enterprise and site come "
-                                 f"from the agent file (captures are {{area}}, {{line}}, {{cell}}, {{equipment}})")
+                raise ValueError(f"topic {template!r}: " + _(
+                    "{capture} cannot be captured: enterprise and site come from the agent file (captures are "
+                    "{captures})").format(capture=f"'{{{name}}}'", captures=_CAPTURES))
             if name not in CAPTURE_LEVELS:
                 from difflib import get_close_matches
 
                 close = get_close_matches(name, CAPTURE_LEVELS, n=1, cutoff=0.5)
-                hint = f"; did you mean '{{{close[0]}}}'?" if close else ""
-                raise ValueError(
-                    f"topic {template!r}: unknown capture '{{{name}}}' at {where} "
-                    f"(captures are {{area}}, {{line}}, {{cell}}, {{equipment}}){hint}")
+                hint = "; " + _("did you mean {suggestion}?").format(suggestion=f"'{{{close[0]}}}'") if close else ""
+                raise ValueError(f"topic {template!r}: " + _(
+                    "unknown capture {capture} at {where} (captures are {captures}){hint}").format(
+                    capture=f"'{{{name}}}'", where=where, captures=_CAPTURES, hint=hint))
             if name in seen:
-                raise ValueError(f"topic {template!r}: capture '{{{name}}}' appears twice")
+                raise ValueError(f"topic {template!r}: " + _("capture {capture} appears twice").format(
+                    capture=f"'{{{name}}}'"))
             seen.add(name)
             captures.append((pos, name))
             levels.append(None)
             continue
         if "#" in part and (part != "#" or pos != len(parts) - 1):
-            raise ValueError(
-                f"topic {template!r}: '#' must be a whole level and the last one, like 'plant/#'; "
-                f"found at {where}")
+            raise ValueError(f"topic {template!r}: " + _(
+                "'#' must be a whole level and the last one, like 'plant/#'; found at {where}").format(where=where))
         if "+" in part and part != "+":
-            raise ValueError(
-                f"topic {template!r}: '+' must be a whole level, like 'plant/+/env'; found at {where}")
+            raise ValueError(f"topic {template!r}: " + _(
+                "'+' must be a whole level, like 'plant/+/env'; found at {where}").format(where=where))
         levels.append(part)
     filter_ = "/".join("+" if level is None else level for level in levels)
     return TopicTemplate(template, filter_, tuple(levels), tuple(captures))
@@ -181,11 +186,13 @@ def compile_json_path(path: str) -> JsonPath:
     """``$``, ``.key``, ``['key']``/``["key"]``, ``[index]``. ValueError says where it broke
     (positions count characters from 1)."""
     if not path:
-        raise ValueError("json path must not be empty; use '$' for the whole payload")
+        raise ValueError(_("json path must not be empty; use '$' for the whole payload"))
     if not path.startswith("$"):
         guess = path.lstrip(".")
-        hint = f"; did you mean '$.{guess}'?" if _KEY_CHARS.fullmatch(guess.split(".")[0] or "-") else ""
-        raise ValueError(f"json path {path!r} must start with '$' (the payload), like '$.temp'{hint}")
+        hint = "; " + _("did you mean {suggestion}?").format(suggestion=f"'$.{guess}'") \
+            if _KEY_CHARS.fullmatch(guess.split(".")[0] or "-") else ""
+        raise ValueError(_("json path {path} must start with '$' (the payload), like '$.temp'{hint}").format(
+            path=repr(path), hint=hint))
     steps: list[str | int] = []
     i, n = 1, len(path)
     while i < n:
@@ -193,9 +200,9 @@ def compile_json_path(path: str) -> JsonPath:
         if c == ".":
             m = _KEY_CHARS.match(path, i + 1)
             if not m:
-                raise ValueError(
-                    f"json path {path!r}: expected a key after '.' at position {i + 1}; "
-                    f"use ['...'] for keys with spaces or special characters")
+                raise ValueError(f"json path {path!r}: " + _(
+                    "expected a key after '.' at position {position}; use ['...'] for keys with spaces or special "
+                    "characters").format(position=i + 1))
             steps.append(m.group(0))
             i = m.end()
         elif c == "[":
@@ -204,23 +211,25 @@ def compile_json_path(path: str) -> JsonPath:
             if inner[:1] in ("'", '"'):
                 quote = inner[0]
                 if len(inner) < 2 or inner[-1] != quote:
-                    raise ValueError(f"json path {path!r}: unterminated quoted key at position {i + 2}")
+                    raise ValueError(f"json path {path!r}: " + _("unterminated quoted key at position {position}")
+                                     .format(position=i + 2))
                 key = inner[1:-1].replace("\\" + quote, quote).replace("\\\\", "\\")
                 steps.append(key)
             elif re.fullmatch(r"-?\d+", inner.strip()):
                 steps.append(int(inner))
             elif inner.strip() == "*":
-                raise ValueError(
-                    f"json path {path!r}: '[*]' is not supported; a top-level array of samples is "
-                    f"expanded automatically (write the path of one element, like '$.temp')")
+                raise ValueError(f"json path {path!r}: " + _(
+                    "'[*]' is not supported; a top-level array of samples is expanded automatically (write the "
+                    "path of one element, like '$.temp')"))
             else:
-                raise ValueError(
-                    f"json path {path!r}: bad index {inner!r} at position {i + 1}: use a number like [0] "
-                    f"or a quoted key like ['key name']")
+                raise ValueError(f"json path {path!r}: " + _(
+                    "bad index {index} at position {position}: use a number like [0] or a quoted key like "
+                    "['key name']").format(index=repr(inner), position=i + 1))
             i = close + 1
         else:
-            raise ValueError(
-                f"json path {path!r}: unexpected {c!r} at position {i + 1}; steps are '.key', ['key'] or [index]")
+            raise ValueError(f"json path {path!r}: " + _(
+                "unexpected {character} at position {position}; steps are '.key', ['key'] or [index]").format(
+                character=repr(c), position=i + 1))
     return JsonPath(path, tuple(steps))
 
 
@@ -241,7 +250,8 @@ def _bracket(path: str, start: int) -> int:
         elif c == "]":
             return i
         i += 1
-    raise ValueError(f"json path {path!r}: '[' at position {start + 1} is never closed")
+    raise ValueError(f"json path {path!r}: " + _("'[' at position {position} is never closed").format(
+        position=start + 1))
 
 
 # ---------------------------------------------------------------- timestamps

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from drivers.opcua import client as uac
 from drivers.opcua.decode import status_name
 from mos_agent import units
+from mos_agent.i18n import _
 
 OBJECTS = ua.NodeId(ua.ObjectIds.ObjectsFolder)
 ROOT = ua.NodeId(ua.ObjectIds.RootFolder)
@@ -61,13 +62,13 @@ async def walk(client: Client, root: ua.NodeId, depth: int, limit: int = 10_000)
     level: list[tuple[ua.NodeId, tuple[str, ...]]] = [(root, ())]
     found: list[Found] = []
     truncated = False
-    for _ in range(depth):
+    for _level in range(depth):
         if not level or truncated:
             break
         answers = await uac.browse(client, [node for node, _ in level], ua.ObjectIds.HierarchicalReferences,
                                    _OBJECT_OR_VARIABLE)
         next_level: list[tuple[ua.NodeId, tuple[str, ...]]] = []
-        for (_, path), refs in zip(level, answers, strict=True):
+        for (_node, path), refs in zip(level, answers, strict=True):
             for ref in refs:
                 if ref.ReferenceTypeId == ua.NodeId(ua.ObjectIds.HasProperty):
                     continue
@@ -265,10 +266,10 @@ async def browse_to_yaml(endpoint: str, node: str = "i=85", depth: int = 5, name
 
     node = check_node_id(node)
     if depth < 1:
-        raise ValueError(f"depth must be 1 or more, got {depth}")
+        raise ValueError(_("depth must be 1 or more, got {depth}").format(depth=depth))
     if password is not None and not allow_plaintext_password:
-        raise ValueError("browse uses no message security, so the password would cross the network in clear "
-                         "text: add --allow-plaintext-password on a network you trust")
+        raise ValueError(_("browse uses no message security, so the password would cross the network in clear "
+                           "text: add --allow-plaintext-password on a network you trust"))
     try:
         conn = OpcUaConnection(endpoint=endpoint, timeout=timeout, username=username, password=password,
                                allow_plaintext_password=allow_plaintext_password)
@@ -288,8 +289,9 @@ async def browse_to_yaml(endpoint: str, node: str = "i=85", depth: int = 5, name
     finally:
         await uac.close_client(client)
     if not found:
-        raise uac.ConnectFailed("browse", f"{conn.endpoint}: no variables under {node} within {depth} "
-                                          "levels (browse deeper with --depth, or from another --node)")
+        raise uac.ConnectFailed("browse", f"{conn.endpoint}: " + _(
+            "no variables under {node} within {depth} levels (browse deeper with --depth, or from another --node)")
+            .format(node=node, depth=depth))
     if root not in (OBJECTS, ROOT):
         root_name = names[0].Value.Value.Name
     else:  # one machine object under Objects names the device

@@ -25,6 +25,7 @@ from mos_agent.config.models import (
     StrictModel,
     TagBase,
 )
+from mos_agent.i18n import _
 
 # OPC UA node id string forms (Part 6, 5.3.1.10): ns=<index>; or nsu=<namespace uri>; then
 # i=<number>, s=<string>, g=<guid> or b=<base64 bytes>.
@@ -43,13 +44,16 @@ def check_node_id(value: str) -> str:
     value = value.strip()
     m = _NODE_ID.match(value)
     if not m:
-        raise ValueError(
-            f"bad node id {value!r}: expected ns=<index>;s=<name>, ns=<index>;i=<number>, "
-            "ns=<index>;g=<guid>, ns=<index>;b=<base64> (or nsu=<namespace uri>; instead of ns=)")
+        raise ValueError(_(
+            "bad node id {node}: expected ns=<index>;s=<name>, ns=<index>;i=<number>, "
+            "ns=<index>;g=<guid>, ns=<index>;b=<base64> (or nsu=<namespace uri>; instead of ns=)").format(
+            node=repr(value)))
     if m.group("ns") is not None and int(m.group("ns")) > 65535:
-        raise ValueError(f"bad node id {value!r}: namespace index {m.group('ns')} is over 65535")
+        raise ValueError(_("bad node id {node}: namespace index {index} is over 65535").format(
+            node=repr(value), index=m.group("ns")))
     if m.group("i") is not None and int(m.group("i")) > 0xFFFFFFFF:
-        raise ValueError(f"bad node id {value!r}: numeric identifier {m.group('i')} is over 4294967295")
+        raise ValueError(_("bad node id {node}: numeric identifier {number} is over 4294967295").format(
+            node=repr(value), number=m.group("i")))
     return value
 
 
@@ -58,18 +62,18 @@ def check_endpoint(value: str) -> str:
     value = value.strip()
     parts = urlsplit(value)
     if parts.scheme != "opc.tcp":
-        raise ValueError(f"endpoint must start with opc.tcp://, got {value!r}")
+        raise ValueError(_("endpoint must start with opc.tcp://, got {endpoint}").format(endpoint=repr(value)))
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"endpoint {value!r} has a bad port") from None
+        raise ValueError(_("endpoint {endpoint} has a bad port").format(endpoint=repr(value))) from None
     if not parts.hostname:
-        raise ValueError(f"endpoint {value!r} has no host")
+        raise ValueError(_("endpoint {endpoint} has no host").format(endpoint=repr(value)))
     if port is None:
         value = f"opc.tcp://{parts.netloc}:4840{parts.path}"
     if parts.username or parts.password:
-        raise ValueError("put the user in connection.username and the password in password_file, "
-                         "not in the endpoint URL")
+        raise ValueError(_("put the user in connection.username and the password in password_file, "
+                           "not in the endpoint URL"))
     return value
 
 
@@ -90,15 +94,15 @@ class SecurityConfig(StrictModel):
         if self.mode is None:
             self.mode = "None" if self.policy == "None" else "SignAndEncrypt"
         if self.policy == "None" and self.mode != "None":
-            raise ValueError(f"security mode {self.mode} needs a policy (policy: Basic256Sha256)")
+            raise ValueError(_("security mode {mode} needs a policy (policy: Basic256Sha256)").format(mode=self.mode))
         if self.policy != "None" and self.mode == "None":
-            raise ValueError(f"policy {self.policy} needs mode Sign or SignAndEncrypt")
+            raise ValueError(_("policy {policy} needs mode Sign or SignAndEncrypt").format(policy=self.policy))
         if (self.certificate is None) != (self.private_key is None):
-            raise ValueError("certificate and private_key go together (leave both out to have them generated)")
+            raise ValueError(_("certificate and private_key go together (leave both out to have them generated)"))
         if self.policy == "None" and (self.server_certificate or self.trust_dir or self.certificate):
-            raise ValueError("certificates are only used with a secured policy (policy: Basic256Sha256)")
+            raise ValueError(_("certificates are only used with a secured policy (policy: Basic256Sha256)"))
         if self.server_certificate is not None and self.trust_dir is not None:
-            raise ValueError("give either server_certificate (pinned) or trust_dir, not both")
+            raise ValueError(_("give either server_certificate (pinned) or trust_dir, not both"))
         return self
 
     @property
@@ -129,9 +133,9 @@ class OpcUaConnection(StrictModel):
     @model_validator(mode="after")
     def _credentials(self) -> OpcUaConnection:
         if self.password is not None and self.password_file is not None:
-            raise ValueError("give either password or password_file, not both")
+            raise ValueError(_("give either password or password_file, not both"))
         if (self.password is not None or self.password_file is not None) and not self.username:
-            raise ValueError("a password needs a username")
+            raise ValueError(_("a password needs a username"))
         if self.sends_plaintext_password and not self.allow_plaintext_password:
             key = "password" if self.password is not None else "password_file"
             raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
@@ -166,9 +170,9 @@ class SubscriptionConfig(StrictModel):
     @model_validator(mode="after")
     def _deadband(self) -> SubscriptionConfig:
         if self.deadband_type == "percent" and self.deadband_value > 100:
-            raise ValueError("a percent deadband_value is between 0 and 100")
+            raise ValueError(_("a percent deadband_value is between 0 and 100"))
         if self.deadband_type == "none" and self.deadband_value:
-            raise ValueError("deadband_value needs deadband_type absolute or percent")
+            raise ValueError(_("deadband_value needs deadband_type absolute or percent"))
         return self
 
     @property
@@ -183,9 +187,9 @@ class PollConfig(StrictModel):
 
 def _no_struct(value: str | None, where: str) -> None:
     if value == "struct":
-        raise ValueError(
-            f"{where}type struct is not supported: a structure has no single value; configure its fields "
-            "as separate nodes (they are usually variables below the structure's node)")
+        raise ValueError(where + _(
+            "type struct is not supported: a structure has no single value; configure its fields "
+            "as separate nodes (they are usually variables below the structure's node)"))
 
 
 class _NodeAndType(StrictModel):
@@ -247,16 +251,16 @@ class OpcUaDevice(DeviceBase):
     @model_validator(mode="after")
     def _something_to_read(self) -> OpcUaDevice:
         if not self.tags and not self.browse:
-            raise ValueError("an OPC UA device needs tags (by node) or browse entries (folders to take)")
+            raise ValueError(_("an OPC UA device needs tags (by node) or browse entries (folders to take)"))
         seen: dict[str, int] = {}
         problems = []
         for i, tag in enumerate(self.tags):
             if tag.node in seen:
                 first = seen[tag.node]
                 problems.append(InitErrorDetails(
-                    type=PydanticCustomError("value_error", f"node {tag.node} is configured twice (also tags[{first}], "
-                                                            f"{self.tags[first].name!r}): every reading would be "
-                                                            "stored twice"),
+                    type=PydanticCustomError("value_error", _(
+                        "node {node} is configured twice (also {other}, {name}): every reading would be stored "
+                        "twice").format(node=tag.node, other=f"tags[{first}]", name=repr(self.tags[first].name))),
                     loc=("tags", i, "node"), input=tag.node))
             else:
                 seen[tag.node] = i

@@ -125,7 +125,7 @@ def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceB
     """Validate one device file (SIGHUP reload re-reads device files one by one)."""
     path = Path(path)
     collector = _Collector(path)
-    device, _ = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector)
+    device, _doc = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector)
     if collector.problems or device is None:
         raise ConfigErrors(collector.sorted())
     return device

@@ -138,7 +138,7 @@ class _Builder:
         # "<<" merge keys are folded in by PyYAML's own rule: the merged pairs come first, the
         # mapping's own pairs after them, so a later pair wins. Only the mapping's own keys can be
         # duplicates; overriding a merged key is what merging is for.
-        explicit = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
+        explicit = sum(1 for key_node, _value in node.value if key_node.tag != _MERGE)
         if explicit != len(node.value):
             self.loader.flatten_mapping(node)
         merged = len(node.value) - explicit
