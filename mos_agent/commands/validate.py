@@ -40,7 +40,8 @@ def summary(loaded: LoadedConfig) -> str:
     rate = sum(load_driver(d.driver).expected_points_per_second(d) for d in enabled)
     tags = sum(len(d.tags) for d in devices)
 
-    labels = {key: _(key) for key in ("agent", "devices", "tags", "expected", "sink", "buffer", "kpi")}
+    labels = {"agent": _("agent"), "devices": _("devices"), "tags": _("tags"), "expected": _("expected"),
+              "sink": _("sink"), "buffer": _("buffer"), "kpi": _("kpi")}
     width = max(11, *(cell_len(label) + 1 for label in labels.values()))
 
     def line(key: str, text: str) -> str:
