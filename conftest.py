@@ -79,3 +79,66 @@ def sparkplug_js() -> SparkplugJs:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SPARKPLUG_JS, check=True,
                        capture_output=True, timeout=600)
     return SparkplugJs(node)
+
+
+class MqttRecorder:
+    """A subscriber on the real broker that keeps every message it receives, in order."""
+
+    def __init__(self, port: int, topic: str, qos: int = 1) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[Any] = []  # paho MQTTMessage objects (topic, payload, qos, retain)
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(15):
+            raise TimeoutError(f"could not subscribe to {topic!r}")
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def snapshot(self) -> list[Any]:
+        with self._lock:
+            return list(self.messages)
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> list[Any]:
+        """Poll until ``predicate(messages)`` holds (or time runs out); returns the messages."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.snapshot()
+            if predicate(messages):
+                return messages
+            time.sleep(0.05)
+        return self.snapshot()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos, retain).wait_for_publish(15)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def mqtt_recorder(mosquitto: Mosquitto) -> Iterator[Any]:
+    """``mqtt_recorder(topic)`` subscribes on the test broker; closed at the end of the test."""
+    recorders: list[MqttRecorder] = []
+
+    def make(topic: str, qos: int = 1) -> MqttRecorder:
+        recorders.append(MqttRecorder(mosquitto.port, topic, qos))
+        return recorders[-1]
+
+    yield make
+    for recorder in recorders:
+        recorder.close()
