@@ -10,6 +10,7 @@ from mos_agent.sparkplug.codec import (
     QUALITY_GOOD,
     QUALITY_PROPERTY,
     QUALITY_STALE,
+    VALUE_FIELDS,
     DataType,
     Metric,
     Payload,
@@ -24,6 +25,8 @@ from mos_agent.sparkplug.codec import (
     get_value,
     set_properties,
     set_value,
+    to_wire,
+    value_field,
 )
 from mos_agent.sparkplug.topic import (
     NAMESPACE,
@@ -44,6 +47,7 @@ __all__ = [
     "QUALITY_GOOD",
     "QUALITY_PROPERTY",
     "QUALITY_STALE",
+    "VALUE_FIELDS",
     "DataType",
     "HostState",
     "MessageType",
@@ -66,5 +70,7 @@ __all__ = [
     "set_properties",
     "set_value",
     "state_topic",
+    "to_wire",
     "topic",
+    "value_field",
 ]

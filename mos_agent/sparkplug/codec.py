@@ -61,9 +61,7 @@ QUALITY_STALE = 500
 
 _SIGNED_BITS = {DataType.INT8: 8, DataType.INT16: 16, DataType.INT32: 32}
 _UINT32_TYPES = frozenset((DataType.UINT8, DataType.UINT16, DataType.UINT32))
-_LONG_TYPES = frozenset((DataType.INT64, DataType.UINT64, DataType.DATETIME))
 _STRING_TYPES = frozenset((DataType.STRING, DataType.TEXT, DataType.UUID))
-_BYTES_TYPES = frozenset((DataType.BYTES, DataType.FILE))
 _MASK32 = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
 
@@ -72,26 +70,30 @@ class UnsupportedDataType(ValueError):
     """A datatype this codec does not carry as a scalar value (DataSet, Template, arrays)."""
 
 
-def _field_for(datatype: int) -> str:
-    dt = DataType(datatype) if datatype in DataType._value2member_map_ else None
-    if dt in _SIGNED_BITS or dt in _UINT32_TYPES:
-        return "int_value"
-    if dt in _LONG_TYPES:
-        return "long_value"
-    if dt is DataType.FLOAT:
-        return "float_value"
-    if dt is DataType.DOUBLE:
-        return "double_value"
-    if dt is DataType.BOOLEAN:
-        return "boolean_value"
-    if dt in _STRING_TYPES:
-        return "string_value"
-    if dt in _BYTES_TYPES:
-        return "bytes_value"
-    raise UnsupportedDataType(f"datatype {datatype} has no scalar value")
+# datatype → the ``oneof value`` field that carries it
+VALUE_FIELDS: dict[int, str] = {
+    **dict.fromkeys((DataType.INT8, DataType.INT16, DataType.INT32, DataType.UINT8, DataType.UINT16,
+                     DataType.UINT32), "int_value"),
+    **dict.fromkeys((DataType.INT64, DataType.UINT64, DataType.DATETIME), "long_value"),
+    DataType.FLOAT: "float_value",
+    DataType.DOUBLE: "double_value",
+    DataType.BOOLEAN: "boolean_value",
+    **dict.fromkeys(_STRING_TYPES, "string_value"),
+    **dict.fromkeys((DataType.BYTES, DataType.FILE), "bytes_value"),
+}
 
 
-def _to_wire(datatype: int, value: Value) -> Value:
+def value_field(datatype: int) -> str:
+    """The name of the value field ``datatype`` selects; raises :class:`UnsupportedDataType`."""
+    field = VALUE_FIELDS.get(datatype)
+    if field is None:
+        raise UnsupportedDataType(f"datatype {datatype} has no scalar value")
+    return field
+
+
+def to_wire(datatype: int, value: Value) -> Value:
+    """``value`` as the value field of ``datatype`` holds it (two's complement for negative
+    signed integers); raises ``ValueError`` for a value the datatype cannot hold."""
     if datatype in _SIGNED_BITS:
         return int(value) & _MASK32  # type: ignore[arg-type]
     if datatype == DataType.INT64:
@@ -127,7 +129,7 @@ def set_value(target: Metric | PropertyValue, datatype: int, value: Value) -> No
     if value is None:
         target.is_null = True
         return
-    setattr(target, _field_for(datatype), _to_wire(datatype, value))
+    setattr(target, value_field(datatype), to_wire(datatype, value))
 
 
 def get_value(source: Metric | PropertyValue, datatype: int | None = None) -> Value:

@@ -26,7 +26,7 @@ from typing import Any
 
 from mos_agent.series import SeriesSpec
 from mos_agent.sinks.mqtt.messages import Message
-from mos_agent.sinks.mqtt.rows import Reading
+from mos_agent.sinks.mqtt.rows import Reading, Series
 from mos_agent.sparkplug import (
     QUALITY_BAD,
     QUALITY_GOOD,
@@ -41,7 +41,9 @@ from mos_agent.sparkplug import (
     get_value,
     parse_host_state,
     state_topic,
+    to_wire,
     topic,
+    value_field,
 )
 
 BDSEQ = "bdSeq"
@@ -98,9 +100,15 @@ def configured_metrics(series: Iterable[SeriesSpec]) -> dict[str, list[MetricSpe
 class MetricState:
     spec: MetricSpec
     alias: int
-    value: Value = None
-    timestamp_ms: int = 0
-    quality: int = QUALITY_GOOD
+    last: Reading | None = None  # the newest reading sent live: its value goes in births
+    field: str = ""  # the value field its datatype selects
+
+    def __post_init__(self) -> None:
+        self.field = value_field(self.spec.datatype)
+
+    @property
+    def quality(self) -> int:
+        return QUALITY_GOOD if self.last is None or self.last[0].good else QUALITY_BAD
 
 
 @dataclass(slots=True)
@@ -111,17 +119,18 @@ class DeviceBook:
 
 def _convert(datatype: DataType, reading: Reading) -> Value:
     """The reading's value as the metric's datatype holds it (``None`` where it has none)."""
-    if reading.text is not None:
+    _, value, text, _, _ = reading
+    if text is not None:
         if datatype == DataType.STRING:
-            return reading.text
+            return text
         try:
-            number = float(reading.text)
+            number = float(text)
         except ValueError:
             return None
-    elif reading.value is None:
+    elif value is None:
         return None
     else:
-        number = float(reading.value)
+        number = float(value)
     if datatype == DataType.DOUBLE:
         return number
     if datatype == DataType.BOOLEAN:
@@ -135,15 +144,12 @@ def _convert(datatype: DataType, reading: Reading) -> Value:
     return number
 
 
-def _quality_code(quality: str) -> int:
-    return QUALITY_GOOD if quality == "good" else QUALITY_BAD
-
-
 class EdgeNode:
     def __init__(self, group_id: str, edge_node_id: str, configured: Mapping[str, Sequence[MetricSpec]]) -> None:
         self.group_id = group_id
         self.edge_node_id = edge_node_id
         self.devices: dict[str, DeviceBook] = {}
+        self._state_of: dict[Series, MetricState] = {}  # by the parser's interned series
         self._next_alias = 0
         self._seq = 0
         for device, metrics in configured.items():
@@ -196,8 +202,10 @@ class EdgeNode:
             properties: dict[str, tuple[int, Value]] = {QUALITY_PROPERTY: (DataType.INT32, state.quality)}
             if spec.unit:
                 properties[UNIT_PROPERTY] = (DataType.STRING, spec.unit)
-            add_metric(payload, name=spec.name, alias=state.alias, datatype=spec.datatype, value=state.value,
-                       timestamp_ms=state.timestamp_ms or now, properties=properties)
+            last = state.last
+            add_metric(payload, name=spec.name, alias=state.alias, datatype=spec.datatype,
+                       value=None if last is None else _convert(spec.datatype, last),
+                       timestamp_ms=now if last is None else last[4] // 1_000_000, properties=properties)
         book.born = True
         return payload
 
@@ -211,39 +219,90 @@ class EdgeNode:
         """Register metrics and devices seen for the first time; returns the devices whose birth
         certificate no longer lists all their metrics (they need a new DBIRTH)."""
         grown: set[str] = set()
+        state_of = self._state_of
         for r in readings:
-            series = r.series
+            series = r[0]
+            if series in state_of:
+                continue
             book = self.devices.get(series.device)
-            if book is None or series.metric not in book.metrics:
-                datatype = DataType.STRING if r.text is not None else DataType.DOUBLE
-                self._register(series.device, MetricSpec(series.metric, datatype, series.unit))
+            state = book.metrics.get(series.metric) if book is not None else None
+            if state is None:
+                datatype = DataType.STRING if r[2] is not None else DataType.DOUBLE
+                state = self._register(series.device, MetricSpec(series.metric, datatype, series.unit))
                 grown.add(series.device)
+            state_of[series] = state
         return grown
 
-    def device_data(self, device: str, readings: Sequence[Reading], historical: bool) -> list[Payload]:
-        """DDATA for ``device``'s readings (in their order), by alias; historical readings carry
-        ``is_historical`` and do not become the current value a later DBIRTH reports."""
-        metrics = self.devices[device].metrics
-        payloads = []
-        for start in range(0, len(readings), MAX_METRICS_PER_MESSAGE):
-            payload = Payload(timestamp=_now_ms(), seq=self._next_seq())
-            for r in readings[start:start + MAX_METRICS_PER_MESSAGE]:
-                state = metrics[r.series.metric]
-                value = _convert(state.spec.datatype, r)
-                quality = _quality_code(r.series.quality)
+    def data(self, readings: Sequence[Reading], historical: bool,
+             dead: Callable[[str], bool]) -> tuple[list[tuple[MessageType, str, Payload]], int]:
+        """The messages for a batch of readings, in publishing order: per device a DBIRTH first
+        where its birth certificate is missing or out of date, then DDATA by alias with its
+        readings in their order (at most MAX_METRICS_PER_MESSAGE a message). Historical readings
+        carry ``is_historical`` and do not become the value a later DBIRTH reports. A device that
+        is not born and ``dead`` (the agent reports it down) is not born again for failed reads:
+        they are skipped and counted (the second value returned); a good reading of it is born.
+
+        The common reading — a number of good quality, as good as the one before — is one
+        ``metrics.add`` call; everything else goes through :func:`add_metric`."""
+        grown = self.learn(readings)
+        state_of = self._state_of
+        devices = self.devices
+        messages: list[tuple[MessageType, str, Payload]] = []
+        # per device of this batch: [payload, its metrics.add, metrics in it], or None while its
+        # failed reads are being skipped
+        open_: dict[str, list[Any] | None] = {}
+        skipped = 0
+        double = DataType.DOUBLE
+        for r in readings:
+            series, value, _, code, timestamp_ns = r
+            device = series.device
+            # False: the device's first reading in this batch; None: skipping its failed reads
+            entry = open_.get(device, False)
+            if entry is None and not series.good:
+                skipped += 1
+                continue
+            if not entry:
+                book = devices[device]
+                if entry is False and not book.born and not series.good and dead(device):
+                    open_[device] = None
+                    skipped += 1
+                    continue
+                if not book.born or device in grown:
+                    grown.discard(device)
+                    messages.append((MessageType.DBIRTH, device, self.device_birth(device)))
+                entry = open_[device] = self._open(device, messages)
+            elif entry[2] >= MAX_METRICS_PER_MESSAGE:
+                entry = open_[device] = self._open(device, messages)
+            entry[2] += 1
+            state = state_of[series]
+            last = state.last
+            same_quality = series.good if last is None else last[0].good is series.good
+            datatype = state.spec.datatype
+            if same_quality and not code and value is not None:
+                if datatype == double:
+                    metric = entry[1](alias=state.alias, timestamp=timestamp_ns // 1_000_000, double_value=value)
+                else:
+                    metric = entry[1](alias=state.alias, timestamp=timestamp_ns // 1_000_000)
+                    setattr(metric, state.field, to_wire(datatype, _convert(datatype, r)))
+                if historical:
+                    metric.is_historical = True
+            else:
                 properties: dict[str, tuple[int, Value]] | None = None
-                if quality != state.quality or r.quality_code:
-                    properties = {QUALITY_PROPERTY: (DataType.INT32, quality)}
-                    if r.quality_code:
-                        properties[CODE_PROPERTY] = (DataType.INT64, r.quality_code)
-                timestamp_ms = r.timestamp_ns // 1_000_000
-                add_metric(payload, alias=state.alias, datatype=state.spec.datatype, value=value,
-                           timestamp_ms=timestamp_ms, with_datatype=False, is_historical=historical,
+                if not same_quality or code:
+                    properties = {QUALITY_PROPERTY: (DataType.INT32, QUALITY_GOOD if series.good else QUALITY_BAD)}
+                    if code:
+                        properties[CODE_PROPERTY] = (DataType.INT64, code)
+                add_metric(entry[0], alias=state.alias, datatype=datatype, value=_convert(datatype, r),
+                           timestamp_ms=timestamp_ns // 1_000_000, with_datatype=False, is_historical=historical,
                            properties=properties)
-                if not historical or timestamp_ms >= state.timestamp_ms:
-                    state.value, state.timestamp_ms, state.quality = value, timestamp_ms, quality
-            payloads.append(payload)
-        return payloads
+            if not historical or last is None or timestamp_ns >= last[4]:
+                state.last = r
+        return messages, skipped
+
+    def _open(self, device: str, messages: list[tuple[MessageType, str, Payload]]) -> list[Any]:
+        payload = Payload(timestamp=_now_ms(), seq=self._next_seq())
+        messages.append((MessageType.DDATA, device, payload))
+        return [payload, payload.metrics.add, 0]
 
 
 def _now_ms() -> int:
@@ -402,26 +461,18 @@ class SparkplugPublisher:
             return {}
 
     def encode(self, readings: Sequence[Reading], historical: bool) -> list[Message]:
-        node = self.node
-        grown = node.learn(readings)
-        by_device: dict[str, list[Reading]] = {}
-        for r in readings:
-            by_device.setdefault(r.series.device, []).append(r)
-        states = self._states() if any(not node.devices[d].born for d in by_device) else {}
-        messages: list[Message] = []
-        for device, rows in by_device.items():
-            book = node.devices[device]
-            if not book.born:
-                if states.get(device) in DEAD_STATES and all(r.series.quality == "bad" for r in rows):
-                    # failed reads of a device whose DDEATH already told hosts its values are stale
-                    self.skipped_dead_points += len(rows)
-                    continue
-                grown.add(device)
-            if device in grown:
-                messages.append(Message(self._topic(MessageType.DBIRTH, device), encode(node.device_birth(device)), 0))
-            ddata = self._topic(MessageType.DDATA, device)
-            messages.extend(Message(ddata, encode(p), self.qos) for p in node.device_data(device, rows, historical))
-        return messages
+        states: Mapping[str, str] | None = None
+
+        def dead(device: str) -> bool:
+            nonlocal states
+            if states is None:
+                states = self._states()
+            return states.get(device) in DEAD_STATES
+
+        built, skipped = self.node.data(readings, historical, dead)
+        self.skipped_dead_points += skipped
+        return [Message(self._topic(kind, device), encode(payload), 0 if kind == MessageType.DBIRTH else self.qos)
+                for kind, device, payload in built]
 
     def tick(self) -> list[Message]:
         if not self.host_online:

@@ -318,7 +318,15 @@ class MqttSession:
                 job.error = SinkRetryable(f"{self._where()}: {blocked}")
                 job.done.set()
                 continue
-            infos = self._send(self.publisher.encode(job.readings, job.historical))
+            try:
+                messages = self.publisher.encode(job.readings, job.historical)
+            except Exception as exc:
+                # a bug, not the broker: the batch stays buffered, and the session starts over
+                # (sequence numbers may have been used for messages never sent)
+                job.error = SinkRetryable(f"cannot encode the batch: {type(exc).__name__}: {exc}")
+                job.done.set()
+                raise
+            infos = self._send(messages)
             job.error = self._await_acks(infos)
             job.done.set()
             if self._client is None:

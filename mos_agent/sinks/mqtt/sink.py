@@ -66,7 +66,7 @@ class MqttSink(Sink):
         """Publish the payload's readings; backlog batches are historical (UNS: not retained;
         Sparkplug: ``is_historical``). Returns once the broker acknowledged all of it."""
         try:
-            readings = list(self._parser.parse(payload.plain))
+            readings = self._parser.parse(payload.plain)
         except LineProtocolError as exc:
             raise SinkRejected(str(exc)) from None
         self.session.publish(readings, historical=kind == "backlog")

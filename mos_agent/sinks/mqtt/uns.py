@@ -64,16 +64,16 @@ class UnsEncoder:
         retain = not historical
         qos = self.qos
         messages = []
-        for r in readings:
-            topic, middle, tail = self._parts(r.series)
-            if r.text is not None:
-                head = '{"text":' + json.dumps(r.text, ensure_ascii=False)
-            elif r.value is None:
+        for series, value, text, code, timestamp_ns in readings:
+            topic, middle, tail = self._parts(series)
+            if text is not None:
+                head = '{"text":' + json.dumps(text, ensure_ascii=False)
+            elif value is None:
                 head = '{"value":null'
             else:
-                head = '{"value":' + repr(float(r.value))
-            body = (f'{head}{middle}{r.quality_code}{tail}{rfc3339(r.timestamp_ns)}",'
-                    f'"timestamp_ms":{r.timestamp_ns // 1_000_000}}}')
+                head = '{"value":' + repr(float(value))
+            body = (f'{head}{middle}{code}{tail}{rfc3339(timestamp_ns)}",'
+                    f'"timestamp_ms":{timestamp_ns // 1_000_000}}}')
             messages.append(Message(topic, body.encode(), qos, retain))
         return messages
 
