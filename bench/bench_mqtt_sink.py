@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from measure import cpu_seconds  # noqa: E402
 
-from mos_agent.testing import Mosquitto, running  # noqa: E402
+from mos_agent.localservers import Mosquitto  # noqa: E402
+from tests.support.servers import running  # noqa: E402
 
 DEVICES = 20
 TAGS = 100

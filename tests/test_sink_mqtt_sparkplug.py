@@ -14,6 +14,7 @@ import pytest
 
 from mos_agent import sparkplug as sp
 from mos_agent.batch import ReadingBatch
+from mos_agent.buffer import BatchKind
 from mos_agent.config.models import AgentSection, MqttSinkConfig
 from mos_agent.normalise import Normaliser
 from mos_agent.payload import Payload
@@ -230,7 +231,7 @@ def test_rebirth_on_ncmd_keeps_bdseq_and_reports_current_values(make_sink, plant
     assert sp.get_value(metric(rebirth_press, "production/strokes")) == 7
     assert metric(rebirth_press, "process/pressure").timestamp == 5000
     assert metric(rebirth_press, "equipment_state/running").is_null
-    assert sink.status()["rebirth_requests"] == 1
+    assert sink.status().rebirth_requests == 1
 
 
 def test_bdseq_counts_up_across_restarts_and_ndeath_carries_it(make_sink, plant: Plant, mqtt_recorder,
@@ -279,14 +280,14 @@ def test_ddeath_when_the_agent_reports_a_device_down(make_sink, plant: Plant, mq
     assert [d.seq for d in decoded] == list(range(7))  # DDEATH takes its place in the sequence
     assert decoded[4].ours.metrics == [] and decoded[4].qos == 0
     assert sp.get_value(metric(decoded[5].ours, "process/pressure")) == 1.0  # the value it had
-    assert sink.status()["skipped_dead_points"] == 1
+    assert sink.status().skipped_dead_points == 1
 
 
 def test_backlog_is_sent_as_historical(make_sink, plant: Plant, mqtt_recorder, sparkplug_js) -> None:
     recorder = mqtt_recorder("spBv1.0/#")
     sink = make_sink(plant.series)
     sink.write(plant.lines("press-01", [0], [9.0], [9000]))
-    sink.write(plant.lines("press-01", [0, 0], [1.0, 2.0], [1000, 2000]), kind="backlog")
+    sink.write(plant.lines("press-01", [0, 0], [1.0, 2.0], [1000, 2000]), kind=BatchKind.BACKLOG)
     decoded = decode_all(recorder.wait_for(lambda ms: len(ms) >= 5), sparkplug_js)
     live, backlog = by_type(decoded, "DDATA")
     assert [m.is_historical for m in live.ours.metrics] == [False]

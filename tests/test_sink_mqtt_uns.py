@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mos_agent.batch import ReadingBatch
+from mos_agent.buffer import BatchKind
 from mos_agent.config.models import AgentSection, MqttSinkConfig
 from mos_agent.normalise import Normaliser
 from mos_agent.payload import Payload
@@ -93,7 +94,7 @@ def test_live_values_are_retained_and_backlog_is_not(make_sink, mqtt_recorder) -
     table = _table(area="stamping", equipment="press-01")
     live_watcher = mqtt_recorder("factory/acme/changwon/stamping/press-01/#")
     sink.write(lines(table, [0], [5.0], [T0_MS + 5000]))
-    sink.write(lines(table, [0], [1.0], [T0_MS + 1000]), kind="backlog")  # older, replayed after an outage
+    sink.write(lines(table, [0], [1.0], [T0_MS + 1000]), kind=BatchKind.BACKLOG)  # older, replayed after an outage
     seen = live_watcher.wait_for(lambda ms: len(ms) >= 2)
     assert [json.loads(m.payload)["value"] for m in seen] == [5.0, 1.0]
     # a newcomer gets the newest live value from the broker, not the replayed old one

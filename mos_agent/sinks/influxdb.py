@@ -31,6 +31,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
+from mos_agent.buffer import BatchKind
 from mos_agent.config.loader import read_secret
 from mos_agent.config.models import InfluxSinkConfig
 from mos_agent.payload import Payload
@@ -95,7 +96,7 @@ class InfluxSink(Sink):
             text = text.replace(self._token, "***")
         return text
 
-    def write(self, payload: Payload) -> None:
+    def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:
         options: dict[str, str] = {}
         if self.gzip:
             body = payload.gzipped

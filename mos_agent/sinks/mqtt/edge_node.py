@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mos_agent.series import SeriesSpec
+from mos_agent.sinks.base import DeviceStates
 from mos_agent.sinks.mqtt.messages import Message
 from mos_agent.sinks.mqtt.rows import Reading, Series
 from mos_agent.sparkplug import (
@@ -45,6 +46,7 @@ from mos_agent.sparkplug import (
     topic,
     value_field,
 )
+from mos_agent.status import MqttSinkStats
 
 BDSEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
@@ -312,8 +314,6 @@ def _now_ms() -> int:
 # Agent device states in which a device delivers nothing current: its DDEATH is published.
 DEAD_STATES = frozenset(("down", "stopped"))
 
-DeviceStates = Callable[[], Mapping[str, str]]
-"""Device name → the agent's state of it (``running``, ``down``, …), read about once a second."""
 
 
 class BdSeqStore:
@@ -489,9 +489,13 @@ class SparkplugPublisher:
     def farewell(self) -> list[Message]:
         return [self._ndeath()] if self.bdseq is not None else []
 
-    def status(self) -> dict[str, Any]:
-        return {"format": "sparkplug", "group_id": self.node.group_id, "edge_node_id": self.node.edge_node_id,
-                "bd_seq": self.bdseq, "primary_host_online": self.host_online if self.primary_host_id else None,
-                "births": self.births, "rebirth_requests": self.rebirth_requests,
-                "devices_born": sum(1 for b in self.node.devices.values() if b.born),
-                "device_deaths": self.device_deaths, "skipped_dead_points": self.skipped_dead_points}
+    def fill_status(self, stats: MqttSinkStats) -> None:
+        stats.format = "sparkplug"
+        stats.group_id = self.node.group_id
+        stats.edge_node_id = self.node.edge_node_id
+        stats.bd_seq = self.bdseq
+        stats.primary_host_online = self.host_online if self.primary_host_id else None
+        stats.births = self.births
+        stats.rebirth_requests = self.rebirth_requests
+        stats.device_deaths = self.device_deaths
+        stats.skipped_dead_points = self.skipped_dead_points

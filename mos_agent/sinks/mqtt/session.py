@@ -39,6 +39,7 @@ from mos_agent.config.models import MqttSinkConfig
 from mos_agent.sinks.base import SinkAuthError, SinkError, SinkRetryable
 from mos_agent.sinks.mqtt.messages import Message
 from mos_agent.sinks.mqtt.rows import Reading
+from mos_agent.status import MqttSinkStats
 
 LOOP_TIMEOUT = 0.2  # longest wait for network events; a new job wakes the thread at once
 TICK_INTERVAL = 1.0
@@ -79,7 +80,8 @@ class Publisher(Protocol):
     def farewell(self) -> list[Message]:
         """Sent before an orderly disconnect."""
 
-    def status(self) -> dict[str, Any]: ...
+    def fill_status(self, stats: MqttSinkStats) -> None:
+        """Add the format's own figures."""
 
 
 @dataclass(eq=False)
@@ -150,10 +152,11 @@ class MqttSession:
             self._wake_r.close()
             self._wake_w.close()
 
-    def status(self) -> dict[str, Any]:
-        return {"connected": self.connected, "broker": f"{self.host}:{self.port}",
-                "connections": self.connections, "messages_published": self.messages_published,
-                **self.publisher.status()}
+    def status(self) -> MqttSinkStats:
+        stats = MqttSinkStats(broker=f"{self.host}:{self.port}", connected=self.connected,
+                              connections=self.connections, messages_published=self.messages_published)
+        self.publisher.fill_status(stats)
+        return stats
 
     def _where(self) -> str:
         return f"mqtt broker {self.host}:{self.port}"

@@ -7,24 +7,19 @@ import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from mos_agent.buffer import BatchKind
 from mos_agent.config.loader import read_secret
 from mos_agent.config.models import AgentSection, MqttSinkConfig
 from mos_agent.lineprotocol import LineProtocolError
 from mos_agent.payload import Payload
 from mos_agent.series import SeriesSpec
-from mos_agent.sinks.base import Sink, SinkRejected
-from mos_agent.sinks.mqtt.edge_node import (
-    BdSeqStore,
-    DeviceStates,
-    EdgeNode,
-    SparkplugPublisher,
-    configured_metrics,
-)
+from mos_agent.sinks.base import DeviceStates, Sink, SinkRejected
+from mos_agent.sinks.mqtt.edge_node import BdSeqStore, EdgeNode, SparkplugPublisher, configured_metrics
 from mos_agent.sinks.mqtt.rows import ReadingParser
 from mos_agent.sinks.mqtt.session import MqttSession, Publisher
 from mos_agent.sinks.mqtt.uns import UnsEncoder, UnsPublisher
+from mos_agent.status import MqttSinkStats, SinkStats
 
 
 def bdseq_path(state_dir: Path, sink_name: str) -> Path:
@@ -62,21 +57,24 @@ class MqttSink(Sink):
     def __repr__(self) -> str:
         return f"MqttSink(name={self.name!r}, url={self.config.url!r}, format={self.config.format!r})"
 
-    def write(self, payload: Payload, kind: str = "live") -> None:
+    def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:
         """Publish the payload's readings; backlog batches are historical (UNS: not retained;
         Sparkplug: ``is_historical``). Returns once the broker acknowledged all of it."""
         try:
             readings = self._parser.parse(payload.plain)
         except LineProtocolError as exc:
             raise SinkRejected(str(exc)) from None
-        self.session.publish(readings, historical=kind == "backlog")
+        self.session.publish(readings, historical=kind == BatchKind.BACKLOG)
 
     def redact(self, text: str) -> str:
         if self._password and len(self._password) >= 4:
             text = text.replace(self._password, "***")
         return text
 
-    def status(self) -> dict[str, Any]:
+    def fill_status(self, stats: SinkStats) -> None:
+        stats.mqtt = self.status()
+
+    def status(self) -> MqttSinkStats:
         return self.session.status()
 
     def close(self) -> None:

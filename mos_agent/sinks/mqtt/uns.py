@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from mos_agent.sinks.mqtt.messages import Message
 from mos_agent.sinks.mqtt.rows import Reading, Series
+from mos_agent.status import MqttSinkStats
 
 # '+' and '#' are wildcards and '/' separates levels: a name containing one would publish to a
 # different topic than its own, so it is replaced.
@@ -111,5 +112,5 @@ class UnsPublisher:
     def farewell(self) -> list[Message]:
         return [self.encoder.status(False)]
 
-    def status(self) -> dict:
-        return {"format": "uns", "status_topic": self.encoder.status_topic}
+    def fill_status(self, stats: MqttSinkStats) -> None:
+        stats.format = "uns"
