@@ -64,8 +64,8 @@ def mqtt_recorder(mosquitto: Mosquitto) -> Iterator[Callable[..., MqttRecorder]]
     """``mqtt_recorder(topic)`` subscribes on the test broker; closed at the end of the test."""
     recorders: list[MqttRecorder] = []
 
-    def make(topic: str, qos: int = 1) -> MqttRecorder:
-        recorders.append(MqttRecorder(mosquitto.port, topic, qos))
+    def make(topic: str, qos: int = 1, client_id: str = "") -> MqttRecorder:
+        recorders.append(MqttRecorder(mosquitto.port, topic, qos, client_id))
         return recorders[-1]
 
     yield make

@@ -23,6 +23,7 @@ from mos_agent.sinks.base import SinkRetryable
 from mos_agent.sinks.mqtt import MqttSink
 from mos_agent.sinks.mqtt.sink import bdseq_path
 from mos_agent.taxonomy import Quality
+from tests.support.mqtt import by_type, decode_all, from_node, metric
 
 GROUP = "plant"
 NODE = "gw-1"
@@ -86,66 +87,6 @@ def make_sink(mosquitto, tmp_path: Path) -> Iterator[Any]:
     yield make
     for sink in sinks:
         sink.close()
-
-
-class Decoded:
-    """One received message, decoded by both codecs (which must agree on what both express)."""
-
-    def __init__(self, message: Any, ours: sp.Payload, theirs: dict[str, Any]) -> None:
-        self.topic = sp.parse_topic(message.topic)
-        self.type = self.topic.message_type
-        self.qos = message.qos
-        self.retain = message.retain
-        self.ours = ours
-        self.js = theirs
-
-    @property
-    def seq(self) -> int | None:
-        return self.ours.seq if self.ours.HasField("seq") else None
-
-    def __repr__(self) -> str:
-        return f"<{self.type} {self.topic.device_id} seq={self.seq}>"
-
-
-def from_node(messages: Sequence[Any]) -> list[Any]:
-    """What the edge node published (not the commands and STATE messages the test sends)."""
-    return [m for m in messages if "/NCMD/" not in m.topic and not m.topic.startswith("spBv1.0/STATE/")]
-
-
-def decode_all(messages: Sequence[Any], sparkplug_js: Any) -> list[Decoded]:
-    messages = from_node(messages)
-    payloads = [bytes(m.payload) for m in messages]
-    theirs = sparkplug_js.decode(payloads) if payloads else []
-    decoded = []
-    for message, data, js in zip(messages, payloads, theirs, strict=True):
-        ours = sp.decode(data)
-        # the two codecs agree on the envelope and on every metric's identity and flags
-        assert js.get("seq") == (str(ours.seq) if ours.HasField("seq") else None), message.topic
-        assert int(js["timestamp"]) == ours.timestamp
-        assert len(js.get("metrics", [])) == len(ours.metrics)
-        for jm, om in zip(js.get("metrics", []), ours.metrics, strict=True):
-            assert jm.get("name") == (om.name if om.HasField("name") else None)
-            assert jm.get("alias") == (str(om.alias) if om.HasField("alias") else None)
-            assert int(jm["timestamp"]) == om.timestamp
-            assert jm.get("isHistorical", False) == om.is_historical
-            if om.HasField("datatype"):
-                assert jm["type"] == DT(om.datatype).name.title().replace("Uint", "UInt"), (jm, om)
-                expected = sp.get_value(om)
-                got = jm["value"]
-                if om.datatype in (DT.INT64, DT.UINT64) and got is not None:
-                    got = int(got)
-                assert got == expected, (jm, om)
-        decoded.append(Decoded(message, ours, js))
-    return decoded
-
-
-def by_type(decoded: Sequence[Decoded], message_type: str, device: str | None = None) -> list[Decoded]:
-    return [d for d in decoded if d.type == message_type and (device is None or d.topic.device_id == device)]
-
-
-def metric(payload: sp.Payload, name: str) -> sp.Metric:
-    [found] = [m for m in payload.metrics if m.name == name]
-    return found
 
 
 def test_births_then_data_by_alias(make_sink, plant: Plant, mqtt_recorder, sparkplug_js) -> None:

@@ -15,9 +15,11 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from mos_agent import sparkplug as sp
 from tests.support.waiting import wait_until
 
 SPARKPLUG_JS = Path(__file__).resolve().parents[1] / "sparkplug_js"
+DT = sp.DataType
 
 
 class SparkplugJs:
@@ -44,12 +46,14 @@ class SparkplugJs:
 class MqttRecorder:
     """A subscriber on the real broker that keeps every message it receives, in order."""
 
-    def __init__(self, port: int, topic: str, qos: int = 1) -> None:
+    def __init__(self, port: int, topic: str, qos: int = 1, client_id: str = "") -> None:
+        """With a ``client_id`` the session is persistent: the broker keeps what arrives while the
+        recorder reconnects (after a broker restart, say) and hands it over afterwards."""
         self.topic = topic
         self.messages: list[paho.MQTTMessage] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
@@ -84,3 +88,63 @@ class MqttRecorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class Decoded:
+    """One received message, decoded by both codecs (which must agree on what both express)."""
+
+    def __init__(self, message: Any, ours: sp.Payload, theirs: dict[str, Any]) -> None:
+        self.topic = sp.parse_topic(message.topic)
+        self.type = self.topic.message_type
+        self.qos = message.qos
+        self.retain = message.retain
+        self.ours = ours
+        self.js = theirs
+
+    @property
+    def seq(self) -> int | None:
+        return self.ours.seq if self.ours.HasField("seq") else None
+
+    def __repr__(self) -> str:
+        return f"<{self.type} {self.topic.device_id} seq={self.seq}>"
+
+
+def from_node(messages: Sequence[Any]) -> list[Any]:
+    """What the edge node published (not the commands and STATE messages the test sends)."""
+    return [m for m in messages if "/NCMD/" not in m.topic and not m.topic.startswith("spBv1.0/STATE/")]
+
+
+def decode_all(messages: Sequence[Any], sparkplug_js: Any) -> list[Decoded]:
+    messages = from_node(messages)
+    payloads = [bytes(m.payload) for m in messages]
+    theirs = sparkplug_js.decode(payloads) if payloads else []
+    decoded = []
+    for message, data, js in zip(messages, payloads, theirs, strict=True):
+        ours = sp.decode(data)
+        # the two codecs agree on the envelope and on every metric's identity and flags
+        assert js.get("seq") == (str(ours.seq) if ours.HasField("seq") else None), message.topic
+        assert int(js["timestamp"]) == ours.timestamp
+        assert len(js.get("metrics", [])) == len(ours.metrics)
+        for jm, om in zip(js.get("metrics", []), ours.metrics, strict=True):
+            assert jm.get("name") == (om.name if om.HasField("name") else None)
+            assert jm.get("alias") == (str(om.alias) if om.HasField("alias") else None)
+            assert int(jm["timestamp"]) == om.timestamp
+            assert jm.get("isHistorical", False) == om.is_historical
+            if om.HasField("datatype"):
+                assert jm["type"] == DT(om.datatype).name.title().replace("Uint", "UInt"), (jm, om)
+                expected = sp.get_value(om)
+                got = jm["value"]
+                if om.datatype in (DT.INT64, DT.UINT64) and got is not None:
+                    got = int(got)
+                assert got == expected, (jm, om)
+        decoded.append(Decoded(message, ours, js))
+    return decoded
+
+
+def by_type(decoded: Sequence[Decoded], message_type: str, device: str | None = None) -> list[Decoded]:
+    return [d for d in decoded if d.type == message_type and (device is None or d.topic.device_id == device)]
+
+
+def metric(payload: sp.Payload, name: str) -> sp.Metric:
+    [found] = [m for m in payload.metrics if m.name == name]
+    return found

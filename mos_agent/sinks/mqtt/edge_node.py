@@ -330,11 +330,13 @@ class BdSeqStore:
             return None
         return value if isinstance(value, int) and 0 <= value <= 255 else None
 
-    def next(self) -> int:
-        """The value for the next CONNECT (one more than the last, 255 wraps to 0), stored
-        durably before it is used."""
+    def following(self) -> int:
+        """The value for the next CONNECT: one more than the last (255 wraps to 0), 0 at first."""
         last = self.last()
-        value = 0 if last is None else (last + 1) % 256
+        return 0 if last is None else (last + 1) % 256
+
+    def store(self, value: int) -> None:
+        """Keep ``value`` durably as the last one used."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w") as f:
@@ -342,7 +344,6 @@ class BdSeqStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        return value
 
 
 class SparkplugPublisher:
@@ -380,8 +381,14 @@ class SparkplugPublisher:
     # ------------------------------------------------------------ session hooks
 
     def will(self) -> Message:
-        self.bdseq = self.store.next()
+        self.bdseq = self.store.following()
         return self._ndeath()
+
+    def connect_sent(self) -> None:
+        # a CONNECT with this bdSeq went out: the next one counts on from it (a connection that
+        # failed before its CONNECT does not)
+        assert self.bdseq is not None
+        self.store.store(self.bdseq)
 
     def connected(self) -> None:
         self.host_online = self.primary_host_id is None

@@ -56,7 +56,10 @@ class Publisher(Protocol):
     """What a format publishes; called from the session thread only."""
 
     def will(self) -> Message:
-        """The will of the next connection (called once per CONNECT)."""
+        """The will of the next connection attempt."""
+
+    def connect_sent(self) -> None:
+        """The CONNECT carrying the last will went out."""
 
     def connected(self) -> None:
         """The broker accepted the connection whose will was made last."""
@@ -268,6 +271,7 @@ class MqttSession:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._schedule_reconnect(f"{type(exc).__name__}: {exc}")
             return
+        self.publisher.connect_sent()
         self._client = client
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:

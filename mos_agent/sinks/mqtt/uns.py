@@ -88,6 +88,9 @@ class UnsPublisher:
     def will(self) -> Message:
         return self.encoder.status(False)
 
+    def connect_sent(self) -> None:
+        pass
+
     def connected(self) -> None:
         pass
 
