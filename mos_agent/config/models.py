@@ -273,6 +273,21 @@ class AgentConfig(StrictModel):
     sinks: list[SinkConfig] = Field(default_factory=list)
     catalog: CatalogSection | None = None
 
+    @field_validator("sinks")
+    @classmethod
+    def _edge_node_id(cls, sinks: list[Any], info: ValidationInfo) -> list[Any]:
+        """A Sparkplug sink publishes under the agent id (its edge node id), which must then be a
+        valid topic level."""
+        from mos_agent.sparkplug.topic import id_problem
+
+        agent = info.data.get("agent")
+        if agent is not None and any(isinstance(s, MqttSinkConfig) and s.format == "sparkplug" for s in sinks):
+            problem = id_problem(agent.id)
+            if problem:
+                raise ValueError(f"a format: sparkplug sink uses agent.id {agent.id!r} as its edge node id, "
+                                 f"which {problem}")
+        return sinks
+
 
 # ---------------------------------------------------------------- device files
 
