@@ -87,3 +87,12 @@ def test_an_mqtt_sink_reports_its_session_and_reads_back() -> None:
     assert data["sinks"][-1]["mqtt"]["bd_seq"] == 7 and data["sinks"][0]["mqtt"] is None
     again = StatusReport.from_dict(data)
     assert again == report and isinstance(again.sinks[-1].mqtt, MqttSinkStats)
+
+    from rich.console import Console
+
+    from mos_agent.commands.status import render
+
+    console = Console(record=True, width=200)
+    render(again, console)
+    assert ("scada: sparkplug → 127.0.0.1:1883, connected, 40 messages, edge node changwon/gw-1, bdSeq 7, 3 births"
+            in console.export_text())
