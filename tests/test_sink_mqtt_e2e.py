@@ -182,6 +182,7 @@ def test_broker_restart_replays_the_outage_as_history(tmp_path: Path, modbus_dev
     names: dict[int, str] = {}
     received: set[tuple[str, int]] = set()
     historical: list[int] = []
+    replayed: dict[str, list[int]] = {}
     for d in decoded:
         if d.type == "DBIRTH":
             names.update({m.alias: m.name for m in d.ours.metrics})
@@ -190,6 +191,9 @@ def test_broker_restart_replays_the_outage_as_history(tmp_path: Path, modbus_dev
                 received.add((names[m.alias], m.timestamp))
                 if m.is_historical:
                     historical.append(m.timestamp)
+                    replayed.setdefault(names[m.alias], []).append(m.timestamp)
+    # replayed in the order acquired
+    assert replayed and all(times == sorted(times) for times in replayed.values())
     # everything the agent acquired reached the broker: what the local history holds, MQTT got
     stored = _history(tmp_path / "state")
     assert stored and stored <= received, sorted(stored - received)[:10]
