@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import queue
 import sys
 import tempfile
 import time
@@ -115,7 +116,7 @@ def child_sink(port: int, seconds: float, state_dir: str, result: Any) -> None:
         sink.write(payload)
         points += payload.points
     cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
-    published = sink.status()["messages_published"]
+    published = sink.status().messages_published
     sink.close()
     result.put({"points": points, "cpu": cpu, "seconds": wall, "messages": published})
 
@@ -169,9 +170,18 @@ def measure(target: Any, *args: Any) -> dict[str, Any]:
     result = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, result))
     proc.start()
-    out = result.get(timeout=300)
-    proc.join(30)
-    return out
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            out = result.get(timeout=1)
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} ended without a result (exit {proc.exitcode})") from None
+            continue
+        proc.join(30)
+        return out
+    proc.kill()
+    raise TimeoutError(f"{target.__name__} gave no result within 300 s")
 
 
 def main(argv: list[str] | None = None) -> int:
