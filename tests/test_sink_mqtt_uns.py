@@ -40,7 +40,8 @@ def _table(**levels: str) -> SeriesTable:
 
 def lines(table: SeriesTable, series: list[int], values: list[float], times_ms: list[int],
           quality: int = Quality.GOOD, codes: int = 0, texts: dict[int, str] | None = None) -> Payload:
-    batch = ReadingBatch.build(series, values, np.asarray(times_ms, dtype=np.int64) * 1_000_000, quality, codes, texts)
+    batch = ReadingBatch.build(series, values, np.asarray(times_ms, dtype=np.int64) * 1_000_000, quality, codes, texts,
+                               source_time=True)  # kept as the test gives them
     chunk = Normaliser(table).process(batch)
     return Payload(chunk.points, plain=chunk.body)
 
