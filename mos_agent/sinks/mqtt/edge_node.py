@@ -255,26 +255,33 @@ class EdgeNode:
         open_: dict[str, list[Any] | None] = {}
         skipped = 0
         double = DataType.DOUBLE
+        # readings come in runs of one device (a driver's batch): the device's entry is looked up
+        # when the run changes, not for every reading
+        run_device: str | None = None
+        entry: list[Any] | None = None
         for r in readings:
             series, value, _, code, timestamp_ns = r
-            device = series.device
-            # False: the device's first reading in this batch; None: skipping its failed reads
-            entry = open_.get(device, False)
-            if entry is None and not series.good:
-                skipped += 1
-                continue
-            if not entry:
-                book = devices[device]
-                if entry is False and not book.born and not series.good and dead(device):
-                    open_[device] = None
+            if series.device != run_device or entry is None or entry[2] >= MAX_METRICS_PER_MESSAGE:
+                device = series.device
+                # False: the device's first reading in this batch; None: skipping its failed reads
+                known = open_.get(device, False)
+                run_device, entry = device, None
+                if known is None and not series.good:
                     skipped += 1
                     continue
-                if not book.born or device in grown:
-                    grown.discard(device)
-                    messages.append((MessageType.DBIRTH, device, self.device_birth(device)))
-                entry = open_[device] = self._open(device, messages)
-            elif entry[2] >= MAX_METRICS_PER_MESSAGE:
-                entry = open_[device] = self._open(device, messages)
+                if not known:
+                    book = devices[device]
+                    if known is False and not book.born and not series.good and dead(device):
+                        open_[device] = None
+                        skipped += 1
+                        continue
+                    if not book.born or device in grown:
+                        grown.discard(device)
+                        messages.append((MessageType.DBIRTH, device, self.device_birth(device)))
+                    known = open_[device] = self._open(device, messages)
+                elif known[2] >= MAX_METRICS_PER_MESSAGE:
+                    known = open_[device] = self._open(device, messages)
+                entry = known
             entry[2] += 1
             state = state_of[series]
             last = state.last
