@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ class MetricState:
     spec: MetricSpec
     alias: int
     last: Reading | None = None  # the newest reading sent live: its value goes in births
+    good: bool = True  # the quality hosts were last told (good until told otherwise)
     field: str = ""  # the value field its datatype selects
 
     def __post_init__(self) -> None:
@@ -110,7 +112,7 @@ class MetricState:
 
     @property
     def quality(self) -> int:
-        return QUALITY_GOOD if self.last is None or self.last[0].good else QUALITY_BAD
+        return QUALITY_GOOD if self.good else QUALITY_BAD
 
 
 @dataclass(slots=True)
@@ -284,8 +286,7 @@ class EdgeNode:
                 entry = known
             entry[2] += 1
             state = state_of[series]
-            last = state.last
-            same_quality = series.good if last is None else last[0].good is series.good
+            same_quality = series.good is state.good
             datatype = state.spec.datatype
             if same_quality and not code and value is not None:
                 if datatype == double:
@@ -304,7 +305,13 @@ class EdgeNode:
                 add_metric(entry[0], alias=state.alias, datatype=datatype, value=_convert(datatype, r),
                            timestamp_ms=timestamp_ns // 1_000_000, with_datatype=False, is_historical=historical,
                            properties=properties)
-            if not historical or last is None or timestamp_ns >= last[4]:
+                state.good = series.good
+        # the newest reading of each series becomes the value births report: the last one of the
+        # batch (made by C-level calls, not per reading), unless replayed history is older
+        sent = readings if not skipped else [r for r in readings if open_.get(r[0].device) is not None]
+        for series, r in dict(zip(map(_first, sent), sent, strict=True)).items():
+            state = state_of[series]
+            if not historical or state.last is None or r[4] >= state.last[4]:
                 state.last = r
         return messages, skipped
 
@@ -312,6 +319,9 @@ class EdgeNode:
         payload = Payload(timestamp=_now_ms(), seq=self._next_seq())
         messages.append((MessageType.DDATA, device, payload))
         return [payload, payload.metrics.add, 0]
+
+
+_first = itemgetter(0)
 
 
 def _now_ms() -> int:
