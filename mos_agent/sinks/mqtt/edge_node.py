@@ -254,7 +254,7 @@ class EdgeNode:
         messages: list[tuple[MessageType, str, Payload]] = []
         # per device of this batch: [payload, its metrics.add, metrics in it], or None while its
         # failed reads are being skipped
-        open_: dict[str, list[Any] | None] = {}
+        open_: dict[str, list[Any] | object | None] = {}
         skipped = 0
         double = DataType.DOUBLE
         # readings come in runs of one device (a driver's batch): the device's entry is looked up
@@ -265,25 +265,21 @@ class EdgeNode:
             series, value, _, code, timestamp_ns = r
             if series.device != run_device or entry is None or entry[2] >= MAX_METRICS_PER_MESSAGE:
                 device = series.device
-                # False: the device's first reading in this batch; None: skipping its failed reads
-                known = open_.get(device, False)
+                # absent: the device's first reading in this batch; None: skipping its failed reads
+                known = open_.get(device, _FIRST)
                 run_device, entry = device, None
-                if known is None and not series.good:
-                    skipped += 1
-                    continue
-                if not known:
-                    book = devices[device]
-                    if known is False and not book.born and not series.good and dead(device):
+                if isinstance(known, list):
+                    entry = known if known[2] < MAX_METRICS_PER_MESSAGE else self._open(device, messages)
+                else:
+                    if not series.good and (known is None or (not devices[device].born and dead(device))):
                         open_[device] = None
                         skipped += 1
                         continue
-                    if not book.born or device in grown:
+                    if not devices[device].born or device in grown:
                         grown.discard(device)
                         messages.append((MessageType.DBIRTH, device, self.device_birth(device)))
-                    known = open_[device] = self._open(device, messages)
-                elif known[2] >= MAX_METRICS_PER_MESSAGE:
-                    known = open_[device] = self._open(device, messages)
-                entry = known
+                    entry = self._open(device, messages)
+                open_[device] = entry
             entry[2] += 1
             state = state_of[series]
             same_quality = series.good is state.good
@@ -322,6 +318,7 @@ class EdgeNode:
 
 
 _first = itemgetter(0)
+_FIRST = object()  # a device not met yet in a batch
 
 
 def _now_ms() -> int:

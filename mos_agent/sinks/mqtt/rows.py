@@ -12,6 +12,7 @@ state by it at the cost of an identity hash.
 from __future__ import annotations
 
 from itertools import repeat
+from typing import cast
 
 from mos_agent.lineprotocol import LineProtocolError, parse_lines
 
@@ -98,7 +99,7 @@ class ReadingParser:
             return None
         if len(values) != n:
             return None
-        return list(zip(series, values, repeat(None), repeat(0), times))
+        return list(zip(cast(list[Series], series), values, repeat(None), repeat(0), times, strict=False))
 
     def _parse_lines(self, text: str, plain: bool) -> list[Reading]:
         heads = self._heads
