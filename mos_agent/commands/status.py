@@ -88,12 +88,13 @@ def render(status: StatusReport, console: Console) -> None:
     for s in status.sinks:
         if s.mqtt is not None:
             m = s.mqtt
-            line = (f"{s.name}: {m.format} → {m.broker}, {'connected' if m.connected else 'not connected'}, "
-                    f"{m.messages_published} messages")
+            line = f"{s.name}: {m.format} → {m.broker}, " + (_("connected") if m.connected else _("not connected")) \
+                + ", " + _("{count} messages").format(count=m.messages_published)
             if m.format == "sparkplug":
-                line += f", edge node {m.group_id}/{m.edge_node_id}, bdSeq {m.bd_seq}, {m.births} births"
+                line += ", " + _("edge node {node}, bdSeq {seq}, {births} births").format(
+                    node=f"{m.group_id}/{m.edge_node_id}", seq=m.bd_seq, births=m.births)
                 if m.primary_host_online is not None:
-                    line += f", primary host {'online' if m.primary_host_online else 'offline'}"
+                    line += ", " + (_("primary host online") if m.primary_host_online else _("primary host offline"))
             console.print(line)
 
 

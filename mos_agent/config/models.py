@@ -245,7 +245,7 @@ class MqttTls(StrictModel):
     @classmethod
     def _pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if (value is None) != (info.data.get("cert_file") is None):
-            raise ValueError("cert_file and key_file go together: give both or neither")
+            raise ValueError(_("cert_file and key_file go together: give both or neither"))
         return value
 
 
@@ -278,9 +278,10 @@ class MqttSinkConfig(SinkBase):
     def _url(cls, value: str) -> str:
         m = _MQTT_URL.match(value)
         if not m:
-            raise ValueError(f"url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {value!r}")
+            raise ValueError(_("url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {value}").format(
+                value=repr(value)))
         if m.group(3) is not None and not 0 < int(m.group(3)) < 65536:
-            raise ValueError(f"port {m.group(3)} in {value!r} is out of range")
+            raise ValueError(_("port {port} in {value} is out of range").format(port=m.group(3), value=repr(value)))
         return value
 
     @field_validator("prefix")
@@ -289,9 +290,10 @@ class MqttSinkConfig(SinkBase):
         if value is None:
             return value
         if info.data.get("format") == "sparkplug":
-            raise ValueError("prefix is for format: uns (Sparkplug topics start with spBv1.0)")
+            raise ValueError(_("prefix is for format: uns (Sparkplug topics start with spBv1.0)"))
         if not value.strip("/") or set(value) & _TOPIC_SPECIALS or "//" in value:
-            raise ValueError(f"prefix {value!r} must be topic levels without '+', '#' or empty levels")
+            raise ValueError(_("prefix {value} must be topic levels without '+', '#' or empty levels").format(
+                value=repr(value)))
         return value.strip("/")
 
     @field_validator("group_id", "primary_host_id")
@@ -302,13 +304,14 @@ class MqttSinkConfig(SinkBase):
         sparkplug = info.data.get("format") == "sparkplug"
         if value is None:
             if sparkplug and info.field_name == "group_id":
-                raise ValueError("group_id is required with format: sparkplug")
+                raise ValueError(_("group_id is required with format: sparkplug"))
             return value
         if not sparkplug and "format" in info.data:
-            raise ValueError(f"{info.field_name} is for format: sparkplug")
+            raise ValueError(_("{key} is for format: sparkplug").format(key=info.field_name))
         problem = id_problem(value)
         if problem:
-            raise ValueError(f"{info.field_name} {value!r} {problem}")
+            raise ValueError(_("{key} {value} {problem}").format(key=info.field_name, value=repr(value),
+                                                                 problem=problem))
         return value
 
     @property
@@ -418,8 +421,8 @@ class AgentConfig(StrictModel):
         if agent is not None and any(isinstance(s, MqttSinkConfig) and s.format == "sparkplug" for s in sinks):
             problem = id_problem(agent.id)
             if problem:
-                raise ValueError(f"a format: sparkplug sink uses agent.id {agent.id!r} as its edge node id, "
-                                 f"which {problem}")
+                raise ValueError(_("a format: sparkplug sink uses agent.id {id} as its edge node id, which {problem}")
+                                 .format(id=repr(agent.id), problem=problem))
         return sinks
 
 

@@ -7,6 +7,8 @@ import enum
 import json
 from dataclasses import dataclass
 
+from mos_agent.i18n import _
+
 NAMESPACE = "spBv1.0"
 STATE = "STATE"
 # MQTT topic separators and wildcards cannot be part of a Sparkplug id.
@@ -31,10 +33,11 @@ class MessageType(enum.StrEnum):
 def id_problem(value: str) -> str | None:
     """Why ``value`` cannot be a group, edge node, device or host id, or ``None`` if it can."""
     if not value:
-        return "must not be empty"
+        return _("must not be empty")
     bad = sorted(set(value) & _FORBIDDEN)
     if bad:
-        return f"must not contain {' '.join(repr(c) for c in bad)} (MQTT topic separators and wildcards)"
+        return _("must not contain {characters} (MQTT topic separators and wildcards)").format(
+            characters=" ".join(repr(c) for c in bad))
     return None
 
 
