@@ -162,7 +162,7 @@ class MqttDriver(Driver):
         self._unacked_batches = 0
         self._disconnect_once = threading.Lock()
         self._disconnected = False
-        self._decoder = Decoder(self.device_config, self._register)
+        self._decoder = Decoder(self.device_config, self._register, window=ctx.agent.source_time.window())
 
     # ------------------------------------------------------------ validate / catalogue
 

@@ -8,6 +8,7 @@ Parsed durations are float seconds and sizes are int bytes.
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -21,7 +22,8 @@ from pydantic import (
     field_validator,
 )
 
-from mos_agent import units
+from mos_agent import text, units
+from mos_agent.batch import SourceTimeWindow
 from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
@@ -76,10 +78,16 @@ def _check_unit(value: str) -> str:
     return value
 
 
+def _check_encoding(value: str) -> str:
+    return text.check_encoding(value)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 AssetName = Annotated[str, AfterValidator(_check_asset_name)]
 UnitCode = Annotated[str, AfterValidator(_check_unit)]
+# How a device's text bytes are read (``cp949``, ``euc-kr``…); default UTF-8.
+TextEncoding = Annotated[str, AfterValidator(_check_encoding)]
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]
 Kind = Literal[KINDS]  # type: ignore[valid-type]
 
@@ -91,6 +99,32 @@ class StrictModel(BaseModel):
 # ---------------------------------------------------------------- agent file
 
 
+class SourceTimeSection(StrictModel):
+    """Source timestamps outside ``earliest`` … arrival + ``max_ahead`` are replaced by the arrival
+    time (quality uncertain, code 1009)."""
+
+    earliest: date = date(1990, 1, 1)
+    max_ahead: Duration = 86400.0
+
+    @field_validator("earliest")
+    @classmethod
+    def _earliest(cls, value: date) -> date:
+        if not date(1970, 1, 1) <= value <= date(2200, 1, 1):
+            raise ValueError(f"earliest must be between 1970-01-01 and 2200-01-01, got {value}")
+        return value
+
+    @field_validator("max_ahead")
+    @classmethod
+    def _max_ahead(cls, value: float) -> float:
+        if value > 365 * 86400.0:
+            raise ValueError("max_ahead must be at most a year (365d)")
+        return value
+
+    def window(self) -> SourceTimeWindow:
+        start = datetime(self.earliest.year, self.earliest.month, self.earliest.day, tzinfo=UTC)
+        return SourceTimeWindow(int(start.timestamp()) * 10**9, round(self.max_ahead * 1e9))
+
+
 class AgentSection(StrictModel):
     id: str = Field(min_length=1)
     enterprise: AssetName | None = None
@@ -100,6 +134,7 @@ class AgentSection(StrictModel):
     stages: list[AssetName] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: Duration = 10.0
+    source_time: SourceTimeSection = Field(default_factory=SourceTimeSection)
 
     @field_validator("health")
     @classmethod
