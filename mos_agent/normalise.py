@@ -3,7 +3,10 @@
 Per batch, with vector operations: scale and offset; NaN/inf become bad quality (code
 NOT_A_NUMBER); values outside a tag's ``range`` become uncertain (OUT_OF_RANGE); deadband drops
 values that moved less than the tag's deadband unless the quality class changed. Then each kept
-row is formatted behind its series' pre-built prefix.
+row is formatted behind its series' pre-built prefix. Text that cannot be encoded as UTF-8 (lone
+surrogates: bytes a device's library could not decode) is found only when encoding fails — no
+check on the way there — and stored with U+FFFD in their place, quality uncertain, code
+DECODE_ERROR.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.lineprotocol import escape_string_field
 from mos_agent.series import SeriesTable
 from mos_agent.taxonomy import CollectorCode, Quality
+from mos_agent.text import is_readable, repaired
+
+# report(kind, message, count): where the normaliser counts what it had to repair
+ReportFn = Callable[[str, str, int], None]
 
 
 @dataclass(slots=True)
@@ -48,12 +55,14 @@ class NormaliseCounts:
     not_a_number: int = 0
     out_of_range: int = 0
     suppressed: int = 0
+    text_repaired: int = 0
 
 
 class Normaliser:
-    def __init__(self, table: SeriesTable) -> None:
+    def __init__(self, table: SeriesTable, report: ReportFn | None = None) -> None:
         self.table = table
         self.counts = NormaliseCounts()
+        self.report = report
 
     def normalised(self, batch: ReadingBatch) -> NormalisedRows:
         """Scale, offset and quality rules applied; no deadband, no state change (``read`` shows
@@ -93,24 +102,30 @@ class Normaliser:
         values[bad] = np.nan
         return NormalisedRows(values, quality, codes, numeric, int(not_finite.sum()), int(out_of_range.sum()))
 
-    def process(self, batch: ReadingBatch) -> EncodedChunk:
+    def process(self, batch: ReadingBatch, deadband: bool = True) -> EncodedChunk:
+        """The batch normalised and encoded. ``deadband=False`` keeps every row (a batch being
+        isolated row by row after a failure: a deadband decided in the failed attempt must not drop
+        the same readings again)."""
         n = len(batch)
         if n == 0:
             return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
         rows = self.normalised(batch)
         idx = batch.series
         texts = batch.texts or {}
-        keep = self._deadband(idx, rows.values, rows.quality, rows.numeric)
+        keep = self._deadband(idx, rows.values, rows.quality, rows.numeric, deadband)
+        kept_rows = np.flatnonzero(keep)
+        try:
+            body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
+        except UnicodeEncodeError:
+            texts = self._readable_texts(texts, rows)
+            body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
         c = self.counts
         c.read += n
         c.bad += int((rows.quality == Quality.BAD).sum())
         c.not_a_number += rows.not_a_number
         c.out_of_range += rows.out_of_range
-
-        kept_rows = np.flatnonzero(keep)
         c.kept += len(kept_rows)
         c.suppressed += n - len(kept_rows)
-        body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
         newest = int(batch.timestamps.max())
         table = self.table
         table.last_time[idx] = np.maximum(table.last_time[idx], batch.timestamps)
@@ -118,11 +133,30 @@ class Normaliser:
             table.last_text[int(idx[row])] = text
         return EncodedChunk(body, len(kept_rows), newest, list(batch.on_committed))
 
+    def _readable_texts(self, texts: dict[int, str], rows: NormalisedRows) -> dict[int, str]:
+        """Texts with their unencodable characters replaced; a good reading whose text needed that
+        becomes uncertain (DECODE_ERROR)."""
+        readable = dict(texts)
+        repairs = 0
+        for row, text in texts.items():
+            if not is_readable(text):
+                readable[row] = repaired(text)
+                repairs += 1
+                if rows.quality[row] == Quality.GOOD:
+                    rows.quality[row] = Quality.UNCERTAIN
+                    rows.codes[row] = CollectorCode.DECODE_ERROR
+        self.counts.text_repaired += repairs
+        if self.report is not None and repairs:
+            self.report("text", f"{repairs} text value(s) held bytes that are not valid in the device's encoding; "
+                                "stored with U+FFFD in their place (set encoding: on the tag or device if the "
+                                "device uses a legacy code page such as cp949)", repairs)
+        return readable
+
     def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
-                  numeric: np.ndarray) -> np.ndarray:
+                  numeric: np.ndarray, apply: bool = True) -> np.ndarray:
         table = self.table
         band = table.deadband[idx]
-        if not band.any():
+        if not apply or not band.any():
             table.last_value[idx] = values
             table.last_quality[idx] = quality
             return np.ones(len(idx), dtype=bool)

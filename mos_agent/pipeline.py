@@ -5,8 +5,11 @@
         ──▶ one sink runner per sink (sinks/)
 
 ``emit`` waits while the hand-off queue is full, so a slow disk slows acquisition instead of
-growing memory. The writer commits everything gathered at most every ``buffer.commit_interval``
-in one transaction, then runs the batches' ``on_committed`` callbacks (MQTT acks there).
+growing memory. A batch the normaliser cannot process is split until the rows that fail are
+found; those become bad-quality rows (DECODE_ERROR) and every other row is kept — one bad reading
+never costs its neighbours nor restarts its driver. The writer commits everything gathered at
+most every ``buffer.commit_interval`` in one transaction, then runs the batches' ``on_committed``
+callbacks (MQTT acks there).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
 from mos_agent.buffer import StoreAndForward
@@ -31,15 +36,62 @@ from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, rea
 from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext
 from mos_agent.logs import register_secrets
-from mos_agent.normalise import EncodedChunk, Normaliser
+from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.systemd import SystemdNotifier
+from mos_agent.taxonomy import CollectorCode
 
 log = logging.getLogger("mos_agent")
 
 HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
 DRIVER_RESTART_DELAY = 5.0
 DRIVER_STOP_TIMEOUT = 5.0
+
+
+def normalise_isolating(normaliser: Normaliser, batch: ReadingBatch, report: ReportFn) -> EncodedChunk:
+    """``normaliser.process(batch)``; if that fails, the batch is halved until the failing rows are
+    alone, and each of them is stored as a bad-quality row with code DECODE_ERROR (or, if even
+    that fails — a series the table does not know — left out and counted). The good path pays
+    nothing: the search starts only after a failure."""
+    try:
+        return normaliser.process(batch)
+    except Exception as exc:
+        first = exc
+    bodies: list[bytes] = []
+    points = 0
+    isolated = 0
+    lost = 0
+
+    def take(rows: np.ndarray) -> None:
+        nonlocal points, isolated, lost
+        part = batch.select(rows)
+        try:
+            chunk = normaliser.process(part, deadband=False)
+        except Exception:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                take(rows[:half])
+                take(rows[half:])
+                return
+            try:
+                chunk = normaliser.process(ReadingBatch.failed(part.series, CollectorCode.DECODE_ERROR,
+                                                               int(part.timestamps[0])), deadband=False)
+                isolated += 1
+            except Exception:
+                lost += 1
+                return
+        bodies.append(chunk.body)
+        points += chunk.points
+
+    take(np.arange(len(batch)))
+    problem = f"{type(first).__name__}: {first}"
+    if isolated:
+        report("normalise", f"{isolated} reading(s) could not be normalised ({problem}); stored as bad quality "
+                            f"(code {int(CollectorCode.DECODE_ERROR)})", isolated)
+    if lost:
+        report("normalise", f"{lost} reading(s) could not be normalised nor stored as bad quality ({problem}); "
+                            "left out", lost)
+    return EncodedChunk(b"".join(bodies), points, int(batch.timestamps.max()), list(batch.on_committed))
 
 
 class RateMeter:
@@ -191,7 +243,7 @@ class Agent:
             await self._emit(runtime_holder[0], batch)
 
         ctx = DriverContext(self.config.agent, device, emit)
-        runtime = DeviceRuntime(device, driver_cls, ctx, Normaliser(ctx.series), driver_cls(ctx))
+        runtime = DeviceRuntime(device, driver_cls, ctx, Normaliser(ctx.series, ctx.report_error), driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.health_server is not None:
             ctx.read_latency_hook = lambda seconds: self.health_server.observe_read(device.name, seconds)
@@ -230,7 +282,7 @@ class Agent:
         runtime.ctx.set_state(DeviceState.STOPPED)
 
     async def _emit(self, runtime: DeviceRuntime, batch: ReadingBatch) -> None:
-        chunk = runtime.normaliser.process(batch)
+        chunk = normalise_isolating(runtime.normaliser, batch, runtime.ctx.report_error)
         if len(batch):
             runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
         assert self._queue is not None
