@@ -42,6 +42,7 @@ from mos_agent.config.models import (
     SeriesFields,
     StrictModel,
     TagBase,
+    TextEncoding,
 )
 
 # OPC UA node id string forms (Part 6, 5.3.1.10): ns=<index>; or nsu=<namespace uri>; then
@@ -196,6 +197,9 @@ class _NodeAndType(StrictModel):
 
     node: str
     type: TagType = "auto"  # auto: decided by the value the server sends
+    # the code page the server's String bytes are in (cp949 on many older Korean PLCs); default:
+    # the device's, else UTF-8
+    encoding: TextEncoding | None = None
 
     @field_validator("node")
     @classmethod
@@ -233,7 +237,7 @@ class BrowseEntry(SeriesFields, _NodeAndType):
         return OpcUaTag(
             name=name, node=node, category=self.category, kind=self.kind, unit=self.unit or unit,
             scale=self.scale, offset=self.offset, deadband=self.deadband, range=self.range,
-            type=type_ if self.type == "auto" and type_ else self.type,
+            type=type_ if self.type == "auto" and type_ else self.type, encoding=self.encoding,
         )
 
 
@@ -246,6 +250,9 @@ class OpcUaDevice(DeviceBase):
     poll: PollConfig = Field(default_factory=PollConfig)
     tags: list[OpcUaTag] = Field(default_factory=list)
     browse: list[BrowseEntry] = Field(default_factory=list)
+    # the code page of the server's String values and browse names when they are not UTF-8
+    # (cp949, euc-kr, shift_jis…); a tag or browse entry may say otherwise
+    encoding: TextEncoding | None = None
 
     @model_validator(mode="after")
     def _something_to_read(self) -> OpcUaDevice:

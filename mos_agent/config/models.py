@@ -238,10 +238,13 @@ class SeriesFields(StrictModel):
     range: tuple[float, float] | None = None
 
 
+TAG_NAME_MAX = 200  # names a driver generates (OPC UA browse paths) are shortened to fit
+
+
 class TagBase(SeriesFields):
     """Fields every driver's tag has. ``data_type()`` names the value's type for the catalogue."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=TAG_NAME_MAX)
     description: str | None = None
 
     def effective_kind(self) -> str:
