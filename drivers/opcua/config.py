@@ -50,7 +50,8 @@ from mos_agent.config.models import (
 _NODE_ID = re.compile(
     r"^(?:(?:ns=(?P<ns>\d+)|nsu=(?P<nsu>[^;]+));)?"
     r"(?:i=(?P<i>\d+)|s=(?P<s>.+)|g=(?P<g>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-    r"|b=(?P<b>[A-Za-z0-9+/]+={0,2}))$"
+    r"|b=(?P<b>[A-Za-z0-9+/]+={0,2}))$",
+    re.DOTALL,  # a string identifier may hold any character, a line break too
 )
 
 TagType = Literal["auto", "number", "bool", "string", "enum", "struct"]

@@ -29,6 +29,7 @@ from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
+from pydantic import ValidationError
 
 from drivers.opcua import browse as browsing
 from drivers.opcua import client as uac
@@ -268,7 +269,12 @@ class OpcUaDriver(Driver):
                     continue
                 encoding = entry.encoding or config.encoding
                 name = browsing.tag_name_for(f.path, entry.prefix, encoding)
-                tag = entry.tag_for(name, f.node_id.to_string(), f.unit, "enum" if f.kind == "enum" else None)
+                try:
+                    tag = entry.tag_for(name, f.node_id.to_string(), f.unit, "enum" if f.kind == "enum" else None)
+                except ValidationError as exc:  # what the server named cannot make a tag: skip it, not the device
+                    problem = "; ".join(err["msg"] for err in exc.errors())
+                    self.ctx.report_error("browse", f"browse {entry.node}: {name}: left out: {problem}")
+                    continue
                 if tag.type == "enum" and f.data_type is not None:
                     enum_types[len(items)] = f.data_type
                 series = self.ctx.add_series(tag)
