@@ -500,10 +500,7 @@ class MqttDriver(Driver):
         newest: dict[int, int] = {}
         for row, series in enumerate(batch.series.tolist()):
             newest[series] = row
-        keep = np.array(sorted(newest.values()), dtype=np.int64)
-        texts = {new: batch.texts[old] for new, old in enumerate(keep.tolist()) if batch.texts and old in batch.texts}
-        result = ReadingBatch(batch.series[keep], batch.values[keep], batch.timestamps[keep], batch.quality[keep],
-                              batch.codes[keep], texts or None)
+        result = batch.select(np.array(sorted(newest.values()), dtype=np.int64))
         missing = [i for i in range(len(device.tags)) if i not in seen]
         if missing:
             result = ReadingBatch.concat([result, ReadingBatch.failed(missing, CollectorCode.TIMEOUT)])
