@@ -408,6 +408,7 @@ class Agent:
                 "last_error_time": st.last_error_time,
                 "errors": dict(st.errors),
                 "overruns": st.overruns,
+                "source_names": dict(st.source_names),
                 "series": len(rt.ctx.series),
                 "points_read": counts.read,
                 "points_kept": counts.kept,

@@ -133,6 +133,7 @@ async def test_mqtt_bad_timestamps_text_nesting_and_names(tmp_path: Path, mosqui
         rows = stored(agent)
         no_restart(agent, caplog)
         errors = dict(runtime.ctx.status.errors)
+        status = next(d for d in agent.status()["devices"] if d["name"] == "env-sensors")
 
     by_key = {(r["equipment"], r["tag"]): r for r in rows}
     assert len(rows) == 10, rows
@@ -146,6 +147,7 @@ async def test_mqtt_bad_timestamps_text_nesting_and_names(tmp_path: Path, mosqui
     # two Korean names with the same ASCII part stay two pieces of equipment
     thermo, hygro = asset_name_for("온도계1"), asset_name_for("습도계1")
     assert thermo != hygro
+    assert status["source_names"] == {thermo: "온도계1", hygro: "습도계1"}  # the originals, for people
     assert by_key[thermo, "temperature"]["value"] == 21.5 and by_key[hygro, "temperature"]["value"] == 45.0
     assert by_key[thermo, "label"]["text"] == "ok"
     assert (by_key[hygro, "label"]["text"], by_key[hygro, "label"]["quality"], by_key[hygro, "label"]["code"]) \

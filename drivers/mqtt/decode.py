@@ -138,9 +138,11 @@ def parse_payload(payload: bytes, encoding: str | None) -> tuple[object, bool]:
 
 class Decoder:
     def __init__(self, device: MqttDevice, register: RegisterFn, max_payload: int | None = None,
-                 window: SourceTimeWindow | None = None) -> None:
+                 window: SourceTimeWindow | None = None, source_names: dict[str, str] | None = None) -> None:
         self.device = device
         self.register = register
+        # asset name → captured text, for the names asset_name_for changed (shown in the status)
+        self.source_names = source_names if source_names is not None else {}
         self.max_payload = max_payload if max_payload is not None else device.connection.max_payload
         self.window = window if window is not None else SourceTimeWindow()
         self.routes = [
@@ -175,10 +177,16 @@ class Decoder:
             if empty:
                 rows.error("topic", f"topic {topic!r}: empty level where {route.tag.topic!r} captures {empty[0]}")
                 continue
+            overrides = asset_overrides(captured)
             try:
-                found.append(Target(route, self.register(route.index, asset_overrides(captured))))
+                found.append(Target(route, self.register(route.index, overrides)))
             except SeriesLimitReached as exc:
                 rows.error("series_limit", str(exc))
+                continue
+            for level, text in captured.items():
+                name = overrides[level]
+                if name != text and len(self.source_names) < self.device.connection.max_series:
+                    self.source_names[name] = text
         return tuple(found)
 
     # ------------------------------------------------------------ payloads

@@ -162,7 +162,8 @@ class MqttDriver(Driver):
         self._unacked_batches = 0
         self._disconnect_once = threading.Lock()
         self._disconnected = False
-        self._decoder = Decoder(self.device_config, self._register, window=ctx.agent.source_time.window())
+        self._decoder = Decoder(self.device_config, self._register, window=ctx.agent.source_time.window(),
+                                source_names=ctx.status.source_names)
 
     # ------------------------------------------------------------ validate / catalogue
 
