@@ -208,7 +208,12 @@ class Rows:
             self.failed(item.all_series(), code, t)
             return
         if isinstance(value, list):
-            flat = _flatten(value)
+            try:
+                flat = _flatten(value)
+            except RecursionError:  # an array of more dimensions than anyone uses: not a reading
+                self.error("decode", f"{item.name}: an array nested too deep to read")
+                self.failed(item.all_series(), CollectorCode.DECODE_ERROR, t)
+                return
             elements = item.elements
             while len(elements) < len(flat):
                 elements.append(add_element(item, len(elements)))

@@ -139,3 +139,11 @@ def test_strings_in_a_declared_code_page_are_read_in_it() -> None:
     assert one(ua.LocalizedText(raw, "ko"), encoding="euc_kr")[0] == [("온도 센서", Quality.GOOD, 0, 0)]
     # undeclared: handed on as it came (the normaliser stores U+FFFD for what is not Unicode)
     assert one(raw)[0] == [(raw, Quality.GOOD, 0, 0)]
+
+
+def test_an_array_nested_deeper_than_python_recurses_is_a_decode_error() -> None:
+    value: list = [1.0]
+    for _ in range(5000):
+        value = [value]
+    out, rows = one(value)
+    assert out == [(None, Quality.BAD, CollectorCode.DECODE_ERROR, 0)] and rows.errors["decode"][0] == 1
