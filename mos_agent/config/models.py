@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -23,8 +23,10 @@ from pydantic import (
 )
 
 from mos_agent import text, units
-from mos_agent.batch import SourceTimeWindow
 from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
+
+if TYPE_CHECKING:
+    from mos_agent.batch import SourceTimeWindow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 _DURATION_FACTOR = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
@@ -121,6 +123,8 @@ class SourceTimeSection(StrictModel):
         return value
 
     def window(self) -> SourceTimeWindow:
+        from mos_agent.batch import SourceTimeWindow  # the configuration stays free of numpy
+
         start = datetime(self.earliest.year, self.earliest.month, self.earliest.day, tzinfo=UTC)
         return SourceTimeWindow(int(start.timestamp()) * 10**9, round(self.max_ahead * 1e9))
 
