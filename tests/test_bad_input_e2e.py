@@ -9,13 +9,12 @@ limit at every connect); and two Korean equipment names captured from topics mer
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mos_agent.config.loader import load_config
+from mos_agent.localservers import free_port
 from mos_agent.pipeline import Agent
 from mos_agent.taxonomy import asset_name_for
-from mos_agent.testing import free_port
 from simulators.opcua import CncSimulator, SimulatorConfig
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.slow
 
@@ -72,13 +72,6 @@ def stored(agent: Agent) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 def no_restart(agent: Agent, caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if "driver stopped unexpectedly" in r.getMessage()]
     for runtime in agent.devices.values():
@@ -117,7 +110,7 @@ async def test_mqtt_bad_timestamps_text_nesting_and_names(tmp_path: Path, mosqui
     now_s = int(time.time())
     async with agent_running(tmp_path, MQTT_DEVICE.format(port=mosquitto.port)) as agent:
         runtime = agent.devices["env-sensors"]
-        await wait_for(lambda: runtime.ctx.status.state.value == "running", "the broker connection")
+        await wait_until_async(lambda: runtime.ctx.status.state.value == "running", what="the broker connection")
         before = time.time_ns()
         publish(mosquitto.port, [
             ("plant/sensor-a/env", json.dumps({"t": 1.0, "ts": now_s - 10}).encode()),
@@ -128,12 +121,12 @@ async def test_mqtt_bad_timestamps_text_nesting_and_names(tmp_path: Path, mosqui
             ("plant/sensor-d/env", b"[" * 5000 + b"]" * 5000),
             ("plant/sensor-e/env", json.dumps({"t": 5.0, "ts": now_s - 7}).encode()),
         ])
-        await wait_for(lambda: len(stored(agent)) >= 10, "every reading in the history")
+        await wait_until_async(lambda: len(stored(agent)) >= 10, what="every reading in the history")
         after = time.time_ns()
         rows = stored(agent)
         no_restart(agent, caplog)
         errors = dict(runtime.ctx.status.errors)
-        status = next(d for d in agent.status()["devices"] if d["name"] == "env-sensors")
+        status = next(d for d in agent.status().devices if d.name == "env-sensors")
 
     by_key = {(r["equipment"], r["tag"]): r for r in rows}
     assert len(rows) == 10, rows
@@ -147,7 +140,7 @@ async def test_mqtt_bad_timestamps_text_nesting_and_names(tmp_path: Path, mosqui
     # two Korean names with the same ASCII part stay two pieces of equipment
     thermo, hygro = asset_name_for("온도계1"), asset_name_for("습도계1")
     assert thermo != hygro
-    assert status["source_names"] == {thermo: "온도계1", hygro: "습도계1"}  # the originals, for people
+    assert status.source_names == {thermo: "온도계1", hygro: "습도계1"}  # the originals, for people
     assert by_key[thermo, "temperature"]["value"] == 21.5 and by_key[hygro, "temperature"]["value"] == 45.0
     assert by_key[thermo, "label"]["text"] == "ok"
     assert (by_key[hygro, "label"]["text"], by_key[hygro, "label"]["quality"], by_key[hygro, "label"]["code"]) \
@@ -196,16 +189,18 @@ async def test_opcua_far_future_time_legacy_text_and_long_browse_path(tmp_path: 
         device = OPCUA_DEVICE.format(endpoint=sim.endpoint, ns="ns=2")
         async with agent_running(tmp_path, device) as agent:
             runtime = agent.devices["press-07"]
-            await wait_for(lambda: runtime.ctx.status.state.value == "running", "the OPC UA session")
-            await wait_for(lambda: any(r["tag"].startswith("deep.") for r in stored(agent)), "the browsed variable")
+            await wait_until_async(lambda: runtime.ctx.status.state.value == "running", what="the OPC UA session")
+            await wait_until_async(lambda: any(r["tag"].startswith("deep.") for r in stored(agent)),
+                                   what="the browsed variable")
             before = time.time_ns()
             await sim.write("Spindle.Speed", 1234.0, source_time=dt.datetime(2300, 1, 1, tzinfo=dt.UTC))
             coolant_time = await sim.write("Coolant.Temperature", 21.0)
             legacy_time = await sim.write("Labels.Legacy", AS_ASYNCUA_DECODES)
             await sim.write("Labels.Undeclared", AS_ASYNCUA_DECODES)
-            await wait_for(lambda: {"speed", "coolant", "legacy_label", "undeclared_label"}
-                           <= {r["tag"] for r in stored(agent) if r["value"] != 0 or r["text"] not in (None, "-")},
-                           "the written values")
+            written = {"speed", "coolant", "legacy_label", "undeclared_label"}
+            await wait_until_async(lambda: written <= {r["tag"] for r in stored(agent)
+                                                       if r["value"] != 0 or r["text"] not in (None, "-")},
+                                   what="the written values")
             after = time.time_ns()
             rows = stored(agent)
             no_restart(agent, caplog)
