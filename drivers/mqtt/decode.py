@@ -206,7 +206,13 @@ class Decoder:
             return
         encoding = targets[0].route.encoding
         try:
-            doc, is_json = parse_payload(payload, encoding)
+            if encoding is None:  # the common case inline: UTF-8 JSON, parsed straight from bytes
+                try:
+                    doc, is_json = json.loads(payload), True
+                except ValueError:
+                    doc, is_json = parse_payload(payload, encoding)
+            else:
+                doc, is_json = parse_payload(payload, encoding)
         except RecursionError:
             rows.error("payload", f"{topic}: JSON nested too deep to read", len(targets))
             for target in targets:
