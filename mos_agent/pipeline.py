@@ -43,6 +43,7 @@ from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
 from mos_agent.taxonomy import CollectorCode
+from mos_agent.text import repaired
 
 if TYPE_CHECKING:
     from mos_agent.health import HealthServer
@@ -90,7 +91,7 @@ def normalise_isolating(normaliser: Normaliser, batch: ReadingBatch, report: Rep
         points += chunk.points
 
     take(np.arange(len(batch)))
-    problem = f"{type(first).__name__}: {first}"
+    problem = repaired(f"{type(first).__name__}: {first}"[:200])  # it may quote the unencodable text
     if isolated:
         report("normalise", f"{isolated} reading(s) could not be normalised ({problem}); stored as bad quality "
                             f"(code {int(CollectorCode.DECODE_ERROR)})", isolated)
