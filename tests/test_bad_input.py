@@ -66,7 +66,7 @@ def test_encoding_names_are_checked_with_a_suggestion() -> None:
 
 def test_text_with_lone_surrogates_is_stored_repaired_and_flagged_not_failed() -> None:
     reports = Reports()
-    norm = Normaliser(table_of("label", "pressure"), reports)
+    norm = Normaliser(table_of("label", "pressure"), report=reports)
     batch = ReadingBatch.build([0, 1, 0], [np.nan, 180.5, np.nan], [1, 2, 3],
                                texts={0: AS_ASYNCUA_DECODES, 2: "json \ud800 escape"})
     chunk = norm.process(batch)
@@ -90,7 +90,7 @@ def test_a_series_name_from_a_device_cannot_make_its_readings_unencodable() -> N
 
 def test_a_row_that_cannot_be_encoded_becomes_a_bad_row_and_its_neighbours_are_kept() -> None:
     reports = Reports()
-    norm = Normaliser(table_of("a", "b", "c", "d"), reports)
+    norm = Normaliser(table_of("a", "b", "c", "d"), report=reports)
     batch = ReadingBatch.build([0, 1, 2, 3], [1.0, 2.0, 3.0, 4.0], [10, 11, 12, 13])
     batch.quality[2] = 9  # a driver bug: no such quality class
     callbacks: list[int] = []
@@ -110,14 +110,14 @@ def test_a_row_that_cannot_be_encoded_becomes_a_bad_row_and_its_neighbours_are_k
 
 def test_a_row_of_an_unknown_series_is_left_out_and_counted() -> None:
     reports = Reports()
-    norm = Normaliser(table_of("a", "b"), reports)
+    norm = Normaliser(table_of("a", "b"), report=reports)
     chunk = normalise_isolating(norm, ReadingBatch.build([0, 7, 1], [1.0, 2.0, 3.0], [1, 2, 3]), reports)
     assert chunk.points == 2 and reports.seen == {"normalise": 1}
     assert "left out" in reports.messages[0]
 
 
 def test_isolation_does_not_let_the_failed_attempts_deadband_drop_readings() -> None:
-    norm = Normaliser(table_of("a", "b", deadband=5.0), Reports())
+    norm = Normaliser(table_of("a", "b", deadband=5.0), report=Reports())
     batch = ReadingBatch.build([0, 1], [100.0, 200.0], [1, 2])
     batch.quality[1] = 9
     chunk = normalise_isolating(norm, batch, Reports())
@@ -125,10 +125,12 @@ def test_isolation_does_not_let_the_failed_attempts_deadband_drop_readings() -> 
     assert "value=100.0" in chunk.body.decode()
 
 
-def test_select_keeps_texts_with_their_rows() -> None:
-    batch = ReadingBatch.build([0, 1, 2], [np.nan, 1.0, np.nan], [1, 2, 3], texts={0: "x", 2: "z"})
+def test_select_keeps_texts_and_source_times_with_their_rows() -> None:
+    batch = ReadingBatch.build([0, 1, 2], [np.nan, 1.0, np.nan], [1, 2, 3], texts={0: "x", 2: "z"},
+                               source_time=[True, False, True])
     part = batch.select(np.array([2, 1]))
     assert part.series.tolist() == [2, 1] and part.texts == {0: "z"}
+    assert part.source_time is not None and part.source_time.tolist() == [True, False]
 
 
 # ---------------------------------------------------------------- names
