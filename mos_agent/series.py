@@ -103,7 +103,7 @@ class SeriesTable:
         for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
             # repaired: a name taken from a device (a browse name in a legacy code page) must not
             # make every reading of the series unencodable
-            by_series.append(repaired(series_prefix(spec.category, [*base, ("quality", quality)])))  # type: ignore[list-item]
+            by_series.append(repaired(series_prefix(spec.category, [*base, ("quality", quality)])))
         if idx >= len(self.scale):
             self._grow(idx + _GROW)
         self.scale[idx] = spec.scale

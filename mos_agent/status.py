@@ -148,12 +148,45 @@ class StoreStats:
 
 
 @dataclass(slots=True)
+class KpiFigures:
+    """ISO 22400 KPIs of one equipment for one shift instance, to date or final."""
+
+    shift: str = ""
+    start: float = 0.0  # the shift instance's start and end (Unix seconds)
+    end: float = 0.0
+    at: float = 0.0  # as of this time (the end for a final figure)
+    final: bool = False
+    kpi: dict[str, float] = field(default_factory=dict)  # oee availability … pq gq sq; ratios only when defined
+
+
+@dataclass(slots=True)
+class KpiStats:
+    """The KPIs of one equipment: the running shift to date and the shifts completed."""
+
+    equipment: str = ""
+    asset: str = ""  # site/area/line/cell/equipment
+    device: str = ""
+    current: KpiFigures | None = None
+    last_complete: KpiFigures | None = None
+    completed: list[KpiFigures] = field(default_factory=list)  # the last complete instance of each shift name
+
+
+@dataclass(slots=True)
+class KpiEngineStats:
+    equipment: int = 0
+    records_emitted: int = 0
+    cpu_seconds: float = 0.0  # the engine's own CPU time (feeding and ticking)
+
+
+@dataclass(slots=True)
 class StatusReport:
     agent: AgentInfo = field(default_factory=AgentInfo)
     devices: list[DeviceStats] = field(default_factory=list)
     pipeline: PipelineStats = field(default_factory=PipelineStats)
     buffer: BufferStats = field(default_factory=BufferStats)
     sinks: list[SinkStats] = field(default_factory=list)
+    kpi: list[KpiStats] = field(default_factory=list)
+    kpi_engine: KpiEngineStats = field(default_factory=KpiEngineStats)
     time: float = 0.0  # when the report was made (Unix seconds)
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,11 +247,15 @@ def _convert(hint: Any, value: Any) -> Any:
     if origin is list:
         (item,) = typing.get_args(hint)
         return [_convert(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        return {k: _convert(item, v) for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         return _convert(options[0], value) if len(options) == 1 else value
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return _from_dict(hint, value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(value)
+        # a state a newer agent knows and this version does not stays the plain string it was
+        return hint(value) if value in hint._value2member_map_ else value
     return value

@@ -32,6 +32,12 @@ CATEGORY_DESCRIPTIONS: dict[str, str] = {
     "maintenance": "alarms, wear, service counters",
 }
 
+# The category of the ISO 22400 KPI records the agent itself produces (never a tag's category).
+KPI_CATEGORY = "kpi"
+CATEGORY_DESCRIPTIONS[KPI_CATEGORY] = ("ISO 22400-2 key performance indicators per equipment and shift "
+                                       "(OEE, availability, effectiveness, quality rate, time elements, quantities)")
+RECORD_CATEGORIES: tuple[str, ...] = (*CATEGORIES, KPI_CATEGORY)  # every measurement in the store
+
 KINDS: tuple[str, ...] = ("sample", "event", "condition")
 
 # Which kind a category implies when a tag does not say.
@@ -132,4 +138,4 @@ def shortened_name(name: str, limit: int) -> str:
 
 def asset_path(levels: dict[str, str | None]) -> str:
     """``enterprise/site/area/line/cell/equipment`` with absent levels left out."""
-    return "/".join(levels[k] for k in ASSET_LEVELS if levels.get(k))
+    return "/".join(name for k in ASSET_LEVELS if (name := levels.get(k)))

@@ -10,6 +10,8 @@ from mos_agent.status import (
     BufferStats,
     DeviceState,
     DeviceStats,
+    KpiFigures,
+    KpiStats,
     PipelineStats,
     SinkState,
     SinkStats,
@@ -26,13 +28,17 @@ def _report() -> StatusReport:
         buffer=BufferStats(path="/s/buffer.sqlite", points=5, moved_aside=["/s/old"]),
         sinks=[SinkStats(name="influxdb", type="influxdb", state=SinkState.DRAINING, lag_points=5,
                          last_error="HTTP 503")],
+        kpi=[KpiStats(equipment="press-01", asset="plant/stamping/press-01", device="press-01",
+                      current=KpiFigures(shift="night", start=10.0, end=20.0, at=15.0, kpi={"oee": 61.5, "pq": 120}),
+                      completed=[KpiFigures(shift="day", start=0.0, end=10.0, at=10.0, final=True,
+                                            kpi={"availability": 90.0})])],
         time=100.0,
     )
 
 
 def test_the_json_keeps_the_keys_scripts_read() -> None:
     data = json.loads(json.dumps(_report().to_dict()))
-    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "time"}
+    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "kpi", "kpi_engine", "time"}
     assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
     assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "source_names",
@@ -46,6 +52,8 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
             "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
             "dropped_points"} == set(data["sinks"][0])
+    assert {"equipment", "asset", "device", "current", "last_complete", "completed"} == set(data["kpi"][0])
+    assert data["kpi"][0]["current"]["kpi"] == {"oee": 61.5, "pq": 120} and data["kpi"][0]["last_complete"] is None
     # enums travel as their plain values
     assert data["devices"][0]["state"] == "running" and data["sinks"][0]["state"] == "draining"
 
@@ -61,9 +69,11 @@ def test_keys_a_version_does_not_know_are_ignored_and_missing_ones_default() -> 
     data = _report().to_dict()
     data["sinks"][0]["a_future_counter"] = 7
     data["a_future_section"] = {"x": 1}
+    data["devices"][0]["state"] = "hibernating"
     del data["pipeline"]["commit_failures"]
     report = StatusReport.from_dict(data)
     assert report.sinks[0].lag_points == 5
+    assert report.devices[0].state == "hibernating"  # a newer agent's state is shown as it is
     assert report.pipeline == PipelineStats(committed_points=10, points_per_s=2.0)
 
 
