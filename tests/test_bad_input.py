@@ -182,3 +182,22 @@ def test_collector_codes_are_distinct() -> None:
     codes = [int(code) for code in CollectorCode]
     assert len(set(codes)) == len(codes) and CollectorCode.SOURCE_TIME_REPLACED == 1009
     assert Quality.UNCERTAIN == 1
+
+
+def test_the_kpi_feed_sees_an_isolated_batch_once_and_cannot_cost_readings() -> None:
+    seen: list[int] = []
+    norm = Normaliser(table_of("a", "b", "c", "d"), report=Reports())
+    norm.observer = lambda batch, rows: seen.append(len(batch))
+    batch = ReadingBatch.build([0, 1, 2, 3], [1.0, 2.0, 3.0, 4.0], [10, 11, 12, 13])
+    batch.quality[2] = 9
+    assert normalise_isolating(norm, batch, Reports()).points == 4
+    assert sum(seen) == 4  # each row once: the failed first attempt fed nothing
+
+    def broken(batch: ReadingBatch, rows: object) -> None:
+        raise RuntimeError("feed bug")
+
+    reports = Reports()
+    norm = Normaliser(table_of("a"), report=reports)
+    norm.observer = broken
+    chunk = normalise_isolating(norm, ReadingBatch.build([0], [1.0], [5]), reports)
+    assert "quality=good value=1.0" in chunk.body.decode() and reports.seen == {"observer": 1}
