@@ -141,7 +141,7 @@ def asset_overrides(captured: dict[str, str]) -> dict[str, str]:
     return overrides
 
 
-def parse_payload(payload: bytes, encoding: str | None) -> tuple[object, bool]:
+def parse_payload(payload: bytes | bytearray, encoding: str | None) -> tuple[object, bool]:
     """The payload as JSON (True second) or, if it is not JSON, as stripped text (False).
     Bytes that are not valid in the encoding (UTF-8 unless declared) become U+FFFD; JSON nested
     deeper than Python's recursion limit raises RecursionError."""
