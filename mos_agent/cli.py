@@ -25,69 +25,69 @@ class UsageError(Exception):
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", default=os.environ.get("MOS_AGENT_CONFIG", DEFAULT_CONFIG),
-                   help=f"agent file (default: $MOS_AGENT_CONFIG or {DEFAULT_CONFIG})")
+                   help=_("agent file (default: $MOS_AGENT_CONFIG or {default})").format(default=DEFAULT_CONFIG))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mos-agent",
-        description="Edge manufacturing-operations agent: OPC UA, Modbus and MQTT into a "
-                    "structured manufacturing-data taxonomy, buffered on disk, sent to a time-series store.")
+        description=_("Edge manufacturing-operations agent: OPC UA, Modbus and MQTT into a structured "
+                      "manufacturing-data taxonomy, buffered on disk, sent to a time-series store."))
     parser.add_argument("--version", action="version", version=f"mos-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run in the foreground (what systemd starts)")
+    p = sub.add_parser("run", help=_("run in the foreground (what systemd starts)"))
     _config_arg(p)
 
-    p = sub.add_parser("validate", help="check the agent and device files")
+    p = sub.add_parser("validate", help=_("check the agent and device files"))
     _config_arg(p)
 
-    p = sub.add_parser("browse", help="walk an OPC UA server and print device-file YAML")
-    p.add_argument("endpoint", help="opc.tcp://host:port/path")
-    p.add_argument("--node", default="i=85", help="node to start from (default: Objects, i=85)")
-    p.add_argument("--depth", type=int, default=5, help="how many levels to descend (default 5)")
-    p.add_argument("--name", default=None, help="device name for the generated file")
+    p = sub.add_parser("browse", help=_("walk an OPC UA server and print device-file YAML"))
+    p.add_argument("endpoint", help=_("opc.tcp://host:port/path"))
+    p.add_argument("--node", default="i=85", help=_("node to start from (default: Objects, i=85)"))
+    p.add_argument("--depth", type=int, default=5, help=_("how many levels to descend (default 5)"))
+    p.add_argument("--name", default=None, help=_("device name for the generated file"))
     p.add_argument("--username", default=None)
     p.add_argument("--password-file", default=None)
     p.add_argument("--allow-plaintext-password", action="store_true",
-                   help="send the password although browse uses no message security (trusted networks only)")
+                   help=_("send the password although browse uses no message security (trusted networks only)"))
 
-    p = sub.add_parser("read", help="read every tag of one device once and print a table")
+    p = sub.add_parser("read", help=_("read every tag of one device once and print a table"))
     _config_arg(p)
-    p.add_argument("device", help="device name")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("device", help=_("device name"))
+    p.add_argument("--json", action="store_true", help=_("print JSON instead of a table"))
 
-    p = sub.add_parser("status", help="ask a running agent for its state")
-    p.add_argument("--url", default=None, help="health address (default: from the agent file, or 127.0.0.1:9750)")
-    _config_arg(p)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("kpi", help="ISO 22400 KPIs per equipment: current and last complete shift")
-    p.add_argument("--url", default=None, help="health address (default: from the agent file, or 127.0.0.1:9750)")
+    p = sub.add_parser("status", help=_("ask a running agent for its state"))
+    p.add_argument("--url", default=None, help=_("health address (default: from the agent file, or 127.0.0.1:9750)"))
     _config_arg(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("query", help="read back the local sqlite history")
+    p = sub.add_parser("kpi", help=_("ISO 22400 KPIs per equipment: current and last complete shift"))
+    p.add_argument("--url", default=None, help=_("health address (default: from the agent file, or 127.0.0.1:9750)"))
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("query", help=_("read back the local sqlite history"))
     _config_arg(p)
     p.add_argument("device")
     p.add_argument("tag", nargs="?")
-    p.add_argument("--since", default="10m", help="how far back (default 10m)")
+    p.add_argument("--since", default="10m", help=_("how far back (default 10m)"))
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("catalog", help="print the metadata-only catalogue as JSON-LD")
+    p = sub.add_parser("catalog", help=_("print the metadata-only catalogue as JSON-LD"))
     _config_arg(p)
-    p.add_argument("--store-url", default=None, help="add observed time range and counts from this store")
-    p.add_argument("--since", default="30d", help="with --store-url: how far back to look (default 30d)")
+    p.add_argument("--store-url", default=None, help=_("add observed time range and counts from this store"))
+    p.add_argument("--since", default="30d", help=_("with --store-url: how far back to look (default 30d)"))
 
-    p = sub.add_parser("demo", help="simulators + agent + local store with a live view")
-    p.add_argument("--duration", default=None, help="stop after this long (e.g. 30s); default: until Ctrl-C")
-    p.add_argument("--influx-url", default=None, help="also write to this InfluxDB-API store")
+    p = sub.add_parser("demo", help=_("simulators + agent + local store with a live view"))
+    p.add_argument("--duration", default=None, help=_("stop after this long (e.g. 30s); default: until Ctrl-C"))
+    p.add_argument("--influx-url", default=None, help=_("also write to this InfluxDB-API store"))
     p.add_argument("--influx-org", default="mdcg")
     p.add_argument("--influx-bucket", default="factory")
     p.add_argument("--influx-token-file", default=None)
-    p.add_argument("--state-dir", default=None, help="where the demo keeps its buffer (default: a temp dir)")
-    p.add_argument("--no-live", action="store_true", help="print a summary line instead of the live view")
+    p.add_argument("--state-dir", default=None, help=_("where the demo keeps its buffer (default: a temp dir)"))
+    p.add_argument("--no-live", action="store_true", help=_("print a summary line instead of the live view"))
 
     return parser
 

@@ -301,3 +301,17 @@ async def test_tables_speak_korean_and_machine_output_does_not_change(
             assert not any(_has_hangul(m) for m in rejected)
         finally:
             await agent.stop()
+
+
+def test_command_help_follows_the_locale(neutral_locale: pytest.MonkeyPatch) -> None:
+    from mos_agent.cli import build_parser
+
+    neutral_locale.setenv("MOS_AGENT_LANG", "ko")
+    korean = build_parser().format_help()
+    neutral_locale.setenv("MOS_AGENT_LANG", "en")
+    english = build_parser().format_help()
+    assert "check the agent and device files" in english
+    assert "에이전트 파일과 설비 파일을 검사" in korean and "check the agent and device files" not in korean
+    # command names and options are what a person types: they stay
+    for command in ("validate", "status", "read", "query", "kpi", "demo"):
+        assert command in korean
