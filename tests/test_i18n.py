@@ -315,3 +315,36 @@ def test_command_help_follows_the_locale(neutral_locale: pytest.MonkeyPatch) -> 
     # command names and options are what a person types: they stay
     for command in ("validate", "status", "read", "query", "kpi", "demo"):
         assert command in korean
+
+
+def _glossary() -> dict[str, str]:
+    """English term → Korean term, from the "용어" table of README.ko.md."""
+    text = (REPO / "README.ko.md").read_text(encoding="utf-8")
+    table = text.split("## 용어", 1)[1]
+    terms: dict[str, str] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] not in ("영어", "") and not cells[0].startswith("-"):
+            terms[cells[0]] = cells[1]
+    return terms
+
+
+# KPI names of ISO 22400-2 that contain a glossary word but have their own Korean name
+_KPI_NAMES = re.compile(r"\bquality rate\b")
+
+
+def test_the_catalog_uses_the_glossary_terms() -> None:
+    glossary = _glossary()
+    assert {"equipment", "tag", "quality", "buffer", "sink", "store"} <= set(glossary)
+    wrong = []
+    for message in _korean_catalog():
+        if not message.id or not message.string:
+            continue
+        english = message.id[0] if isinstance(message.id, tuple) else message.id
+        korean = message.string[0] if isinstance(message.string, tuple) else message.string
+        # placeholders, option names and KPI names are not the words a translation chooses
+        words = _KPI_NAMES.sub("", re.sub(r"\{[^}]*\}|--[a-z-]+", "", english))
+        for term, korean_term in glossary.items():
+            if re.search(rf"\b{re.escape(term)}s?\b", words) and korean_term not in korean:
+                wrong.append((term, korean_term, english, korean))
+    assert not wrong, wrong
