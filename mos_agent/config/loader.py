@@ -13,10 +13,10 @@ import os
 import re
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +24,9 @@ from mos_agent import registry
 from mos_agent.config.models import AgentConfig, DeviceBase
 from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path, load_yaml
 from mos_agent.taxonomy import DEFAULT_STAGES
+
+if TYPE_CHECKING:
+    from mos_agent.sharing.contracts import Contract
 
 DEFAULT_DEVICES_GLOB = "devices/*.yaml"
 
@@ -67,6 +70,7 @@ class LoadedConfig:
     agent: AgentConfig
     devices: list[DeviceBase]
     device_files: dict[str, Path]
+    contracts: list[Contract] = field(default_factory=list)  # sharing contracts (mos_agent.sharing)
 
 
 def read_secret(value: str | None, file: Path | str | None) -> str | None:
@@ -112,10 +116,15 @@ def load_config(path: Path) -> LoadedConfig:
     # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
     # carry for nothing.
     devices, device_files = _load_devices(device_paths, stages, collector)
+    contracts: list[Contract] = []
+    if agent is not None and doc is not None:
+        from mos_agent.sharing.contracts import load_contracts
+
+        contracts = load_contracts(path, doc, agent, devices, collector)
 
     if collector.problems or agent is None:
         raise ConfigErrors(collector.sorted())
-    return LoadedConfig(path, agent, devices, device_files)
+    return LoadedConfig(path, agent, devices, device_files, contracts)
 
 
 def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
