@@ -26,8 +26,8 @@ REAL_NAMES = ("changwon", "stamping", "line-1", "cell-2", "press-01", "cnc-01", 
 
 
 def contract(cid: str, *, start: int = T0, end: int = T0 + 3600 * S, datasets: tuple[str, ...] = ("press-01",),
-             categories: tuple[str, ...] = ("process", "production", "energy", "kpi"), resolution_s: float | None = None,
-             pseudonymise: bool = False, sink: str = "datacentre") -> Contract:
+             categories: tuple[str, ...] = ("process", "production", "energy", "kpi"),
+             resolution_s: float | None = None, pseudonymise: bool = False, sink: str = "datacentre") -> Contract:
     return Contract(id=cid, title=None, consumer="MDCG", sink=sink, valid_from_ns=start, valid_to_ns=end,
                     datasets=datasets, categories=frozenset(categories),
                     resolution_ns=None if resolution_s is None else int(resolution_s * S),

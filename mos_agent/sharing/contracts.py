@@ -71,31 +71,33 @@ class Contract:
         return [d for d in devices if self.covers_equipment(d.name)]
 
 
-def agent_timezone(config: AgentConfig) -> tzinfo:
-    """The zone dates without an offset are read in."""
+def agent_timezone(config: AgentConfig) -> tzinfo | None:
+    """The zone dates without an offset are read in; None: the system's (with its DST rules)."""
     name = getattr(config.agent, "timezone", None)
     if name:
         try:
             return ZoneInfo(str(name))
         except (ZoneInfoNotFoundError, ValueError):
-            pass
-    local = datetime.now().astimezone().tzinfo
-    assert local is not None
-    return local
+            return None
+    return None
 
 
-def _instant_ns(value: date | datetime, zone: tzinfo, *, end: bool) -> int:
+def _aware(moment: datetime, zone: tzinfo | None) -> datetime:
+    if moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=zone) if zone is not None else moment.astimezone()
+
+
+def _instant_ns(value: date | datetime, zone: tzinfo | None, *, end: bool) -> int:
     if isinstance(value, datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=zone)
-        seconds = int(moment.timestamp())
-        return seconds * NS + moment.microsecond * 1000
+        moment = _aware(value, zone)
+        return int(moment.timestamp()) * NS + moment.microsecond * 1000
     day = value + timedelta(days=1) if end else value
-    moment = datetime.combine(day, time(), tzinfo=zone)
-    ns = int(moment.timestamp()) * NS
+    ns = int(_aware(datetime.combine(day, time()), zone).timestamp()) * NS
     return ns - 1 if end else ns
 
 
-def make_contract(config: ContractConfig, path: Path, zone: tzinfo) -> Contract:
+def make_contract(config: ContractConfig, path: Path, zone: tzinfo | None) -> Contract:
     resolution = config.resolution
     return Contract(
         id=config.id,
