@@ -1,0 +1,134 @@
+"""Release stage throughput (sharing under contract), each figure next to a reference measured in
+the same run:
+
+1. The release stage of a ``share: contracts`` sink reading real Normaliser output stored as the
+   buffer stores it (gzip rows of 5,000 lines, 1,000 series): raw release, 1-minute windows, and
+   10-second windows with pseudonyms — input points per second of one core, against the target of
+   100,000 points/s released. Reference: decompressing and splitting the same rows into lines
+   (what any reader of the buffer pays before looking at a line).
+2. Its ledger: the cost of recording a release (audit + closed windows) and of a checkpoint of
+   the open windows, per second of input at 100,000 points/s.
+
+    python bench/bench_sharing.py [--quick]     # ≤ 40 s (quick ≤ 15 s); writes bench/results/sharing.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mos_agent.payload import compress, decompress
+from mos_agent.sharing.contracts import Contract
+from mos_agent.sharing.ledger import Ledger
+from mos_agent.sharing.pseudonyms import Pseudonymiser
+from mos_agent.sharing.release import ReleaseStage
+from mos_agent.testing import sample_chunks
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from measure import cpu_seconds  # noqa: E402
+
+CHUNK = 5000
+SERIES = 1000
+TARGET = 100_000
+NS = 1_000_000_000
+
+
+def _rows(chunks: int, start_ms: int) -> list[bytes]:
+    return [compress(body) for body, _ in sample_chunks(chunks, CHUNK, series=SERIES, start_ms=start_ms)]
+
+
+def _contract(resolution_s: float | None, pseudonymise: bool) -> Contract:
+    return Contract(id="bench", title=None, consumer="bench", sink="datacentre", valid_from_ns=0,
+                    valid_to_ns=2**62, datasets=("press-*",), categories=frozenset({"process"}),
+                    resolution_ns=None if resolution_s is None else int(resolution_s * NS),
+                    pseudonymise=pseudonymise, path=Path("bench.yaml"))
+
+
+def bench_stage(workdir: Path, rows: list[bytes], start_ms: int, resolution_s: float | None,
+                pseudonymise: bool) -> dict[str, float]:
+    """Input points/s of the release stage (decompression included, as the sink reads rows)."""
+    ledger = Ledger(workdir / f"ledger-{resolution_s}-{pseudonymise}")
+    stage = ReleaseStage("datacentre", [_contract(resolution_s, pseudonymise)], ledger,
+                         Pseudonymiser(b"k" * 32) if pseudonymise else None)
+    released = 0
+    ledger_seconds = 0.0
+    started = cpu_seconds()
+    for row_id, row in enumerate(rows, start=1):
+        # sample_chunks puts point g at start_ms + g ms: the row is committed after its last point
+        created = (start_ms + row_id * CHUNK) * 1_000_000
+        release = stage.process(row_id, row_id, decompress(row), created)
+        released += release.points
+        before = cpu_seconds()
+        stage.commit(release)
+        ledger_seconds += cpu_seconds() - before
+    took = cpu_seconds() - started
+    ledger.close()
+    points = len(rows) * CHUNK
+    return {"points_per_s": points / took, "released_points": released, "input_points": points,
+            "ledger_share": ledger_seconds / took}
+
+
+def bench_reference(rows: list[bytes]) -> float:
+    started = cpu_seconds()
+    lines = 0
+    for row in rows:
+        lines += len(decompress(row).split(b"\n"))
+    took = cpu_seconds() - started
+    return len(rows) * CHUNK / took
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    chunks = 40 if args.quick else 200
+    start_ms = 1_796_083_200_000
+    rows = _rows(chunks, start_ms)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sharing-", dir="/var/tmp"))
+    try:
+        reference = bench_reference(rows)
+        raw = bench_stage(workdir, rows, start_ms, None, False)
+        minute = bench_stage(workdir, rows, start_ms, 60, False)
+        pseudonymised = bench_stage(workdir, rows, start_ms, 10, True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ref_name = "decompress + split the same rows"
+    figures = []
+    for name, result in (("release raw", raw), ("release 1m windows", minute),
+                         ("release 10s windows, pseudonymised", pseudonymised)):
+        figures.append({"name": name, "value": round(result["points_per_s"]), "unit": "points/s",
+                        "reference": ref_name, "reference_value": round(reference),
+                        "target": f"≥ {TARGET:,} points/s", "ok": result["points_per_s"] >= TARGET})
+    figures.append({"name": "ledger share of the release stage's CPU (1m windows)",
+                    "value": round(100 * minute["ledger_share"], 1), "unit": "%", "target": "", "ok": None})
+    took = time.monotonic() - began
+    result = {"quick": args.quick, "seconds": round(took, 1), "figures": figures, "details": {
+        "chunk_points": CHUNK, "series": SERIES, "rows": len(rows),
+        "released_points": {"raw": raw["released_points"], "1m": minute["released_points"],
+                            "10s_pseudonymised": pseudonymised["released_points"]}}}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "sharing.json").write_text(json.dumps(result, indent=2))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sharing release stage benchmark ({'quick' if args.quick else 'full'}, {took:.0f}s)")
+    for column in ("figure", "measured", "reference (same run)", "target", "ok"):
+        table.add_column(column)
+    for f in figures:
+        ref = f"{f['reference_value']:,} ({f['reference']})" if f.get("reference") else ""
+        ok = "" if f["ok"] is None else ("yes" if f["ok"] else "NO")
+        table.add_row(f["name"], f"{f['value']:,} {f['unit']}", ref, f["target"], ok)
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
