@@ -21,7 +21,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,12 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mos_agent import units
+from mos_agent.config.models import CatalogSection as CatalogSectionModel
 from mos_agent.taxonomy import CATEGORIES, CATEGORY_DESCRIPTIONS, DEFAULT_KIND, asset_path
 
 if TYPE_CHECKING:
     from mos_agent.config.loader import LoadedConfig
     from mos_agent.config.models import DeviceBase, LocalizedText, TagBase
     from mos_agent.driver_api import Driver
+    from mos_agent.sharing.contracts import Contract
+    from mos_agent.sharing.pseudonyms import Pseudonymiser
 
 # Project vocabulary. w3id.org gives a permanent, redirectable namespace that does not depend on
 # where the project is hosted; the terms are listed in docs/catalog.md.
@@ -369,12 +372,16 @@ def _observation_properties(observation: Observation | None, window_default: flo
 
 def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | None = None, *,
                   drivers: Mapping[str, type[Driver]] | None = None,
-                  now: datetime | None = None) -> dict[str, Any]:
+                  now: datetime | None = None,
+                  agreements: Mapping[str, Sequence[Contract]] | None = None) -> dict[str, Any]:
     """The JSON-LD catalogue of ``loaded``'s devices.
 
     ``observed`` maps a dataset identifier (asset path, see :func:`dataset_identifier`) to what the
     store holds; when given, every dataset gets a point count (0 where the store has nothing).
     ``drivers`` maps driver names to classes; by default they come from the driver registry.
+    ``agreements`` maps a device name to the contracts whose ODRL agreement its dataset carries
+    (default: every contract covering it that has not expired); a dataset without one carries the
+    offer, which permits nothing.
     """
     config = loaded.agent
     agent = config.agent
@@ -396,18 +403,17 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
     policy_text = catalog_cfg.policy if catalog_cfg and catalog_cfg.policy else None
     if policy_text:
         access_rights["rdfs:comment"] = policy_text
-    # ODRL offer: use is permitted once the publisher's consent (the contract) is obtained.
+    # ODRL offer without a permission: nothing may be used until a contract (an agreement) says so.
     policy: dict[str, Any] = {
         "@id": "_:offer",
         "@type": "odrl:Offer",
         "odrl:assigner": {"@id": "_:publisher"},
-        "odrl:permission": {
-            "@type": "odrl:Permission",
-            "odrl:action": {"@id": "odrl:use"},
-            "odrl:duty": {"@type": "odrl:Duty", "odrl:action": {"@id": "odrl:obtainConsent"}},
-        },
         "rdfs:comment": [{"@value": policy_text or ACCESS_RIGHTS_EN, "@language": "en"}],
     }
+    if agreements is None:
+        agreements = covering_contracts(loaded, now)
+    agreement_targets: dict[str, list[str]] = {}
+    agreement_contracts: dict[str, Contract] = {}
 
     driver_classes = dict(drivers) if drivers is not None else {}
     datasets: list[dict[str, Any]] = []
@@ -475,6 +481,12 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
             dataset["dct:modified"] = _datetime_literal(file_time)
             modified_times.append(file_time)
         dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+        attached = agreements.get(device.name, ())
+        if attached:
+            dataset["odrl:hasPolicy"] = [{"@id": agreement_iri(base, c)} for c in attached]
+            for contract in attached:
+                agreement_contracts[contract.id] = contract
+                agreement_targets.setdefault(contract.id, []).append(dataset_iri)
         if templates:
             dataset["mos:discoveredVariables"] = templates
         if observed is not None:
@@ -511,6 +523,8 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
     used_categories = [c for c in CATEGORIES if c in used_categories]  # the taxonomy's order
     graph: list[dict[str, Any]] = [catalog, _category_scheme(used_categories)]
     graph += [_category_concept(c) for c in used_categories]
+    graph += [_agreement(base, contract, agreement_targets[contract_id])
+              for contract_id, contract in agreement_contracts.items()]
     if observed is not None:
         graph += [{"@id": metric, "@type": "dqv:Metric", "skos:definition": {"@value": text, "@language": "en"}}
                   for metric, text in _QUALITY_METRICS]
@@ -562,6 +576,112 @@ def _category_concept(category: str) -> dict[str, Any]:
                            {"@value": CATEGORY_LABELS_KO[category], "@language": "ko"}],
         "skos:definition": {"@value": CATEGORY_DESCRIPTIONS[category], "@language": "en"},
     }
+
+
+# ---------------------------------------------------------------- contracts: ODRL agreements
+
+
+def covering_contracts(loaded: LoadedConfig, now: datetime) -> dict[str, list[Contract]]:
+    """Device name → the contracts releasing it that have not expired at ``now``."""
+    from mos_agent.sharing.contracts import ContractStatus
+
+    now_ns = int(now.timestamp() * 1e9)
+    contracts = [c for c in getattr(loaded, "contracts", None) or [] if c.status(now_ns) != ContractStatus.EXPIRED]
+    return {device.name: [c for c in contracts if c.covers_equipment(device.name)] for device in loaded.devices}
+
+
+def agreement_iri(base: str, contract: Contract) -> str:
+    return f"{base}agreement/{_quote(contract.id)}"
+
+
+def _ns_literal(ns: int) -> dict[str, str]:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+    return _datetime_literal(moment)
+
+
+def _agreement(base: str, contract: Contract, targets: list[str]) -> dict[str, Any]:
+    """The contract as an ODRL agreement: the plant (assigner) lets the consumer (assignee) use
+    the target datasets within the validity, in the released categories and resolution."""
+    from mos_agent.sharing.contracts import describe_categories
+
+    def bound(operator: str, ns: int) -> dict[str, Any]:
+        return {"@type": "odrl:Constraint", "odrl:leftOperand": {"@id": "odrl:dateTime"},
+                "odrl:operator": {"@id": operator}, "odrl:rightOperand": _ns_literal(ns)}
+
+    resolution: dict[str, str] | str = "raw"
+    if contract.resolution_ns is not None:
+        resolution = {"@value": iso_duration(contract.resolution_ns / 1e9), "@type": "xsd:duration"}
+    node: dict[str, Any] = {
+        "@id": agreement_iri(base, contract),
+        "@type": "odrl:Agreement",
+        "odrl:uid": contract.id,
+        "dct:identifier": contract.id,
+        "odrl:assigner": {"@id": "_:publisher"},
+        "odrl:assignee": {"@type": ["odrl:Party", "foaf:Agent"], "foaf:name": contract.consumer},
+        "odrl:permission": {
+            "@type": "odrl:Permission",
+            "odrl:target": [{"@id": target} for target in targets],
+            "odrl:action": {"@id": "odrl:use"},
+            "odrl:constraint": [bound("odrl:gteq", contract.valid_from_ns), bound("odrl:lteq", contract.valid_to_ns)],
+            "mos:releasedCategory": [{"@id": category_iri(c)} for c in describe_categories(contract)],
+            "mos:resolution": resolution,
+            "mos:pseudonymised": contract.pseudonymise,
+        },
+    }
+    title = _texts(contract.title)
+    if title:
+        node["dct:title"] = title
+    return node
+
+
+def build_consumer_catalog(loaded: LoadedConfig, contract: Contract, pseudonymiser: Pseudonymiser | None, *,
+                           drivers: Mapping[str, type[Driver]] | None = None,
+                           now: datetime | None = None) -> dict[str, Any]:
+    """The catalogue as ``contract``'s consumer may see it: the datasets it releases, their
+    variables in the released categories, its agreement only — and, if it pseudonymises, the
+    pseudonyms the released data carry instead of the site, asset and gateway names (free-text
+    titles and descriptions, which may name them, are left out)."""
+    from mos_agent.config.loader import LoadedConfig as Loaded
+
+    released = contract.released_devices([d for d in loaded.devices if d.enabled])
+    agent = loaded.agent.agent
+    devices = []
+    device_files: dict[str, Path] = {}
+    agreements: dict[str, list[Contract]] = {}
+    for device in released:
+        update: dict[str, Any] = {"tags": [t for t in device.tags if t.category in contract.categories]}
+        if getattr(device, "browse", None):
+            update["browse"] = [e for e in device.browse if getattr(e, "category", None) in contract.categories]
+        if contract.pseudonymise:
+            assert pseudonymiser is not None
+            names = pseudonymiser.levels({"site": agent.site, "area": device.asset.area, "line": device.asset.line,
+                                          "cell": device.asset.cell, "equipment": device.name})
+            update.update(
+                name=names["equipment"], title=None, description=None,
+                asset=device.asset.model_copy(update={k: names.get(k) for k in ("area", "line", "cell")}),
+                tags=[t.model_copy(update={"description": None}) for t in update["tags"]])
+        view = device.model_copy(update=update)
+        devices.append(view)
+        agreements[view.name] = [contract]
+        if device.name in loaded.device_files:
+            device_files[view.name] = loaded.device_files[device.name]
+    config = loaded.agent
+    if contract.pseudonymise:
+        assert pseudonymiser is not None
+        site = pseudonymiser.levels({"site": agent.site})["site"]
+        catalog_cfg = config.catalog
+        update_catalog = {"title": None, "description": None}
+        if catalog_cfg is None or not catalog_cfg.publisher:
+            # the publisher would default to the enterprise or the site name
+            update_catalog["publisher"] = agent.enterprise or site
+        config = config.model_copy(update={
+            "agent": agent.model_copy(update={"site": site, "id": pseudonymiser.pseudonym(f"agent={agent.id}")}),
+            "catalog": (catalog_cfg.model_copy(update=update_catalog) if catalog_cfg is not None
+                        else CatalogSectionModel(**update_catalog)),
+        })
+    view_loaded = Loaded(loaded.path, config, devices, device_files, [contract])
+    return build_catalog(view_loaded, None, drivers=drivers, now=now, agreements=agreements)
 
 
 # ---------------------------------------------------------------- observations from the store
