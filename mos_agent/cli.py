@@ -10,6 +10,7 @@ import os
 import sys
 
 from mos_agent import __version__
+from mos_agent.i18n import _
 
 DEFAULT_CONFIG = "/etc/mos-agent/agent.yaml"
 
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else: one line, not a traceback, unless debugging
         if os.environ.get("MOS_AGENT_DEBUG"):
             raise
-        print(f"mos-agent {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"mos-agent {args.command}: " + _("error: {kind}: {detail}").format(kind=type(exc).__name__, detail=exc),
+              file=sys.stderr)
         return EXIT_FAILURE
 
 

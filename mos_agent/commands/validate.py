@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import LoadedConfig, load_config
+from mos_agent.i18n import _
 from mos_agent.registry import load_driver
 from mos_agent.taxonomy import CATEGORIES
 
@@ -51,9 +52,9 @@ def summary(loaded: LoadedConfig) -> str:
 def main(args: argparse.Namespace) -> int:
     path = Path(args.config)
     if not path.exists():
-        raise UsageError(f"agent file {path} not found")
+        raise UsageError(_("agent file {path} not found").format(path=path))
     if path.is_dir():
-        raise UsageError(f"{path} is a folder; give the agent file (-c FOLDER/agent.yaml)")
+        raise UsageError(_("{path} is a folder; give the agent file (-c FOLDER/agent.yaml)").format(path=path))
     loaded = load_config(path)
     print(summary(loaded))
     return 0
