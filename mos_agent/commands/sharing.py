@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from mos_agent.config.loader import load_config
 from mos_agent.sharing.report import contract_report
@@ -22,21 +22,22 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"contracts": report}, indent=2, ensure_ascii=False))
         return 0
-    console = Console()
+    console = Console(highlight=False)
     if not report:
         console.print("no sharing contracts configured (agent file: sharing.contracts)")
         return 0
-    table = Table(title="sharing contracts")
-    for column in ("contract", "consumer", "sink", "status", "valid", "datasets", "released", "points",
-                   "last release"):
-        table.add_column(column)
     for entry in report:
         style = _STATUS_STYLE.get(entry["status"], "")
-        released = f"{entry['resolution']}, {', '.join(entry['categories'])}"
+        console.print(f"[bold]{escape(entry['id'])}[/bold]  [{style}]{entry['status']}[/{style}]  "
+                      f"to sink {escape(entry['sink'])} for {escape(entry['consumer'])}")
+        form = "raw readings" if entry["resolution"] == "raw" else f"{entry['resolution']} windows"
+        form += " of " + ", ".join(entry["categories"])
         if entry["pseudonymise"]:
-            released += ", pseudonymised"
-        table.add_row(entry["id"], entry["consumer"], entry["sink"], f"[{style}]{entry['status']}[/{style}]",
-                      f"{entry['valid_from']} – {entry['valid_to']}", ", ".join(entry["datasets"]), released,
-                      f"{entry['points_released']:,}", entry["last_release"] or "never")
-    console.print(table)
+            form += ", pseudonymised"
+        by_dataset = ", ".join(f"{name} {points:,}" for name, points in entry["points_by_dataset"].items())
+        released = f"{entry['points_released']:,} points" + (f" ({by_dataset})" if by_dataset else "")
+        for label, value in (("valid", f"{entry['valid_from']} – {entry['valid_to']}"),
+                             ("datasets", ", ".join(entry["datasets"])), ("releases", form),
+                             ("released", released), ("last release", entry["last_release"] or "never")):
+            console.print(f"  {label:<13}{escape(value)}", soft_wrap=True)
     return 0

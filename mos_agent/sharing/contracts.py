@@ -64,8 +64,13 @@ class Contract:
 
     @property
     def resolution(self) -> str:
-        """``raw`` or the window length as written in seconds (``60s``)."""
-        return "raw" if self.resolution_ns is None else f"{self.resolution_ns / NS:g}s"
+        """``raw`` or the window length in the largest unit that divides it (``1m``, ``90s``)."""
+        if self.resolution_ns is None:
+            return "raw"
+        for unit, ns in (("d", 86400 * NS), ("h", 3600 * NS), ("m", 60 * NS), ("s", NS), ("ms", NS // 1000)):
+            if self.resolution_ns % ns == 0:
+                return f"{self.resolution_ns // ns}{unit}"
+        return f"{self.resolution_ns}ns"
 
     def released_devices(self, devices: Sequence[DeviceBase]) -> list[DeviceBase]:
         return [d for d in devices if self.covers_equipment(d.name)]
