@@ -88,3 +88,15 @@ datasets: ["cnc-0?"]
     assert dates.status(ns("2026-12-31T23:59:59.999999+09:00")) == ContractStatus.ACTIVE
     assert dates.status(ns("2027-01-01T00:00:00+09:00")) == ContractStatus.EXPIRED
     assert datetime.fromtimestamp(dates.valid_from_ns / 1e9, UTC).isoformat() == "2026-11-30T15:00:00+00:00"
+
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "configs" / "contracts" / "mdcg-2026-017.yaml"
+
+
+def test_readme_contract_example_is_the_shipped_file_and_it_validates(tmp_path: Path) -> None:
+    for readme in ("README.md", "README.ko.md"):
+        assert f"```yaml\n{EXAMPLE.read_text(encoding='utf-8')}```" in (REPO / readme).read_text(encoding="utf-8")
+    path = write_config(tmp_path, {"example": EXAMPLE.read_text(encoding="utf-8")})
+    (contract,) = load_config(path).contracts
+    assert contract.id == "mdcg-2026-017" and contract.resolution == "1m"
