@@ -1,0 +1,184 @@
+"""Sharing end to end: ``mos-agent run`` reading two simulated presses into a plant store (a sink
+without ``share``) and a data-centre store (``share: contracts``), with a raw pseudonymising
+contract that expires during the test and a windowed contract that starts during it, and a
+``kill -9`` in the middle.
+
+Checked against the plant store, which holds every reading: the data centre got exactly the raw
+readings acquired within the first contract's validity, under pseudonyms only; every window of
+the second is the mean/min/max/count of the good readings the plant store holds for it, starting
+at the contract's start, released once; the audit counts what was released."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mos_agent.sharing.pseudonyms import Pseudonymiser, load_or_create_key
+from mos_agent.testing import StoreReader, VictoriaMetrics, free_port, running, wait_for_port
+
+BIN = Path(sys.executable).parent
+S = 1_000_000_000
+WINDOW_S = 2
+REAL_NAMES = ("changwon", "stamping", "line-1", "cell-2", "press-01", "machining", "cnc-01", "gw-share")
+
+pytestmark = pytest.mark.slow
+
+
+def start_sim(tmp_path: Path, name: str, area: str) -> tuple[subprocess.Popen, dict]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port)],
+                            stdout=(tmp_path / f"sim-{name}.log").open("wb"), stderr=subprocess.STDOUT)
+    out = subprocess.run([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port),
+                          "--print-device-file", "--name", name], capture_output=True, text=True, check=True)
+    wait_for_port(port)
+    device = yaml.safe_load(out.stdout)
+    device["asset"]["area"] = area
+    device["poll_interval"] = "200ms"
+    return proc, device
+
+
+def iso(ns: int) -> str:
+    seconds, rest = divmod(ns, S)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000).isoformat()
+
+
+def start_agent(config: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "mos-agent"), "run", "-c", str(config)], stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, env={**os.environ, "MOS_AGENT_LANG": "en"})
+
+
+def samples(reader: StoreReader, selector: str) -> dict[tuple, list[tuple[int, float]]]:
+    """Series (labels without the quality) → (ms, value) samples."""
+    out: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+    for series in reader.export(selector):
+        metric = series["metric"]
+        key = tuple(sorted((k, v) for k, v in metric.items() if k != "quality"))
+        out[key] += list(zip(series["timestamps"], series["values"], strict=True))
+    return out
+
+
+def test_contract_sink_releases_exactly_what_the_contracts_say(tmp_path: Path) -> None:
+    with running(VictoriaMetrics.start(tmp_path / "plant-vm")) as plant_vm, \
+            running(VictoriaMetrics.start(tmp_path / "dc-vm", extra_args=["-dedup.minScrapeInterval=0s"])) as dc_vm:
+        # the data centre store keeps every point it gets: a window released twice would show twice
+        plant, datacentre = StoreReader(plant_vm.url), StoreReader(dc_vm.url)
+        sims = [start_sim(tmp_path, "press-01", "stamping"), start_sim(tmp_path, "cnc-01", "machining")]
+        try:
+            (tmp_path / "devices").mkdir()
+            (tmp_path / "contracts").mkdir()
+            for _, device in sims:
+                (tmp_path / "devices" / f"{device['name']}.yaml").write_text(yaml.safe_dump(device, sort_keys=False))
+            t0 = time.time_ns()
+            raw_end = t0 + 15 * S
+            windows_start = t0 + 6 * S + 300_000_000  # mid-window
+            (tmp_path / "contracts" / "raw.yaml").write_text(yaml.safe_dump({
+                "id": "raw-press", "consumer": "MDCG", "sink": "datacentre",
+                "valid": {"from": iso(t0 - 3600 * S), "to": iso(raw_end)}, "datasets": ["press-*"],
+                "categories": ["process", "energy"], "resolution": "raw", "pseudonymise": True}))
+            (tmp_path / "contracts" / "windows.yaml").write_text(yaml.safe_dump({
+                "id": "cnc-windows", "consumer": "MDCG", "sink": "datacentre",
+                "valid": {"from": iso(windows_start), "to": "2099-12-31"}, "datasets": ["cnc-*"],
+                "categories": ["process"], "resolution": f"{WINDOW_S}s"}))
+            config = tmp_path / "agent.yaml"
+            config.write_text(yaml.safe_dump({
+                "agent": {"id": "gw-share", "site": "changwon", "state_dir": str(tmp_path / "state"), "health": "off"},
+                "devices": "devices/*.yaml",
+                "sinks": [{"type": "influxdb", "name": "plant", "url": plant_vm.url, "bucket": "b", "token": "t",
+                           "flush_interval": "200ms"},
+                          {"type": "influxdb", "name": "datacentre", "share": "contracts", "url": dc_vm.url,
+                           "bucket": "b", "token": "t", "flush_interval": "200ms"}],
+                "sharing": {"contracts": "contracts/*.yaml"}}))
+            log = tmp_path / "agent.log"
+            agent = start_agent(config, log)
+            try:
+                time.sleep(max(0.0, (t0 + 10 * S - time.time_ns()) / S))
+                agent.send_signal(signal.SIGKILL)  # mid-stream, windows open
+                agent.wait(10)
+                agent = start_agent(config, log)
+                time.sleep(max(0.0, (t0 + 26 * S - time.time_ns()) / S))
+            finally:
+                agent.send_signal(signal.SIGTERM)
+                assert agent.wait(30) == 0, log.read_text()[-3000:]
+            stopped = time.time_ns()
+        finally:
+            for proc, _ in sims:
+                proc.terminate()
+                proc.wait(10)
+
+        key = load_or_create_key(tmp_path / "state")
+        names = Pseudonymiser(key).levels({"site": "changwon", "area": "stamping", "line": "line-1",
+                                           "cell": "cell-2", "equipment": "press-01"})
+        all_released = datacentre.export()
+        assert all_released, (tmp_path / "agent.log").read_text()[-3000:]
+        for series in all_released:  # never a real name in what the data centre holds
+            for label, value in series["metric"].items():
+                assert not any(name in value for name in REAL_NAMES), (label, value)
+
+        # ---- raw, pseudonymised, expired during the test
+        ms_end = raw_end // 1_000_000
+        dc_raw = samples(datacentre, f'{{equipment="{names["equipment"]}"}}')
+        plant_press = samples(plant, '{equipment="press-01",__name__=~"(process|energy)_.*"}')
+        assert dc_raw and len(dc_raw) == len(plant_press)
+        for key_labels, points in plant_press.items():
+            labels = dict(key_labels)
+            labels.update(names)
+            expected = {p for p in points if p[0] <= ms_end}
+            got = set(dc_raw[tuple(sorted(labels.items()))])
+            assert got == expected  # every reading up to the end instant, nothing after
+        assert max(ts for pts in plant_press.values() for ts, _ in pts) > ms_end + 5000  # the plant kept going
+        assert max(ts for pts in dc_raw.values() for ts, _ in pts) > ms_end - 2000  # released up to the end
+
+        # ---- windows of good samples, starting at the contract's start, released once
+        dc_windows = datacentre.export('{equipment="cnc-01"}')
+        assert {s["metric"]["__name__"] for s in dc_windows} == {"process_value", "process_min", "process_max",
+                                                                 "process_count"}
+        by_field: dict[str, dict[tuple, list[tuple[int, float]]]] = {}
+        for series in dc_windows:
+            field = series["metric"]["__name__"].removeprefix("process_")
+            key_labels = tuple(sorted((k, v) for k, v in series["metric"].items() if k != "__name__"))
+            by_field.setdefault(field, {})[key_labels] = list(zip(series["timestamps"], series["values"],
+                                                                  strict=True))
+        raw_cnc = plant.export('{equipment="cnc-01",__name__="process_value",quality="good"}')
+        window_ms = WINDOW_S * 1000
+        start_ms = windows_start // 1_000_000
+        checked = 0
+        for series in raw_cnc:
+            key_labels = tuple(sorted((k, v) for k, v in series["metric"].items() if k != "__name__"))
+            expected: dict[int, list[float]] = defaultdict(list)
+            for ts, value in zip(series["timestamps"], series["values"], strict=True):
+                if ts * 1_000_000 >= windows_start:
+                    expected[ts - ts % window_ms].append(value)
+            counts = by_field["count"].get(key_labels, [])
+            released_starts = [ts for ts, _ in counts]
+            assert len(released_starts) == len(set(released_starts)), "a window was released twice"
+            assert min(released_starts) == start_ms - start_ms % window_ms  # the window holding the start
+            complete = [w for w in expected if w + window_ms < (stopped // 1_000_000) - 6000]
+            assert complete and set(complete) <= set(released_starts)
+            fields = {name: dict(by_field[name][key_labels]) for name in ("value", "min", "max", "count")}
+            for window in released_starts:
+                values = expected[window]
+                assert fields["count"][window] == len(values), window
+                assert fields["min"][window] == min(values) and fields["max"][window] == max(values)
+                assert fields["value"][window] == pytest.approx(sum(values) / len(values), rel=1e-9)
+                checked += 1
+        assert checked > 20
+
+        # ---- the audit and the report
+        report = subprocess.run([str(BIN / "mos-agent"), "sharing", "-c", str(config), "--json"],
+                                capture_output=True, text=True, check=True)
+        contracts = {c["id"]: c for c in json.loads(report.stdout)["contracts"]}
+        assert contracts["raw-press"]["status"] == "expired"
+        assert contracts["cnc-windows"]["status"] == "active"
+        assert contracts["raw-press"]["points_released"] == sum(len(set(p)) for p in dc_raw.values())
+        assert contracts["cnc-windows"]["points_released"] == sum(len(v) for v in by_field["count"].values())
+        assert contracts["cnc-windows"]["datasets"] == ["cnc-01"]
