@@ -122,3 +122,11 @@ class ContractSinkRunner(SinkRunner):
         moved = self.release.commit(release)
         if moved is not None:
             hold_cursor_at(cursor, moved)
+
+
+def build_release_stage(sink: str, contracts: Any, ledger: Any, state_dir: Any, commit_interval: float) -> ReleaseStage:
+    from mos_agent.sharing.pseudonyms import Pseudonymiser, load_or_create_key
+
+    mine = [c for c in contracts if c.sink == sink]
+    pseudonymiser = Pseudonymiser(load_or_create_key(state_dir)) if any(c.pseudonymise for c in mine) else None
+    return ReleaseStage(sink, mine, ledger, pseudonymiser, commit_interval=commit_interval)
