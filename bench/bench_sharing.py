@@ -27,11 +27,13 @@ from mos_agent.sharing.contracts import Contract
 from mos_agent.sharing.ledger import Ledger
 from mos_agent.sharing.pseudonyms import Pseudonymiser
 from mos_agent.sharing.release import ReleaseStage
-from mos_agent.testing import sample_chunks
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # tests.support, the shared test helpers, from the checkout
 from measure import cpu_seconds  # noqa: E402
+
+from tests.support.samples import sample_chunks  # noqa: E402
 
 CHUNK = 5000
 SERIES = 1000

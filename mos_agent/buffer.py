@@ -1,4 +1,22 @@
-"""The on-disk store-and-forward buffer, and :class:`StoreAndForward` that ties it to the sinks.
+"""The on-disk store-and-forward buffer: durable rows of encoded line protocol and one cursor per
+reader. Storage only — it knows nothing of sinks or networks; the readers' supervision is in
+:mod:`mos_agent.sinks.forward`.
+
+Invariants (what the rest of the agent relies on):
+
+1. Acknowledged means durable: once :meth:`Buffer.append` returns, its rows survive ``kill -9``
+   and power loss. Rows are never changed after the append.
+2. Row ids only grow and are never reused (AUTOINCREMENT), so a cursor is one number.
+3. A row is deleted only when every registered reader has it (at or below its live cursor and
+   outside its backlog range) — or by the overflow policy, which counts each dropped point
+   against every reader that had not received it.
+4. A cursor moves only forward and only through :meth:`SinkCursor.advance` (or the backlog
+   bookkeeping, or :meth:`SinkCursor.advance_to` for a reader that reads rows in order from a
+   position of its own and holds its cursor where it can resume — a contract sink's release
+   stage), in the same transaction that deletes the rows no reader needs: a crash re-sends
+   at most the batch in flight, never skips one.
+5. The buffered bytes stay within ``max_size`` after every append.
+6. One process per state directory (a lock file); a second one is refused.
 
 Layout of ``<state_dir>/buffer.sqlite`` (SQLite, WAL):
 
@@ -34,21 +52,20 @@ state directory (that is refused, not mistaken for corruption).
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mos_agent.payload import Payload, compress, is_gzipped
-
-if TYPE_CHECKING:
-    from mos_agent.config.models import AgentConfig
+from mos_agent.status import BufferStats, SinkLag
 
 APP_ID = "mos-agent-buffer"
 SCHEMA_VERSION = 1
@@ -95,16 +112,22 @@ class BufferLocked(RuntimeError):
     """Another process holds the buffer of this state directory."""
 
 
+class BatchKind(enum.StrEnum):
+    LIVE = "live"  # rows after the live cursor: fresh data
+    BACKLOG = "backlog"  # rows of the backlog range being drained beside the live data
+
+
 @dataclass(slots=True)
 class Batch:
     """Consecutive rows of one sink's live or backlog range, concatenated."""
 
-    kind: str  # "live" | "backlog"
+    kind: BatchKind
     first_id: int
     last_id: int
     rows: int
     payload: Payload
     oldest_created_ns: int
+    newest_created_ns: int = 0  # commit time of the newest row
 
     @property
     def points(self) -> int:
@@ -147,7 +170,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection):
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -540,12 +563,9 @@ class Buffer:
                 raise RuntimeError("buffer is not open")
             return [dict(zip(columns, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]
 
-    def sink_lag(self, sink: str) -> dict[str, Any]:
-        """What ``sink`` has not received yet: ``points`` and ``oldest_ns`` (created time of the
-        oldest such row) overall, ``live_points``/``live_oldest_ns`` for data after its live
-        cursor (the latency of fresh data), ``backlog_points`` for the range being drained."""
-        lag: dict[str, Any] = {"points": 0, "oldest_ns": None, "live_points": 0, "live_oldest_ns": None,
-                               "backlog_points": 0}
+    def sink_lag(self, sink: str) -> SinkLag:
+        """What ``sink`` has not received yet, overall and split into its live and backlog ranges."""
+        lag = SinkLag()
         with self._status_lock:
             conn = self._status_conn
             if conn is None:
@@ -555,19 +575,19 @@ class Buffer:
             if row is None:
                 return lag
             live, lo, hi = row
-            lag["live_points"], lag["live_oldest_ns"] = conn.execute(
+            lag.live_points, lag.live_oldest_ns = conn.execute(
                 "SELECT coalesce(sum(points), 0), min(created_ns) FROM chunks WHERE id > ?", (live,)).fetchone()
             backlog_oldest = None
             if lo is not None and hi is not None and lo <= hi:
-                lag["backlog_points"], backlog_oldest = conn.execute(
+                lag.backlog_points, backlog_oldest = conn.execute(
                     "SELECT coalesce(sum(points), 0), min(created_ns) FROM chunks WHERE id BETWEEN ? AND ?",
                     (lo, hi)).fetchone()
-        lag["points"] = lag["live_points"] + lag["backlog_points"]
-        oldest = [t for t in (lag["live_oldest_ns"], backlog_oldest) if t is not None]
-        lag["oldest_ns"] = min(oldest) if oldest else None
+        lag.points = lag.live_points + lag.backlog_points
+        oldest = [t for t in (lag.live_oldest_ns, backlog_oldest) if t is not None]
+        lag.oldest_ns = min(oldest) if oldest else None
         return lag
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BufferStats:
         oldest = None
         dead = (0, 0)
         with self._status_lock:
@@ -578,21 +598,21 @@ class Buffer:
                     "SELECT count(*), coalesce(sum(points), 0) FROM dead_letters").fetchone()
         with self._totals_lock:
             rows, points, size = self.rows, self.points, self.bytes
-        return {
-            "path": str(self.path),
-            "points": points,
-            "bytes": size,
-            "rows": rows,
-            "max_size": self.max_size,
-            "overflow": self.overflow,
-            "oldest_age_s": round(max(0.0, (time.time_ns() - oldest) / 1e9), 3) if oldest else None,
-            "dropped_points": self.dropped_points,
-            "overflow_episodes": self.overflow_episodes,
-            "overflowing": self.overflowing,
-            "dead_letter_rows": dead[0],
-            "dead_letter_points": dead[1],
-            "moved_aside": [str(p) for p in self.moved_aside],
-        }
+        return BufferStats(
+            path=str(self.path),
+            points=points,
+            bytes=size,
+            rows=rows,
+            max_size=self.max_size,
+            overflow=self.overflow,
+            oldest_age_s=round(max(0.0, (time.time_ns() - oldest) / 1e9), 3) if oldest else None,
+            dropped_points=self.dropped_points,
+            overflow_episodes=self.overflow_episodes,
+            overflowing=self.overflowing,
+            dead_letter_rows=dead[0],
+            dead_letter_points=dead[1],
+            moved_aside=[str(p) for p in self.moved_aside],
+        )
 
 
 class SinkCursor:
@@ -616,19 +636,22 @@ class SinkCursor:
             self.conn.close()
 
     def pending_live(self) -> Pending:
+        return self.pending_after(self.live)
+
+    def pending_after(self, row: int) -> Pending:
         rows, points, oldest, head = self.conn.execute(
             "SELECT count(*), coalesce(sum(points), 0), min(created_ns), max(id) FROM chunks WHERE id > ?",
-            (self.live,)).fetchone()
+            (row,)).fetchone()
         return Pending(rows, points, oldest, head)
 
-    def _read(self, kind: str, lo: int, hi: int | None, max_points: int) -> Batch | None:
+    def _read(self, kind: BatchKind, lo: int, hi: int | None, max_points: int) -> Batch | None:
         sql = "SELECT id, points, created_ns, body FROM chunks WHERE id >= ?"
         args: tuple = (lo,)
         if hi is not None:
             sql += " AND id <= ?"
             args = (lo, hi)
         parts: list[bytes] = []
-        first = last = oldest = 0
+        first = last = oldest = newest = 0
         points = 0
         rows = self.conn.execute(sql + " ORDER BY id", args)
         try:
@@ -640,7 +663,7 @@ class SinkCursor:
                 parts.append(body if is_gzipped(body) else compress(body))
                 last = row_id
                 points += n
-                oldest = min(oldest, created)
+                oldest, newest = min(oldest, created), max(newest, created)
                 if points >= max_points:
                     break
         finally:
@@ -648,18 +671,31 @@ class SinkCursor:
             rows.close()
         if not parts:
             return None
-        return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest)
+        return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest, newest)
 
     def read_live(self, max_points: int) -> Batch | None:
         """The next rows after the live cursor: up to ``max_points`` points, at least one row."""
-        return self._read("live", self.live + 1, None, max_points)
+        return self._read(BatchKind.LIVE, self.live + 1, None, max_points)
+
+    def read_after(self, row: int, max_points: int, until: int | None = None) -> Batch | None:
+        """The rows after ``row`` (up to ``until``, if given), for a reader ahead of its cursor."""
+        return self._read(BatchKind.LIVE, row + 1, until, max_points)
+
+    def advance_to(self, row: int) -> None:
+        """Record every row up to ``row`` as delivered (a backlog range is consumed as far as it
+        goes), for a reader that reads in row order; never moves the cursor back."""
+        live, backlog = max(self.live, row), self.backlog
+        if backlog is not None and row >= backlog[0]:
+            backlog = (row + 1, backlog[1]) if row < backlog[1] else None
+        if (live, backlog) != (self.live, self.backlog):
+            self._persist(live, backlog)
 
     def read_backlog(self, max_points: int) -> Batch | None:
         """The next rows of the backlog range; ``None`` (and the range cleared) when it is done."""
         if self.backlog is None:
             return None
         lo, hi = self.backlog
-        batch = self._read("backlog", lo, hi, max_points)
+        batch = self._read(BatchKind.BACKLOG, lo, hi, max_points)
         if batch is None:
             self._persist(self.live, None)
         return batch
@@ -679,7 +715,7 @@ class SinkCursor:
     def advance(self, batch: Batch) -> None:
         """Record ``batch`` as delivered and delete the rows no sink needs any more, in one
         transaction: a crash re-sends at most the batch in flight."""
-        if batch.kind == "live":
+        if batch.kind is BatchKind.LIVE:
             self._persist(max(self.live, batch.last_id), self.backlog)
         else:
             assert self.backlog is not None
@@ -717,130 +753,3 @@ class SinkCursor:
                 newest = self.conn.execute("SELECT max(id) FROM dead_letters").fetchone()[0]
                 if cut is not None:
                     self.conn.execute("DELETE FROM dead_letters WHERE id <= ? AND id < ?", (cut, newest))
-
-
-# ---------------------------------------------------------------- store and forward
-
-
-def sink_names(configs: Sequence[Any]) -> list[str]:
-    """A sink's name is its ``name`` or its type; repeats get -2, -3 … so every name is unique."""
-    names: list[str] = []
-    for cfg in configs:
-        base = cfg.name or cfg.type
-        name, n = base, 1
-        while name in names:
-            n += 1
-            name = f"{base}-{n}"
-        names.append(name)
-    return names
-
-
-class StoreAndForward:
-    """The on-disk buffer plus one worker thread per configured sink.
-
-    ``append`` is durable on return; every sink receives everything appended (at least once —
-    after a crash the batch in flight is sent again, which overwrites identical points).
-    """
-
-    def __init__(self, config: AgentConfig, state_dir: Path, logger: logging.Logger | None = None) -> None:
-        self.config = config
-        self.state_dir = Path(state_dir)
-        self.log = logger or logging.getLogger("mos_agent.buffer")
-        sinks = list(config.sinks)
-        batch_sizes = [s.batch_size for s in sinks] or [5000]
-        self.buffer = Buffer(self.state_dir, config.buffer.max_size, config.buffer.overflow, self.log,
-                             row_points=min(5000, *batch_sizes))
-        self.runners: list[Any] = []
-        self.send_observers: list[Callable[[str, float], None]] = []  # (sink name, seconds) per write
-        self._started = False
-
-    def start(self) -> None:
-        from mos_agent.sinks import build_sink
-        from mos_agent.sinks.runner import SinkRunner
-
-        self.buffer.open()
-        configs = list(self.config.sinks)
-        names = sink_names(configs)
-        sinks = []
-        try:
-            for name, cfg in zip(names, configs, strict=True):
-                sinks.append((build_sink(name, cfg, self.state_dir), cfg))
-            self.buffer.register_sinks(names)
-        except BaseException:
-            for sink, _ in sinks:
-                with contextlib.suppress(Exception):
-                    sink.close()
-            self.buffer.close()
-            raise
-        if not configs:
-            self.log.warning("no sinks configured: readings are buffered on disk (up to %d bytes, then %s) "
-                             "but sent nowhere", self.buffer.max_size, self.buffer.overflow)
-        for sink, cfg in sinks:
-            runner = SinkRunner(sink, self.buffer, batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
-                                max_retry_delay=getattr(cfg, "max_retry_delay", 60.0), logger=self.log,
-                                on_send=self._observe_send)
-            self.runners.append(runner)
-        for runner in self.runners:
-            runner.start()
-        self._started = True
-        stats = self.buffer.stats()
-        self.log.info("buffer %s: %d points (%d bytes) waiting; sinks: %s", self.buffer.path, stats["points"],
-                      stats["bytes"], ", ".join(names) or "none")
-
-    def _observe_send(self, sink: str, seconds: float) -> None:
-        for observer in self.send_observers:
-            with contextlib.suppress(Exception):
-                observer(sink, seconds)
-
-    def append(self, bodies: Sequence[bytes], points: Sequence[int]) -> int:
-        """Durably store encoded chunks in one transaction; returns once committed, with the
-        number of points stored (fewer than given only if the overflow policy dropped some)."""
-        return self.buffer.append(bodies, points)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Give the sinks up to ``timeout`` seconds to deliver what is pending (flushing partial
-        batches now), then stop them and close the buffer. Undelivered data stays buffered.
-        Returns within ``timeout`` + 3 s even if a sink is stuck in a network call."""
-        if not self._started:
-            self.buffer.close()
-            return
-        deadline = time.monotonic() + max(0.0, timeout)
-        for runner in self.runners:
-            runner.request_stop(deadline)
-        for runner in self.runners:
-            runner.join(max(0.0, deadline - time.monotonic()) + 1.0)
-        for runner in self.runners:
-            runner.abort()
-        for runner in self.runners:
-            if runner.is_alive():
-                runner.join(2.0)
-        # a write blocked in the network cannot be interrupted; its batch is sent again next start
-        stuck = [r.name for r in self.runners if r.is_alive()]
-        if stuck:
-            self.log.warning("sink(s) %s still busy at shutdown; their undelivered data stays buffered",
-                             ", ".join(stuck))
-        self._started = False
-        # A runner stuck in a network call keeps its own connection; the writer's is closed here.
-        self.buffer.close()
-
-    def status(self) -> dict[str, Any]:
-        buffer = self.buffer.stats()
-        sinks = []
-        now = time.time_ns()
-
-        def age(created_ns: int | None) -> float:
-            return round(max(0.0, (now - created_ns) / 1e9), 3) if created_ns else 0.0
-
-        for runner in self.runners:
-            lag = self.buffer.sink_lag(runner.name)
-            entry = runner.status()
-            entry.update({
-                "lag_points": lag["points"],
-                "lag_seconds": age(lag["oldest_ns"]),
-                "live_lag_points": lag["live_points"],
-                "live_lag_seconds": age(lag["live_oldest_ns"]),
-                "backlog_points": lag["backlog_points"],
-                "dropped_points": self.buffer.dropped_points_by_sink.get(runner.name, 0),
-            })
-            sinks.append(entry)
-        return {"buffer": buffer, "sinks": sinks}

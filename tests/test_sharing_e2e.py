@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mos_agent.localservers import free_port, wait_for_port
 from mos_agent.sharing.pseudonyms import Pseudonymiser, load_or_create_key
-from mos_agent.testing import StoreReader, VictoriaMetrics, free_port, running, wait_for_port
+from tests.support.servers import StoreReader, VictoriaMetrics, running
 
 BIN = Path(sys.executable).parent
 S = 1_000_000_000

@@ -122,6 +122,8 @@ class BufferSection(StrictModel):
 
 class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
+    # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
+    max_retry_delay: Duration = 60.0
     # "contracts": the sink receives only what a sharing contract naming it releases
     share: Literal["contracts"] | None = None
 
@@ -144,7 +146,6 @@ class InfluxSinkConfig(SinkBase):
     flush_interval: Duration = 1.0
     gzip: bool = True
     timeout: Duration = 10.0
-    max_retry_delay: Duration = 60.0
     # Largest request body (uncompressed line protocol) the sink sends; larger batches are split.
     # For stores or proxies in front of them with a request size limit (default: none).
     max_request_size: Size | None = None

@@ -139,7 +139,7 @@ def load_contracts(agent_path: Path, agent_doc: MarkedDocument, agent: AgentConf
     pattern that matches no device, a validity that ends before it starts, a duplicate id."""
     if agent.sharing is None:
         return []
-    from mos_agent.buffer import sink_names
+    from mos_agent.sinks import sink_names
 
     share_sinks = {name for name, cfg in zip(sink_names(agent.sinks), agent.sinks, strict=True)
                    if cfg.share == "contracts"}

@@ -12,6 +12,7 @@ from typing import Any
 from mos_agent.config.models import DeviceBase
 from mos_agent.sharing.contracts import Contract, describe_categories
 from mos_agent.sharing.ledger import contract_totals
+from mos_agent.status import ContractStats
 
 
 def _iso(ns: int | None) -> str | None:
@@ -48,3 +49,13 @@ def contract_report(contracts: Sequence[Contract], devices: Sequence[DeviceBase]
             "last_release": _iso(released.last_release_ns),
         })
     return report
+
+
+def contract_stats(contracts: Sequence[Contract], devices: Sequence[DeviceBase], state_dir: Path,
+                   now_ns: int | None = None) -> list[ContractStats]:
+    """The contracts' part of the agent's status report."""
+    return [ContractStats(id=e["id"], consumer=e["consumer"], sink=e["sink"], status=e["status"],
+                          valid_from=e["valid_from"], valid_to=e["valid_to"], datasets=e["datasets"],
+                          resolution=e["resolution"], points_released=e["points_released"],
+                          last_release=e["last_release"])
+            for e in contract_report(contracts, devices, state_dir, now_ns)]

@@ -12,54 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mos_agent.buffer import Batch, Pending, SinkCursor
-from mos_agent.payload import Payload, decompress, is_gzipped
+from mos_agent.buffer import SinkCursor
 from mos_agent.sharing.release import Release, ReleaseStage
 from mos_agent.sinks.runner import IDLE_POLL, REJECT_SPLIT_BUDGET, SinkRunner
-
-
-def pending_after(cursor: SinkCursor, row: int) -> Pending:
-    rows, points, oldest, head = cursor.conn.execute(
-        "SELECT count(*), coalesce(sum(points), 0), min(created_ns), max(id) FROM chunks WHERE id > ?",
-        (row,)).fetchone()
-    return Pending(rows, points, oldest, head)
-
-
-def read_after(cursor: SinkCursor, row: int, max_points: int, until: int | None) -> tuple[Batch, int] | None:
-    """Rows after ``row`` (up to ``until`` if given): at least one, up to ``max_points`` points,
-    decompressed; with the newest row's commit time."""
-    sql = "SELECT id, points, created_ns, body FROM chunks WHERE id > ?"
-    args: tuple = (row,)
-    if until is not None:
-        sql += " AND id <= ?"
-        args = (row, until)
-    parts: list[bytes] = []
-    first = last = oldest = newest = points = 0
-    rows = cursor.conn.execute(sql + " ORDER BY id", args)
-    try:
-        for row_id, n, created, body in rows:
-            if parts and points + n > max_points:
-                break
-            if not parts:
-                first, oldest = row_id, created
-            parts.append(decompress(body) if is_gzipped(body) else body)
-            last = row_id
-            points += n
-            oldest, newest = min(oldest, created), max(newest, created)
-            if points >= max_points:
-                break
-    finally:
-        rows.close()
-    if not parts:
-        return None
-    return Batch("live", first, last, len(parts), Payload(points, plain=b"".join(parts)), oldest), newest
-
-
-def hold_cursor_at(cursor: SinkCursor, row: int) -> None:
-    """Persist the sink's cursor at ``row``, without a backlog range (rows up to it may be
-    deleted once no sink needs them)."""
-    if row != cursor.live or cursor.backlog is not None:
-        cursor._persist(row, None)
+from mos_agent.status import SinkState, SinkStats
 
 
 class ContractSinkRunner(SinkRunner):
@@ -67,32 +23,32 @@ class ContractSinkRunner(SinkRunner):
         super().__init__(*args, **kwargs)
         self.release = release
 
-    def status(self) -> dict[str, Any]:
-        return {**super().status(), "sharing": self.release.status()}
+    def status(self) -> SinkStats:
+        stats = super().status()
+        stats.late_points = self.release.late_points
+        stats.open_windows = self.release.open_windows()
+        return stats
 
     def _loop(self, cursor: SinkCursor) -> None:
         release = self.release
         release.reset()  # after a worker error the stage may be ahead of what the sink accepted
-        if cursor.backlog is not None:
-            # a range left from before the sink shared under contract: read it in order
-            hold_cursor_at(cursor, cursor.backlog[0] - 1)
-        position = release.start_row(cursor.live)
+        # a backlog range left from before the sink shared under contract is read in order too
+        position = release.start_row(cursor.backlog[0] - 1 if cursor.backlog is not None else cursor.live)
         while not self._past_deadline():
             self._wake.clear()
             stopping = self._stopping.is_set()
-            pending = pending_after(cursor, position)
+            pending = cursor.pending_after(position)
             if pending.rows and (stopping or pending.points >= self.batch_size
                                  or self._age(pending.oldest_created_ns) >= self.flush_interval):
                 # rows read before a restart are read again on their own, so the audit skips them whole
                 until = release.processed_row if position < release.processed_row else None
-                read = read_after(cursor, position, self.batch_size, until)
-                if read is None:
+                batch = cursor.read_after(position, self.batch_size, until)
+                if batch is None:
                     continue
-                batch, newest_created_ns = read
-                if self.state not in ("retrying", "auth_failed"):
-                    self.state = "sending"
+                if self.state not in (SinkState.RETRYING, SinkState.AUTH_FAILED):
+                    self.state = SinkState.SENDING
                 self._release(cursor, release.process(batch.first_id, batch.last_id, batch.payload.plain,
-                                                      newest_created_ns))
+                                                      batch.newest_created_ns))
                 position = batch.last_id
                 self.sent_batches += 1
                 continue
@@ -104,10 +60,10 @@ class ContractSinkRunner(SinkRunner):
             if stopping:
                 moved = release.commit(Release(None, None), force_checkpoint=True)
                 if moved is not None:
-                    hold_cursor_at(cursor, moved)
+                    cursor.advance_to(moved)
                 return
-            if self.state in ("sending", "draining", "failed"):
-                self.state = "idle"
+            if self.state in (SinkState.SENDING, SinkState.DRAINING, SinkState.FAILED):
+                self.state = SinkState.IDLE
             wait = IDLE_POLL
             if pending.rows:
                 wait = min(wait, max(0.01, self.flush_interval - self._age(pending.oldest_created_ns)))
@@ -121,7 +77,7 @@ class ContractSinkRunner(SinkRunner):
             self._send(cursor, release.payload, [REJECT_SPLIT_BUDGET])
         moved = self.release.commit(release)
         if moved is not None:
-            hold_cursor_at(cursor, moved)
+            cursor.advance_to(moved)
 
 
 def build_release_stage(sink: str, contracts: Any, ledger: Any, state_dir: Any, commit_interval: float) -> ReleaseStage:

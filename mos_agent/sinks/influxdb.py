@@ -32,6 +32,7 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
 from mos_agent.config.loader import read_secret
+from mos_agent.config.models import InfluxSinkConfig
 from mos_agent.payload import Payload
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 
@@ -70,12 +71,12 @@ def _retry_after(headers: Any) -> float | None:
 class InfluxSink(Sink):
     type = "influxdb"
 
-    def __init__(self, name: str, config: Any) -> None:
+    def __init__(self, name: str, config: InfluxSinkConfig) -> None:
         self.name = name
         self.url = config.url
         self.org = config.org
         self.bucket = config.bucket
-        self.max_request_size: int | None = getattr(config, "max_request_size", None)
+        self.max_request_size: int | None = config.max_request_size
         self._token = resolve_token(config.token, config.token_file) or ""
         self.gzip = bool(config.gzip)
         # enable_gzip stays off: the client would compress again, at level 9 (~1 µs a point, as
