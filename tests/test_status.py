@@ -32,7 +32,7 @@ def _report() -> StatusReport:
 
 def test_the_json_keeps_the_keys_scripts_read() -> None:
     data = json.loads(json.dumps(_report().to_dict()))
-    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "time"}
+    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "contracts", "time"}
     assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
     assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "series",
