@@ -8,6 +8,7 @@ import json
 from mos_agent.status import (
     AgentInfo,
     BufferStats,
+    ContractStats,
     DeviceState,
     DeviceStats,
     PipelineStats,
@@ -26,6 +27,8 @@ def _report() -> StatusReport:
         buffer=BufferStats(path="/s/buffer.sqlite", points=5, moved_aside=["/s/old"]),
         sinks=[SinkStats(name="influxdb", type="influxdb", state=SinkState.DRAINING, lag_points=5,
                          last_error="HTTP 503")],
+        contracts=[ContractStats(id="mdcg-2026-017", consumer="MDCG", sink="datacentre", status="active",
+                                 datasets=["press-01"], resolution="1m", points_released=3)],
         time=100.0,
     )
 
@@ -43,7 +46,9 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
             "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
-            "dropped_points"} == set(data["sinks"][0])
+            "dropped_points", "late_points", "open_windows"} == set(data["sinks"][0])
+    assert {"id", "consumer", "sink", "status", "valid_from", "valid_to", "datasets", "resolution",
+            "points_released", "last_release"} == set(data["contracts"][0])
     # enums travel as their plain values
     assert data["devices"][0]["state"] == "running" and data["sinks"][0]["state"] == "draining"
 
