@@ -103,12 +103,14 @@ def test_overlapping_contracts_release_a_reading_once_per_form_and_audit_each(le
     stage = make_stage(ledger, [wide, narrow, windows])
     lines = [line(T0 + i * S, float(i)) for i in range(0, 200, 10)]
     out = stage.process(1, 1, body(lines), T0 + 300 * S)
+    rest = stage.due(T0 + 3600 * S)  # the series fell silent: its last window closes
     raw = [ts for _, _, f, ts in released(out) if "count" not in f]
-    aggregated = [(ts, f["count"]) for _, _, f, ts in released(out) if "count" in f]
+    aggregated = [(ts, f["count"]) for _, _, f, ts in released(out) + released(rest) if "count" in f]
     # the union of the two raw contracts' validity, each reading once
     assert raw == [T0 + i * S for i in range(0, 200, 10)]
     assert aggregated == [(T0, 6), (T0 + 60 * S, 6), (T0 + 120 * S, 6), (T0 + 180 * S, 2)]
     stage.commit(out)
+    stage.commit(rest)
     totals = contract_totals(ledger.path.parent, ["wide", "narrow", "windows"])
     assert totals["wide"].points == 11  # 0..100 s
     assert totals["narrow"].points == 15  # 50..190 s
@@ -119,7 +121,7 @@ def test_contract_starting_later_releases_from_its_start_only(ledger: Ledger) ->
     stage = make_stage(ledger, [contract("later", start=T0 + 15 * S, resolution_s=10)])
     lines = [line(T0 + i * S, float(i)) for i in range(30)]
     out = stage.process(1, 1, body(lines), T0 + 60 * S)
-    windows = {ts: f for _, _, f, ts in released(out)}
+    windows = {ts: f for _, _, f, ts in released(out) + released(stage.due(T0 + 3600 * S))}
     assert sorted(windows) == [T0 + 10 * S, T0 + 20 * S]  # nothing of the window before the start
     assert windows[T0 + 10 * S]["count"] == 5 and windows[T0 + 10 * S]["min"] == 15.0
     assert windows[T0 + 20 * S]["count"] == 10
@@ -185,7 +187,7 @@ def test_text_and_failed_reads_do_not_enter_windows_but_travel_raw(ledger: Ledge
     stage = make_stage(ledger, [contract("raw"), contract("agg", resolution_s=10)])
     lines = [line(T0 + S, 1.0), line(T0 + 2 * S, None, quality="bad"), line(T0 + 3 * S, text="RUNNING"),
              line(T0 + 20 * S, 2.0)]
-    out = released(stage.process(1, 1, body(lines), T0 + 40 * S))
+    out = released(stage.process(1, 1, body(lines), T0 + 40 * S)) + released(stage.due(T0 + 3600 * S))
     windows = [(ts, f["count"]) for _, _, f, ts in out if "count" in f]
     assert windows == [(T0, 1), (T0 + 20 * S, 1)]
     assert sum(1 for _, _, f, _ in out if "count" not in f) == 4
@@ -264,3 +266,32 @@ def test_restart_releases_every_window_once_and_whole(tmp_path: Path) -> None:
     led.close()
     assert sorted(got, key=lambda r: r[3]) == sorted(expected, key=lambda r: r[3])
     assert len({ts for *_, ts in got}) == len(got) == 10
+
+
+def test_readings_buffered_late_but_in_order_close_their_windows_as_they_move(ledger: Ledger) -> None:
+    """An hour of readings reaching the buffer only now (a broker's queue after an outage): every
+    window is released whole as the readings move past it, none counted late."""
+    stage = make_stage(ledger, [contract("backfill", datasets=("*",), resolution_s=10)])
+    now = T0 + 3600 * S
+    got = []
+    for second in range(0, 60, 5):  # rows committed now, each holding 5 s of two series
+        rows = [line(T0 + (second + i) * S, float(second + i), equipment=eq) for i in range(5)
+                for eq in ("press-01", "cnc-01")]
+        got += released(stage.process(second + 1, second + 1, body(rows), now))
+    assert stage.late_points == 0
+    assert [(t["equipment"], ts, f["count"]) for _, t, f, ts in got] == [
+        (eq, T0 + w * S, 10) for w in range(0, 50, 10) for eq in ("press-01", "cnc-01")]  # [50, 60) still open
+    last = released(stage.due(now + 10 * S))
+    assert [(t["equipment"], ts) for _, t, _, ts in last] == [("press-01", T0 + 50 * S), ("cnc-01", T0 + 50 * S)]
+
+
+def test_a_series_that_falls_silent_holds_no_window_back(ledger: Ledger) -> None:
+    stage = make_stage(ledger, [contract("c", datasets=("*",), resolution_s=10)])
+    first = [line(T0 + i * S, 1.0, equipment="cnc-01") for i in range(15)] + \
+        [line(T0 + i * S, 2.0, equipment="press-01") for i in range(15)]
+    assert released(stage.process(1, 1, body(first), T0 + 15 * S)) != []  # [0, 10) of both
+    # press-01 stops; cnc-01 goes on and its windows close once press-01 is silent for the grace
+    second = [line(T0 + i * S, 1.0, equipment="cnc-01") for i in range(15, 40)]
+    out = released(stage.process(2, 2, body(second), T0 + 40 * S))
+    assert sorted((t["equipment"], ts) for _, t, _, ts in out) == [
+        ("cnc-01", T0 + 10 * S), ("cnc-01", T0 + 20 * S), ("press-01", T0 + 10 * S)]

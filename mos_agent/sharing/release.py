@@ -15,12 +15,15 @@ audited for it). Forms differ in their output, so a sink under a raw and a 1-min
 both.
 
 When a window closes: readings enter the buffer in rows stamped with their commit time, in
-order, so once the stage has read a row committed at ``T``, later rows hold readings acquired
-after about ``T`` minus the commit delay. A window ``[s, e)`` closes when a row committed at or
-after ``e + grace`` has been read, or, with nothing left to read, when the clock passes
-``e + grace`` (``grace`` = the buffer's commit interval plus ``LATE_ALLOWANCE``). A reading that
-arrives for a window already released is late: counted, not released. Because closing follows
-the buffer's rows, a sink outage delays windows but never cuts them short.
+order. A series is *reporting* while it appeared in rows committed within ``grace`` (the buffer's
+commit interval plus ``LATE_ALLOWANCE``) of the newest row read — or of the clock, once every
+row is read. The windows of a form ending at ``E`` close when ``E + grace`` is at or before that
+time *and* every reporting series has a reading at or after ``E`` (it has moved past the window):
+so fresh data closes a window ``grace`` after its end, readings buffered late but in order (a
+broker's queue after an outage, a sink outage) close it when they have moved past it, and a
+series that falls silent holds nothing back. A reading that arrives for a window already released
+is late: counted, not released. Because closing follows the buffer's rows, a sink outage delays
+windows but never cuts them short.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class _Route:
     """What one form does with the lines of one series."""
 
     form: int  # index into the stage's forms
+    resolution: int | None  # the form's
     contracts: tuple[Contract, ...]  # the form's contracts releasing this equipment and category
     out_prefix: bytes  # ``measurement,tags `` as released (pseudonymised if the form says so)
     dataset: str  # equipment name, for the audit
@@ -161,16 +165,21 @@ class ReleaseStage:
         self.checkpoint_row = checkpoint.row_id
         self.processed_row = checkpoint.processed_row
         self.read_row = checkpoint.row_id  # rows up to here are reflected in the windows
-        self.watermark_ns = 0
+        self.watermark_ns = 0  # commit time of the newest row read
         self._last_checkpoint = time.monotonic()
         # form index → window start → series prefix → [sum, min, max, count, contract ids, dataset]
         self._open: list[dict[int, dict[bytes, list[Any]]]] = [{} for _ in self.forms]
+        # form index → series prefix → [newest reading's time, commit time of the row it came in]
+        self._progress: list[dict[bytes, list[int]]] = [{} for _ in self.forms]
         self._closed_before: list[int] = [checkpoint.closed_before.get(f.key, 0) for f in self.forms]
         for index, form in enumerate(self.forms):
-            for start, key, total, low, high, count, ids, dataset in checkpoint.open_windows.get(form.key, []):
+            saved = checkpoint.open_windows.get(form.key, {})
+            for start, key, total, low, high, count, ids, dataset in saved.get("windows", []):
                 if start >= self._closed_before[index]:
                     self._open[index].setdefault(start, {})[key.encode()] = [total, low, high, count, set(ids),
                                                                             dataset]
+            for key, newest, seen in saved.get("progress", []):
+                self._progress[index][key.encode()] = [newest, seen]
 
     def reset(self) -> None:
         """Forget what is in memory and start again from the ledger (after a worker error)."""
@@ -211,8 +220,9 @@ class ReleaseStage:
                 out_tags.update(names)
                 scrub = tuple(sorted(((tags[level].encode(), names[level].encode()) for level in names),
                                      key=lambda pair: -len(pair[0])))
-            routes.append(_Route(index, covering, series_prefix(measurement, out_tags.items()).encode(),
-                                 equipment, tags.get("quality") == "good", scrub))
+            out_prefix = series_prefix(measurement, out_tags.items()).encode()
+            routes.append(_Route(index, form.resolution_ns, covering, out_prefix, equipment,
+                                 tags.get("quality") == "good", scrub))
         found = self._routes[prefix] = tuple(routes)
         return found
 
@@ -226,8 +236,8 @@ class ReleaseStage:
         audit: dict[tuple[str, str], AuditEntry] = defaultdict(AuditEntry)
         routes_cache = self._routes
         open_windows = self._open
+        progress = self._progress
         closed_before = self._closed_before
-        forms = self.forms
         late = 0
         for line in body.split(b"\n"):
             if not line:
@@ -242,6 +252,18 @@ class ReleaseStage:
                 continue
             ts = int(ts_text)
             for route in routes:
+                resolution = route.resolution
+                if resolution is not None:
+                    if not route.good:
+                        continue
+                    # any reading shows the series has moved on, released or not
+                    seen = progress[route.form].get(route.out_prefix)
+                    if seen is None:
+                        progress[route.form][route.out_prefix] = [ts, newest_created_ns]
+                    else:
+                        if ts > seen[0]:
+                            seen[0] = ts
+                        seen[1] = newest_created_ns
                 contracts = route.contracts
                 if len(contracts) == 1:
                     if not contracts[0].valid_from_ns <= ts <= contracts[0].valid_to_ns:
@@ -251,7 +273,6 @@ class ReleaseStage:
                     covering = [c for c in contracts if c.valid_from_ns <= ts <= c.valid_to_ns]
                     if not covering:
                         continue
-                resolution = forms[route.form].resolution_ns
                 if resolution is None:
                     if route.scrub and b'"' in fields:
                         for real, pseudonym in route.scrub:
@@ -260,8 +281,6 @@ class ReleaseStage:
                     if not replay:
                         for contract in covering:
                             audit[(contract.id, route.dataset)].add(1, ts, ts)
-                    continue
-                if not route.good:
                     continue
                 value = _value(fields)
                 if value is None:
@@ -303,7 +322,8 @@ class ReleaseStage:
         """With every buffered row read: the windows the clock has closed, or None."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         limit = max(self.watermark_ns, now_ns) - self.grace_ns
-        if not any(self._has_closable(i, limit) for i in range(len(self.forms))):
+        if not any(self._boundary(i, limit) > self._closed_before[i] and self._open[i]
+                   for i in range(len(self.forms))):
             return None
         out: list[bytes] = []
         release = Release(None, None, defaultdict(AuditEntry))
@@ -320,19 +340,36 @@ class ReleaseStage:
                 if windows and form.resolution_ns is not None]
         return min(ends) if ends else None
 
-    def _has_closable(self, index: int, limit: int) -> bool:
+    def _boundary(self, index: int, limit: int) -> int:
+        """Windows of form ``index`` starting before the returned time may close: they ended by
+        ``limit`` (a commit time minus the grace) and every series reporting since has moved
+        past them. Series that stopped reporting are forgotten here."""
         resolution = self.forms[index].resolution_ns
+        if resolution is None:
+            return 0
+        progress = self._progress[index]
         windows = self._open[index]
-        return resolution is not None and bool(windows) and min(windows) + resolution <= limit
+        if windows and min(windows) + resolution > limit:
+            return self._closed_before[index]  # nothing has ended yet: spare the scan
+        moved_past = limit
+        silent = []
+        for key, (newest, seen) in progress.items():
+            if seen <= limit:
+                silent.append(key)
+            elif newest < moved_past:
+                moved_past = newest
+        for key in silent:
+            del progress[key]
+        return moved_past - moved_past % resolution
 
     def _close(self, limit: int, out: list[bytes], release: Release) -> None:
-        """Close every window ending at or before ``limit`` into ``out`` and ``release``."""
+        """Close every window that :meth:`_boundary` allows into ``out`` and ``release``."""
         audit = release.audit
         for index, form in enumerate(self.forms):
             resolution = form.resolution_ns
             if resolution is None:
                 continue
-            boundary = limit - limit % resolution  # windows starting before it have ended
+            boundary = self._boundary(index, limit)
             if boundary <= self._closed_before[index]:
                 continue
             windows = self._open[index]
@@ -351,7 +388,8 @@ class ReleaseStage:
         sink's cursor may move to when this was also a checkpoint of the open windows."""
         now = time.monotonic()
         checkpoint = None
-        if force_checkpoint or not any(self._open) or now - self._last_checkpoint >= self.checkpoint_interval:
+        if force_checkpoint or not (any(self._open) or any(self._progress)) \
+                or now - self._last_checkpoint >= self.checkpoint_interval:
             # every row read so far is in the windows (or released): the cursor may pass them
             checkpoint = (self.read_row, self._snapshot())
         self.ledger.record(self.sink, audit=release.audit, closed_before=release.closed_before,
@@ -367,11 +405,15 @@ class ReleaseStage:
         self.checkpoint_row = checkpoint[0]
         return checkpoint[0]
 
-    def _snapshot(self) -> dict[str, list[list[Any]]]:
+    def _snapshot(self) -> dict[str, dict[str, list[list[Any]]]]:
         return {
-            form.key: [[start, key.decode(), *acc[:4], sorted(acc[4]), acc[5]]
-                       for start, series in windows.items() for key, acc in series.items()]
-            for form, windows in zip(self.forms, self._open, strict=True) if windows
+            form.key: {
+                "windows": [[start, key.decode(), *acc[:4], sorted(acc[4]), acc[5]]
+                            for start, series in windows.items() for key, acc in series.items()],
+                "progress": [[key.decode(), newest, seen] for key, (newest, seen) in progress.items()],
+            }
+            for form, windows, progress in zip(self.forms, self._open, self._progress, strict=True)
+            if windows or progress
         }
 
     def status(self) -> dict[str, Any]:
