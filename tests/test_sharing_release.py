@@ -295,3 +295,15 @@ def test_a_series_that_falls_silent_holds_no_window_back(ledger: Ledger) -> None
     out = released(stage.process(2, 2, body(second), T0 + 40 * S))
     assert sorted((t["equipment"], ts) for _, t, _, ts in out) == [
         ("cnc-01", T0 + 10 * S), ("cnc-01", T0 + 20 * S), ("press-01", T0 + 10 * S)]
+
+
+def test_contract_status_changes_are_reported_once(ledger: Ledger) -> None:
+    import time
+
+    now = time.time_ns()
+    stage = make_stage(ledger, [contract("soon", start=now + 10 * S, end=now + 20 * S)])
+    assert stage.status_changes(now) == []
+    started = stage.status_changes(now + 10 * S)
+    assert len(started) == 1 and "soon" in started[0] and "active" in started[0]
+    assert stage.status_changes(now + 15 * S) == []
+    assert "expired" in stage.status_changes(now + 21 * S)[0]

@@ -18,6 +18,7 @@ from mos_agent.catalog import StoreUnavailable, build_catalog, build_consumer_ca
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import LoadedConfig, load_config
 from mos_agent.config.models import parse_duration
+from mos_agent.i18n import _
 from mos_agent.registry import load_driver
 
 
@@ -30,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--store-url must start with http:// or https://, got {args.store_url!r}")
     for_contract = getattr(args, "for_contract", None)
     if for_contract and args.store_url:
-        raise UsageError("--for and --store-url cannot be combined (observations carry the real names)")
+        raise UsageError(_("--for and --store-url cannot be combined (observations carry the real names)"))
     loaded = load_config(Path(args.config))
     drivers = {device.driver: load_driver(device.driver) for device in loaded.devices}
     if for_contract:
@@ -53,8 +54,9 @@ def _print_for(loaded: LoadedConfig, contract_id: str, drivers: dict) -> int:
 
     contract = contract_by_id(loaded.contracts, contract_id)
     if contract is None:
-        known = ", ".join(c.id for c in loaded.contracts) or "none configured"
-        raise UsageError(f"--for: no contract {contract_id!r} (contracts: {known})")
+        known = ", ".join(c.id for c in loaded.contracts) or "-"
+        raise UsageError(_("--for: no contract {contract} (contracts: {known})").format(contract=repr(contract_id),
+                                                                                       known=known))
     pseudonymiser = None
     if contract.pseudonymise:
         # the agent's own key, so the names here are the ones in the released data

@@ -37,7 +37,7 @@ from typing import Any
 
 from mos_agent.lineprotocol import parse_lines, parse_number, series_prefix
 from mos_agent.payload import Payload
-from mos_agent.sharing.contracts import Contract
+from mos_agent.sharing.contracts import Contract, ContractStatus
 from mos_agent.sharing.ledger import AuditEntry, Ledger
 from mos_agent.sharing.pseudonyms import PSEUDONYMISED_LEVELS, Pseudonymiser
 
@@ -155,6 +155,8 @@ class ReleaseStage:
         self.released_points = 0
         self.late_points = 0
         self.last_release_ns: int | None = None
+        now_ns = time.time_ns()
+        self._statuses = {c.id: c.status(now_ns) for c in self.contracts}
         self._reload()
 
     # ------------------------------------------------------------ state
@@ -191,6 +193,19 @@ class ReleaseStage:
         whichever is further (a crash between the two writes leaves the cursor behind)."""
         self.read_row = max(self.read_row, cursor_row)
         return self.read_row
+
+    def status_changes(self, now_ns: int | None = None) -> list[str]:
+        """What changed since the last call: contracts that became active or expired."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        changes = []
+        for contract in self.contracts:
+            status = contract.status(now_ns)
+            if status != self._statuses[contract.id]:
+                self._statuses[contract.id] = status
+                what = ("is active: readings acquired from now on are released" if status == ContractStatus.ACTIVE
+                        else "has expired: nothing acquired from now on is released")
+                changes.append(f"contract {contract.id} for {contract.consumer} {what} to sink {self.sink}")
+        return changes
 
     def open_windows(self) -> int:
         return sum(len(series) for windows in self._open for series in windows.values())

@@ -36,6 +36,8 @@ class ContractSinkRunner(SinkRunner):
         position = release.start_row(cursor.backlog[0] - 1 if cursor.backlog is not None else cursor.live)
         while not self._past_deadline():
             self._wake.clear()
+            for change in release.status_changes():
+                self.log.info("%s", change)
             stopping = self._stopping.is_set()
             pending = cursor.pending_after(position)
             if pending.rows and (stopping or pending.points >= self.batch_size
