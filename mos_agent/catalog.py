@@ -179,13 +179,19 @@ def _plain_decimal(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def rfc3339(moment: datetime) -> str:
+    """UTC with milliseconds: ``2026-12-01T00:00:00.000Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _datetime_literal(moment: datetime) -> dict[str, str]:
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"@value": text, "@type": "xsd:dateTime"}
+    return {"@value": rfc3339(moment), "@type": "xsd:dateTime"}
 
 
-def _ns_to_datetime(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, UTC)
+def datetime_from_ns(ns: int) -> datetime:
+    """Exact to the microsecond (through a float, the last instant of a day could round to the next)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
 
 
 def _share(part: int, whole: int) -> dict[str, str]:
@@ -359,8 +365,8 @@ def _observation_properties(observation: Observation | None, window_default: flo
     if observation and observation.first_ns is not None and observation.last_ns is not None:
         props["dct:temporal"] = {
             "@type": "dct:PeriodOfTime",
-            "dcat:startDate": _datetime_literal(_ns_to_datetime(observation.first_ns)),
-            "dcat:endDate": _datetime_literal(_ns_to_datetime(observation.last_ns)),
+            "dcat:startDate": _datetime_literal(datetime_from_ns(observation.first_ns)),
+            "dcat:endDate": _datetime_literal(datetime_from_ns(observation.last_ns)),
         }
     window = observation.window_seconds if observation else window_default
     if window:
@@ -594,12 +600,6 @@ def agreement_iri(base: str, contract: Contract) -> str:
     return f"{base}agreement/{_quote(contract.id)}"
 
 
-def _ns_literal(ns: int) -> dict[str, str]:
-    seconds, rest = divmod(ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
-    return _datetime_literal(moment)
-
-
 def _agreement(base: str, contract: Contract, targets: list[str]) -> dict[str, Any]:
     """The contract as an ODRL agreement: the plant (assigner) lets the consumer (assignee) use
     the target datasets within the validity, in the released categories and resolution."""
@@ -607,7 +607,7 @@ def _agreement(base: str, contract: Contract, targets: list[str]) -> dict[str, A
 
     def bound(operator: str, ns: int) -> dict[str, Any]:
         return {"@type": "odrl:Constraint", "odrl:leftOperand": {"@id": "odrl:dateTime"},
-                "odrl:operator": {"@id": operator}, "odrl:rightOperand": _ns_literal(ns)}
+                "odrl:operator": {"@id": operator}, "odrl:rightOperand": _datetime_literal(datetime_from_ns(ns))}
 
     resolution: dict[str, str] | str = "raw"
     if contract.resolution_ns is not None:

@@ -163,7 +163,13 @@ def test_contract_sink_releases_exactly_what_the_contracts_say(tmp_path: Path) -
                     expected[ts - ts % window_ms].append(value)
             counts = by_field["count"].get(key_labels, [])
             released_starts = [ts for ts, _ in counts]
-            assert len(released_starts) == len(set(released_starts)), "a window was released twice"
+            # Once each — except, at most, the windows of the one release the kill caught between the
+            # store accepting it and the ledger recording it: those are sent again, identically.
+            repeated = {ts for ts in released_starts if released_starts.count(ts) > 1}
+            assert len(repeated) <= 1, f"windows released twice: {sorted(repeated)}"
+            for name in ("value", "min", "max", "count"):
+                for ts in repeated:
+                    assert len({v for t, v in by_field[name][key_labels] if t == ts}) == 1
             assert min(released_starts) == start_ms - start_ms % window_ms  # the window holding the start
             complete = [w for w in expected if w + window_ms < (stopped // 1_000_000) - 6000]
             assert complete and set(complete) <= set(released_starts)

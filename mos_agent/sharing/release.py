@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mos_agent.lineprotocol import parse_lines, parse_number, series_prefix
+from mos_agent.lineprotocol import parse_lines, parse_number, series_prefix, split_series
 from mos_agent.payload import Payload
 from mos_agent.sharing.contracts import Contract, ContractStatus
 from mos_agent.sharing.ledger import AuditEntry, Ledger
@@ -96,21 +96,8 @@ class Release:
 
 
 def _split_line(line: bytes) -> tuple[bytes, bytes, bytes]:
-    """``(prefix, fields, timestamp)`` of a line; the prefix ends at the first unescaped space."""
-    if b"\\" in line:
-        i = 0
-        n = len(line)
-        while i < n:
-            ch = line[i]
-            if ch == 0x5C:  # backslash: skip the escaped character
-                i += 2
-                continue
-            if ch == 0x20:
-                break
-            i += 1
-        prefix, rest = line[:i], line[i + 1:]
-    else:
-        prefix, _, rest = line.partition(b" ")
+    """``(prefix, fields, timestamp)`` of a line."""
+    prefix, rest = split_series(line)
     fields, _, ts = rest.rpartition(b" ")
     return prefix, fields, ts
 

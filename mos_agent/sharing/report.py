@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mos_agent.catalog import datetime_from_ns, rfc3339
 from mos_agent.config.models import DeviceBase
 from mos_agent.sharing.contracts import Contract, describe_categories
 from mos_agent.sharing.ledger import contract_totals
@@ -16,11 +16,7 @@ from mos_agent.status import ContractStats
 
 
 def _iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    seconds, rest = divmod(ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ns is None else rfc3339(datetime_from_ns(ns))
 
 
 def contract_report(contracts: Sequence[Contract], devices: Sequence[DeviceBase], state_dir: Path,
