@@ -7,26 +7,35 @@ the same run:
    100,000 points/s released. Reference: decompressing and splitting the same rows into lines
    (what any reader of the buffer pays before looking at a line).
 2. Its ledger: the cost of recording a release (audit + closed windows) and of a checkpoint of
-   the open windows, per second of input at 100,000 points/s.
+   the open windows, as a share of the stage's CPU.
+3. A sink without ``share`` draining a full buffer into VictoriaMetrics beside a contract sink
+   (one releasing nothing, one releasing 1-minute windows of everything) vs. the same drain with
+   no contract sink configured: its path has no release stage, so what differs is the CPU the
+   contract sink itself takes on a shared machine.
 
-    python bench/bench_sharing.py [--quick]     # ≤ 40 s (quick ≤ 15 s); writes bench/results/sharing.json
+    python bench/bench_sharing.py [--quick]     # ≤ 60 s (quick ≤ 30 s); writes bench/results/sharing.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from mos_agent.buffer import Buffer
+from mos_agent.config.models import AgentConfig
 from mos_agent.payload import compress, decompress
 from mos_agent.sharing.contracts import Contract
 from mos_agent.sharing.ledger import Ledger
 from mos_agent.sharing.pseudonyms import Pseudonymiser
 from mos_agent.sharing.release import ReleaseStage
+from mos_agent.sinks.forward import StoreAndForward
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -34,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))  # tests.support, the shared test helpers, 
 from measure import cpu_seconds  # noqa: E402
 
 from tests.support.samples import sample_chunks  # noqa: E402
+from tests.support.servers import VictoriaMetrics  # noqa: E402
 
 CHUNK = 5000
 SERIES = 1000
@@ -76,6 +86,36 @@ def bench_stage(workdir: Path, rows: list[bytes], start_ms: int, resolution_s: f
             "ledger_share": ledger_seconds / took}
 
 
+def bench_plain_drain(workdir: Path, url: str, chunks: int, beside: str | None) -> float:
+    """Points/s of a plain sink draining ``chunks`` buffered chunks, with ``beside`` (None, "nothing"
+    or "windows") a contract sink reading the same rows."""
+    state = workdir / f"drain-{beside}"
+    sinks = [{"type": "influxdb", "name": "plant", "url": url, "bucket": "b", "token": "bench",
+              "flush_interval": "200ms"}]
+    contracts = []
+    if beside is not None:
+        sinks.append({"type": "influxdb", "name": "datacentre", "share": "contracts", "url": url, "bucket": "b",
+                      "token": "bench", "flush_interval": "200ms"})
+        contract = _contract(60, False)
+        contracts.append(contract if beside == "windows" else dataclasses.replace(contract, datasets=("no-such-*",)))
+    buffer = Buffer(state, max_size=1 << 40, row_points=CHUNK)
+    buffer.open()
+    buffer.register_sinks([s["name"] for s in sinks])
+    points = sum(buffer.append([body], [n]) for body, n in sample_chunks(chunks, CHUNK, series=SERIES,
+                                                                          device=f"press-{beside}"))
+    buffer.close()
+    config = AgentConfig.model_validate({"agent": {"id": "bench", "site": "plant", "state_dir": str(state)},
+                                         "sinks": sinks})
+    store = StoreAndForward(config, state, logging.getLogger("bench"), contracts=contracts)
+    started = time.perf_counter()
+    store.start()
+    while next(s for s in store.status().sinks if s.name == "plant").lag_points:
+        time.sleep(0.02)
+    rate = points / (time.perf_counter() - started)
+    store.stop(5)
+    return rate
+
+
 def bench_reference(rows: list[bytes]) -> float:
     started = cpu_seconds()
     lines = 0
@@ -94,12 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     start_ms = 1_796_083_200_000
     rows = _rows(chunks, start_ms)
     workdir = Path(tempfile.mkdtemp(prefix="bench-sharing-", dir="/var/tmp"))
+    server = None
     try:
         reference = bench_reference(rows)
         raw = bench_stage(workdir, rows, start_ms, None, False)
         minute = bench_stage(workdir, rows, start_ms, 60, False)
         pseudonymised = bench_stage(workdir, rows, start_ms, 10, True)
+        server = VictoriaMetrics.start(workdir / "vm")
+        drain_chunks = 60 if args.quick else 200
+        drains = {beside: bench_plain_drain(workdir, server.url, drain_chunks, beside)
+                  for beside in (None, "nothing", "windows")}
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     ref_name = "decompress + split the same rows"
     figures = []
@@ -110,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                         "target": f"≥ {TARGET:,} points/s", "ok": result["points_per_s"] >= TARGET})
     figures.append({"name": "ledger share of the release stage's CPU (1m windows)",
                     "value": round(100 * minute["ledger_share"], 1), "unit": "%", "target": "", "ok": None})
+    for beside, label in (("nothing", "beside a contract sink releasing nothing"),
+                          ("windows", "beside a contract sink releasing 1m windows of it all")):
+        figures.append({"name": f"sink without share: drain into VictoriaMetrics {label}",
+                        "value": round(drains[beside]), "unit": "points/s",
+                        "reference": "the same drain, no contract sink", "reference_value": round(drains[None]),
+                        "target": "", "ok": None})
     took = time.monotonic() - began
     result = {"quick": args.quick, "seconds": round(took, 1), "figures": figures, "details": {
         "chunk_points": CHUNK, "series": SERIES, "rows": len(rows),
