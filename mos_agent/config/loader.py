@@ -269,6 +269,13 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
     if doc is not None and doc.data is None and doc.problems:
         # The agent file did not parse: still check the device files where they usually are.
         patterns, default = [(DEFAULT_DEVICES_GLOB, ())], True
+    return files_matching(agent_path, doc, patterns, collector, report_no_match=not default)
+
+
+def files_matching(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
+                   collector: _Collector, *, report_no_match: bool = True) -> list[Path]:
+    """The files the agent file's glob patterns (relative to it) name, each once and never the
+    agent file itself; an empty pattern, or one matching nothing, is a located problem."""
     base = agent_path.parent
     agent_real = os.path.realpath(agent_path)
     files: list[Path] = []
@@ -281,7 +288,7 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
         expanded = os.path.expanduser(pattern)
         full = expanded if os.path.isabs(expanded) else str(base / expanded)
         matched = sorted(Path(m) for m in glob.glob(full) if os.path.isfile(m))
-        if not matched and not default and doc is not None:
+        if not matched and report_no_match and doc is not None:
             collector.add(agent_path, doc.value_mark(key_path),
                           f"{describe_path(key_path)}: no file matches {full!r}")
         for match in matched:

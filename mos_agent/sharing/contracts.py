@@ -10,8 +10,6 @@ the agent file sets one, else the system's).
 from __future__ import annotations
 
 import fnmatch
-import glob
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -197,25 +195,9 @@ def load_contracts(agent_path: Path, agent_doc: MarkedDocument, agent: AgentConf
 
 
 def _contract_files(agent_path: Path, doc: MarkedDocument, collector: _Collector) -> list[Path]:
-    base = agent_path.parent
-    files: list[Path] = []
-    seen: set[str] = set()
-    for pattern, key_path in _raw_patterns(doc.data):
-        where = doc.value_mark(key_path)
-        if not pattern.strip():
-            collector.add(agent_path, where, f"{describe_path(key_path)}: empty pattern")
-            continue
-        expanded = os.path.expanduser(pattern)
-        full = expanded if os.path.isabs(expanded) else str(base / expanded)
-        matched = sorted(Path(m) for m in glob.glob(full) if os.path.isfile(m))
-        if not matched:
-            collector.add(agent_path, where, f"{describe_path(key_path)}: no file matches {full!r}")
-        for match in matched:
-            real = os.path.realpath(match)
-            if real not in seen:
-                seen.add(real)
-                files.append(match)
-    return files
+    from mos_agent.config.loader import files_matching
+
+    return files_matching(agent_path, doc, _raw_patterns(doc.data), collector)
 
 
 def contract_by_id(contracts: Sequence[Contract], contract_id: str) -> Contract | None:

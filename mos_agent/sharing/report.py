@@ -28,6 +28,7 @@ def contract_report(contracts: Sequence[Contract], devices: Sequence[DeviceBase]
         released = totals[contract.id]
         report.append({
             "id": contract.id,
+            "file": str(contract.path),
             "consumer": contract.consumer,
             "sink": contract.sink,
             "status": contract.status(now_ns).value,
