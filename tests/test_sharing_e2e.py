@@ -80,7 +80,7 @@ def test_contract_sink_releases_exactly_what_the_contracts_say(tmp_path: Path) -
             for _, device in sims:
                 (tmp_path / "devices" / f"{device['name']}.yaml").write_text(yaml.safe_dump(device, sort_keys=False))
             t0 = time.time_ns()
-            raw_end = t0 + 15 * S
+            raw_end = t0 + 18 * S
             windows_start = t0 + 6 * S + 300_000_000  # mid-window
             (tmp_path / "contracts" / "raw.yaml").write_text(yaml.safe_dump({
                 "id": "raw-press", "consumer": "MDCG", "sink": "datacentre",
@@ -102,11 +102,11 @@ def test_contract_sink_releases_exactly_what_the_contracts_say(tmp_path: Path) -
             log = tmp_path / "agent.log"
             agent = start_agent(config, log)
             try:
-                time.sleep(max(0.0, (t0 + 10 * S - time.time_ns()) / S))
+                time.sleep(max(0.0, (t0 + 9 * S - time.time_ns()) / S))
                 agent.send_signal(signal.SIGKILL)  # mid-stream, windows open
                 agent.wait(10)
                 agent = start_agent(config, log)
-                time.sleep(max(0.0, (t0 + 26 * S - time.time_ns()) / S))
+                time.sleep(max(0.0, (t0 + 28 * S - time.time_ns()) / S))
             finally:
                 agent.send_signal(signal.SIGTERM)
                 assert agent.wait(30) == 0, log.read_text()[-3000:]

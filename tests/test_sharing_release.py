@@ -307,3 +307,12 @@ def test_contract_status_changes_are_reported_once(ledger: Ledger) -> None:
     assert len(started) == 1 and "soon" in started[0] and "active" in started[0]
     assert stage.status_changes(now + 15 * S) == []
     assert "expired" in stage.status_changes(now + 21 * S)[0]
+
+
+def test_lines_that_are_not_ours_release_nothing_and_stop_nothing(ledger: Ledger) -> None:
+    stage = make_stage(ledger, [contract("raw", datasets=("*",))])
+    lines = [b"process,equipment=press-01 value=1 not-a-time", b"garbage", b"process value=1",
+             b'process,site=changwon,area=stamping,equipment=press\\ 01,tag=t\\=1,quality=good value=2 ' +
+             str(T0).encode(), line(T0 + S, 3.0)]
+    got = released(stage.process(1, 1, body(lines), T0 + 2 * S))
+    assert [(t["equipment"], f["value"]) for _, t, f, _ in got] == [("press 01", 2.0), ("press-01", 3.0)]

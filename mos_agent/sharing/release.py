@@ -252,7 +252,10 @@ class ReleaseStage:
                 routes = self._routes_for(prefix)
             if not routes or not fields:
                 continue
-            ts = int(ts_text)
+            try:
+                ts = int(ts_text)
+            except ValueError:  # not a line of ours: nothing to release, and it must not wedge the sink
+                continue
             for route in routes:
                 resolution = route.resolution
                 if resolution is not None:
