@@ -305,7 +305,8 @@ class Agent:
 
     async def reload(self) -> bool:
         """Re-read device files: start added, restart changed, stop removed devices; buffer and
-        sinks keep running. A configuration that does not validate leaves everything as it was."""
+        sinks keep running, except contract sinks whose sharing contracts changed, which restart
+        with the new ones. A configuration that does not validate leaves everything as it was."""
         log.info("reload: re-reading %s", self.loaded.path)
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
@@ -328,8 +329,13 @@ class Agent:
             await self._stop_device(name)
         for name in changed + added:
             self._start_device(new[name])
+        if self.store is not None and loaded.contracts != self.loaded.contracts:
+            restarted = await asyncio.get_running_loop().run_in_executor(None, self.store.replace_contracts,
+                                                                         loaded.contracts)
+            log.info("reload: sharing contracts re-read; sinks restarted with their new contracts: %s",
+                     ", ".join(restarted) or "none")
         self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
-                                      "device_files": loaded.device_files})
+                                      "device_files": loaded.device_files, "contracts": loaded.contracts})
         register_secrets(collect_secrets(self.loaded))
         log.info("reload done: %d added, %d changed, %d removed, %d unchanged", len(added), len(changed),
                  len(removed), len(new) - len(added) - len(changed))

@@ -100,3 +100,39 @@ def test_readme_contract_example_is_the_shipped_file_and_it_validates(tmp_path: 
     path = write_config(tmp_path, {"example": EXAMPLE.read_text(encoding="utf-8")})
     (contract,) = load_config(path).contracts
     assert contract.id == "mdcg-2026-017" and contract.resolution == "1m"
+
+
+def test_sighup_reload_reads_the_contracts_again(tmp_path: Path) -> None:
+    import asyncio
+
+    from mos_agent.pipeline import Agent
+
+    contract = """id: {cid}
+consumer: c
+sink: datacentre
+valid: {{from: 2026-12-01, to: 2099-12-31}}
+datasets: [press-01]
+"""
+    path = write_config(tmp_path, {"first": contract.format(cid="first")})
+    text = path.read_text().replace("state_dir: state", "state_dir: state\n  health: \"off\"\n  shutdown_timeout: 1s")
+    path.write_text(text)
+
+    def contract_ids(agent: Agent) -> list[str]:
+        runner = next(r for r in agent.store.runners if r.name == "datacentre")
+        return [c.id for c in runner.release.contracts]
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        agent = Agent(load_config(path))
+        await agent.start()
+        try:
+            before = contract_ids(agent)
+            (tmp_path / "contracts" / "second.yaml").write_text(contract.format(cid="second"))
+            assert await agent.reload()
+            after = contract_ids(agent)
+            return before, after, [c.id for c in agent.status().contracts]
+        finally:
+            await agent.stop()
+
+    before, after, reported = asyncio.run(scenario())
+    assert before == ["first"]
+    assert sorted(after) == sorted(reported) == ["first", "second"]

@@ -88,3 +88,34 @@ def test_windows_survive_an_outage_whole_and_once(tmp_path: Path, victoria: Vict
             assert got[(window, "min")] == min(values) and got[(window, "max")] == max(values)
             assert got[(window, "value")] == pytest.approx(sum(values) / len(values), rel=1e-12)
         assert sum(len(v) for v in released.values()) == 4 * windows  # nothing else
+
+
+def raw_contract(cid: str) -> Contract:
+    return Contract(id=cid, title=None, consumer="MDCG", sink="datacentre", valid_from_ns=0, valid_to_ns=2**62,
+                    datasets=("press-*",), categories=frozenset({"process"}), resolution_ns=None,
+                    pseudonymise=False, path=Path(f"{cid}.yaml"))
+
+
+def test_new_contracts_take_effect_without_a_restart(tmp_path: Path, victoria: VictoriaMetrics,
+                                                     store: StoreReader) -> None:
+    config = AgentConfig.model_validate({
+        "agent": {"id": "gw", "site": "plant", "state_dir": str(tmp_path / "state")},
+        "sinks": [{"type": "influxdb", "name": "datacentre", "share": "contracts", "url": victoria.url,
+                   "bucket": "b", "token": "t", "flush_interval": "100ms"}]})
+    forward = StoreAndForward(config, tmp_path / "state", logging.getLogger("test.sharing"))
+    forward.start()
+    try:
+        start_ms = time.time_ns() // MS - 3_600_000
+        before = list(sample_chunks(2, PER_CHUNK, start_ms=start_ms, device="press-01"))
+        for body, points in before:
+            forward.append([body], [points])
+        wait_until(lambda: forward.status().sinks[0].lag_points == 0, what="rows passed under no contract")
+        assert forward.replace_contracts([raw_contract("new")]) == ["datacentre"]
+        assert forward.replace_contracts([raw_contract("new")]) == []  # unchanged: left running
+        after = list(sample_chunks(2, PER_CHUNK, start_ms=start_ms + 10_000, device="press-02"))
+        for body, points in after:
+            forward.append([body], [points])
+        assert store.wait_for_count(2 * PER_CHUNK, '{__name__="process_value"}') == 2 * PER_CHUNK
+        assert {s["metric"]["equipment"] for s in store.export('{__name__="process_value"}')} == {"press-02"}
+    finally:
+        forward.stop(5)

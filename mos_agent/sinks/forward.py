@@ -49,6 +49,7 @@ class StoreAndForward:
         self.buffer = Buffer(self.state_dir, config.buffer.max_size, config.buffer.overflow, self.log,
                              row_points=row_points)
         self.runners: list[SinkRunner] = []
+        self._configs: dict[str, SinkConfig] = {}
         self.send_observers: list[Callable[[str, float], None]] = []  # (sink name, seconds) per write
         self._started = False
 
@@ -70,22 +71,51 @@ class StoreAndForward:
         if not configs:
             self.log.warning("no sinks configured: readings are buffered on disk (up to %d bytes, then %s) "
                              "but sent nowhere", self.buffer.max_size, self.buffer.overflow)
-        for sink, cfg in sinks:
-            options: dict[str, Any] = dict(batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
-                                           max_retry_delay=cfg.max_retry_delay, logger=self.log,
-                                           on_send=self._observe_send)
-            if cfg.share == "contracts":
-                # the release stage exists only here: sinks without share take the plain runner
-                self.runners.append(ContractSinkRunner(sink, self.buffer, release=self._release_stage(sink.name),
-                                                       **options))
-            else:
-                self.runners.append(SinkRunner(sink, self.buffer, **options))
+        self.runners = [self._runner(sink, cfg) for sink, cfg in sinks]
+        self._configs = {sink.name: cfg for sink, cfg in sinks}
         for runner in self.runners:
             runner.start()
         self._started = True
         stats = self.buffer.stats()
         self.log.info("buffer %s: %d points (%d bytes) waiting; sinks: %s", self.buffer.path, stats.points,
                       stats.bytes, ", ".join(names) or "none")
+
+    def _runner(self, sink: Sink, cfg: SinkConfig) -> SinkRunner:
+        options: dict[str, Any] = dict(batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
+                                       max_retry_delay=cfg.max_retry_delay, logger=self.log,
+                                       on_send=self._observe_send)
+        if cfg.share == "contracts":
+            # the release stage exists only here: sinks without share take the plain runner
+            return ContractSinkRunner(sink, self.buffer, release=self._release_stage(sink.name), **options)
+        return SinkRunner(sink, self.buffer, **options)
+
+    def replace_contracts(self, contracts: Sequence[Contract], timeout: float = 10.0) -> list[str]:
+        """Take new contracts (SIGHUP): each contract sink whose contracts changed stops — after
+        releasing what is due and checkpointing its open windows — and starts again with the new
+        ones, resuming from its ledger. Returns the sinks restarted. Call it from a worker thread."""
+        self.contracts = list(contracts)
+        restarted = []
+        for index, runner in enumerate(self.runners):
+            if not isinstance(runner, ContractSinkRunner):
+                continue
+            mine = [c for c in self.contracts if c.sink == runner.name]
+            if mine == runner.release.contracts:
+                continue
+            runner.request_stop(time.monotonic() + timeout)
+            runner.join(timeout + 1.0)
+            if runner.is_alive():
+                runner.abort()
+                runner.join(2.0)
+            if runner.is_alive():
+                # two workers on one cursor would release twice: keep the old contracts until a restart
+                self.log.error("sink %s is busy in a write; its new contracts take effect at the next restart",
+                               runner.name)
+                continue
+            cfg = self._configs[runner.name]
+            self.runners[index] = replacement = self._runner(build_sink(runner.name, cfg, self.state_dir), cfg)
+            replacement.start()
+            restarted.append(runner.name)
+        return restarted
 
     def _release_stage(self, sink: str) -> ReleaseStage:
         if self.ledger is None:
