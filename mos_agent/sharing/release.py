@@ -327,8 +327,7 @@ class ReleaseStage:
         """With every buffered row read: the windows the clock has closed, or None."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         limit = max(self.watermark_ns, now_ns) - self.grace_ns
-        if not any(self._boundary(i, limit) > self._closed_before[i] and self._open[i]
-                   for i in range(len(self.forms))):
+        if not any(self._boundary(i, limit) > self._closed_before[i] for i in range(len(self.forms))):
             return None
         out: list[bytes] = []
         release = Release(None, None, defaultdict(AuditEntry))
@@ -354,8 +353,8 @@ class ReleaseStage:
             return 0
         progress = self._progress[index]
         windows = self._open[index]
-        if windows and min(windows) + resolution > limit:
-            return self._closed_before[index]  # nothing has ended yet: spare the scan
+        if not windows or min(windows) + resolution > limit:
+            return self._closed_before[index]  # nothing to close, or nothing has ended yet: spare the scan
         moved_past = limit
         silent = []
         for key, (newest, seen) in progress.items():
