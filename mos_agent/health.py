@@ -19,6 +19,11 @@ from mos_agent.status import DeviceState, StatusSource
 
 log = logging.getLogger("mos_agent.health")
 
+# A connection that has not completed a request within this time is closed — one that never
+# finishes its headers, or an idle keep-alive one (aiohttp's own default keeps them an hour, so a
+# handful of silent connections would hold the port's resources for good).
+REQUEST_TIMEOUT = 10.0
+
 
 class StatusCollector:
     """Turns the status report into Prometheus metric families."""
@@ -80,8 +85,9 @@ class StatusCollector:
 
 
 class HealthServer:
-    def __init__(self, source: StatusSource, address: str) -> None:
+    def __init__(self, source: StatusSource, address: str, request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.source = source
+        self.request_timeout = request_timeout
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
@@ -111,7 +117,9 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
+        # keepalive_timeout runs from the connection's start until a request is complete, and
+        # again after each response: it is the header timeout as well as the idle timeout
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.request_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

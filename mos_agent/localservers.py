@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mos_agent.child_process import die_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -83,8 +85,9 @@ class Mosquitto(ServerProcess):
             f"persistence_location {workdir}/\nmax_queued_messages 100000\n{extra_conf}\n"
         )
         log_path = workdir / "mosquitto.log"
+        # the broker goes when its parent goes, even by SIGKILL (a demo or simulator killed hard)
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_path.open("ab"),
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
         server = cls(proc, port, workdir, log_path)
         try:
             wait_for_port(port)

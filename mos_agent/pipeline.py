@@ -31,9 +31,10 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
 from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext
-from mos_agent.logs import register_secrets
+from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
 from mos_agent.registry import load_driver
+from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.sharing.report import contract_stats
 from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
@@ -88,9 +89,9 @@ def collect_secrets(loaded: LoadedConfig) -> set[str]:
     def visit(model: Any) -> None:
         data = model.__dict__ if hasattr(model, "__dict__") else {}
         for key, value in data.items():
-            if key in ("token", "password") and isinstance(value, str):
+            if is_secret_key(key) and isinstance(value, str):
                 secrets.add(value)
-            elif key in ("token_file", "password_file") and value:
+            elif is_secret_file_key(key) and value:
                 with contextlib.suppress(OSError):
                     secret = read_secret(None, Path(value))
                     if secret:
@@ -115,6 +116,7 @@ class Agent:
         self.started_at = time.time()
         self.ready = False
         self.stopping = False
+        self._stop_deadline = float("inf")
         self.committed_points = 0
         self.commit_failures = 0
         self.commit_rate = RateMeter()
@@ -175,6 +177,9 @@ class Agent:
         if self.stopping:
             return
         self.stopping = True
+        loop = asyncio.get_running_loop()
+        # one deadline for the whole stop: the last commits, then the sinks, whatever the disk does
+        self._stop_deadline = loop.time() + self.config.agent.shutdown_timeout
         await asyncio.gather(*(self._stop_device(name) for name in list(self.devices)))
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)  # the writer commits what is queued, then ends
@@ -184,8 +189,8 @@ class Agent:
         if self.health_server is not None:
             await self.health_server.stop()
         if self.store is not None:
-            timeout = self.config.agent.shutdown_timeout
-            await asyncio.get_running_loop().run_in_executor(self._io, self.store.stop, timeout)
+            timeout = max(0.0, self._stop_deadline - loop.time())
+            await loop.run_in_executor(self._io, self.store.stop, timeout)
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
 
@@ -199,8 +204,9 @@ class Agent:
         async def emit(batch: ReadingBatch) -> None:
             await self._emit(runtime_holder[0], batch)
 
-        ctx = DriverContext(self.config.agent, device, emit)
-        runtime = DeviceRuntime(device, driver_cls, ctx, Normaliser(ctx.series), driver_cls(ctx))
+        ctx = DriverContext(self.config.agent, device, emit, time_resolution_ns=self.config.time_resolution_ns())
+        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns)
+        runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.health_server is not None:
             health_server = self.health_server
@@ -245,6 +251,8 @@ class Agent:
             runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
         assert self._queue is not None
         if chunk.points or chunk.on_committed:
+            # the last await: the writer commits the chunk only after the driver next yields, which
+            # DriverContext.emit promises (MQTT records a batch's stored times in between)
             await self._queue.put(chunk)
 
     # ------------------------------------------------------------ buffer writer
@@ -285,8 +293,14 @@ class Agent:
             try:
                 await loop.run_in_executor(self._io, self.store.append, bodies, points)
                 break
-            except Exception as exc:  # disk full, I/O error: keep the data in memory and retry
+            except Exception as exc:  # an I/O error: keep the data in memory and retry
                 self.commit_failures += 1
+                if self.stopping and loop.time() >= self._stop_deadline:
+                    # stopping must end: what was not committed is not acknowledged either (MQTT
+                    # brokers send it again; polled readings of these last moments are lost)
+                    log.error("buffer commit failed (%s: %s) at shutdown: %d points not committed",
+                              type(exc).__name__, exc, sum(points))
+                    return
                 log.error("buffer commit failed (%s: %s); retrying in 1s, acquisition waits",
                           type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
@@ -383,7 +397,7 @@ class Agent:
             driver=rt.config.driver,
             asset="/".join(p for p in (self.config.agent.site, asset.area, asset.line, asset.cell, name) if p),
             state=st.state,
-            last_error=st.last_error,
+            last_error=redact_secrets(st.last_error),
             last_error_time=st.last_error_time,
             errors=dict(st.errors),
             overruns=st.overruns,

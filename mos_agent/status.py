@@ -97,6 +97,11 @@ class BufferStats:
     dead_letter_rows: int = 0
     dead_letter_points: int = 0
     moved_aside: list[str] = field(default_factory=list)
+    disk_free_bytes: int = 0  # free on the state directory's filesystem, at the last append
+    min_free_space: int = 0  # kept free: below it the disk is the buffer's cap
+    disk_full: bool = False  # a disk-full episode is on (the overflow policy applies)
+    disk_full_episodes: int = 0
+    disk_full_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -180,12 +185,15 @@ class StatusReport:
 
     def problems(self) -> list[str]:
         """Why the agent is unhealthy (empty when healthy): not ready, a device down, a sink not
-        delivering."""
+        delivering, the buffer's disk full."""
         reasons: list[str] = []
         if not self.agent.ready:
             reasons.append("not ready")
         reasons += [f"device {d.name} down: {d.last_error}" for d in self.devices if d.state == DeviceState.DOWN]
         reasons += [f"sink {s.name} {s.state}: {s.last_error}" for s in self.sinks if not s.state.delivering]
+        if self.buffer.disk_full:
+            reasons.append(f"buffer disk full ({self.buffer.disk_full_reason}): dropping data by the overflow "
+                           f"policy {self.buffer.overflow}")
         return reasons
 
 

@@ -126,6 +126,7 @@ connection:
   endpoint: opc.tcp://{SECRETS["opc ua endpoint host"]}:{SECRETS["opc ua port"]}/{SECRETS["opc ua endpoint path"]}
   username: {SECRETS["opc ua user"]}
   password_file: {root / "secrets" / "opc.password"}
+  allow_plaintext_password: true
 mode: poll
 poll_interval: 250ms
 tags:

@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mos_agent.child_process import die_with_parent
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
@@ -45,8 +46,11 @@ class DemoPlant:
         self.log = (workdir / "simulators.log").open("ab")
 
     def _sim(self, *argv: str) -> subprocess.Popen:
+        # own session: a Ctrl-C in the terminal reaches the demo, which stops them in order; the
+        # kernel stops them if the demo dies without that chance (SIGKILL)
         proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", *argv], stdout=self.log,
-                                stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent())
         self.processes.append(proc)
         return proc
 
@@ -196,7 +200,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         agent = Agent(load_config(config_path))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal closed; stop as cleanly as on Ctrl-C
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         await agent.start()
         started = time.monotonic()

@@ -67,6 +67,9 @@ def render(status: StatusReport, console: Console) -> None:
     buf = status.buffer
     console.print(f"buffer: {buf.points} points, {buf.bytes / 1e6:.1f} MB, "
                   f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}")
+    if buf.disk_full:
+        console.print(f"[red]buffer disk full[/red] ({buf.disk_full_reason}): dropping data by the overflow "
+                      f"policy {buf.overflow}", markup=True, highlight=False)
     sinks = Table(title="sinks")
     for column in ("sink", "type", "state", "lag points", "lag", "sent", "retried", "dead-lettered", "last error"):
         sinks.add_column(column)

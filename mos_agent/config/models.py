@@ -117,7 +117,14 @@ class AgentSection(StrictModel):
 class BufferSection(StrictModel):
     max_size: Size = 2**30
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    # kept free on the state directory's filesystem: below it the disk is the buffer's cap (the
+    # overflow policy applies), so SQLite always has room to move cursors and free space
+    min_free_space: Size = Field(default=32 * 2**20, ge=2**20)
     commit_interval: Duration = 0.2
+
+
+Precision = Literal["ns", "us", "ms", "s"]
+PRECISION_NS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
 
 class SinkBase(StrictModel):
@@ -149,7 +156,9 @@ class InfluxSinkConfig(SinkBase):
     # Largest request body (uncompressed line protocol) the sink sends; larger batches are split.
     # For stores or proxies in front of them with a request size limit (default: none).
     max_request_size: Size | None = None
-    precision: Literal["ns"] = "ns"
+    # The finest time step the store keeps: readings of one series without a source time are
+    # kept at least one step apart so the store does not merge them (VictoriaMetrics: ms).
+    precision: Precision = "ns"
 
     @field_validator("url")
     @classmethod
@@ -196,6 +205,11 @@ class AgentConfig(StrictModel):
     sinks: list[SinkConfig] = Field(default_factory=list)
     catalog: CatalogSection | None = None
     sharing: SharingSection | None = None
+
+    def time_resolution_ns(self) -> int:
+        """The coarsest precision of the sinks, in ns: readings without a source time are kept
+        that far apart (a sink without ``precision`` keeps nanoseconds)."""
+        return max((PRECISION_NS[getattr(sink, "precision", "ns")] for sink in self.sinks), default=1)
 
 
 # ---------------------------------------------------------------- device files

@@ -51,6 +51,7 @@ class ContractSinkRunner(SinkRunner):
                     self.state = SinkState.SENDING
                 self._release(cursor, release.process(batch.first_id, batch.last_id, batch.payload.plain,
                                                       batch.newest_created_ns))
+                cursor.delivered_ahead()
                 position = batch.last_id
                 self.sent_batches += 1
                 continue

@@ -47,7 +47,7 @@ class StoreAndForward:
         self.log = logger or logging.getLogger("mos_agent.buffer")
         row_points = min(MAX_ROW_POINTS, *(s.batch_size for s in config.sinks)) if config.sinks else MAX_ROW_POINTS
         self.buffer = Buffer(self.state_dir, config.buffer.max_size, config.buffer.overflow, self.log,
-                             row_points=row_points)
+                             row_points=row_points, min_free_space=config.buffer.min_free_space)
         self.runners: list[SinkRunner] = []
         self._configs: dict[str, SinkConfig] = {}
         self.send_observers: list[Callable[[str, float], None]] = []  # (sink name, seconds) per write

@@ -34,6 +34,7 @@ from influxdb_client.service.write_service import WriteService
 from mos_agent.config.loader import read_secret
 from mos_agent.config.models import InfluxSinkConfig
 from mos_agent.payload import Payload
+from mos_agent.secrets import redact, secret_forms
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 
 _RETRYABLE_4XX = frozenset((404, 408, 425, 429))
@@ -78,6 +79,7 @@ class InfluxSink(Sink):
         self.bucket = config.bucket
         self.max_request_size: int | None = config.max_request_size
         self._token = resolve_token(config.token, config.token_file) or ""
+        self._token_forms = secret_forms(self._token) if self._token else set()
         self.gzip = bool(config.gzip)
         # enable_gzip stays off: the client would compress again, at level 9 (~1 µs a point, as
         # much CPU as the rest of the agent's path). The payload comes out of the buffer
@@ -91,9 +93,7 @@ class InfluxSink(Sink):
         return f"InfluxSink(name={self.name!r}, url={self.url!r}, bucket={self.bucket!r})"
 
     def redact(self, text: str) -> str:
-        if self._token and len(self._token) >= 4:
-            text = text.replace(self._token, "***")
-        return text
+        return redact(text, self._token_forms)
 
     def write(self, payload: Payload) -> None:
         options: dict[str, str] = {}
@@ -105,6 +105,8 @@ class InfluxSink(Sink):
         if self.max_request_size is not None and len(body) > self.max_request_size:
             raise SinkTooLarge(f"a {len(body)}-byte request body exceeds the sink's max_request_size of "
                                f"{self.max_request_size}")
+        # Times stay nanoseconds whatever the sink's ``precision`` (the store cuts them down): that
+        # setting tells the normaliser how far apart to keep acquisition times.
         try:
             self._write_service.post_write(org=self.org, bucket=self.bucket, body=body,
                                            precision=WritePrecision.NS,

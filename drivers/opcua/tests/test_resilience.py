@@ -4,7 +4,9 @@ Each test has a simulator of its own (a real asyncua server on a free port)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import sys
 import time
 
 import pytest
@@ -87,11 +89,12 @@ async def test_device_down_at_start_is_reported_then_picked_up(start_sim, kit) -
     assert sum(r.code == CollectorCode.NOT_CONNECTED for r in rec.readings()) == 1
 
 
-async def test_wrong_password_fails_clearly(start_sim, kit, tmp_path) -> None:
+async def test_wrong_password_fails_clearly(start_sim, kit, tmp_path, caplog) -> None:
     sim = await start_sim(users={"operator": "s3cret"})
     secret = tmp_path / "password"
     secret.write_text("wrong\n")
-    device = kit.device(sim.endpoint, tags(sim)[:1], connection={"username": "operator", "password_file": str(secret)})
+    device = kit.device(sim.endpoint, tags(sim)[:1], connection={
+        "username": "operator", "password_file": str(secret), "allow_plaintext_password": True})
     driver, _ = kit.driver(device)
     with pytest.raises(ConnectFailed) as raised:
         await driver.read_once()
@@ -110,6 +113,11 @@ async def test_wrong_password_fails_clearly(start_sim, kit, tmp_path) -> None:
     secret.write_text("s3cret\n")
     batch = await kit.driver(device)[0].read_once()
     assert len(batch) == 1 and batch.quality[0] == 0
+    # allow_plaintext_password: a loud warning, once for the device however often it reconnects
+    warnings = [r.getMessage() for r in caplog.records if "CLEAR TEXT" in r.getMessage()]
+    assert warnings == [f"device cnc-01: the password of user 'operator' goes to {sim.endpoint} in CLEAR TEXT "
+                        "(security policy None, allow_plaintext_password: true): anyone on the network can read it"]
+    assert not any("s3cret" in r.getMessage() or "wrong" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
@@ -189,3 +197,25 @@ def _sha1(path) -> str:
     import hashlib
 
     return hashlib.sha1(path.read_bytes()).hexdigest().upper()
+
+
+async def test_browse_sends_a_password_only_when_plaintext_is_allowed(start_sim, tmp_path) -> None:
+    sim = await start_sim(users={"operator": "s3cret"}, update_rate=0)
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+
+    async def browse(*extra: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mos_agent.cli", "browse", sim.endpoint, "--node", sim.node_id("Coolant"),
+            "--depth", "2", "--username", "operator", "--password-file", str(secret), *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = await browse()
+    assert (code, out) == (2, "")
+    assert "password would cross the network in clear text: add --allow-plaintext-password" in err
+    code, out, err = await browse("--allow-plaintext-password")
+    assert code == 0, err
+    assert "Temperature" in out and "s3cret" not in out + err

@@ -45,7 +45,7 @@ async def test_cli_simulator_with_users_fault_injection_and_restart(kit) -> None
         device = kit.device(f"opc.tcp://127.0.0.1:{port}/", [
             {"name": "spindle_load", "node": "ns=2;s=Machine.Spindle.Load", "category": "process"},
             {"name": "coolant_temperature", "node": "ns=2;s=Machine.Coolant.Temperature", "category": "process"},
-        ], connection={"username": "operator", "password": "s3cret"})
+        ], connection={"username": "operator", "password": "s3cret", "allow_plaintext_password": True})
         driver, rec = kit.driver(device)
         first = await driver.read_once()
         assert first.quality.tolist() == [2, 0] and first.codes[0] == ua.StatusCodes.BadSensorFailure
