@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from mos_agent.catalog import StoreUnavailable, build_catalog, build_consumer_catalog, observe_store
+from mos_agent.catalog import StoreUnavailable, build_catalog, observe_store
+from mos_agent.catalog.consumer import build_consumer_catalog
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import LoadedConfig, load_config
 from mos_agent.config.models import parse_duration

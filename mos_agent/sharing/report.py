@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mos_agent.catalog import datetime_from_ns, rfc3339
+from mos_agent.catalog.jsonld import datetime_from_ns, rfc3339
 from mos_agent.config.models import DeviceBase
 from mos_agent.sharing.contracts import Contract, describe_categories
 from mos_agent.sharing.ledger import contract_totals
