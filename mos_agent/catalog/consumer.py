@@ -32,8 +32,9 @@ def build_consumer_catalog(loaded: LoadedConfig, contract: Contract, pseudonymis
     agreements: dict[str, list[Contract]] = {}
     for device in released:
         update: dict[str, Any] = {"tags": [t for t in device.tags if t.category in contract.categories]}
-        if getattr(device, "browse", None):
-            update["browse"] = [e for e in device.browse if getattr(e, "category", None) in contract.categories]
+        browse = getattr(device, "browse", None)  # drivers that discover variables (OPC UA)
+        if browse:
+            update["browse"] = [e for e in browse if getattr(e, "category", None) in contract.categories]
         if contract.pseudonymise:
             assert pseudonymiser is not None
             names = pseudonymiser.levels({"site": agent.site, "area": device.asset.area, "line": device.asset.line,
@@ -52,14 +53,14 @@ def build_consumer_catalog(loaded: LoadedConfig, contract: Contract, pseudonymis
         assert pseudonymiser is not None
         site = pseudonymiser.levels({"site": agent.site})["site"]
         catalog_cfg = config.catalog
-        update_catalog = {"title": None, "description": None}
+        update_catalog: dict[str, str | None] = {"title": None, "description": None}
         if catalog_cfg is None or not catalog_cfg.publisher:
             # the publisher would default to the enterprise or the site name
             update_catalog["publisher"] = agent.enterprise or site
         config = config.model_copy(update={
             "agent": agent.model_copy(update={"site": site, "id": pseudonymiser.pseudonym(f"agent={agent.id}")}),
             "catalog": (catalog_cfg.model_copy(update=update_catalog) if catalog_cfg is not None
-                        else CatalogSection(**update_catalog)),
+                        else CatalogSection.model_validate(update_catalog)),
         })
     view_loaded = LoadedConfig(loaded.path, config, devices, device_files, [contract])
     return build_catalog(view_loaded, None, drivers=drivers, now=now, agreements=agreements)
