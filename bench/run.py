@@ -29,11 +29,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "sharing", "exactly_once", "modbus", "opcua", "mqtt", "agent")
+BENCHES = ("buffer", "sharing", "exactly_once", "modbus", "opcua", "mqtt", "kpi", "agent")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "sharing": 30, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "agent": 150},
-    False: {"buffer": 120, "sharing": 60, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120,
+    True: {"buffer": 40, "sharing": 30, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "kpi": 150,
+           "agent": 150},
+    False: {"buffer": 120, "sharing": 60, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "kpi": 240,
             "agent": 540},
 }
 
@@ -121,14 +122,17 @@ def adapt_exactly_once(data: dict[str, Any]) -> list[Row]:
     return [_row("exactly_once", f, load) for f in _figures(data)]
 
 
+def adapt_kpi(data: dict[str, Any]) -> list[Row]:
+    return [_row("kpi", f) for f in _figures(data)]
+
+
 def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
 
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "buffer": adapt_buffer, "sharing": adapt_sharing, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus,
-    "opcua": adapt_opcua,
-    "mqtt": adapt_mqtt, "agent": adapt_agent,
+    "opcua": adapt_opcua, "mqtt": adapt_mqtt, "kpi": adapt_kpi, "agent": adapt_agent,
 }
 
 

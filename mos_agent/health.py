@@ -83,6 +83,25 @@ class StatusCollector:
             lag_s.add_metric(lv, sink.lag_seconds)
         yield from (sent, dead, retried, lag, lag_s)
 
+        kpi = GaugeMetricFamily("mos_agent_kpi", "ISO 22400-2 KPIs per equipment and shift: the running shift "
+                                                 "to date, the last complete figures of every other shift "
+                                                 "(ratios in %, times in s, quantities in counts)",
+                                labels=["equipment", "kpi", "shift"])
+        for item in status.kpi:
+            latest = {figures.shift: figures for figures in item.completed}
+            if item.current is not None:
+                latest[item.current.shift] = item.current
+            for shift, figures in latest.items():
+                for name, value in figures.kpi.items():
+                    kpi.add_metric([item.equipment, name, shift], value)
+        yield kpi
+        if status.kpi:
+            engine = status.kpi_engine
+            yield CounterMetricFamily("mos_agent_kpi_records", "KPI records written to the buffer",
+                                      value=engine.records_emitted)
+            yield CounterMetricFamily("mos_agent_kpi_engine_cpu_seconds", "CPU time of the KPI engine",
+                                      value=engine.cpu_seconds)
+
 
 class HealthServer:
     def __init__(self, source: StatusSource, address: str, request_timeout: float = REQUEST_TIMEOUT) -> None:

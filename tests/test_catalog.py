@@ -23,7 +23,7 @@ from mos_agent.config.loader import load_config
 from mos_agent.driver_api import build_series_table
 from mos_agent.localservers import free_port
 from mos_agent.normalise import Normaliser
-from mos_agent.taxonomy import CATEGORIES, DEFAULT_STAGES, Quality
+from mos_agent.taxonomy import DEFAULT_STAGES, RECORD_CATEGORIES, Quality
 from tests.support.servers import StoreReader, VictoriaMetrics
 
 # rdflib's own JSON-LD parser still builds a ConjunctiveGraph internally
@@ -497,5 +497,5 @@ def test_iso_durations(seconds: float, expected: str) -> None:
 
 
 def test_korean_labels_cover_the_taxonomy() -> None:
-    assert set(CATEGORY_LABELS_KO) == set(CATEGORIES)
+    assert set(CATEGORY_LABELS_KO) == set(RECORD_CATEGORIES)
     assert set(STAGE_LABELS_KO) == set(DEFAULT_STAGES)

@@ -136,3 +136,16 @@ datasets: [press-01]
     before, after, reported = asyncio.run(scenario())
     assert before == ["first"]
     assert sorted(after) == sorted(reported) == ["first", "second"]
+
+
+def test_dates_follow_the_agents_time_zone(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"c": """id: c
+consumer: c
+sink: datacentre
+valid: {from: 2026-12-01, to: "2026-12-31T18:00:00"}
+datasets: [press-01]
+"""})
+    path.write_text(path.read_text().replace("state_dir: state", "state_dir: state\n  timezone: Asia/Seoul"))
+    (contract,) = load_config(path).contracts
+    assert contract.valid_from_ns == ns("2026-12-01T00:00:00+09:00")
+    assert contract.valid_to_ns == ns("2026-12-31T18:00:00+09:00")
