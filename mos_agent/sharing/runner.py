@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mos_agent.buffer import SinkCursor
+from mos_agent.buffer import BatchKind, SinkCursor
 from mos_agent.sharing.release import Release, ReleaseStage
 from mos_agent.sinks.runner import IDLE_POLL, REJECT_SPLIT_BUDGET, SinkRunner
 from mos_agent.status import SinkState, SinkStats
@@ -47,10 +47,13 @@ class ContractSinkRunner(SinkRunner):
                 batch = cursor.read_after(position, self.batch_size, until)
                 if batch is None:
                     continue
+                # catching up (more rows wait behind this batch) is backlog to the sink, else live data
+                behind = pending.head_id is not None and pending.head_id > batch.last_id
+                kind = BatchKind.BACKLOG if behind else BatchKind.LIVE
                 if self.state not in (SinkState.RETRYING, SinkState.AUTH_FAILED):
-                    self.state = SinkState.SENDING
+                    self.state = SinkState.DRAINING if behind else SinkState.SENDING
                 self._release(cursor, release.process(batch.first_id, batch.last_id, batch.payload.plain,
-                                                      batch.newest_created_ns))
+                                                      batch.newest_created_ns), kind)
                 cursor.delivered_ahead()
                 position = batch.last_id
                 self.sent_batches += 1
@@ -58,7 +61,7 @@ class ContractSinkRunner(SinkRunner):
             if not pending.rows:
                 closed = release.due()
                 if closed is not None:
-                    self._release(cursor, closed)
+                    self._release(cursor, closed, BatchKind.LIVE)
                     continue
             if stopping:
                 moved = release.commit(Release(None, None), force_checkpoint=True)
@@ -75,17 +78,10 @@ class ContractSinkRunner(SinkRunner):
                 wait = min(wait, max(0.01, (next_close - time.time_ns()) / 1e9))
             self._wake.wait(wait)
 
-    def _release(self, cursor: SinkCursor, release: Release) -> None:
+    def _release(self, cursor: SinkCursor, release: Release, kind: BatchKind) -> None:
         if release.payload is not None:
-            self._send(cursor, release.payload, [REJECT_SPLIT_BUDGET])
+            self._send(cursor, release.payload, kind, [REJECT_SPLIT_BUDGET])
         moved = self.release.commit(release)
         if moved is not None:
             cursor.advance_to(moved)
 
-
-def build_release_stage(sink: str, contracts: Any, ledger: Any, state_dir: Any, commit_interval: float) -> ReleaseStage:
-    from mos_agent.sharing.pseudonyms import Pseudonymiser, load_or_create_key
-
-    mine = [c for c in contracts if c.sink == sink]
-    pseudonymiser = Pseudonymiser(load_or_create_key(state_dir)) if any(c.pseudonymise for c in mine) else None
-    return ReleaseStage(sink, mine, ledger, pseudonymiser, commit_interval=commit_interval)

@@ -22,7 +22,7 @@ from mos_agent.sharing.pseudonyms import Pseudonymiser, load_or_create_key
 from mos_agent.sharing.release import ReleaseStage
 from mos_agent.sharing.runner import ContractSinkRunner
 from mos_agent.sinks import build_sink, sink_names
-from mos_agent.sinks.base import Sink
+from mos_agent.sinks.base import Sink, SinkContext
 from mos_agent.sinks.runner import SinkRunner
 from mos_agent.status import SinkStats, StoreStats
 
@@ -39,8 +39,9 @@ class StoreAndForward:
     """
 
     def __init__(self, config: AgentConfig, state_dir: Path, logger: logging.Logger | None = None,
-                 contracts: Sequence[Contract] = ()) -> None:
+                 context: SinkContext | None = None, contracts: Sequence[Contract] = ()) -> None:
         self.config = config
+        self.context = context or SinkContext(config.agent)
         self.contracts = list(contracts)  # what the share: contracts sinks release
         self.ledger: Ledger | None = None
         self.state_dir = Path(state_dir)
@@ -60,7 +61,7 @@ class StoreAndForward:
         sinks: list[tuple[Sink, SinkConfig]] = []
         try:
             for name, cfg in zip(names, configs, strict=True):
-                sinks.append((build_sink(name, cfg, self.state_dir), cfg))
+                sinks.append((build_sink(name, cfg, self.state_dir, self.context), cfg))
             self.buffer.register_sinks(names)
         except BaseException:
             for sink, _ in sinks:
@@ -112,7 +113,8 @@ class StoreAndForward:
                                runner.name)
                 continue
             cfg = self._configs[runner.name]
-            self.runners[index] = replacement = self._runner(build_sink(runner.name, cfg, self.state_dir), cfg)
+            self.runners[index] = replacement = self._runner(build_sink(runner.name, cfg, self.state_dir,
+                                                                                  self.context), cfg)
             replacement.start()
             restarted.append(runner.name)
         return restarted
