@@ -96,6 +96,15 @@ def render(status: StatusReport, console: Console) -> None:
                 if m.primary_host_online is not None:
                     line += ", " + (_("primary host online") if m.primary_host_online else _("primary host offline"))
             console.print(line)
+    if status.contracts:
+        contracts = Table(title=_("sharing contracts"))
+        for column in (_("contract"), _("consumer"), _("sink"), _("status"), _("datasets"), _("resolution"),
+                       _("released"), _("last release")):
+            contracts.add_column(column)
+        for c in status.contracts:
+            contracts.add_row(c.id, c.consumer, c.sink, word(c.status), ", ".join(c.datasets), c.resolution,
+                              str(c.points_released), c.last_release or _("never"))
+        console.print(contracts)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ def summary(loaded: LoadedConfig) -> str:
     tags = sum(len(d.tags) for d in devices)
 
     labels = {"agent": _("agent"), "devices": _("devices"), "tags": _("tags"), "expected": _("expected"),
-              "sink": _("sink"), "buffer": _("buffer"), "kpi": _("kpi")}
+              "sink": _("sink"), "contract": _("contract"), "buffer": _("buffer"), "kpi": _("kpi")}
     width = max(11, *(cell_len(label) + 1 for label in labels.values()))
 
     def line(key: str, text: str) -> str:
@@ -60,9 +60,15 @@ def summary(loaded: LoadedConfig) -> str:
     if agent.sinks:
         for sink in agent.sinks:
             where = _destination(sink, agent.agent.state_dir)
-            lines.append(line("sink", f"{sink.name or sink.type} ({sink.type}) → {where}"))
+            shared = " " + _("(only what contracts release)") if sink.share == "contracts" else ""
+            lines.append(line("sink", f"{sink.name or sink.type} ({sink.type}) → {where}{shared}"))
     else:
         lines.append(line("sink", _("none (readings stay in the local buffer)")))
+    for contract in loaded.contracts:
+        datasets = ", ".join(d.name for d in contract.released_devices(devices))
+        lines.append(line("contract", _("{id} → {sink}: {resolution} of {datasets}").format(
+            id=contract.id, sink=contract.sink, resolution=contract.resolution, datasets=datasets)
+            + (", " + _("pseudonymised") if contract.pseudonymise else "")))
     lines.append(line("buffer", _("{size} MiB in {folder}, overflow {policy}").format(
         size=f"{agent.buffer.max_size / 2**20:,.0f}", folder=agent.agent.state_dir, policy=agent.buffer.overflow)))
     with_kpi = [d.name for d in enabled if d.kpi is not None]

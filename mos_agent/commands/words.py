@@ -1,5 +1,5 @@
-"""The agent's own vocabulary as the tables show it — device and sink states, reading quality —
-in the reader's language. ``--json`` and ``/status`` keep the identifiers."""
+"""The agent's own vocabulary as the tables show it — device and sink states, reading quality,
+contract status — in the reader's language. ``--json`` and ``/status`` keep the identifiers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ _WORDS = frozenset({
     N_("idle"), N_("sending"), N_("draining"), N_("retrying"), N_("auth_failed"), N_("failed"),
     # reading quality
     N_("good"), N_("uncertain"), N_("bad"),
+    # sharing contracts
+    N_("active"), N_("pending"), N_("expired"),
 })
 
 
