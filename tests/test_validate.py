@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mos_agent import cli
 from mos_agent.config.loader import (
@@ -278,3 +279,55 @@ def test_empty_and_bad_documents() -> None:
     assert doc.data is None and doc.problems[0][:2] == (2, 1)
     doc = load_yaml("n: !!int x\n")
     assert doc.problems[0][:2] == (1, 4)
+
+
+# ---------------------------------------------------------------- aliases
+
+BILLION_LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", "a", "b", "c", "d", "e", "f", "g"], "abcdefgh", strict=True))
+
+
+def test_alias_bomb_is_refused_at_the_key_that_expands_it() -> None:
+    doc = load_yaml(BILLION_LAUGHS)  # 9**8 values if walked
+    assert doc.data is None
+    assert [(p.line, p.col) for p in doc.problems] == [(5, 1)]
+    assert doc.problems[0].message.startswith("e: aliases expand to more than ")
+    # the walk stopped at its budget instead of building millions of values and marks
+    assert len(doc.marks) <= 10_000 + 2 * len(BILLION_LAUGHS)
+
+
+def test_alias_bomb_in_a_device_file_is_refused_on_reload_too(tmp_path: Path) -> None:
+    device_file = tmp_path / "press.yaml"
+    device_file.write_text(GOOD_MODBUS + BILLION_LAUGHS.replace("h:", "extra:"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_device_file(device_file)
+    assert [(p.line, p.col) for p in caught.value.problems] == [(15, 1)]
+    assert "alias bomb" in caught.value.problems[0].message
+
+
+def test_recursive_aliases_are_located() -> None:
+    assert load_yaml("a: 1\nb: &b [1, *b]\n").problems == [
+        (2, 4, "recursive alias: the value anchored here contains an alias to itself")]
+    assert load_yaml("a: &a\n  x: {y: *a}\n").problems[0][:2] == (1, 4)
+    assert load_yaml("a: &a {<<: *a, x: 1}\n").problems == [
+        (1, 4, "recursive alias: the mapping anchored here merges itself")]
+    assert load_yaml("a: " + "[" * 150 + "]" * 150).problems[0][2] == "nested more than 100 levels deep"
+
+
+def test_merge_keys_give_what_pyyaml_gives_without_growing() -> None:
+    text = ("d: &d {a: 1, b: 2}\ne: &e {b: 3, c: 4}\nx: {<<: [*d, *e], c: 5}\ny: {<<: *e, a: 0}\n"
+            "z: &z {<<: *d, q: 1}\nw: {<<: [*z, *e]}\nv: {<<: {m: 1}, n: 2}\nu: {<<: *d, <<: {b: 9}}\n")
+    doc = load_yaml(text)
+    assert doc.problems == []
+    assert doc.data == yaml.safe_load(text)
+    assert [list(v) for v in doc.data.values()] == [list(v) for v in yaml.safe_load(text).values()]
+    # nine mappings each merging the previous one nine times: PyYAML's flattening keeps 9**8
+    # pairs; one pair per key keeps it as small as the result
+    levels = ["k0: &k0 {" + ", ".join(f"v{i}: {i}" for i in range(9)) + "}"]
+    levels += [f"k{n}: &k{n} {{<<: [{', '.join([f'*k{n - 1}'] * 9)}]}}" for n in range(1, 9)]
+    doc = load_yaml("\n".join(levels) + "\n")
+    assert doc.problems == []
+    assert doc.data["k8"] == {f"v{i}": i for i in range(9)}
+    assert load_yaml("a: {<<: [1]}\n").problems == [
+        (1, 10, "'<<' merges a mapping or a list of mappings (an alias like *defaults)")]

@@ -5,6 +5,11 @@ path like ``("tags", 3, "unit")``. So the document is composed into nodes (which
 turned into dicts, lists and scalars by hand, and every path is recorded with the 1-based
 line:column of its key and of its value. While walking, ``${VAR}`` in string scalars is expanded
 from the environment and duplicate keys are caught (PyYAML silently keeps the last one).
+
+An alias is walked again at every place it is used, so a few hundred bytes of nested aliases
+stand for billions of values ("billion laughs"). The walk has a budget linear in the text, and an
+alias inside its own anchor is refused where the anchor is: both are located problems, never a
+hang or a crash.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ PathKey = tuple[str | int, ...]
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_VALUE = "tag:yaml.org,2002:value"
+
+# Without aliases a document has fewer values than characters, so a budget of a few values a
+# character never refuses one; it only stops expansion through aliases far beyond the text.
+_VALUES_BASE = 10_000
+_VALUES_PER_CHAR = 2
+# Configuration files nest a handful of levels; anything deeper is a mistake or a recursive alias.
+_MAX_DEPTH = 100
 
 
 class Mark(NamedTuple):
@@ -79,6 +92,10 @@ def describe_path(path: PathKey) -> str:
     return out
 
 
+def _prefix(path: PathKey) -> str:
+    return f"{describe_path(path)}: " if path else ""
+
+
 def expand_env(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
     """Replace ``${NAME}`` with the variable's value; ``$${`` writes a literal ``${``.
     Returns the text and the problems (one per unset or malformed reference)."""
@@ -103,19 +120,43 @@ def expand_env(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
     return expanded.replace("$${", "${"), problems
 
 
+class _Refused(Exception):
+    """The walk stops: the document is refused with this one located problem."""
+
+    def __init__(self, problem: Located) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
 class _Builder:
-    def __init__(self, loader: Any, environ: Mapping[str, str]) -> None:
+    def __init__(self, loader: Any, root: yaml.Node, environ: Mapping[str, str], text_length: int) -> None:
         self.loader = loader
+        self.root = root
         self.environ = environ
         self.marks: dict[PathKey, Marks] = {}
         self.problems: list[Located] = []
+        self.budget = _VALUES_BASE + _VALUES_PER_CHAR * text_length
+        self.built = 0
+        # merge sources flattened once however often they are merged (None: being flattened)
+        self.flattened: dict[int, list[tuple[yaml.Node, yaml.Node]] | None] = {}
 
     def build(self, node: yaml.Node, path: PathKey, key_mark: Mark) -> Any:
         value_mark = _mark(node.start_mark)
+        self.built += 1
+        if self.built > self.budget:
+            # the values reached through aliases carry the anchor's marks; the key being expanded
+            # is where the reader looks
+            where = self.marks[path[:1]].key
+            raise _Refused(Located(*where, f"{_prefix(path[:1])}aliases expand to more than {self.budget:,} values "
+                                           "(an alias bomb?): write the values out, or use fewer levels of aliases"))
         self.marks[path] = Marks(key_mark, value_mark)
         if isinstance(node, yaml.MappingNode):
+            if len(path) >= _MAX_DEPTH:
+                raise _Refused(self._too_deep(node, value_mark))
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
+            if len(path) >= _MAX_DEPTH:
+                raise _Refused(self._too_deep(node, value_mark))
             return [self.build(item, (*path, i), _mark(item.start_mark)) for i, item in enumerate(node.value)]
         if node.tag == _STR:
             # most scalars are strings; constructing them through PyYAML costs a third of the load
@@ -130,22 +171,32 @@ class _Builder:
             self.problems.append(Located(*value_mark, f"cannot read value {node.value!r}: {exc}"))
             return None
 
+    def _too_deep(self, node: yaml.Node, where: Mark) -> Located:
+        anchored = _self_containing(self.root)
+        if anchored is not None:
+            return Located(*_mark(anchored.start_mark), "recursive alias: the value anchored here contains an "
+                                                        "alias to itself")
+        return Located(*where, f"nested more than {_MAX_DEPTH} levels deep")
+
     def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
-        # "<<" merge keys are folded in by PyYAML's own rule: the merged pairs come first, the
-        # mapping's own pairs after them, so a later pair wins. Only the mapping's own keys can be
-        # duplicates; overriding a merged key is what merging is for.
-        explicit = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
-        if explicit != len(node.value):
-            self.loader.flatten_mapping(node)
-        merged = len(node.value) - explicit
+        # "<<" merge keys follow PyYAML's rule: the merged pairs come first, the mapping's own
+        # pairs after them, so a later pair wins. Only the mapping's own keys can be duplicates;
+        # overriding a merged key is what merging is for.
+        pairs = node.value
+        merged = 0
+        if any(key_node.tag == _MERGE for key_node, _ in pairs):
+            own = [pair for pair in pairs if pair[0].tag != _MERGE]
+            inherited = self._merged_pairs(node)
+            pairs, merged = [*inherited, *own], len(inherited)
         result: dict[Any, Any] = {}
         first_seen: dict[Any, Mark] = {}
-        for index, (key_node, value_node) in enumerate(node.value):
+        for index, (key_node, value_node) in enumerate(pairs):
             key_mark = _mark(key_node.start_mark)
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(Located(*key_mark, "a key must be a plain value, not a list or mapping"))
                 continue
-            key = key_node.value if key_node.tag == _STR else self.loader.construct_object(key_node, deep=True)
+            key = key_node.value if key_node.tag in (_STR, _VALUE) else self.loader.construct_object(
+                key_node, deep=True)
             if index >= merged:
                 if key in first_seen:
                     seen = first_seen[key]
@@ -155,6 +206,62 @@ class _Builder:
                 first_seen[key] = key_mark
             result[key] = self.build(value_node, (*path, key), key_mark)
         return result
+
+    def _merged_pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The pairs the ``<<`` keys of ``node`` bring in, one per key, as PyYAML's
+        ``flatten_mapping`` gives them: the first mapping merged that has a key wins."""
+        sources: list[yaml.MappingNode] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            listed = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in listed:
+                if not isinstance(source, yaml.MappingNode):
+                    raise _Refused(Located(*_mark(source.start_mark),
+                                           "'<<' merges a mapping or a list of mappings (an alias like *defaults)"))
+            sources.extend(listed)
+        by_key: dict[tuple[str, str], tuple[yaml.Node, yaml.Node]] = {}
+        for source in sources:
+            for pair in self._flattened(source):
+                by_key.setdefault((pair[0].tag, str(pair[0].value)), pair)
+        return list(by_key.values())
+
+    def _flattened(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        """All pairs of a merge source, its own merges folded in, computed once per node."""
+        key = id(node)
+        if key in self.flattened:
+            done = self.flattened[key]
+            if done is None:
+                raise _Refused(Located(*_mark(node.start_mark), "recursive alias: the mapping anchored here "
+                                                                 "merges itself"))
+            return done
+        self.flattened[key] = None
+        own = [pair for pair in node.value if pair[0].tag != _MERGE]
+        pairs = [*self._merged_pairs(node), *own] if len(own) != len(node.value) else own
+        self.flattened[key] = pairs
+        return pairs
+
+
+def _self_containing(root: yaml.Node) -> yaml.Node | None:
+    """The first collection node that contains itself through an alias, found without recursion."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            done.add(id(node))
+            continue
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode) or id(node) in done:
+            continue
+        if id(node) in on_path:
+            return node
+        on_path.add(id(node))
+        stack.append((node, True))
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        stack.extend((child, False) for child in reversed(children))
+    return None
 
 
 def load_yaml(text: str, environ: Mapping[str, str] | None = None) -> MarkedDocument:
@@ -171,9 +278,11 @@ def load_yaml(text: str, environ: Mapping[str, str] | None = None) -> MarkedDocu
             return MarkedDocument(None, {}, [Located(1, 1, f"not valid YAML: {exc}")])
         if node is None:
             return MarkedDocument(None, {(): Marks(Mark(1, 1), Mark(1, 1))})
-        builder = _Builder(loader, environ)
+        builder = _Builder(loader, node, environ, len(text))
         try:
             data = builder.build(node, (), _mark(node.start_mark))
+        except _Refused as refused:
+            return MarkedDocument(None, builder.marks, [*builder.problems, refused.problem])
         except yaml.MarkedYAMLError as exc:  # a scalar whose explicit tag cannot be constructed
             return MarkedDocument(None, builder.marks, [*builder.problems, _syntax_problem(exc)])
         return MarkedDocument(data, builder.marks, builder.problems)
