@@ -238,6 +238,11 @@ def _standard_node(standard: Standard) -> dict[str, Any]:
     return node
 
 
+def _profile_node(base: str, name: str) -> dict[str, Any]:
+    return {"@id": f"{base}profile/{_quote(name)}", "@type": ["dct:Standard", "mos:DeviceProfile"],
+            "dct:identifier": name, "dct:title": f"Device profile {name}"}
+
+
 def protocol_standard(driver_name: str, driver_cls: type[Driver] | None) -> Standard | None:
     """The standard a driver's protocol conforms to: the driver's own declaration, else the built-in map."""
     title = getattr(driver_cls, "standard", "") if driver_cls is not None else ""
@@ -414,6 +419,8 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
     used_categories: list[str] = []
     modified_times: list[datetime] = [t for t in [_mtime(getattr(loaded, "path", None))] if t]
     device_files: Mapping[str, Path] = getattr(loaded, "device_files", None) or {}
+    profile_of = {device: info for info in (getattr(loaded, "profiles", None) or {}).values()
+                  for device in info.devices}
     window_default = next(iter(observed.values())).window_seconds if observed else None
 
     for device in loaded.devices:
@@ -442,11 +449,17 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
         keywords += [protocol, device.asset.area]
         keywords += [level for level in (device.asset.line, device.asset.cell) if level]
         keywords.append(device.name)
+        profile = profile_of.get(device.name)
+        if profile is not None:
+            keywords.append(profile.name)
 
         conforms = [_standard_node(ISA_95)]
         standard = protocol_standard(device.driver, driver_cls)
         if standard:
             conforms.append(_standard_node(standard))
+        if profile is not None:
+            # machines of one model share a profile: the data centre sees their datasets as comparable
+            conforms.append(_profile_node(base, profile.name))
 
         dataset: dict[str, Any] = {
             "@id": dataset_iri,
@@ -470,7 +483,8 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
         interval = driver_cls.publishing_interval(device) if driver_cls is not None else device.poll_interval
         if interval:
             dataset["dcat:temporalResolution"] = {"@value": iso_duration(interval), "@type": "xsd:duration"}
-        file_time = _mtime(device_files.get(device.name))
+        file_times = [_mtime(device_files.get(device.name)), _mtime(profile.path if profile else None)]
+        file_time = max((t for t in file_times if t), default=None)
         if file_time:
             dataset["dct:modified"] = _datetime_literal(file_time)
             modified_times.append(file_time)

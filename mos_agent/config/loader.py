@@ -13,7 +13,7 @@ import os
 import re
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -21,7 +21,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from mos_agent import registry
+from mos_agent.config import profiles as profiling
 from mos_agent.config.models import AgentConfig, DeviceBase
+from mos_agent.config.profiles import Profile, ProfileInfo, SourceView
 from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path, load_yaml
 from mos_agent.taxonomy import DEFAULT_STAGES
 
@@ -67,6 +69,7 @@ class LoadedConfig:
     agent: AgentConfig
     devices: list[DeviceBase]
     device_files: dict[str, Path]
+    profiles: dict[str, ProfileInfo] = field(default_factory=dict)  # by profile name
 
 
 def read_secret(value: str | None, file: Path | str | None) -> str | None:
@@ -111,18 +114,21 @@ def load_config(path: Path) -> LoadedConfig:
     device_paths = _device_files(path, doc, device_patterns, default_devices, collector)
     # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
     # carry for nothing.
-    devices, device_files = _load_devices(device_paths, stages, collector)
+    profiles: dict[str, Profile] = {}
+    devices, device_files = _load_devices(device_paths, stages, collector, profiles)
 
     if collector.problems or agent is None:
         raise ConfigErrors(collector.sorted())
-    return LoadedConfig(path, agent, devices, device_files)
+    return LoadedConfig(path, agent, devices, device_files, _profile_infos(profiles))
 
 
 def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
     """Validate one device file (SIGHUP reload re-reads device files one by one)."""
     path = Path(path)
     collector = _Collector(path)
-    device, _ = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector)
+    profiles: dict[str, Profile] = {}
+    device, _ = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector, profiles)
+    _report_profiles(profiles, collector)
     if collector.problems or device is None:
         raise ConfigErrors(collector.sorted())
     return device
@@ -287,13 +293,13 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
 # ---------------------------------------------------------------- device files
 
 
-def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _Collector
-                  ) -> tuple[list[DeviceBase], dict[str, Path]]:
+def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _Collector,
+                  profiles: dict[str, Profile]) -> tuple[list[DeviceBase], dict[str, Path]]:
     devices: list[DeviceBase] = []
     device_files: dict[str, Path] = {}
     first_named: dict[str, tuple[Path, Mark]] = {}
     for path in paths:
-        device, doc = _load_device(path, stages, collector)
+        device, doc = _load_device(path, stages, collector, profiles)
         if doc is None or not isinstance(doc.data, dict):
             continue
         name = doc.data.get("name")
@@ -308,10 +314,11 @@ def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _C
         if device is not None:
             devices.append(device)
             device_files[device.name] = path
+    _report_profiles(profiles, collector)
     return devices, device_files
 
 
-def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
+def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector, profiles: dict[str, Profile]
                  ) -> tuple[DeviceBase | None, MarkedDocument | None]:
     doc = collector.read(path)
     if doc is None or (doc.data is None and doc.problems):
@@ -323,19 +330,147 @@ def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
     _resolve_file_paths(data, path.parent)
     collector.check_files(path, doc)
     ignore = _check_duplicate_tags(path, doc, collector)
-
-    driver_cls = _driver_for(path, doc, collector)
-    if driver_cls is None:
-        return None, doc
     if stages is None:
         # The agent file's stage list is unusable; stage mistakes would be guesses.
         ignore.add(("stage",))
     context = {"stages": list(stages) if stages is not None else list(DEFAULT_STAGES)}
+    if profiling.PROFILE_KEY in data:
+        return _load_profiled_device(path, doc, collector, profiles, context, ignore), doc
+
+    driver_cls = _driver_for(path, doc, collector)
+    if driver_cls is None:
+        return None, doc
     device = collector.validate(path, doc, driver_cls.device_model, data, context=context, ignore=ignore)
     return device, doc
 
 
-def _driver_for(path: Path, doc: MarkedDocument, collector: _Collector) -> Any:
+# ---------------------------------------------------------------- device profiles
+
+
+def _read_profile(device_path: Path, doc: MarkedDocument, collector: _Collector, profiles: dict[str, Profile]
+                  ) -> Profile | None:
+    """The profile a device file names (read once however many devices name it); None, with the
+    device's mistake reported, when its ``profile:`` cannot be followed."""
+    written = doc.data[profiling.PROFILE_KEY]
+    where = doc.value_mark((profiling.PROFILE_KEY,))
+    if not isinstance(written, str) or not written.strip():
+        collector.add(device_path, where, "profile: expected the path of a profile file, relative to this file")
+        return None
+    expanded = os.path.expanduser(written)
+    profile_path = Path(expanded if os.path.isabs(expanded) else os.path.normpath(device_path.parent / expanded))
+    key = os.path.realpath(profile_path)
+    if key in profiles:
+        return profiles[key]
+    if not profile_path.is_file():
+        why = "a folder" if profile_path.is_dir() else "no such file"
+        collector.add(device_path, where, f"profile: cannot read {profile_path}: {why}")
+        return None
+    own = _Collector(profile_path)  # the profile's problems name the devices using it
+    profile = Profile(profile_path, own.read(profile_path))
+    if profile.doc is not None and profile.doc.data is not None:
+        profile.name, shape = profiling.profile_rules(profile.doc)
+        own.problems += [Problem(profile_path, *located) for located in shape]
+        if isinstance(profile.doc.data, dict):
+            _resolve_file_paths(profile.doc.data, profile_path.parent)
+            own.check_files(profile_path, profile.doc)
+            _check_duplicate_tags(profile_path, profile.doc, own)
+        profile.digest = profiling.digest(repr(profile.doc.data))
+    elif profile.doc is not None and not own.problems:
+        own.add(profile_path, (1, 1), "the profile is empty")
+    for problem in own.problems:
+        profile.report((problem.line, problem.col), problem.message)
+    profile.sound = not own.problems
+    if profile.name is not None:
+        for other in profiles.values():
+            if other.name == profile.name:
+                assert other.doc is not None
+                seen = other.doc.value_mark((profiling.PROFILE_KEY,))
+                profile.report(profile.doc.value_mark((profiling.PROFILE_KEY,)),  # type: ignore[union-attr]
+                               f"profile: the name {profile.name!r} is also the name of {other.path}:{seen.line}:"
+                               f"{seen.col}; one name, one machine model")
+                profile.name = None
+                break
+    profiles[key] = profile
+    return profile
+
+
+def _load_profiled_device(path: Path, doc: MarkedDocument, collector: _Collector, profiles: dict[str, Profile],
+                          context: dict[str, Any], ignore: set[PathKey]) -> DeviceBase | None:
+    profile = _read_profile(path, doc, collector, profiles)
+    if profile is None:
+        return None
+    device_name = doc.data.get("name")
+    device_name = device_name if isinstance(device_name, str) else str(path)
+    profile.devices.append(device_name)
+    if not profile.sound or not profile.usable:
+        return None  # reported once, at the profile, with the devices using it
+    merged, exclude_problems = profiling.merge(profile, doc.data, doc, str(profile.path))
+    for located in exclude_problems:
+        collector.add(path, located[:2], located.message)
+    profile_mark = doc.value_mark((profiling.PROFILE_KEY,))
+    device_view = SourceView(merged, doc, profiling.DEVICE, profile_mark)
+    assert profile.doc is not None
+    profile_view = SourceView(merged, profile.doc, profiling.PROFILE, profile.doc.value_mark((profiling.PROFILE_KEY,)))
+
+    device_driver, profile_driver = doc.data.get("driver"), profile.defaults.get("driver")
+    if "driver" in doc.data and "driver" in profile.defaults and device_driver != profile_driver:
+        seen = profile.doc.value_mark(("driver",))
+        collector.add(path, doc.value_mark(("driver",)), f"driver: {device_driver!r} differs from the driver of "
+                                                         f"profile {profile.name}, {profile_driver!r} "
+                                                         f"({profile.path}:{seen.line}:{seen.col})")
+        return None
+    if "driver" in merged.from_profile:
+        driver_cls = _driver_for(profile.path, profile_view, _ProfileReporter(profile, device_name))
+    else:
+        driver_cls = _driver_for(path, device_view, collector)
+    if driver_cls is None:
+        return None
+
+    model = driver_cls.device_model
+    try:
+        device = model.model_validate(merged.data, context=context)
+    except ValidationError as exc:
+        # the duplicate-tag report counts the device file's tags; the model sees merged ones
+        ignore = {_merged_path(merged, p) for p in ignore}
+        for located in pydantic_problems(exc, device_view, model, ignore | device_view.foreign_paths()):
+            collector.add(path, located[:2], device_view.message(located.message))
+        for located in pydantic_problems(exc, profile_view, model, ignore | profile_view.foreign_paths()):
+            profile.report(located[:2], profile_view.message(located.message), device_name)
+        return None
+    return None if exclude_problems else device
+
+
+def _merged_path(merged: profiling.MergedDevice, device_path: PathKey) -> PathKey:
+    if len(device_path) >= 2 and device_path[0] == profiling.TAGS_KEY and isinstance(device_path[1], int):
+        index = merged.device_index(device_path[1])
+        if index is not None:
+            return (profiling.TAGS_KEY, index, *device_path[2:])
+    return device_path
+
+
+class _ProfileReporter:
+    """``_Collector.add`` for a profile's problems found while loading one of its devices."""
+
+    def __init__(self, profile: Profile, device_name: str) -> None:
+        self.profile = profile
+        self.device_name = device_name
+
+    def add(self, path: Path, where: Mark | tuple[int, int], message: str) -> None:
+        self.profile.report(where, message, self.device_name)
+
+
+def _report_profiles(profiles: dict[str, Profile], collector: _Collector) -> None:
+    for profile in profiles.values():
+        for located in profile.located_problems():
+            collector.add(profile.path, located[:2], located.message)
+
+
+def _profile_infos(profiles: dict[str, Profile]) -> dict[str, ProfileInfo]:
+    return {p.name: ProfileInfo(p.name, p.path, p.digest, tuple(p.devices))
+            for p in profiles.values() if p.name is not None}
+
+
+def _driver_for(path: Path, doc: MarkedDocument | SourceView, collector: _Collector | _ProfileReporter) -> Any:
     data = doc.data
     names = registry.driver_names()
     if "driver" not in data:
