@@ -294,8 +294,9 @@ class Agent:
     # ------------------------------------------------------------ reload
 
     async def reload(self) -> bool:
-        """Re-read device files: start added, restart changed, stop removed devices; buffer and
-        sinks keep running. A configuration that does not validate leaves everything as it was."""
+        """Re-read device files and their profiles: start added, restart changed (also through a
+        changed profile), stop removed devices; buffer and sinks keep running. A configuration that
+        does not validate leaves everything as it was."""
         log.info("reload: re-reading %s", self.loaded.path)
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
@@ -314,12 +315,19 @@ class Agent:
         removed = [n for n in old if n not in new]
         changed = [n for n in old if n in new and new[n].model_dump() != old[n].model_dump()]
         added = [n for n in new if n not in old]
+        # a changed profile changes the devices built on it; the comparison above finds exactly them
+        for profile in loaded.profiles.values():
+            before = self.loaded.profiles.get(profile.name)
+            if before is not None and before.digest != profile.digest:
+                restarted = [n for n in changed if n in profile.devices]
+                log.info("reload: profile %s changed: %s", profile.name,
+                         f"restarting {', '.join(restarted)}" if restarted else "no device of it changed")
         for name in removed + changed:
             await self._stop_device(name)
         for name in changed + added:
             self._start_device(new[name])
         self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
-                                      "device_files": loaded.device_files})
+                                      "device_files": loaded.device_files, "profiles": loaded.profiles})
         register_secrets(collect_secrets(self.loaded))
         log.info("reload done: %d added, %d changed, %d removed, %d unchanged", len(added), len(changed),
                  len(removed), len(new) - len(added) - len(changed))
