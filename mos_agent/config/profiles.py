@@ -29,7 +29,7 @@ from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, d
 PROFILE_KEY = "profile"
 EXCLUDE_KEY = "exclude"
 TAGS_KEY = "tags"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # a profile's name that looks like a file names another profile: profiles do not nest
 _LOOKS_LIKE_FILE = re.compile(r"[/\\]|\.ya?ml$", re.IGNORECASE)
 _LEADING_TAG = re.compile(r"^tags\[(\d+)\]")
@@ -96,7 +96,7 @@ def profile_rules(doc: MarkedDocument) -> tuple[str | None, list[Located]]:
     name = data.get(PROFILE_KEY)
     if PROFILE_KEY not in data:
         problems.append(Located(1, 1, "missing required key 'profile' (the name of this profile, like press-v2)"))
-    elif not isinstance(name, str) or not _NAME.match(name) or _LOOKS_LIKE_FILE.search(name):
+    elif not isinstance(name, str) or not is_profile_name(name):
         where = doc.value_mark((PROFILE_KEY,))
         if isinstance(name, str) and _LOOKS_LIKE_FILE.search(name):
             message = ("profile: profiles may not nest: in a profile file 'profile' is this profile's name "
@@ -116,6 +116,10 @@ def profile_rules(doc: MarkedDocument) -> tuple[str | None, list[Located]]:
     if TAGS_KEY in data and not isinstance(tags, list):
         problems.append(Located(*doc.value_mark((TAGS_KEY,)), "tags: expected a list of tags"))
     return (name if not problems else None), problems
+
+
+def is_profile_name(text: str) -> bool:
+    return bool(_PROFILE_NAME.match(text)) and not _LOOKS_LIKE_FILE.search(text)
 
 
 def digest(text: str) -> str:
