@@ -29,11 +29,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "modbus", "opcua", "mqtt", "agent")
+BENCHES = ("buffer", "modbus", "opcua", "mqtt", "config", "agent")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "modbus": 40, "opcua": 60, "mqtt": 40, "agent": 150},
-    False: {"buffer": 120, "modbus": 120, "opcua": 150, "mqtt": 120, "agent": 540},
+    True: {"buffer": 40, "modbus": 40, "opcua": 60, "mqtt": 40, "config": 60, "agent": 150},
+    False: {"buffer": 120, "modbus": 120, "opcua": 150, "mqtt": 120, "config": 300, "agent": 540},
 }
 
 Row = dict[str, Any]
@@ -109,8 +109,13 @@ def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
 
+def adapt_config(data: dict[str, Any]) -> list[Row]:
+    return [_row("config", f) for f in _figures(data)]
+
+
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
-    "buffer": adapt_buffer, "modbus": adapt_modbus, "opcua": adapt_opcua, "mqtt": adapt_mqtt, "agent": adapt_agent,
+    "buffer": adapt_buffer, "modbus": adapt_modbus, "opcua": adapt_opcua, "mqtt": adapt_mqtt, "config": adapt_config,
+    "agent": adapt_agent,
 }
 
 
