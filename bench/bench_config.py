@@ -65,8 +65,8 @@ def _tag_line(i: int) -> str:
 def _agent_file(folder: Path) -> Path:
     (folder / "devices").mkdir(parents=True, exist_ok=True)
     agent = folder / "agent.yaml"
-    agent.write_text(f"agent: {{id: bench, site: changwon, state_dir: {folder / 'state'}, health: 'off'}}\n"
-                     "devices: devices/*.yaml\n")
+    # the default devices glob (devices/*.yaml): an empty folder is the empty configuration
+    agent.write_text(f"agent: {{id: bench, site: changwon, state_dir: {folder / 'state'}, health: 'off'}}\n")
     return agent
 
 

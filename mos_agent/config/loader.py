@@ -8,11 +8,13 @@ the YAML marks recorded by :mod:`mos_agent.config.yamlmarks`.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import glob
 import os
 import re
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
@@ -83,11 +85,30 @@ def read_secret(value: str | None, file: Path | str | None) -> str | None:
 # ---------------------------------------------------------------- public entry points
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a configuration is built. Loading allocates millions of
+    objects that all live on (nodes, marks, models), so the collector's full passes find nothing
+    and walk everything loaded so far each time: with it running the load grows super-linearly
+    (10× the tags took 15× the time), without it linearly and twice as fast."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_config(path: Path) -> LoadedConfig:
     """Read and validate the agent file and every device file it names.
 
     Raises :class:`ConfigErrors` with every problem found in any of the files."""
-    path = Path(path)
+    with collector_paused():
+        return _load_config(Path(path))
+
+
+def _load_config(path: Path) -> LoadedConfig:
     collector = _Collector(path)
     doc = collector.read(path)
     agent: AgentConfig | None = None
@@ -123,8 +144,12 @@ def load_config(path: Path) -> LoadedConfig:
 
 
 def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
-    """Validate one device file (SIGHUP reload re-reads device files one by one)."""
-    path = Path(path)
+    """Validate one device file (and its profile)."""
+    with collector_paused():
+        return _load_device_file(Path(path), stages)
+
+
+def _load_device_file(path: Path, stages: Sequence[str] | None) -> DeviceBase:
     collector = _Collector(path)
     profiles: dict[str, Profile] = {}
     device, _ = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector, profiles)
