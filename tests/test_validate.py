@@ -275,13 +275,13 @@ def test_merge_keys_anchors_and_duplicates() -> None:
     assert doc.marks[("tag", "category")].value == Mark(1, 32)
     assert doc.marks[("tag", "name")].value == Mark(5, 9)
     assert ("tag", "nope") not in doc.marks and ("tag", "unit", 0) not in doc.marks
+    assert [(p.line, p.col) for p in doc.problems] == [(6, 3)]
+    assert doc.problems[0].message == "duplicate key 'name' (first at line 5, column 3)"
     doc = load_yaml("1: one\nfalse: nothing\nlist: [a, {b: 2}]\n")
     assert doc.data == {1: "one", False: "nothing", "list": ["a", {"b": 2}]}
     assert doc.marks[(1,)].value == Mark(1, 4) and doc.marks[("list", 1, "b")].value == Mark(3, 15)
     assert sorted(map(str, doc.marks)) == sorted(map(str, [(), (1,), (False,), ("list",), ("list", 0), ("list", 1),
                                                            ("list", 1, "b")]))
-    assert [(p.line, p.col) for p in doc.problems] == [(6, 3)]
-    assert doc.problems[0].message == "duplicate key 'name' (first at line 5, column 3)"
 
 
 def test_empty_and_bad_documents() -> None:
