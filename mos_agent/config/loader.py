@@ -40,10 +40,6 @@ _INPUT_FILE_KEYS = frozenset({
 _SECRET_FILE_KEYS = frozenset({"token_file", "password_file"})
 
 
-def _is_input_file_key(key: Any) -> bool:
-    return isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file"))
-
-
 @dataclass(frozen=True, slots=True)
 class Problem:
     path: Path
@@ -122,15 +118,16 @@ def _load_config(path: Path) -> LoadedConfig:
         stages = None  # unparseable: device files are still checked, but not their stage
     else:
         data = doc.data
+        files: list[tuple[PathKey, str]] = []
         if isinstance(data, dict):
-            _resolve_file_paths(data, path.parent)
+            files = _resolve_file_paths(data, path.parent)
             _resolve_state_dir(data, path.parent)
             stages = _raw_stages(data)
             device_patterns, default_devices = _raw_device_patterns(data)
         agent = collector.validate(path, doc, AgentConfig, data)
         if agent is not None:
             stages = agent.agent.stages
-        collector.check_files(path, doc)
+        collector.check_files(path, doc, files)
 
     device_paths = _device_files(path, doc, device_patterns, default_devices, collector)
     # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
@@ -209,9 +206,10 @@ class _Collector:
                 self.add(path, (located.line, located.col), located.message)
             return None
 
-    def check_files(self, path: Path, doc: MarkedDocument) -> None:
-        """Every file a configuration names for reading must be readable now, not at 3 a.m."""
-        for key_path, file_path in _input_files(doc.data):
+    def check_files(self, path: Path, doc: MarkedDocument, files: list[tuple[PathKey, str]]) -> None:
+        """Every file a configuration names for reading (``files``, from :func:`_resolve_file_paths`)
+        must be readable now, not at 3 a.m."""
+        for key_path, file_path in files:
             where = describe_path(key_path)
             try:
                 content = Path(file_path).read_bytes()
@@ -248,19 +246,25 @@ def _raw_device_patterns(data: dict[Any, Any]) -> tuple[list[tuple[str, PathKey]
     return [], False  # wrong type: the model reports it
 
 
-def _resolve_file_paths(data: Any, base: Path) -> None:
+def _resolve_file_paths(data: Any, base: Path, path: PathKey = ()) -> list[tuple[PathKey, str]]:
     """Make relative input-file paths absolute against ``base`` (the folder of the file that
-    names them), so the running agent does not depend on its working directory."""
+    names them), so the running agent does not depend on its working directory; returns where
+    each is named and the path. (One walk over every value: a scalar costs a type check.)"""
+    found: list[tuple[PathKey, str]] = []
     if isinstance(data, dict):
         for key, value in data.items():
-            if _is_input_file_key(key) and isinstance(value, str) and value and "${" not in value:
-                expanded = os.path.expanduser(value)
-                data[key] = expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
-            else:
-                _resolve_file_paths(value, base)
+            if isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file")):
+                if isinstance(value, str) and value and "${" not in value:
+                    expanded = os.path.expanduser(value)
+                    data[key] = expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
+                    found.append(((*path, key), data[key]))
+            elif isinstance(value, dict | list):
+                found += _resolve_file_paths(value, base, (*path, key))
     elif isinstance(data, list):
-        for item in data:
-            _resolve_file_paths(item, base)
+        for index, item in enumerate(data):
+            if isinstance(item, dict | list):
+                found += _resolve_file_paths(item, base, (*path, index))
+    return found
 
 
 def _resolve_state_dir(data: dict[Any, Any], base: Path) -> None:
@@ -270,20 +274,6 @@ def _resolve_state_dir(data: dict[Any, Any], base: Path) -> None:
         expanded = os.path.expanduser(section["state_dir"])
         if expanded and not os.path.isabs(expanded):
             section["state_dir"] = os.path.normpath(base / expanded)
-
-
-def _input_files(data: Any, path: PathKey = ()) -> list[tuple[PathKey, str]]:
-    found: list[tuple[PathKey, str]] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if _is_input_file_key(key) and isinstance(value, str) and value and "${" not in value:
-                found.append(((*path, key), value))
-            else:
-                found.extend(_input_files(value, (*path, key)))
-    elif isinstance(data, list):
-        for i, item in enumerate(data):
-            found.extend(_input_files(item, (*path, i)))
-    return found
 
 
 def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
@@ -352,8 +342,7 @@ def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
     if not isinstance(data, dict):
         collector.validate(path, doc, DeviceBase, data)  # reports "empty" / "must be a mapping"
         return None, doc
-    _resolve_file_paths(data, path.parent)
-    collector.check_files(path, doc)
+    collector.check_files(path, doc, _resolve_file_paths(data, path.parent))
     ignore = _check_duplicate_tags(path, doc, collector)
     if stages is None:
         # The agent file's stage list is unusable; stage mistakes would be guesses.
@@ -396,8 +385,7 @@ def _read_profile(device_path: Path, doc: MarkedDocument, collector: _Collector,
         profile.name, shape = profiling.profile_rules(profile.doc)
         own.problems += [Problem(profile_path, *located) for located in shape]
         if isinstance(profile.doc.data, dict):
-            _resolve_file_paths(profile.doc.data, profile_path.parent)
-            own.check_files(profile_path, profile.doc)
+            own.check_files(profile_path, profile.doc, _resolve_file_paths(profile.doc.data, profile_path.parent))
             _check_duplicate_tags(profile_path, profile.doc, own)
         profile.digest = profiling.digest(repr(profile.doc.data))
     elif profile.doc is not None and not own.problems:
