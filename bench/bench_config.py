@@ -43,6 +43,8 @@ STEPS_QUICK = (10, 100, 1_000, 10_000)
 PROFILE_DEVICES = 500
 PROFILE_TAGS = 40
 TYPES = ("uint16", "int16", "float32", "uint32")
+# a growth ratio of differences smaller than this is start-up noise, not cost
+NOISE_S = 0.25
 
 
 def log(message: str) -> None:
@@ -170,6 +172,10 @@ def closed_port() -> int:
 # ---------------------------------------------------------------- 1. the curve
 
 
+def _ratio(value: float | None) -> str:
+    return f"{value:>5.1f}×" if value is not None else f"{'—':>6}"
+
+
 def scenario_curve(workdir: Path, quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     steps = STEPS_QUICK if quick else STEPS_FULL
     repeats = 1 if quick else 3
@@ -189,14 +195,16 @@ def scenario_curve(workdir: Path, quick: bool) -> tuple[list[dict[str, Any]], di
 
     empty = rows[0]
     log("beyond the empty configuration, each step ×10 the tags (linear: ×10.0)")
+    log(f"(a ratio needs {NOISE_S} s of work beyond the empty configuration at the step before; '—' below that)")
     log(f"{'tags':>8} {'validate':>9} {'×':>6} {'CPU ×':>6} {'start-up':>9} {'×':>6} {'CPU ×':>6}   linear ×")
     for previous, row in itertools.pairwise(rows[1:]):
         for key in ("validate_s", "validate_cpu_s", "ready_s", "ready_cpu_s"):
-            grown = (row[key] - empty[key]) / max(previous[key] - empty[key], 1e-3)
-            row[key.replace("_s", "_ratio")] = round(grown, 1)
-        log(f"{row['tags']:>8,} {row['validate_s']:>8.2f}s {row['validate_ratio']:>5.1f}× "
-            f"{row['validate_cpu_ratio']:>5.1f}× {row['ready_s']:>8.2f}s {row['ready_ratio']:>5.1f}× "
-            f"{row['ready_cpu_ratio']:>5.1f}×   10.0")
+            before = previous[key] - empty[key]
+            row[key.replace("_s", "_ratio")] = round((row[key] - empty[key]) / before, 1) if before >= NOISE_S \
+                else None
+        log(f"{row['tags']:>8,} {row['validate_s']:>8.2f}s {_ratio(row['validate_ratio'])} "
+            f"{_ratio(row['validate_cpu_ratio'])} {row['ready_s']:>8.2f}s {_ratio(row['ready_ratio'])} "
+            f"{_ratio(row['ready_cpu_ratio'])}   10.0")
 
     by_tags = {row["tags"]: row for row in rows}
     figures = []
@@ -204,9 +212,10 @@ def scenario_curve(workdir: Path, quick: bool) -> tuple[list[dict[str, Any]], di
     top = by_tags[largest]
     figures.append(figure(f"validate, {largest:,} tags", top["validate_s"], "s", reference="empty configuration",
                           reference_value=empty["validate_s"], load=f"{DEVICES} device files"))
-    figures.append(figure(f"validate growth {largest // 10:,} → {largest:,} tags", top["validate_ratio"], "×",
-                          reference="linear", reference_value=10.0, target="≈ 10× (linear)",
-                          ok=top["validate_ratio"] <= 13.0, load="beyond the empty configuration"))
+    figures.append(figure(f"validate growth {largest // 10:,} → {largest:,} tags (CPU)", top["validate_cpu_ratio"],
+                          "×", reference="linear", reference_value=10.0, target="≈ 10× (linear)",
+                          ok=top["validate_cpu_ratio"] is not None and top["validate_cpu_ratio"] <= 13.0,
+                          load="beyond the empty configuration"))
     ten_k = by_tags[10_000]
     figures.append(figure("start-up to READY=1, 10,000 tags", ten_k["ready_s"], "s", reference="empty configuration",
                           reference_value=empty["ready_s"], target="≤ empty + 1.5 s",
@@ -216,9 +225,10 @@ def scenario_curve(workdir: Path, quick: bool) -> tuple[list[dict[str, Any]], di
         figures.append(figure("start-up to READY=1, 100,000 tags", hundred_k["ready_s"], "s",
                               reference="empty configuration", reference_value=empty["ready_s"], target="< 10 s",
                               ok=hundred_k["ready_s"] < 10.0, load=f"{DEVICES} device files"))
-        figures.append(figure("start-up growth 10,000 → 100,000 tags", hundred_k["ready_ratio"], "×",
+        figures.append(figure("start-up growth 10,000 → 100,000 tags (CPU)", hundred_k["ready_cpu_ratio"], "×",
                               reference="linear", reference_value=10.0, target="≈ 10× (linear)",
-                              ok=hundred_k["ready_ratio"] <= 13.0, load="beyond the empty configuration"))
+                              ok=hundred_k["ready_cpu_ratio"] is not None and hundred_k["ready_cpu_ratio"] <= 13.0,
+                              load="beyond the empty configuration"))
     return figures, {"curve": rows}
 
 
