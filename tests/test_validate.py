@@ -7,6 +7,7 @@ with paths relative to the case folder.
 
 from __future__ import annotations
 
+import gc
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from mos_agent import cli
+from mos_agent.config import loader
 from mos_agent.config.loader import (
     ConfigErrors,
     LoadedConfig,
@@ -27,7 +29,7 @@ from mos_agent.config.loader import (
     load_device_file,
     read_secret,
 )
-from mos_agent.config.yamlmarks import Mark, Marks, expand_env, load_yaml
+from mos_agent.config.yamlmarks import Mark, MarkedDocument, Marks, expand_env, load_yaml
 
 CASES = Path(__file__).resolve().parent / "validate_cases"
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "expected.txt").exists())
@@ -239,6 +241,26 @@ def test_ten_thousand_tags_load(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert sum(len(d.tags) for d in loaded.devices) == 10_000
     print(f"10,000 tags loaded and validated in {elapsed:.2f} s")
+
+
+def test_loading_runs_no_cyclic_collection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything a load allocates lives on: a collection during it walks all of it for nothing
+    (what made the load super-linear in the tags). The collector is off while files are read and
+    validated, and on again afterwards."""
+    agent_file = _write_good(tmp_path)
+    monkeypatch.setenv("MOS_TEST_STORE_URL", "http://127.0.0.1:8086")
+    collector_on: list[bool] = []
+    real_load_yaml = loader.load_yaml
+
+    def watched(text: str) -> MarkedDocument:
+        collector_on.append(gc.isenabled())
+        return real_load_yaml(text)
+
+    monkeypatch.setattr(loader, "load_yaml", watched)
+    load_config(agent_file)
+    load_device_file(tmp_path / "devices" / "press-01.yaml")
+    assert collector_on == [False, False, False, False]  # agent file, two device files, one reload
+    assert gc.isenabled()
 
 
 # ---------------------------------------------------------------- YAML with marks
