@@ -296,26 +296,26 @@ def _tag_lines(found: Sequence[Found], truncated: bool) -> list[str]:
 
 async def browse_to_yaml(endpoint: str, node: str = "i=85", depth: int = 5, name: str | None = None,
                          username: str | None = None, password: str | None = None,
-                         timeout: float = 10.0) -> str:
+                         timeout: float = 10.0, allow_plaintext_password: bool = False) -> str:
     """Connect (no message security), walk from ``node`` and return a device file as YAML.
 
     Raises ValueError for a bad endpoint, node id or depth (before connecting) and
     :class:`~drivers.opcua.client.ConnectFailed` when the server cannot be reached or browsed."""
-    walked = await _walk_server(endpoint, node, depth, name, username, password, timeout)
+    walked = await _walk_server(endpoint, node, depth, name, username, password, timeout, allow_plaintext_password)
     return to_yaml(*walked)
 
 
 async def browse_to_profile(endpoint: str, profile: str, node: str = "i=85", depth: int = 5, name: str | None = None,
                             username: str | None = None, password: str | None = None,
-                            timeout: float = 10.0) -> tuple[str, str]:
+                            timeout: float = 10.0, allow_plaintext_password: bool = False) -> tuple[str, str]:
     """Like :func:`browse_to_yaml`, as a profile named ``profile`` and a short device file naming it."""
     found, endpoint, node, depth, name, username, truncated = await _walk_server(
-        endpoint, node, depth, name, username, password, timeout)
+        endpoint, node, depth, name, username, password, timeout, allow_plaintext_password)
     return to_profile_yaml(found, endpoint, node, depth, name, profile, username, truncated)
 
 
 async def _walk_server(endpoint: str, node: str, depth: int, name: str | None, username: str | None,
-                       password: str | None, timeout: float
+                       password: str | None, timeout: float, allow_plaintext_password: bool
                        ) -> tuple[list[Found], str, str, int, str, str | None, bool]:
     """What was found under ``node``, with the arguments :func:`to_yaml` takes.
 
@@ -326,8 +326,12 @@ async def _walk_server(endpoint: str, node: str, depth: int, name: str | None, u
     node = check_node_id(node)
     if depth < 1:
         raise ValueError(f"depth must be 1 or more, got {depth}")
+    if password is not None and not allow_plaintext_password:
+        raise ValueError("browse uses no message security, so the password would cross the network in clear "
+                         "text: add --allow-plaintext-password on a network you trust")
     try:
-        conn = OpcUaConnection(endpoint=endpoint, timeout=timeout, username=username, password=password)
+        conn = OpcUaConnection(endpoint=endpoint, timeout=timeout, username=username, password=password,
+                               allow_plaintext_password=allow_plaintext_password)
     except ValidationError as exc:
         raise ValueError("; ".join(err["msg"].removeprefix("Value error, ") for err in exc.errors())) from None
     client = await uac.open_client(conn, None, None, "browse")

@@ -52,9 +52,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.profile:
             profile_text, text = asyncio.run(browse(args.endpoint, args.profile, args.node, args.depth, args.name,
-                                                    args.username, password))
+                                                    args.username, password,
+                                                    allow_plaintext_password=args.allow_plaintext_password))
         else:
-            text = asyncio.run(browse(args.endpoint, args.node, args.depth, args.name, args.username, password))
+            text = asyncio.run(browse(args.endpoint, args.node, args.depth, args.name, args.username, password,
+                                      allow_plaintext_password=args.allow_plaintext_password))
     except ValueError as exc:  # the driver checks endpoint and node syntax before connecting
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:

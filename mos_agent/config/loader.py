@@ -27,6 +27,7 @@ from mos_agent.config import profiles as profiling
 from mos_agent.config.models import AgentConfig, DeviceBase
 from mos_agent.config.profiles import Profile, ProfileInfo, SourceView
 from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path, load_yaml
+from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.taxonomy import DEFAULT_STAGES
 
 DEFAULT_DEVICES_GLOB = "devices/*.yaml"
@@ -36,8 +37,9 @@ DEFAULT_DEVICES_GLOB = "devices/*.yaml"
 _INPUT_FILE_KEYS = frozenset({
     "ca", "ca_file", "certificate", "client_certificate", "server_certificate", "private_key",
 })
-# Files whose content is a secret used as-is: an empty one is a mistake, not "no password".
-_SECRET_FILE_KEYS = frozenset({"token_file", "password_file"})
+# A secret is one line of printable text: a control character in it (a second line, a CR from a
+# Windows editor) ends up in an HTTP header or a login packet, and in the error that follows.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +120,16 @@ def _load_config(path: Path) -> LoadedConfig:
         stages = None  # unparseable: device files are still checked, but not their stage
     else:
         data = doc.data
-        files: list[tuple[PathKey, str]] = []
+        named = _NamedValues()
         if isinstance(data, dict):
-            files = _resolve_file_paths(data, path.parent)
+            named = _resolve_file_paths(data, path.parent)
             _resolve_state_dir(data, path.parent)
             stages = _raw_stages(data)
             device_patterns, default_devices = _raw_device_patterns(data)
         agent = collector.validate(path, doc, AgentConfig, data)
         if agent is not None:
             stages = agent.agent.stages
-        collector.check_files(path, doc, files)
+        collector.check_files(path, doc, named)
 
     device_paths = _device_files(path, doc, device_patterns, default_devices, collector)
     # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
@@ -206,18 +208,28 @@ class _Collector:
                 self.add(path, (located.line, located.col), located.message)
             return None
 
-    def check_files(self, path: Path, doc: MarkedDocument, files: list[tuple[PathKey, str]]) -> None:
-        """Every file a configuration names for reading (``files``, from :func:`_resolve_file_paths`)
-        must be readable now, not at 3 a.m."""
-        for key_path, file_path in files:
+    def check_files(self, path: Path, doc: MarkedDocument, named: _NamedValues) -> None:
+        """Every file a configuration names for reading must be readable now, not at 3 a.m.; a
+        secret (in a file or written in place) must be one line. Secrets are never shown.
+        ``named`` is what :func:`_resolve_file_paths` found in the file."""
+        for key_path, file_path in named.files:
             where = describe_path(key_path)
             try:
                 content = Path(file_path).read_bytes()
             except OSError as exc:
                 self.add(path, doc.value_mark(key_path), f"{where}: cannot read {file_path}: {exc.strerror or exc}")
                 continue
-            if key_path[-1] in _SECRET_FILE_KEYS and not content.strip():
+            if not is_secret_file_key(key_path[-1]):
+                continue
+            secret = content.decode("utf-8", "replace").strip()
+            if not secret:
                 self.add(path, doc.value_mark(key_path), f"{where}: {file_path} is empty")
+            elif problem := _secret_shape_problem(secret):
+                self.add(path, doc.value_mark(key_path), f"{where}: {file_path} {problem} (its content is not shown)")
+        for key_path, secret in named.secrets:
+            if problem := _secret_shape_problem(secret):
+                self.add(path, doc.value_mark(key_path), f"{describe_path(key_path)}: the value {problem} "
+                                                         "(it is not shown)")
 
 
 # ---------------------------------------------------------------- agent file helpers
@@ -246,25 +258,36 @@ def _raw_device_patterns(data: dict[Any, Any]) -> tuple[list[tuple[str, PathKey]
     return [], False  # wrong type: the model reports it
 
 
-def _resolve_file_paths(data: Any, base: Path, path: PathKey = ()) -> list[tuple[PathKey, str]]:
+@dataclass
+class _NamedValues:
+    files: list[tuple[PathKey, str]] = field(default_factory=list)  # input files, made absolute
+    secrets: list[tuple[PathKey, str]] = field(default_factory=list)  # secrets written in place
+
+
+def _resolve_file_paths(data: Any, base: Path, path: PathKey = (), named: _NamedValues | None = None
+                        ) -> _NamedValues:
     """Make relative input-file paths absolute against ``base`` (the folder of the file that
     names them), so the running agent does not depend on its working directory; returns where
-    each is named and the path. (One walk over every value: a scalar costs a type check.)"""
-    found: list[tuple[PathKey, str]] = []
+    the input files and the secrets written in place are. (One walk over every value: a scalar
+    costs a type check.)"""
+    named = _NamedValues() if named is None else named
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file")):
                 if isinstance(value, str) and value and "${" not in value:
                     expanded = os.path.expanduser(value)
                     data[key] = expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
-                    found.append(((*path, key), data[key]))
+                    named.files.append(((*path, key), data[key]))
+            elif isinstance(value, str):
+                if is_secret_key(key):
+                    named.secrets.append(((*path, key), value))
             elif isinstance(value, dict | list):
-                found += _resolve_file_paths(value, base, (*path, key))
+                _resolve_file_paths(value, base, (*path, key), named)
     elif isinstance(data, list):
         for index, item in enumerate(data):
             if isinstance(item, dict | list):
-                found += _resolve_file_paths(item, base, (*path, index))
-    return found
+                _resolve_file_paths(item, base, (*path, index), named)
+    return named
 
 
 def _resolve_state_dir(data: dict[Any, Any], base: Path) -> None:
@@ -274,6 +297,15 @@ def _resolve_state_dir(data: dict[Any, Any], base: Path) -> None:
         expanded = os.path.expanduser(section["state_dir"])
         if expanded and not os.path.isabs(expanded):
             section["state_dir"] = os.path.normpath(base / expanded)
+
+
+def _secret_shape_problem(secret: str) -> str | None:
+    lines = len(secret.splitlines())
+    if lines > 1:
+        return f"holds {lines} lines, and a secret is one line"
+    if _CONTROL.search(secret):
+        return "holds a control character, which no secret has"
+    return None
 
 
 def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
@@ -587,7 +619,8 @@ def _resolve(loc: tuple[Any, ...], data: Any, error_type: str) -> _Resolved:
     return _Resolved(tuple(real), branch_at=branch_at)
 
 
-def _describe_input(value: Any) -> str:
+def _describe_input(value: Any, secret: bool = False) -> str:
+    """What a wrong value is; for a secret key only its kind, never the value."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -596,6 +629,8 @@ def _describe_input(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if secret:
+        return "a number" if isinstance(value, int | float) else f"a {type(value).__name__} (not shown)"
     return repr(value)
 
 
@@ -687,6 +722,7 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
         ctx = error.get("ctx") or {}
         value = error.get("input")
         key_name = next((p for p in reversed(real) if isinstance(p, str)), "value")
+        secret = is_secret_key(key_name)
 
         if kind == "missing":
             where = doc.key_mark(real) if real else Mark(1, 1)
@@ -734,11 +770,14 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
                 message = message.removeprefix(noise)
             message = re.sub(r"^Input should be ", "must be ", message)
             message = re.sub(r"^String should have at least 1 character$", "must not be empty", message)
+            if secret and value is not None and str(value) and str(value) in message:
+                message = message.replace(str(value), "(the value, not shown)")
             problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
 
     problems = _drop_missing_explained_by_misspelling(problems, errors, resolved, model, doc)
     for real, (phrases, value) in type_mismatches.items():
-        message = f"expected {' or '.join(phrases)}, got {_describe_input(value)}"
+        secret = is_secret_key(next((p for p in reversed(real) if isinstance(p, str)), None))
+        message = f"expected {' or '.join(phrases)}, got {_describe_input(value, secret)}"
         if phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
             message += " (put it in quotes)"
         if not real and value is None:
