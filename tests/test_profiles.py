@@ -153,6 +153,13 @@ def test_profiles_do_not_nest_and_name_no_device(tmp_path: Path) -> None:
     assert len(problems) == 2
 
 
+def test_exclude_needs_a_profile(tmp_path: Path) -> None:
+    device = "name: press-09\ndriver: modbus\nasset: {area: a}\nstage: forming\nconnection: {host: h}\n" \
+             "tags: [{name: running, address: \"co:0\", category: equipment_state}]\nexclude: [running]\n"
+    assert _problems(_plant(tmp_path, press_09=device)) == [
+        "devices/press_09.yaml:7:1: exclude: leaves out tags of a profile, and this file names no profile"]
+
+
 def test_a_profile_that_cannot_be_read_is_the_device_files_mistake(tmp_path: Path) -> None:
     agent = _plant(tmp_path, press_04=PRESS_04.replace("press-v2.yaml", "press-v9.yaml"), press_03=PRESS_03)
     assert _problems(agent) == [

@@ -382,6 +382,10 @@ def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
     context = {"stages": list(stages) if stages is not None else list(DEFAULT_STAGES)}
     if profiling.PROFILE_KEY in data:
         return _load_profiled_device(path, doc, collector, profiles, context, ignore), doc
+    if profiling.EXCLUDE_KEY in data:
+        collector.add(path, doc.key_mark((profiling.EXCLUDE_KEY,)),
+                      "exclude: leaves out tags of a profile, and this file names no profile")
+        ignore.add((profiling.EXCLUDE_KEY,))
 
     driver_cls = _driver_for(path, doc, collector)
     if driver_cls is None:
