@@ -9,6 +9,8 @@ the YAML marks recorded by :mod:`mos_agent.config.yamlmarks`.
 from __future__ import annotations
 
 import contextlib
+import enum
+import functools
 import gc
 import glob
 import os
@@ -258,6 +260,20 @@ def _raw_device_patterns(data: dict[Any, Any]) -> tuple[list[tuple[str, PathKey]
     return [], False  # wrong type: the model reports it
 
 
+class _KeyKind(enum.Enum):
+    INPUT_FILE = "input file"
+    SECRET = "secret"
+    OTHER = "other"
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_kind(key: Any) -> _KeyKind:
+    """What a key's value is (a file has few distinct keys and asks for each value's)."""
+    if isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file")):
+        return _KeyKind.INPUT_FILE
+    return _KeyKind.SECRET if is_secret_key(key) else _KeyKind.OTHER
+
+
 @dataclass
 class _NamedValues:
     files: list[tuple[PathKey, str]] = field(default_factory=list)  # input files, made absolute
@@ -273,13 +289,14 @@ def _resolve_file_paths(data: Any, base: Path, path: PathKey = (), named: _Named
     named = _NamedValues() if named is None else named
     if isinstance(data, dict):
         for key, value in data.items():
-            if isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file")):
+            kind = _key_kind(key)
+            if kind is _KeyKind.INPUT_FILE:
                 if isinstance(value, str) and value and "${" not in value:
                     expanded = os.path.expanduser(value)
                     data[key] = expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
                     named.files.append(((*path, key), data[key]))
             elif isinstance(value, str):
-                if is_secret_key(key):
+                if kind is _KeyKind.SECRET:
                     named.secrets.append(((*path, key), value))
             elif isinstance(value, dict | list):
                 _resolve_file_paths(value, base, (*path, key), named)

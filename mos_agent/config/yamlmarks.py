@@ -184,7 +184,10 @@ class _Builder:
 
     def pairs(self, node: yaml.MappingNode) -> tuple[list[tuple[yaml.Node, yaml.Node]], int]:
         """The pairs of a mapping with its ``<<`` merges folded in, and how many were merged."""
-        if not any(key_node.tag == _MERGE for key_node, _ in node.value):
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                break
+        else:  # no merge key (nearly every mapping): a loop, not a generator, for a million of them
             return node.value, 0
         inherited = self._merged_pairs(node)
         return [*inherited, *(pair for pair in node.value if pair[0].tag != _MERGE)], len(inherited)
