@@ -29,11 +29,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "modbus", "opcua", "mqtt", "config", "agent")
+BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "config", "agent")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "modbus": 40, "opcua": 60, "mqtt": 40, "config": 60, "agent": 150},
-    False: {"buffer": 120, "modbus": 120, "opcua": 150, "mqtt": 120, "config": 300, "agent": 540},
+    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "config": 60, "agent": 150},
+    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "config": 300,
+            "agent": 540},
 }
 
 Row = dict[str, Any]
@@ -105,6 +106,12 @@ def adapt_mqtt(data: dict[str, Any]) -> list[Row]:
     return [_row("mqtt", f, load) for f in _figures(data)]
 
 
+def adapt_exactly_once(data: dict[str, Any]) -> list[Row]:
+    rounds = data.get("details", {}).get("rounds")
+    load = f"in-process, best of {rounds} rounds" if rounds else ""
+    return [_row("exactly_once", f, load) for f in _figures(data)]
+
+
 def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
@@ -114,8 +121,8 @@ def adapt_config(data: dict[str, Any]) -> list[Row]:
 
 
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
-    "buffer": adapt_buffer, "modbus": adapt_modbus, "opcua": adapt_opcua, "mqtt": adapt_mqtt, "config": adapt_config,
-    "agent": adapt_agent,
+    "buffer": adapt_buffer, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus, "opcua": adapt_opcua,
+    "mqtt": adapt_mqtt, "config": adapt_config, "agent": adapt_agent,
 }
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path
+from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, Marks, PathKey, describe_path
 
 PROFILE_KEY = "profile"
 EXCLUDE_KEY = "exclude"
@@ -221,17 +221,16 @@ def merge(profile: Profile, device: dict[str, Any], device_doc: MarkedDocument, 
 # ---------------------------------------------------------------- one file's view of the merged device
 
 
-class SourceView:
-    """The merged device as one of its two files sees it: duck-types :class:`MarkedDocument` for
-    the pydantic error translation (``data``, ``key_mark``, ``value_mark``), with the marks and tag
-    indices of that file. The device file owns the device as a whole and its ``tags`` list."""
+class SourceView(MarkedDocument):
+    """The merged device as one of its two files sees it, for the pydantic error translation: its
+    marks are that file's (at that file's tag indices), and paths from the other file are not in
+    them. The device file owns the device as a whole and its ``tags`` list."""
 
     def __init__(self, merged: MergedDevice, doc: MarkedDocument, side: str, fallback: Mark) -> None:
+        # fallback: where a path the device owns but only the profile writes points (its profile:)
+        super().__init__(merged.data, _SourceMarks(self, doc, Marks(fallback, fallback)), [])
         self.merged = merged
-        self.data = merged.data
-        self.doc = doc
         self.side = side
-        self.fallback = fallback  # where a device-side path that only the profile writes points
 
     def _owner(self, path: PathKey) -> tuple[str, PathKey]:
         if not path or path == (TAGS_KEY,):
@@ -244,14 +243,6 @@ class SourceView:
     def source_path(self, path: PathKey) -> PathKey | None:
         side, source = self._owner(path)
         return source if side == self.side else None
-
-    def key_mark(self, path: PathKey) -> Mark:
-        source = self.source_path(path)
-        return self.doc.key_mark(source) if source is not None and source in self.doc.marks else self.fallback
-
-    def value_mark(self, path: PathKey) -> Mark:
-        source = self.source_path(path)
-        return self.doc.value_mark(source) if source is not None and source in self.doc.marks else self.fallback
 
     def foreign_paths(self) -> set[PathKey]:
         """Every path of the merged data that belongs to the other file (its errors are not ours)."""
@@ -266,6 +257,27 @@ class SourceView:
         if source is None:
             return text
         return describe_path(source[:2]) + text[found.end():]
+
+
+class _SourceMarks(Mapping[PathKey, Marks]):
+    """A merged path's marks in the file the view belongs to."""
+
+    def __init__(self, view: SourceView, doc: MarkedDocument, fallback: Marks) -> None:
+        self.view = view
+        self.doc = doc
+        self.fallback = fallback
+
+    def __getitem__(self, path: PathKey) -> Marks:
+        source = self.view.source_path(path)
+        if source is None:
+            raise KeyError(path)
+        return self.doc.marks.get(source, self.fallback)
+
+    def __iter__(self) -> Iterator[PathKey]:
+        return (path for path in _paths(self.view.data) if self.view.source_path(path) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _paths(data: Any, prefix: PathKey = ()) -> Iterator[PathKey]:
