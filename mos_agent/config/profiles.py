@@ -90,7 +90,7 @@ def profile_rules(doc: MarkedDocument) -> tuple[str | None, list[Located]]:
     """The profile's name and the mistakes in the shape of a profile file (not a device's)."""
     data = doc.data
     if not isinstance(data, dict):
-        what = "nothing" if data is None else "a list" if isinstance(data, list) else repr(data)
+        what = "nothing" if data is None else "a list" if isinstance(data, list) else "a single value"
         return None, [Located(1, 1, f"a profile must be a mapping of keys, got {what}")]
     problems: list[Located] = []
     name = data.get(PROFILE_KEY)
