@@ -5,10 +5,13 @@
         ──▶ one sink runner per sink (sinks/runner.py, supervised by sinks/forward.py)
 
 ``emit`` waits while the hand-off queue is full, so a slow disk slows acquisition instead of
-growing memory. The writer commits everything gathered at most every ``buffer.commit_interval``
-in one transaction, then runs the batches' ``on_committed`` callbacks (MQTT acks there).
-``Agent.status()`` assembles the status report (:mod:`mos_agent.status`) that ``/status``,
-``/metrics``, ``/healthz``, ``mos-agent status`` and the demo render.
+growing memory. A batch the normaliser cannot process is split until the rows that fail are
+found; those become bad-quality rows (DECODE_ERROR) and every other row is kept — one bad reading
+never costs its neighbours nor restarts its driver. The writer commits everything gathered at
+most every ``buffer.commit_interval`` in one transaction, then runs the batches' ``on_committed``
+callbacks (MQTT acks there). ``Agent.status()`` assembles the status report
+(:mod:`mos_agent.status`) that ``/status``, ``/metrics``, ``/healthz``, ``mos-agent status`` and
+the demo render.
 """
 
 from __future__ import annotations
@@ -27,18 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, collector_paused, load_config, read_secret
 from mos_agent.config.models import DeviceBase
-from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.driver_api import DeviceState, Driver, DriverContext, build_series_table
+from mos_agent.kpi.engine import KpiEngine
 from mos_agent.logs import redact_secrets, register_secrets
-from mos_agent.normalise import EncodedChunk, Normaliser
+from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
+from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
-from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
+from mos_agent.status import AgentInfo, DeviceStats, KpiEngineStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
+from mos_agent.taxonomy import CollectorCode
+from mos_agent.text import repaired
 
 if TYPE_CHECKING:
     from mos_agent.health import HealthServer
@@ -48,6 +57,57 @@ log = logging.getLogger("mos_agent")
 HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
 DRIVER_RESTART_DELAY = 5.0
 DRIVER_STOP_TIMEOUT = 5.0
+KPI_TICK = 1.0  # seconds between KPI engine ticks (shift ends are exact regardless)
+
+
+def normalise_isolating(normaliser: Normaliser, batch: ReadingBatch, report: ReportFn) -> EncodedChunk:
+    """``normaliser.process(batch)``; if that fails, the batch is halved until the failing rows are
+    alone, and each of them is stored as a bad-quality row with code DECODE_ERROR (or, if even
+    that fails — a series the table does not know — left out and counted). The good path pays
+    nothing: the search starts only after a failure."""
+    try:
+        return normaliser.process(batch)
+    except Exception as exc:
+        first = exc
+    bodies: list[bytes] = []
+    points = 0
+    isolated = 0
+    lost = 0
+
+    def take(rows: np.ndarray) -> None:
+        nonlocal points, isolated, lost
+        part = batch.select(rows)
+        try:
+            chunk = normaliser.process(part, deadband=False)
+        except Exception:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                take(rows[:half])
+                take(rows[half:])
+                return
+            failed = ReadingBatch.failed(part.series, CollectorCode.DECODE_ERROR, int(part.timestamps[0]))
+            failed.source_time = part.source_time
+            try:
+                chunk = normaliser.process(failed, deadband=False)
+                isolated += 1
+            except Exception:
+                lost += 1
+                return
+            part = failed
+        # the normaliser may have moved acquisition times; the driver reads them from its batch
+        batch.timestamps[rows] = part.timestamps
+        bodies.append(chunk.body)
+        points += chunk.points
+
+    take(np.arange(len(batch)))
+    problem = repaired(f"{type(first).__name__}: {first}"[:200])  # it may quote the unencodable text
+    if isolated:
+        report("normalise", f"{isolated} reading(s) could not be normalised ({problem}); stored as bad quality "
+                            f"(code {int(CollectorCode.DECODE_ERROR)})", isolated)
+    if lost:
+        report("normalise", f"{lost} reading(s) could not be normalised nor stored as bad quality ({problem}); "
+                            "left out", lost)
+    return EncodedChunk(b"".join(bodies), points, int(batch.timestamps.max()), list(batch.on_committed))
 
 
 class RateMeter:
@@ -125,6 +185,8 @@ class Agent:
         self._queue: asyncio.Queue[EncodedChunk | None] | None = None
         self._writer_task: asyncio.Task | None = None
         self._housekeeping_task: asyncio.Task | None = None
+        self.kpi: KpiEngine | None = None
+        self._kpi_task: asyncio.Task | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-writer")
         self._stop_event: asyncio.Event | None = None
         self.on_commit: list[Callable[[int], None]] = []  # metrics hooks
@@ -136,7 +198,8 @@ class Agent:
         register_secrets(collect_secrets(self.loaded))
         self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
         self._stop_event = asyncio.Event()
-        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"))
+        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"),
+                                     self._sink_context())
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
@@ -146,6 +209,7 @@ class Agent:
             self.on_commit.append(self.health_server.observe_commit)
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
+        self._start_kpi(self.loaded.devices)
         with collector_paused():  # series tables and request plans live as long as their device
             for device in self.loaded.devices:
                 if device.enabled:
@@ -181,6 +245,11 @@ class Agent:
         # one deadline for the whole stop: the last commits, then the sinks, whatever the disk does
         self._stop_deadline = loop.time() + self.config.agent.shutdown_timeout
         await asyncio.gather(*(self._stop_device(name) for name in list(self.devices)))
+        if self._kpi_task is not None:
+            self._kpi_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._kpi_task
+            await self._kpi_tick(save=True)  # the state as of now, saved once it is committed
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)  # the writer commits what is queued, then ends
             await self._writer_task
@@ -194,6 +263,23 @@ class Agent:
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
 
+    def _sink_context(self) -> SinkContext:
+        """The configured series of every enabled device (a Sparkplug sink announces them in its
+        births) and the devices' states, read from the sink's thread."""
+        series = [spec for device in self.loaded.devices if device.enabled
+                  for spec in build_series_table(self.config.agent, device).specs]
+        return SinkContext(self.config.agent, series, self.device_states)
+
+    def device_states(self) -> dict[str, str]:
+        """Device name → state; safe to call from another thread (a reload may change the device
+        set meanwhile: then it is read again)."""
+        for _ in range(3):
+            try:
+                return {name: rt.ctx.status.state.value for name, rt in list(self.devices.items())}
+            except RuntimeError:
+                continue
+        return {}
+
     # ------------------------------------------------------------ devices
 
     def _start_device(self, device: DeviceBase) -> DeviceRuntime:
@@ -205,9 +291,11 @@ class Agent:
             await self._emit(runtime_holder[0], batch)
 
         ctx = DriverContext(self.config.agent, device, emit, time_resolution_ns=self.config.time_resolution_ns())
-        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns)
+        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns, ctx.report_error)
         runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
+        if self.kpi is not None and (feed := self.kpi.attach(device, ctx.series)) is not None:
+            runtime.normaliser.observer = feed.observe
         if self.health_server is not None:
             health_server = self.health_server
             ctx.read_latency_hook = lambda seconds: health_server.observe_read(device.name, seconds)
@@ -246,7 +334,7 @@ class Agent:
         runtime.ctx.set_state(DeviceState.STOPPED)
 
     async def _emit(self, runtime: DeviceRuntime, batch: ReadingBatch) -> None:
-        chunk = runtime.normaliser.process(batch)
+        chunk = normalise_isolating(runtime.normaliser, batch, runtime.ctx.report_error)
         if len(batch):
             runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
         assert self._queue is not None
@@ -254,6 +342,55 @@ class Agent:
             # the last await: the writer commits the chunk only after the driver next yields, which
             # DriverContext.emit promises (MQTT records a batch's stored times in between)
             await self._queue.put(chunk)
+
+    # ------------------------------------------------------------ KPIs
+
+    def _start_kpi(self, devices: list[DeviceBase]) -> None:
+        """The KPI engine once a device has a ``kpi:`` block (at start or after a reload), and
+        forgetting devices that no longer have one."""
+        with_kpi = [d.name for d in devices if d.enabled and d.kpi is not None]
+        if self.kpi is not None:
+            self.kpi.retain(with_kpi)
+            return
+        if not with_kpi:
+            return
+        if not self.config.shifts:
+            log.warning("devices %s have a kpi: block, but the agent file has no shifts: nothing is planned, "
+                        "so no KPI is computed", ", ".join(with_kpi))
+        self.kpi = KpiEngine(self.config, self.state_dir, time.time_ns())
+        self._kpi_task = asyncio.create_task(self._kpi_loop(), name="kpi")
+
+    async def _kpi_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KPI_TICK - time.time() % KPI_TICK)
+            try:
+                await self._kpi_tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in the engine must not stop acquisition
+                log.exception("KPI computation failed; retrying at the next tick")
+
+    async def _kpi_tick(self, save: bool = False) -> None:
+        """Hand the engine's records to the writer like readings; its state is saved only once they
+        are committed, so a kill -9 never leaves a saved state ahead of the buffer."""
+        if self.kpi is None or self._queue is None:
+            return
+        now = time.time_ns()
+        out = self.kpi.tick(now, save=save)
+        if out is None:
+            return
+        engine, state, io = self.kpi, out.state, self._io
+
+        def save_state() -> None:
+            try:
+                engine.save(state)
+            except OSError as exc:
+                log.error("cannot save the KPI state in %s: %s", engine.state_path, exc)
+
+        def committed() -> None:  # in the event loop: the file is written on the writer's thread
+            io.submit(save_state)
+
+        await self._queue.put(EncodedChunk(out.body, out.points, now, on_committed=[committed]))
 
     # ------------------------------------------------------------ buffer writer
 
@@ -348,6 +485,7 @@ class Agent:
                          f"restarting {', '.join(restarted)}" if restarted else "no device of it changed")
         for name in removed + changed:
             await self._stop_device(name)
+        self._start_kpi(loaded.devices)
         for name in changed + added:
             self._start_device(new[name])
         self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
@@ -385,6 +523,8 @@ class Agent:
                                    commit_failures=self.commit_failures),
             buffer=store.buffer,
             sinks=store.sinks,
+            kpi=self.kpi.status() if self.kpi is not None else [],
+            kpi_engine=self.kpi.engine_stats() if self.kpi is not None else KpiEngineStats(),
             time=time.time(),
         )
 
@@ -401,6 +541,7 @@ class Agent:
             last_error_time=st.last_error_time,
             errors=dict(st.errors),
             overruns=st.overruns,
+            source_names=dict(st.source_names),
             series=len(rt.ctx.series),
             points_read=counts.read,
             points_kept=counts.kept,

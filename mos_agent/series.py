@@ -18,6 +18,7 @@ import numpy as np
 
 from mos_agent.lineprotocol import escape_tag, series_prefix
 from mos_agent.taxonomy import ASSET_LEVELS, QUALITY_NAMES
+from mos_agent.text import repaired
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,10 @@ class SeriesTable:
                 existing = len(self.specs)
                 self.specs.append(spec)
                 self._index[spec.key] = existing
-                middle = self._head(spec) + (f",tag={escape_tag(spec.tag)}" if spec.tag else "") + self._tail(spec)
+                # repaired: a name taken from a device (a browse name in a legacy code page) must
+                # not make every reading of the series unencodable
+                middle = repaired(self._head(spec) + (f",tag={escape_tag(spec.tag)}" if spec.tag else "")
+                                  + self._tail(spec))
                 for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
                     by_series.append(f"{middle}{quality} ")
                 fresh.append(spec)
