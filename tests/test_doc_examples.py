@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mos_agent.config.models import AgentConfig
+from mos_agent.config.models import AgentConfig, ContractConfig
 from mos_agent.config.profiles import DEVICE, PROFILE_KEY, Profile, SourceView, merge, profile_rules
 from mos_agent.config.validation import pydantic_problems
 from mos_agent.config.yamlmarks import Mark, load_yaml
@@ -68,7 +68,8 @@ PROFILES = profile_blocks()
 
 def problems_in(text: str) -> list[tuple[int, int, str]]:
     """What validating the block reports: an agent file (a block of agent-file sections without
-    the ``agent:`` one gets a placeholder for it) or a device file of its driver."""
+    the ``agent:`` one gets a placeholder for it), a device file of its driver, or a sharing
+    contract (it names a ``consumer``)."""
     doc = load_yaml(text, AnyVariable())
     found = [(p.line, p.col, p.message) for p in doc.problems]
     data = doc.data
@@ -91,6 +92,8 @@ def problems_in(text: str) -> list[tuple[int, int, str]]:
     if "driver" in data:
         model = load_driver(str(data["driver"])).device_model
         context = {"stages": list(DEFAULT_STAGES)}
+    elif "consumer" in data:
+        model = ContractConfig
     elif set(data) <= set(AgentConfig.model_fields):
         model = AgentConfig
         data = {"agent": PLACEHOLDER_AGENT, **data}

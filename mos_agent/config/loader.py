@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -31,6 +31,9 @@ from mos_agent.config.validation import VALUE_CUTOFF, describe_input, pydantic_p
 from mos_agent.config.yamlmarks import Mark, MarkedDocument, PathKey, describe_path, load_yaml
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.taxonomy import DEFAULT_STAGES
+
+if TYPE_CHECKING:
+    from mos_agent.sharing.contracts import Contract
 
 DEFAULT_DEVICES_GLOB = "devices/*.yaml"
 
@@ -71,6 +74,7 @@ class LoadedConfig:
     agent: AgentConfig
     devices: list[DeviceBase]
     device_files: dict[str, Path]
+    contracts: list[Contract] = field(default_factory=list)  # sharing contracts (mos_agent.sharing)
     profiles: dict[str, ProfileInfo] = field(default_factory=dict)  # by profile name
 
 
@@ -138,10 +142,15 @@ def _load_config(path: Path) -> LoadedConfig:
     # carry for nothing.
     profiles: dict[str, Profile] = {}
     devices, device_files = _load_devices(device_paths, stages, collector, profiles)
+    contracts: list[Contract] = []
+    if agent is not None and doc is not None:
+        from mos_agent.sharing.contracts import load_contracts
+
+        contracts = load_contracts(path, doc, agent, devices, collector)
 
     if collector.problems or agent is None:
         raise ConfigErrors(collector.sorted())
-    return LoadedConfig(path, agent, devices, device_files, _profile_infos(profiles))
+    return LoadedConfig(path, agent, devices, device_files, contracts=contracts, profiles=_profile_infos(profiles))
 
 
 def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
@@ -330,6 +339,13 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
     if doc is not None and doc.data is None and doc.problems:
         # The agent file did not parse: still check the device files where they usually are.
         patterns, default = [(DEFAULT_DEVICES_GLOB, ())], True
+    return files_matching(agent_path, doc, patterns, collector, report_no_match=not default)
+
+
+def files_matching(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
+                   collector: _Collector, *, report_no_match: bool = True) -> list[Path]:
+    """The files the agent file's glob patterns (relative to it) name, each once and never the
+    agent file itself; an empty pattern, or one matching nothing, is a located problem."""
     base = agent_path.parent
     agent_real = os.path.realpath(agent_path)
     files: list[Path] = []
@@ -342,7 +358,7 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
         expanded = os.path.expanduser(pattern)
         full = expanded if os.path.isabs(expanded) else str(base / expanded)
         matched = sorted(Path(m) for m in glob.glob(full) if os.path.isfile(m))
-        if not matched and not default and doc is not None:
+        if not matched and report_no_match and doc is not None:
             collector.add(agent_path, doc.value_mark(key_path),
                           f"{describe_path(key_path)}: no file matches {full!r}")
         for match in matched:
