@@ -143,14 +143,24 @@ def test_validate_in_korean_reports_every_planted_mistake_at_its_place(
 
 def test_validate_summary_in_korean(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     neutral_locale: pytest.MonkeyPatch) -> None:
+    from rich.cells import cell_len
+
     neutral_locale.setenv("MOS_INFLUX_TOKEN", "not-a-real-token")
     agent_file = REPO / "configs" / "agent.yaml"
     en_code, english, _ = _validate_in("en", agent_file, capsys, neutral_locale)
     ko_code, korean, _ = _validate_in("ko", agent_file, capsys, neutral_locale)
     assert en_code == ko_code == 0
     assert english.splitlines()[0].endswith(": OK") and english.splitlines()[1].startswith("agent      ")
+    in_korean = {"agent": "에이전트", "devices": "설비", "profiles": "프로파일", "contract": "계약", "tags": "태그",
+                 "expected": "예상", "sink": "싱크", "buffer": "버퍼", "kpi": "KPI"}
     labels = [line.split()[0] for line in korean.splitlines()[1:]]
-    assert labels[:4] == ["에이전트", "설비", "태그", "예상"] and "싱크" in labels and "버퍼" in labels
+    assert labels == [in_korean[line.split()[0]] for line in english.splitlines()[1:]]
+    # the values line up in one column whatever the width of the labels (a Hangul syllable is two cells)
+    value_columns = set()
+    for line in korean.splitlines()[1:]:
+        label = line.split()[0]
+        value_columns.add(cell_len(line[:len(line) - len(line[len(label):].lstrip())]))
+    assert value_columns == {11}
     assert korean.splitlines()[0] == english.splitlines()[0].replace(": OK", ": 정상")
     # the values are the same: only the words around them change
     assert re.findall(r"\d[\d,.]*", korean) == re.findall(r"\d[\d,.]*", english)

@@ -1,7 +1,8 @@
 """``mos-agent validate -c FILE``: check the agent file and every device file.
 
 Each problem is one ``PATH:LINE:COL: message`` line on stderr and the exit code is 2; a clean
-configuration prints what it would run (devices, tags, expected points/s, sinks) and exits 0.
+configuration prints what it would run (devices, the profiles they share, tags, expected points/s,
+sinks) and exits 0.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from mos_agent.cli import UsageError
 from mos_agent.commands.words import pad
 from mos_agent.config.loader import LoadedConfig, load_config
 from mos_agent.config.models import InfluxSinkConfig, SinkConfig, SqliteSinkConfig
-from mos_agent.i18n import _
+from mos_agent.i18n import _, ngettext
 from mos_agent.kpi.calendar import system_timezone
 from mos_agent.registry import load_driver
 from mos_agent.sinks.sqlite import history_path
@@ -40,7 +41,8 @@ def summary(loaded: LoadedConfig) -> str:
     rate = sum(load_driver(d.driver).expected_points_per_second(d) for d in enabled)
     tags = sum(len(d.tags) for d in devices)
 
-    labels = {"agent": _("agent"), "devices": _("devices"), "tags": _("tags"), "expected": _("expected"),
+    labels = {"agent": _("agent"), "devices": _("devices"), "profiles": _("profiles"),
+              "tags": _("tags"), "expected": _("expected"),
               "sink": _("sink"), "contract": _("contract"), "buffer": _("buffer"), "kpi": _("kpi")}
     width = max(11, *(cell_len(label) + 1 for label in labels.values()))
 
@@ -54,6 +56,10 @@ def summary(loaded: LoadedConfig) -> str:
     disabled = len(devices) - len(enabled)
     lines.append(line("devices", f"{len(devices)}" + (f" ({drivers})" if drivers else "")
                       + (", " + _("{count} disabled").format(count=disabled) if disabled else "")))
+    if loaded.profiles:
+        on_each = ", ".join(f"{name}: " + ngettext("{count} device", "{count} devices", len(info.devices)).format(
+            count=len(info.devices)) for name, info in sorted(loaded.profiles.items()))
+        lines.append(line("profiles", f"{len(loaded.profiles)} ({on_each})"))
     categories = ", ".join(f"{per_category[c]} {c}" for c in CATEGORIES if per_category[c])
     lines.append(line("tags", f"{tags}" + (f" ({categories})" if categories else "")))
     lines.append(line("expected", _("{rate} points/s").format(rate=f"{rate:,.1f}")))
