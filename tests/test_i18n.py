@@ -359,3 +359,35 @@ def test_the_catalog_uses_the_glossary_terms() -> None:
             if re.search(rf"\b{re.escape(term)}s?\b", words) and korean_term not in korean:
                 wrong.append((term, korean_term, english, korean))
     assert not wrong, wrong
+
+
+def test_sharing_report_speaks_korean_and_its_json_does_not_change(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], neutral_locale: pytest.MonkeyPatch) -> None:
+    from mos_agent.cli import main as cli_main
+    from mos_agent.sharing.ledger import AuditEntry, Ledger
+    from tests.test_sharing_catalog import write_plant
+
+    agent = write_plant(tmp_path)
+    released_at = 1_796_083_200_000_000_000
+    ledger = Ledger(tmp_path / "state")  # the audit the sink keeps, as a running agent writes it
+    ledger.record("datacentre", audit={("mdcg-2026-017", "press-01"): AuditEntry(40, released_at - 60 * 10**9,
+                                                                                released_at - 1)},
+                  closed_before={}, processed_row=7, checkpoint=None, now_ns=released_at)
+    ledger.close()
+    neutral_locale.setenv("COLUMNS", "200")
+    printed = {}
+    for language in ("en", "ko"):
+        neutral_locale.setenv("MOS_AGENT_LANG", language)
+        assert cli_main(["sharing", "-c", str(agent)]) == 0
+        table = capsys.readouterr().out
+        assert cli_main(["sharing", "-c", str(agent), "--json"]) == 0
+        printed[language] = (table, json.loads(capsys.readouterr().out))
+    (english, en_json), (korean, ko_json) = printed["en"], printed["ko"]
+    assert ko_json == en_json and {c["status"] for c in ko_json["contracts"]} == {"active", "pending", "expired"}
+    for word in ("유효 기간", "데이터셋", "공개 형태", "공개량", "마지막 공개", "유효", "시작 전", "만료", "가명 처리"):
+        assert word in korean, korean
+    assert "expired" in english and "last release" in english
+    assert "expired" not in korean and "last release" not in korean
+    # names, numbers and times are the same in both
+    for same in ("mdcg-2026-017", "press-01", "40", "2026-12-01T00:00:00.000Z"):
+        assert same in korean and same in english
