@@ -83,6 +83,21 @@ class StatusCollector:
             lag_s.add_metric(lv, sink.lag_seconds)
         yield from (sent, dead, retried, lag, lag_s)
 
+        mqtt_labels = ["sink", "format"]
+        connected = GaugeMetricFamily("mos_agent_mqtt_connected", "1 while the MQTT sink is connected to its broker",
+                                      labels=mqtt_labels)
+        published = CounterMetricFamily("mos_agent_mqtt_messages_published", "Messages an MQTT sink published",
+                                        labels=mqtt_labels)
+        births = CounterMetricFamily("mos_agent_sparkplug_births", "Sparkplug NBIRTH sequences published",
+                                     labels=mqtt_labels)
+        for sink in status.sinks:
+            if sink.mqtt is not None:
+                lv = [sink.name, sink.mqtt.format]
+                connected.add_metric(lv, 1.0 if sink.mqtt.connected else 0.0)
+                published.add_metric(lv, sink.mqtt.messages_published)
+                births.add_metric(lv, sink.mqtt.births)
+        yield from (connected, published, births)
+
 
 class HealthServer:
     def __init__(self, source: StatusSource, address: str, request_timeout: float = REQUEST_TIMEOUT) -> None:

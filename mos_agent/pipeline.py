@@ -30,11 +30,12 @@ from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
 from mos_agent.config.models import DeviceBase
-from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.driver_api import DeviceState, Driver, DriverContext, build_series_table
 from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
+from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
@@ -135,7 +136,8 @@ class Agent:
         register_secrets(collect_secrets(self.loaded))
         self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
         self._stop_event = asyncio.Event()
-        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"))
+        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"),
+                                     self._sink_context())
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
@@ -191,6 +193,23 @@ class Agent:
             await loop.run_in_executor(self._io, self.store.stop, timeout)
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
+
+    def _sink_context(self) -> SinkContext:
+        """The configured series of every enabled device (a Sparkplug sink announces them in its
+        births) and the devices' states, read from the sink's thread."""
+        series = [spec for device in self.loaded.devices if device.enabled
+                  for spec in build_series_table(self.config.agent, device).specs]
+        return SinkContext(self.config.agent, series, self.device_states)
+
+    def device_states(self) -> dict[str, str]:
+        """Device name → state; safe to call from another thread (a reload may change the device
+        set meanwhile: then it is read again)."""
+        for _ in range(3):
+            try:
+                return {name: rt.ctx.status.state.value for name, rt in list(self.devices.items())}
+            except RuntimeError:
+                continue
+        return {}
 
     # ------------------------------------------------------------ devices
 

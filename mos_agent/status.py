@@ -116,6 +116,26 @@ class SinkLag:
 
 
 @dataclass(slots=True)
+class MqttSinkStats:
+    """The northbound MQTT sink's session (``format: uns|sparkplug``)."""
+
+    format: str = ""
+    broker: str = ""  # host:port
+    connected: bool = False
+    connections: int = 0  # sessions established since start
+    messages_published: int = 0
+    # sparkplug
+    group_id: str | None = None
+    edge_node_id: str | None = None
+    bd_seq: int | None = None  # of the current (or last) connection
+    primary_host_online: bool | None = None  # None: no primary host configured
+    births: int = 0  # NBIRTH sequences published (connections and rebirths)
+    rebirth_requests: int = 0
+    device_deaths: int = 0
+    skipped_dead_points: int = 0  # failed reads of devices already declared dead (DDEATH)
+
+
+@dataclass(slots=True)
 class SinkStats:
     name: str = ""
     type: str = ""
@@ -134,6 +154,7 @@ class SinkStats:
     live_lag_seconds: float = 0.0
     backlog_points: int = 0
     dropped_points: int = 0  # of this sink's unsent points, by the buffer's overflow policy
+    mqtt: MqttSinkStats | None = None  # type: mqtt only
 
 
 @dataclass(slots=True)

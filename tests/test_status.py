@@ -44,7 +44,7 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
             "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
-            "dropped_points"} == set(data["sinks"][0])
+            "dropped_points", "mqtt"} == set(data["sinks"][0])
     # enums travel as their plain values
     assert data["devices"][0]["state"] == "running" and data["sinks"][0]["state"] == "draining"
 
@@ -75,3 +75,25 @@ def test_problems_name_what_is_unhealthy() -> None:
     report.agent.ready = False
     assert report.problems() == ["not ready", "device press-01 down: connection refused",
                                  "sink influxdb auth_failed: HTTP 503"]
+
+
+def test_an_mqtt_sink_reports_its_session_and_reads_back() -> None:
+    from mos_agent.status import MqttSinkStats, SinkStats
+
+    report = _report()
+    report.sinks.append(SinkStats(name="scada", type="mqtt", mqtt=MqttSinkStats(
+        format="sparkplug", broker="127.0.0.1:1883", connected=True, connections=2, messages_published=40,
+        group_id="changwon", edge_node_id="gw-1", bd_seq=7, births=3, rebirth_requests=1)))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["sinks"][-1]["mqtt"]["bd_seq"] == 7 and data["sinks"][0]["mqtt"] is None
+    again = StatusReport.from_dict(data)
+    assert again == report and isinstance(again.sinks[-1].mqtt, MqttSinkStats)
+
+    from rich.console import Console
+
+    from mos_agent.commands.status import render
+
+    console = Console(record=True, width=200)
+    render(again, console)
+    assert ("scada: sparkplug → 127.0.0.1:1883, connected, 40 messages, edge node changwon/gw-1, bdSeq 7, 3 births"
+            in console.export_text())

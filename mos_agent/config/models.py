@@ -165,7 +165,99 @@ class SqliteSinkConfig(SinkBase):
     flush_interval: Duration = 1.0
 
 
-SinkConfig = Annotated[InfluxSinkConfig | SqliteSinkConfig, Field(discriminator="type")]
+_MQTT_URL = re.compile(r"^(mqtts?)://([^/:\s]+|\[[0-9a-fA-F:]+\])(?::(\d+))?/?$")
+# MQTT topic separators and wildcards cannot be part of a topic level we write
+_TOPIC_SPECIALS = frozenset("+#")
+
+
+class MqttTls(StrictModel):
+    ca_file: Path | None = None  # default: the system's trusted CAs
+    cert_file: Path | None = None  # client certificate, with key_file
+    key_file: Path | None = Field(default=None, validate_default=True)
+
+    @field_validator("key_file")
+    @classmethod
+    def _pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("cert_file") is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        return value
+
+
+class MqttSinkConfig(SinkBase):
+    """Northbound MQTT: the plant as a Unified Namespace (``format: uns``, JSON a value) or as a
+    Sparkplug B 3.0 edge node (``format: sparkplug``)."""
+
+    type: Literal["mqtt"]
+    url: str
+    format: Literal["uns", "sparkplug"]
+    prefix: str | None = Field(default=None, validate_default=True)  # uns: first topic level(s)
+    group_id: str | None = Field(default=None, validate_default=True)  # sparkplug
+    # sparkplug: publish only while this primary host application says it is online (STATE topic)
+    primary_host_id: str | None = Field(default=None, validate_default=True)
+    client_id: str | None = None  # default: mos-agent-<agent id>-<sink name>
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_file: Path | None = None
+    tls: MqttTls | None = None
+    qos: Literal[0, 1] = 1
+    keepalive: Duration = 30.0
+    # how long a batch may wait for the broker's acknowledgements before it is sent again
+    ack_timeout: Duration = 30.0
+    batch_size: int = Field(default=5000, gt=0, le=1_000_000)
+    flush_interval: Duration = 1.0
+    max_retry_delay: Duration = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        m = _MQTT_URL.match(value)
+        if not m:
+            raise ValueError(f"url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {value!r}")
+        if m.group(3) is not None and not 0 < int(m.group(3)) < 65536:
+            raise ValueError(f"port {m.group(3)} in {value!r} is out of range")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("format") == "sparkplug":
+            raise ValueError("prefix is for format: uns (Sparkplug topics start with spBv1.0)")
+        if not value.strip("/") or set(value) & _TOPIC_SPECIALS or "//" in value:
+            raise ValueError(f"prefix {value!r} must be topic levels without '+', '#' or empty levels")
+        return value.strip("/")
+
+    @field_validator("group_id", "primary_host_id")
+    @classmethod
+    def _sparkplug_ids(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from mos_agent.sparkplug.topic import id_problem
+
+        sparkplug = info.data.get("format") == "sparkplug"
+        if value is None:
+            if sparkplug and info.field_name == "group_id":
+                raise ValueError("group_id is required with format: sparkplug")
+            return value
+        if not sparkplug and "format" in info.data:
+            raise ValueError(f"{info.field_name} is for format: sparkplug")
+        problem = id_problem(value)
+        if problem:
+            raise ValueError(f"{info.field_name} {value!r} {problem}")
+        return value
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        m = _MQTT_URL.match(self.url)
+        assert m is not None
+        host = m.group(2).strip("[]")
+        return host, int(m.group(3)) if m.group(3) else (8883 if m.group(1) == "mqtts" else 1883)
+
+
+SinkConfig = Annotated[InfluxSinkConfig | SqliteSinkConfig | MqttSinkConfig, Field(discriminator="type")]
 
 
 class LocalizedText(StrictModel):
@@ -194,6 +286,21 @@ class AgentConfig(StrictModel):
         """The coarsest precision of the sinks, in ns: readings without a source time are kept
         that far apart (a sink without ``precision`` keeps nanoseconds)."""
         return max((PRECISION_NS[getattr(sink, "precision", "ns")] for sink in self.sinks), default=1)
+
+    @field_validator("sinks")
+    @classmethod
+    def _edge_node_id(cls, sinks: list[Any], info: ValidationInfo) -> list[Any]:
+        """A Sparkplug sink publishes under the agent id (its edge node id), which must then be a
+        valid topic level."""
+        from mos_agent.sparkplug.topic import id_problem
+
+        agent = info.data.get("agent")
+        if agent is not None and any(isinstance(s, MqttSinkConfig) and s.format == "sparkplug" for s in sinks):
+            problem = id_problem(agent.id)
+            if problem:
+                raise ValueError(f"a format: sparkplug sink uses agent.id {agent.id!r} as its edge node id, "
+                                 f"which {problem}")
+        return sinks
 
 
 # ---------------------------------------------------------------- device files
