@@ -330,7 +330,7 @@ def _generated_title(device: DeviceBase) -> str:
 
 
 def _generated_description(device: DeviceBase, site_path: str, protocol: str, categories: list[str]) -> str:
-    count = len(device.tags)
+    count = len(device.configured_tags())
     return (f"{count} configured {'variable' if count == 1 else 'variables'} of equipment {device.name} at "
             f"{site_path}, read over {protocol}; process stage {device.stage}; categories: "
             f"{', '.join(categories) or 'none'}. {ACCESS_RIGHTS_EN}")
@@ -474,7 +474,7 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
         if file_time:
             dataset["dct:modified"] = _datetime_literal(file_time)
             modified_times.append(file_time)
-        dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+        dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.configured_tags()]
         if templates:
             dataset["mos:discoveredVariables"] = templates
         if observed is not None:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection, DeviceBase, TagBase
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
-from mos_agent.status import DeviceState
+from mos_agent.status import DeviceState, SparkplugInStats
 
 __all__ = ["DeviceState", "DeviceStatus", "Driver", "DriverContext", "build_series_table", "raise_if_cancelled",
            "series_spec_for"]
@@ -51,6 +51,7 @@ class DeviceStatus:
     last_error_time: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # by kind: timeout, exception, payload…
     overruns: int = 0
+    sparkplug: SparkplugInStats | None = None  # set by a driver reading Sparkplug B edge nodes
 
 
 def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
@@ -83,7 +84,7 @@ def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
 
 def build_series_table(agent: AgentSection, device: DeviceBase) -> SeriesTable:
     table = SeriesTable()
-    for tag in device.tags:
+    for tag in device.configured_tags():
         table.add(series_spec_for(agent, device, tag))
     return table
 
