@@ -230,6 +230,10 @@ class SparkplugMetricTag(SeriesFields):
     def effective_kind(self) -> str:
         return self.kind or DEFAULT_KIND[self.category]
 
+    def data_type(self) -> str:
+        """Numbers unless the birth says otherwise (each metric's series takes its birth's type)."""
+        return "float"
+
 
 def _located(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
     """A validation error at ``loc`` from a validator of the whole device (which pydantic would
