@@ -295,8 +295,10 @@ def _variable(dataset_iri: str, tag: TagBase) -> dict[str, Any]:
 
 
 def _browse_entries(device: DeviceBase) -> list[Any]:
-    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries)."""
-    return [entry for entry in getattr(device, "browse", None) or [] if getattr(entry, "category", None) in CATEGORIES]
+    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries,
+    Sparkplug B metric name patterns)."""
+    entries = [*(getattr(device, "browse", None) or []), *(getattr(device, "metric_tags", None) or [])]
+    return [entry for entry in entries if getattr(entry, "category", None) in CATEGORIES]
 
 
 def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, Any]]:
@@ -315,6 +317,9 @@ def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, 
         prefix = getattr(entry, "prefix", None)
         if isinstance(prefix, str) and prefix:
             node["mos:namePrefix"] = prefix
+        pattern = getattr(entry, "metric", None)
+        if isinstance(pattern, str) and pattern:
+            node["mos:sourceNamePattern"] = pattern  # Sparkplug metric names, before the name mapping
         unit_code = getattr(entry, "unit", None)
         if isinstance(unit_code, str) and (unit := units.lookup(unit_code)) is not None:
             node["mos:ucumCode"] = unit.ucum

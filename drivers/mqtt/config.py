@@ -243,10 +243,10 @@ def _located(loc: tuple[str | int, ...], message: str, value: Any) -> Validation
 
 
 def _tag_form(value: Any) -> str:
-    return "metric" if isinstance(value, dict) and "metric" in value else "topic"
+    return "by_metric" if isinstance(value, dict) and "metric" in value else "by_topic"
 
 
-DeviceTag = Annotated[Annotated[MqttTag, Tag("topic")] | Annotated[SparkplugMetricTag, Tag("metric")],
+DeviceTag = Annotated[Annotated[MqttTag, Tag("by_topic")] | Annotated[SparkplugMetricTag, Tag("by_metric")],
                       Discriminator(_tag_form)]
 
 

@@ -25,7 +25,7 @@ AGENT = AgentSection(id="gw-test", enterprise="acme", site="changwon")
 def _without_tag_form(loc: tuple) -> tuple:
     """pydantic names the form of a tag (``topic`` or ``metric``) in the location of its errors;
     the file has no such level (the loader drops it the same way)."""
-    if len(loc) > 2 and loc[0] == "tags" and loc[2] in ("topic", "metric"):
+    if len(loc) > 2 and loc[0] == "tags" and loc[2] in ("by_topic", "by_metric"):
         return (*loc[:2], *loc[3:])
     return loc
 
