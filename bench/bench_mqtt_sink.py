@@ -13,9 +13,10 @@ Both run alone, one after the other, in their own process, for the same points (
   parse, build DDATA by alias (Quality only where it changed), publish QoS 1, wait for every
   acknowledgement. Births and the session are set up before the clock starts.
 
-Target: the sink ≤ 2× the bare publisher's CPU per point.
+Target: the sink ≤ 2× the bare publisher's CPU per point. Each takes 3 turns of 15 s (quick: 2 of
+5 s), alternating; the best turn of each is the figure.
 
-    python bench/bench_mqtt_sink.py [--quick]   # ≤ 60 s (quick ≤ 20 s); writes bench/results/mqtt_sink.json
+    python bench/bench_mqtt_sink.py [--quick]   # ≤ 120 s (quick ≤ 40 s); writes bench/results/mqtt_sink.json
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import queue
 import sys
 import tempfile
 import time
@@ -115,7 +117,7 @@ def child_sink(port: int, seconds: float, state_dir: str, result: Any) -> None:
         sink.write(payload)
         points += payload.points
     cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
-    published = sink.status()["messages_published"]
+    published = sink.status().messages_published
     sink.close()
     result.put({"points": points, "cpu": cpu, "seconds": wall, "messages": published})
 
@@ -169,32 +171,47 @@ def measure(target: Any, *args: Any) -> dict[str, Any]:
     result = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, result))
     proc.start()
-    out = result.get(timeout=300)
-    proc.join(30)
-    return out
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            out = result.get(timeout=1)
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} ended without a result (exit {proc.exitcode})") from None
+            continue
+        proc.join(30)
+        return out
+    proc.kill()
+    raise TimeoutError(f"{target.__name__} gave no result within 300 s")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    seconds = 5.0 if args.quick else 20.0
-    with tempfile.TemporaryDirectory(prefix="bench-mqtt-sink-") as tmp, \
-            running(Mosquitto.start(Path(tmp) / "mosquitto")) as broker:
-        bare = measure(child_bare, broker.port, seconds)
-        sink = measure(child_sink, broker.port, seconds, str(Path(tmp) / "state"))
-    per_point = {name: r["cpu"] / r["points"] * 1e6 for name, r in (("bare", bare), ("sink", sink))}
+    seconds, rounds = (5.0, 2) if args.quick else (15.0, 3)
+    # bare and sink take turns, each round on a fresh broker; the best round of each counts (other
+    # work on the box only ever adds CPU time)
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "sink": []}
+    with tempfile.TemporaryDirectory(prefix="bench-mqtt-sink-") as tmp:
+        for r in range(rounds):
+            with running(Mosquitto.start(Path(tmp) / f"mosquitto-{r}")) as broker:
+                runs["bare"].append(measure(child_bare, broker.port, seconds))
+                runs["sink"].append(measure(child_sink, broker.port, seconds, str(Path(tmp) / f"state-{r}")))
+    best = {name: min(results, key=lambda x: x["cpu"] / x["points"]) for name, results in runs.items()}
+    bare, sink = best["bare"], best["sink"]
+    per_point = {name: r["cpu"] / r["points"] * 1e6 for name, r in best.items()}
     ratio = per_point["sink"] / per_point["bare"]
     figures = [
         {"name": "Sparkplug sink CPU per point", "value": round(per_point["sink"], 2), "unit": "µs",
          "reference": "bare paho + protobuf DDATA publisher", "reference_value": round(per_point["bare"], 2),
          "target": "≤ 2× reference", "ok": ratio <= 2.0,
-         "load": f"{RATE:,.0f} points/s, {DEVICES} devices × {TAGS} tags, QoS 1, {seconds:g}s"},
+         "load": f"{RATE:,.0f} points/s, {DEVICES} devices × {TAGS} tags, QoS 1, best of {rounds} × {seconds:g}s"},
         {"name": "Sparkplug sink rate achieved", "value": round(sink["points"] / sink["seconds"]), "unit": "points/s",
          "reference": "bare publisher", "reference_value": round(bare["points"] / bare["seconds"]),
          "target": f"{RATE:,.0f}", "ok": sink["points"] / sink["seconds"] >= 0.95 * RATE},
     ]
-    out = {"figures": figures, "ratio": round(ratio, 2), "details": {"bare": bare, "sink": sink}}
+    out = {"figures": figures, "ratio": round(ratio, 2), "details": {"best": best, "rounds": runs}}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "mqtt_sink.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

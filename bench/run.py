@@ -32,9 +32,9 @@ RESULTS = HERE / "results"
 BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "sparkplug_in", "agent")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 40,
+    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 60,
            "sparkplug_in": 60, "agent": 150},
-    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "mqtt_sink": 90,
+    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "mqtt_sink": 150,
             "sparkplug_in": 120, "agent": 540},
 }
 

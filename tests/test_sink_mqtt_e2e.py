@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from mos_agent import sparkplug as sp
 from mos_agent.localservers import Mosquitto, free_port, wait_for_port
 from tests.support.mqtt import MqttRecorder, by_type, decode_all, metric
 from tests.support.servers import running
+from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -49,14 +51,15 @@ def modbus_device(tmp_path: Path) -> Iterator[dict[str, Any]]:
 class Agent:
     """``mos-agent run`` with one device and the given sinks."""
 
-    def __init__(self, tmp_path: Path, device: dict[str, Any], sinks: list[dict[str, Any]]) -> None:
+    def __init__(self, tmp_path: Path, device: dict[str, Any], sinks: list[dict[str, Any]],
+                 health: str = "off") -> None:
         self.tmp_path = tmp_path
         (tmp_path / "devices").mkdir(exist_ok=True)
         (tmp_path / "devices" / "press-01.yaml").write_text(yaml.safe_dump(device, sort_keys=False))
         self.config = tmp_path / "agent.yaml"
         self.config.write_text(yaml.safe_dump({
             "agent": {"id": "gw-1", "enterprise": "acme", "site": "changwon", "state_dir": str(tmp_path / "state"),
-                      "health": "off", "shutdown_timeout": "10s"},
+                      "health": health, "shutdown_timeout": "10s"},
             "devices": "devices/*.yaml", "sinks": sinks}))
         self.log = tmp_path / "agent.log"
         self.proc: subprocess.Popen | None = None
@@ -125,18 +128,34 @@ def test_will_after_kill9_and_bdseq_across_restarts(tmp_path: Path, mosquitto: M
     assert births[1].seq == 0
 
 
-def test_uns_status_will_after_kill9(tmp_path: Path, mosquitto: Mosquitto, modbus_device, agents,
-                                     mqtt_recorder) -> None:
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def test_uns_status_metrics_and_will_after_kill9(tmp_path: Path, mosquitto: Mosquitto, modbus_device, agents,
+                                                 mqtt_recorder) -> None:
     status_topic = "factory/acme/changwon/_agent/gw-1/status"
     recorder = mqtt_recorder("factory/#")
+    health = f"127.0.0.1:{free_port()}"
     agent = Agent(tmp_path, modbus_device, [{"type": "mqtt", "url": f"mqtt://127.0.0.1:{mosquitto.port}",
-                                             "format": "uns", "prefix": "factory", "flush_interval": "200ms"}])
+                                             "format": "uns", "prefix": "factory", "flush_interval": "200ms"}],
+                  health=health)
     agents.append(agent.start())
     messages = recorder.wait_for(lambda ms: any(m.topic.endswith("/process/hydraulic_pressure") for m in ms),
                                  timeout=60)
     reading = next(m for m in messages if m.topic.endswith("/process/hydraulic_pressure"))
     assert reading.topic == "factory/acme/changwon/stamping/line-1/cell-2/press-01/process/hydraulic_pressure"
     assert json.loads(reading.payload)["unit"] == "bar"
+    # the sink's session in /status and /metrics
+    status = wait_until(lambda: (body := _get(f"http://{health}/status")) and json.loads(body)["sinks"][0]["mqtt"],
+                        what="the mqtt sink in /status")
+    assert status["format"] == "uns" and status["connected"] and status["broker"] == f"127.0.0.1:{mosquitto.port}"
+    metrics = _get(f"http://{health}/metrics") or ""
+    assert 'mos_agent_mqtt_connected{format="uns",sink="mqtt"} 1.0' in metrics
     agent.kill9()
     recorder.wait_for(lambda ms: any(m.topic == status_topic and json.loads(m.payload) == {"online": False}
                                      for m in ms), timeout=60)

@@ -4,6 +4,8 @@ JSON of a reading, retained live values and unretained backlog, the agent's stat
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,11 +17,15 @@ import pytest
 from mos_agent.batch import ReadingBatch
 from mos_agent.buffer import BatchKind
 from mos_agent.config.models import AgentSection, MqttSinkConfig
+from mos_agent.localservers import Mosquitto, free_port
 from mos_agent.normalise import Normaliser
 from mos_agent.payload import Payload
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
+from mos_agent.sinks.base import SinkRetryable
 from mos_agent.sinks.mqtt import MqttSink
 from mos_agent.taxonomy import Quality
+from tests.support.mqtt import MqttRecorder
+from tests.support.waiting import wait_until
 
 T0_MS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
 
@@ -34,7 +40,8 @@ def _table(**levels: str) -> SeriesTable:
 
 def lines(table: SeriesTable, series: list[int], values: list[float], times_ms: list[int],
           quality: int = Quality.GOOD, codes: int = 0, texts: dict[int, str] | None = None) -> Payload:
-    batch = ReadingBatch.build(series, values, np.asarray(times_ms, dtype=np.int64) * 1_000_000, quality, codes, texts)
+    batch = ReadingBatch.build(series, values, np.asarray(times_ms, dtype=np.int64) * 1_000_000, quality, codes, texts,
+                               source_time=True)  # kept as the test gives them
     chunk = Normaliser(table).process(batch)
     return Payload(chunk.points, plain=chunk.body)
 
@@ -116,3 +123,66 @@ def test_status_topic_is_retained_online_then_offline(make_sink, mqtt_recorder) 
     assert json.loads(messages[-1].payload) == {"online": False}
     [offline] = mqtt_recorder(topic).wait_for(lambda ms: len(ms) >= 1)
     assert offline.retain and json.loads(offline.payload) == {"online": False}
+
+
+def _tls_files(directory: Path) -> dict[str, Path]:
+    """A throw-away CA and a broker certificate for 127.0.0.1 it signed, made with openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: no test certificates")
+    files = {name: directory / name for name in ("ca.key", "ca.pem", "broker.key", "broker.csr", "broker.pem",
+                                                 "san.cnf")}
+    files["san.cnf"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"]),
+        "-days", "2", "-subj", "/CN=mos-agent test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files["broker.key"]), "-out", str(files["broker.csr"]),
+        "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", str(files["broker.csr"]), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
+        "-CAcreateserial", "-out", str(files["broker.pem"]), "-days", "2", "-extfile", str(files["san.cnf"]))
+    return files
+
+
+def test_mqtts_with_the_brokers_ca(tmp_path: Path, mqtt_recorder: Any) -> None:
+    files = _tls_files(tmp_path)
+    tls_port = free_port()
+    # a plain listener for the test's subscriber, a TLS one for the sink
+    broker = Mosquitto.start(tmp_path / "broker", extra_conf=(
+        f"listener {tls_port} 127.0.0.1\ncafile {files['ca.pem']}\ncertfile {files['broker.pem']}\n"
+        f"keyfile {files['broker.key']}\n"))
+    try:
+        recorder = MqttRecorder(broker.port, "factory/#")
+        agent = AgentSection(id="gw-1", site="changwon", state_dir=tmp_path / "state")
+        config = MqttSinkConfig(type="mqtt", url=f"mqtts://127.0.0.1:{tls_port}", format="uns", prefix="factory",
+                                tls={"ca_file": files["ca.pem"]})
+        sink = MqttSink("uns", config, agent=agent, state_dir=tmp_path / "state")
+        try:
+            sink.write(lines(_table(area="stamping", equipment="press-01"), [0], [7.5], [T0_MS]))
+            messages = recorder.wait_for(lambda ms: any(m.topic.endswith("/process/pressure") for m in ms))
+            assert any(json.loads(m.payload).get("value") == 7.5 for m in messages)
+        finally:
+            sink.close()
+            recorder.close()
+        # without the broker's CA the connection is refused, and the error says why
+        untrusting = MqttSink("uns-2", MqttSinkConfig(type="mqtt", url=f"mqtts://127.0.0.1:{tls_port}", format="uns"),
+                              agent=agent, state_dir=tmp_path / "state")
+        try:
+            error = wait_until(lambda: _tls_error(untrusting), what="the TLS failure")
+            assert "CERTIFICATE_VERIFY_FAILED" in error
+        finally:
+            untrusting.close()
+    finally:
+        broker.stop()
+
+
+def _tls_error(sink: MqttSink) -> str | None:
+    """The write's failure once it names the certificate (before the first connection attempt
+    the sink only knows it is not connected)."""
+    try:
+        sink.write(lines(_table(area="stamping", equipment="press-01"), [0], [1.0], [T0_MS]))
+    except SinkRetryable as exc:
+        return str(exc) if "CERTIFICATE" in str(exc) else None
+    raise AssertionError("a broker with an unknown CA was trusted")

@@ -17,9 +17,10 @@ DT = sp.DataType
 def test_committed_module_is_what_the_proto_generates(tmp_path: Path) -> None:
     if importlib.util.find_spec("grpc_tools") is None:
         pytest.skip("grpcio-tools is not installed (pip install -e '.[test]')")
-    fresh = generate.generate(tmp_path)
-    assert fresh.read_text() == generate.MODULE.read_text(), (
-        "sparkplug_b_pb2.py is stale: run python -m mos_agent.sparkplug.generate")
+    for fresh in generate.generate(tmp_path):
+        committed = generate.HERE / fresh.name
+        assert fresh.read_text() == committed.read_text(), (
+            f"{committed.name} is stale: run python -m mos_agent.sparkplug.generate")
 
 
 def test_zero_seq_and_alias_are_on_the_wire() -> None:

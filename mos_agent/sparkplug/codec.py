@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from typing import TypeAlias
 
-from mos_agent.sparkplug import sparkplug_b_pb2 as pb
+from mos_agent.sparkplug.sparkplug_b_pb2 import Payload
 
-Payload = pb.Payload
-Metric = pb.Payload.Metric
-PropertySet = pb.Payload.PropertySet
-PropertyValue = pb.Payload.PropertyValue
+Metric: TypeAlias = Payload.Metric
+PropertySet: TypeAlias = Payload.PropertySet
+PropertyValue: TypeAlias = Payload.PropertyValue
 
 Value = bool | int | float | str | bytes | None
 
@@ -139,7 +139,7 @@ def get_value(source: Metric | PropertyValue, datatype: int | None = None) -> Va
     if source.is_null:
         return None
     if datatype is None:
-        datatype = source.datatype if isinstance(source, Metric) else source.type
+        datatype = source.datatype if isinstance(source, Payload.Metric) else source.type
     field = source.WhichOneof("value")
     if field is None:
         return None

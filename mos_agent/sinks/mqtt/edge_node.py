@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ class MetricState:
     spec: MetricSpec
     alias: int
     last: Reading | None = None  # the newest reading sent live: its value goes in births
+    good: bool = True  # the quality hosts were last told (good until told otherwise)
     field: str = ""  # the value field its datatype selects
 
     def __post_init__(self) -> None:
@@ -110,7 +112,7 @@ class MetricState:
 
     @property
     def quality(self) -> int:
-        return QUALITY_GOOD if self.last is None or self.last[0].good else QUALITY_BAD
+        return QUALITY_GOOD if self.good else QUALITY_BAD
 
 
 @dataclass(slots=True)
@@ -252,33 +254,35 @@ class EdgeNode:
         messages: list[tuple[MessageType, str, Payload]] = []
         # per device of this batch: [payload, its metrics.add, metrics in it], or None while its
         # failed reads are being skipped
-        open_: dict[str, list[Any] | None] = {}
+        open_: dict[str, list[Any] | object | None] = {}
         skipped = 0
         double = DataType.DOUBLE
+        # readings come in runs of one device (a driver's batch): the device's entry is looked up
+        # when the run changes, not for every reading
+        run_device: str | None = None
+        entry: list[Any] | None = None
         for r in readings:
             series, value, _, code, timestamp_ns = r
-            device = series.device
-            # False: the device's first reading in this batch; None: skipping its failed reads
-            entry = open_.get(device, False)
-            if entry is None and not series.good:
-                skipped += 1
-                continue
-            if not entry:
-                book = devices[device]
-                if entry is False and not book.born and not series.good and dead(device):
-                    open_[device] = None
-                    skipped += 1
-                    continue
-                if not book.born or device in grown:
-                    grown.discard(device)
-                    messages.append((MessageType.DBIRTH, device, self.device_birth(device)))
-                entry = open_[device] = self._open(device, messages)
-            elif entry[2] >= MAX_METRICS_PER_MESSAGE:
-                entry = open_[device] = self._open(device, messages)
+            if series.device != run_device or entry is None or entry[2] >= MAX_METRICS_PER_MESSAGE:
+                device = series.device
+                # absent: the device's first reading in this batch; None: skipping its failed reads
+                known = open_.get(device, _FIRST)
+                run_device, entry = device, None
+                if isinstance(known, list):
+                    entry = known if known[2] < MAX_METRICS_PER_MESSAGE else self._open(device, messages)
+                else:
+                    if not series.good and (known is None or (not devices[device].born and dead(device))):
+                        open_[device] = None
+                        skipped += 1
+                        continue
+                    if not devices[device].born or device in grown:
+                        grown.discard(device)
+                        messages.append((MessageType.DBIRTH, device, self.device_birth(device)))
+                    entry = self._open(device, messages)
+                open_[device] = entry
             entry[2] += 1
             state = state_of[series]
-            last = state.last
-            same_quality = series.good if last is None else last[0].good is series.good
+            same_quality = series.good is state.good
             datatype = state.spec.datatype
             if same_quality and not code and value is not None:
                 if datatype == double:
@@ -297,7 +301,13 @@ class EdgeNode:
                 add_metric(entry[0], alias=state.alias, datatype=datatype, value=_convert(datatype, r),
                            timestamp_ms=timestamp_ns // 1_000_000, with_datatype=False, is_historical=historical,
                            properties=properties)
-            if not historical or last is None or timestamp_ns >= last[4]:
+                state.good = series.good
+        # the newest reading of each series becomes the value births report: the last one of the
+        # batch (made by C-level calls, not per reading), unless replayed history is older
+        sent = readings if not skipped else [r for r in readings if open_.get(r[0].device) is not None]
+        for series, r in dict(zip(map(_first, sent), sent, strict=True)).items():
+            state = state_of[series]
+            if not historical or state.last is None or r[4] >= state.last[4]:
                 state.last = r
         return messages, skipped
 
@@ -305,6 +315,10 @@ class EdgeNode:
         payload = Payload(timestamp=_now_ms(), seq=self._next_seq())
         messages.append((MessageType.DDATA, device, payload))
         return [payload, payload.metrics.add, 0]
+
+
+_first = itemgetter(0)
+_FIRST = object()  # a device not met yet in a batch
 
 
 def _now_ms() -> int:

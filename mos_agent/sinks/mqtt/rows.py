@@ -1,16 +1,18 @@
 """Buffered line protocol back into readings, for sinks that publish per reading.
 
 Our own encoder writes every reading of a series behind the same ``measurement,tags `` head, so
-a head is parsed once (by :func:`mos_agent.lineprotocol.parse_lines`) and remembered; each line
-then costs a split and its field values. Lines with quotes or backslashes (text values, escaped
-names) go through the full parser every time. Every distinct series is one :class:`Series`
-object (interned), so consumers key their own per-series state by it at the cost of an identity
-hash.
+a head is parsed once (by :func:`mos_agent.lineprotocol.parse_lines`) and remembered. A body of
+plain numeric lines of known heads — the steady state — is then read by columns with C-level
+string operations (~1 µs a point less than a Python loop over lines); any other body is read line
+by line, lines with quotes or backslashes (text values, escaped names) by the full parser. Every
+distinct series is one :class:`Series` object (interned), so consumers key their own per-series
+state by it at the cost of an identity hash.
 """
 
 from __future__ import annotations
 
 from itertools import repeat
+from typing import cast
 
 from mos_agent.lineprotocol import LineProtocolError, parse_lines
 
@@ -52,7 +54,6 @@ class Series:
 # (series, value, text, quality_code, timestamp_ns): a plain tuple, made by the million in C.
 # value is None where the reading has no number (text or a failed read).
 Reading = tuple[Series, float | None, str | None, int, int]
-SERIES, VALUE, TEXT, CODE, TIME = range(5)
 _NO_CODE_TAIL = "," + _NO_CODE
 
 
@@ -98,7 +99,7 @@ class ReadingParser:
             return None
         if len(values) != n:
             return None
-        return list(zip(series, values, repeat(None), repeat(0), times))
+        return list(zip(cast(list[Series], series), values, repeat(None), repeat(0), times, strict=False))
 
     def _parse_lines(self, text: str, plain: bool) -> list[Reading]:
         heads = self._heads
