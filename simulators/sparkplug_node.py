@@ -207,7 +207,7 @@ class SparkplugNode:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            payload = sp.decode(message.payload)
+            payload = sp.decode(bytes(message.payload))
         except Exception:  # a command the node cannot read is ignored, as a real node would
             return
         if any(m.name == REBIRTH and sp.get_value(m) is True for m in payload.metrics):

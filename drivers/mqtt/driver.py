@@ -543,15 +543,18 @@ class MqttDriver(Driver):
             failure.append(f"cannot connect to {conn.host}:{conn.effective_port}{connect_error()}")
             self._call_soon(connected.set)
 
+        decoder = self._decoder
+        assert isinstance(decoder, Decoder)
+
         def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             with lock:
                 before = len(rows)
                 try:
-                    self._decoder.decode(message.topic, message.payload, time.time_ns(), rows)
+                    decoder.decode(message.topic, message.payload, time.time_ns(), rows)
                 except (_Closing, UnicodeDecodeError):
                     return
                 if len(rows) > before:
-                    seen.update(target.route.index for target in self._decoder.targets(message.topic, rows))
+                    seen.update(target.route.index for target in decoder.targets(message.topic, rows))
 
         client.on_connect = on_connect
         client.on_connect_fail = on_connect_fail

@@ -172,7 +172,7 @@ class SparkplugDecoder:
 
     # ------------------------------------------------------------ messages
 
-    def decode(self, topic: str, payload: bytes, arrival_ns: int, rows: Rows) -> None:
+    def decode(self, topic: str, payload: bytes | bytearray, arrival_ns: int, rows: Rows) -> None:
         rows.messages += 1
         try:
             parsed = sp.parse_topic(topic)
@@ -187,7 +187,7 @@ class SparkplugDecoder:
                                   f"({self.max_payload} bytes)")
             return
         try:
-            message = sp.decode(payload)
+            message = sp.decode(bytes(payload))
         except DecodeError as exc:
             rows.error("payload", f"{topic}: not a Sparkplug B payload ({exc})")
             return
