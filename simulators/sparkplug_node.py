@@ -106,11 +106,18 @@ class SparkplugNode:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_device = 0
+        self._last_ms = 0
 
     # ------------------------------------------------------------ payloads
 
     def topic(self, kind: str, device_id: str | None = None) -> str:
         return sp.topic(self.config.group_id, kind, self.config.edge_node, device_id)
+
+    def _now_ms(self) -> int:
+        """Now, in ms, and later than the last message's time: two messages in one millisecond
+        would give a series two values at one time, of which a store keeps one."""
+        self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+        return self._last_ms
 
     def _next_seq(self) -> int:
         seq = self.seq
@@ -133,7 +140,7 @@ class SparkplugNode:
         return sp.encode(payload)
 
     def node_birth(self) -> bytes:
-        now = int(time.time() * 1000)
+        now = self._now_ms()
         self.seq = 0
         payload = sp.Payload(timestamp=now, seq=self._next_seq())
         sp.add_metric(payload, datatype=DT.INT64, value=self.bd_seq, timestamp_ms=now, name="bdSeq")
@@ -143,7 +150,7 @@ class SparkplugNode:
         return sp.encode(payload)
 
     def device_birth(self, device: SimDevice) -> bytes:
-        now = int(time.time() * 1000)
+        now = self._now_ms()
         if device.metrics[0].value is None:  # a rebirth repeats the current values
             self._update(device, now / 1000)
         payload = sp.Payload(timestamp=now, seq=self._next_seq())
@@ -154,7 +161,7 @@ class SparkplugNode:
         return sp.encode(payload)
 
     def device_data(self, device: SimDevice) -> bytes:
-        now = int(time.time() * 1000)
+        now = self._now_ms()
         self._update(device, now / 1000)
         self.stats.data_messages += 1
         if self.config.seq_gap_every and self.stats.data_messages % self.config.seq_gap_every == 0:
@@ -192,7 +199,7 @@ class SparkplugNode:
     def publish_device_death(self, index: int = 0) -> None:
         with self._lock:
             device = self.devices[index]
-            payload = sp.Payload(timestamp=int(time.time() * 1000), seq=self._next_seq())
+            payload = sp.Payload(timestamp=self._now_ms(), seq=self._next_seq())
             self._publish(self.topic("DDEATH", device.device_id), sp.encode(payload))
             self.stats.deaths += 1
 
