@@ -29,13 +29,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "sparkplug_in", "agent")
+BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "sparkplug_in", "kpi", "agent")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
     True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 60,
-           "sparkplug_in": 60, "agent": 150},
+           "sparkplug_in": 60, "kpi": 150, "agent": 150},
     False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "mqtt_sink": 150,
-            "sparkplug_in": 120, "agent": 540},
+            "sparkplug_in": 120, "kpi": 240, "agent": 540},
 }
 
 Row = dict[str, Any]
@@ -121,13 +121,18 @@ def adapt_sparkplug_in(data: dict[str, Any]) -> list[Row]:
     return [_row("sparkplug_in", f) for f in _figures(data)]
 
 
+def adapt_kpi(data: dict[str, Any]) -> list[Row]:
+    return [_row("kpi", f) for f in _figures(data)]
+
+
 def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
 
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "buffer": adapt_buffer, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus, "opcua": adapt_opcua,
-    "mqtt": adapt_mqtt, "mqtt_sink": adapt_mqtt_sink, "sparkplug_in": adapt_sparkplug_in, "agent": adapt_agent,
+    "mqtt": adapt_mqtt, "mqtt_sink": adapt_mqtt_sink, "sparkplug_in": adapt_sparkplug_in, "kpi": adapt_kpi,
+    "agent": adapt_agent,
 }
 
 

@@ -97,6 +97,24 @@ class StatusCollector:
                 published.add_metric(lv, sink.mqtt.messages_published)
                 births.add_metric(lv, sink.mqtt.births)
         yield from (connected, published, births)
+        kpi = GaugeMetricFamily("mos_agent_kpi", "ISO 22400-2 KPIs per equipment and shift: the running shift "
+                                                 "to date, the last complete figures of every other shift "
+                                                 "(ratios in %, times in s, quantities in counts)",
+                                labels=["equipment", "kpi", "shift"])
+        for item in status.kpi:
+            latest = {figures.shift: figures for figures in item.completed}
+            if item.current is not None:
+                latest[item.current.shift] = item.current
+            for shift, figures in latest.items():
+                for name, value in figures.kpi.items():
+                    kpi.add_metric([item.equipment, name, shift], value)
+        yield kpi
+        if status.kpi:
+            engine = status.kpi_engine
+            yield CounterMetricFamily("mos_agent_kpi_records", "KPI records written to the buffer",
+                                      value=engine.records_emitted)
+            yield CounterMetricFamily("mos_agent_kpi_engine_cpu_seconds", "CPU time of the KPI engine",
+                                      value=engine.cpu_seconds)
 
 
 class HealthServer:

@@ -187,12 +187,45 @@ class StoreStats:
 
 
 @dataclass(slots=True)
+class KpiFigures:
+    """ISO 22400 KPIs of one equipment for one shift instance, to date or final."""
+
+    shift: str = ""
+    start: float = 0.0  # the shift instance's start and end (Unix seconds)
+    end: float = 0.0
+    at: float = 0.0  # as of this time (the end for a final figure)
+    final: bool = False
+    kpi: dict[str, float] = field(default_factory=dict)  # oee availability … pq gq sq; ratios only when defined
+
+
+@dataclass(slots=True)
+class KpiStats:
+    """The KPIs of one equipment: the running shift to date and the shifts completed."""
+
+    equipment: str = ""
+    asset: str = ""  # site/area/line/cell/equipment
+    device: str = ""
+    current: KpiFigures | None = None
+    last_complete: KpiFigures | None = None
+    completed: list[KpiFigures] = field(default_factory=list)  # the last complete instance of each shift name
+
+
+@dataclass(slots=True)
+class KpiEngineStats:
+    equipment: int = 0
+    records_emitted: int = 0
+    cpu_seconds: float = 0.0  # the engine's own CPU time (feeding and ticking)
+
+
+@dataclass(slots=True)
 class StatusReport:
     agent: AgentInfo = field(default_factory=AgentInfo)
     devices: list[DeviceStats] = field(default_factory=list)
     pipeline: PipelineStats = field(default_factory=PipelineStats)
     buffer: BufferStats = field(default_factory=BufferStats)
     sinks: list[SinkStats] = field(default_factory=list)
+    kpi: list[KpiStats] = field(default_factory=list)
+    kpi_engine: KpiEngineStats = field(default_factory=KpiEngineStats)
     time: float = 0.0  # when the report was made (Unix seconds)
 
     def to_dict(self) -> dict[str, Any]:
