@@ -4,6 +4,9 @@ encoded by Eclipse Tahu's JavaScript codec, independent of ours) through the MQT
 from __future__ import annotations
 
 import asyncio
+import itertools
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,10 +14,10 @@ import pytest
 from drivers.mqtt import MqttDriver
 from drivers.mqtt.config import MqttDevice
 from drivers.mqtt.decode import Rows
-from drivers.mqtt.sparkplug import REBIRTH_INTERVAL, SparkplugDecoder, quality_of
+from drivers.mqtt.sparkplug import REBIRTH_INTERVAL, SparkplugDecoder, name_for, quality_of
 from mos_agent import sparkplug as sp
 from mos_agent.driver_api import DeviceState, DriverContext
-from mos_agent.taxonomy import DEFAULT_STAGES, CollectorCode
+from mos_agent.taxonomy import ASSET_NAME, DEFAULT_STAGES, CollectorCode
 from simulators.sparkplug_node import SparkplugConfig, SparkplugNode
 from tests.support.waiting import wait_until_async
 
@@ -28,6 +31,11 @@ PATTERNS = [
     {"metric": "Uptime", "category": "equipment_state", "unit": "s", "kind": "sample"},
 ]
 T0 = 1_767_225_600_000  # ms
+# Sparkplug ids and metric names as asset and tag names: the driver's mapping (that of topic captures)
+PRESS, OVEN, NODE_EQ = name_for("Press 01"), name_for("Oven-2"), name_for("node-7")
+TEMPERATURE, PRESSURE, PARTS, RUNNING, MODE, UPTIME = (
+    name_for(n) for n in ("Temperature", "Pressure", "Parts/Count", "Running", "Mode", "Uptime"))
+DEVICE_TAGS = (TEMPERATURE, PRESSURE, PARTS, RUNNING, MODE)
 
 
 def sparkplug_device(port: int, edge_node: str = NODE, tags: list[dict] | None = None, **connection: Any) -> MqttDevice:
@@ -76,21 +84,21 @@ async def test_births_then_data_from_the_simulated_edge_node(mosquitto, run_driv
     node = edge_node(devices=2).connect()
     node.publish_data(4)  # two DDATA per device, by alias only
     base = "acme/changwon/assembly/line-2"
-    await wait_until_async(lambda: len(by_series(running.readings()).get((f"{base}/oven-2", "temperature"), []))
+    await wait_until_async(lambda: len(by_series(running.readings()).get((f"{base}/{OVEN}", TEMPERATURE), []))
                            >= 3, what="birth and two data values of Oven-2")
     series = by_series(running.readings())
     # equipment = device id, tag = metric name, mapped as topic captures are; Uptime is the node's
-    assert set(series) == {(f"{base}/{equipment}", tag) for equipment in ("press_01", "oven-2")
-                           for tag in ("temperature", "pressure", "parts_count", "running", "mode")} | {
-        (f"{base}/node-7", "uptime")}
+    assert set(series) == {(f"{base}/{equipment}", tag) for equipment in (PRESS, OVEN) for tag in DEVICE_TAGS} | {
+        (f"{base}/{NODE_EQ}", UPTIME)}
+    assert len({PRESS, OVEN, NODE_EQ}) == 3 and all(ASSET_NAME.match(name) for name in (PRESS, OVEN, *DEVICE_TAGS))
     specs = {(s.asset_path, s.tag): s for s in running.ctx.series.specs}
-    assert specs[(f"{base}/press_01", "pressure")].unit == "bar"  # from the birth's unit property
-    assert specs[(f"{base}/press_01", "temperature")].category == "environment"
-    assert specs[(f"{base}/press_01", "mode")].data_type == "string"
-    counts = [r["value"] for r in series[(f"{base}/oven-2", "parts_count")]]
+    assert specs[(f"{base}/{PRESS}", PRESSURE)].unit == "bar"  # from the birth's unit property
+    assert specs[(f"{base}/{PRESS}", TEMPERATURE)].category == "environment"
+    assert specs[(f"{base}/{PRESS}", MODE)].data_type == "string"
+    counts = [r["value"] for r in series[(f"{base}/{OVEN}", PARTS)]]
     assert counts == [1.0, 2.0, 3.0]  # the birth's value, then each DDATA's
     assert all(r["quality"] == "good" for r in running.readings())
-    assert series[(f"{base}/press_01", "mode")][0]["value"] in ("AUTO", "SETUP")
+    assert series[(f"{base}/{PRESS}", MODE)][0]["value"] in ("AUTO", "SETUP")
     # source times: every reading carries the node's millisecond timestamp
     assert all(r["time"] % 1_000_000 == 0 for r in running.readings())
     st = stats(running)
@@ -123,7 +131,7 @@ async def test_a_seq_gap_asks_for_a_rebirth_and_the_node_answers(mosquitto, run_
     # the data after the rebirth is read by the new births' aliases
     node.publish_data(1)
     await wait_until_async(lambda: stats(running).births >= 4 and any(
-        r["value"] == 5.0 for r in running.readings() if r["tag"] == "parts_count"), what="data after the rebirth")
+        r["value"] == 5.0 for r in running.readings() if r["tag"] == PARTS), what="data after the rebirth")
     assert stats(running).dropped_points == 0
 
 
@@ -137,7 +145,7 @@ async def test_ndeath_and_ddeath_mark_the_series_not_connected(mosquitto, run_dr
     await wait_until_async(lambda: any(r["quality"] == "bad" for r in running.readings()), what="the DDEATH")
     await asyncio.sleep(0.3)  # anything else the DDEATH would (wrongly) mark has arrived by now
     dead = [r for r in running.readings() if r["quality"] == "bad"]
-    assert {r["asset"].rsplit("/", 1)[1] for r in dead} == {"press_01"}
+    assert {r["asset"].rsplit("/", 1)[1] for r in dead} == {PRESS}
     assert len(dead) == 5 and {r["code"] for r in dead} == {CollectorCode.NOT_CONNECTED}
 
     node.kill()  # the broker publishes the will: NDEATH with the session's bdSeq
@@ -147,8 +155,8 @@ async def test_ndeath_and_ddeath_mark_the_series_not_connected(mosquitto, run_dr
     dead = [r for r in running.readings() if r["quality"] == "bad"]
     # the node's own Uptime and Oven-2's five series; Press 01 was already dead
     assert len(dead) == 5 + 6
-    assert {(r["asset"].rsplit("/", 1)[1], r["tag"]) for r in dead[5:]} == {("node-7", "uptime")} | {
-        ("oven-2", tag) for tag in ("temperature", "pressure", "parts_count", "running", "mode")}
+    assert {(r["asset"].rsplit("/", 1)[1], r["tag"]) for r in dead[5:]} == {(NODE_EQ, UPTIME)} | {
+        (OVEN, tag) for tag in DEVICE_TAGS}
     assert stats(running).edge_nodes_online == 0
     assert running.ctx.status.state == DeviceState.RUNNING  # the broker connection is fine
 
@@ -161,8 +169,8 @@ async def test_read_waits_for_the_births_and_returns_them(mosquitto, edge_node, 
     batch = await asyncio.wait_for(MqttDriver(ctx).read_once(), 60)
     assert node.stats.rebirths == 1  # read asked the named node for its births
     rows = {ctx.series.specs[int(s)].tag: float(v) for s, v in zip(batch.series, batch.values, strict=True)}
-    assert set(rows) == {"uptime", "temperature", "pressure", "parts_count", "running", "mode"}
-    assert rows["parts_count"] == 4.0  # the rebirth's value: three DDATA after the first birth
+    assert set(rows) == {UPTIME, *DEVICE_TAGS}
+    assert rows[PARTS] == 4.0  # the rebirth's value: three DDATA after the first birth
 
 
 async def test_read_raises_when_no_birth_comes(mosquitto, agent_section) -> None:
@@ -210,17 +218,19 @@ async def test_payloads_of_the_independent_codec_aliases_quality_and_nulls(mosqu
     got = [(r["asset"], r["tag"], r["value"], r["quality"], r["code"], r["time"] // 1_000_000)
            for r in running.readings()]
     # "+" reads every node: the edge node is the cell; names mapped as topic captures are
-    base = "acme/changwon/assembly/line-2/line2_gw"
+    gateway, oven = name_for("Line2 GW"), name_for("Oven A")
+    ambient, zone, good = name_for("Temp Ambient"), name_for("Temperature/Zone 1"), name_for("Parts Good")
+    base = f"acme/changwon/assembly/line-2/{gateway}"
     assert got == [
-        (f"{base}/line2_gw", "temp_ambient", 21.5, "good", 0, T0),
-        (f"{base}/oven_a", "temperature_zone_1", 180.25, "good", 0, T0 + 1),
-        (f"{base}/oven_a", "parts_good", 41.0, "good", 0, T0 + 1),
-        (f"{base}/oven_a", "temperature_zone_1", 181.0, "uncertain", 64, T0 + 2),  # Quality 64: OPC DA uncertain
-        (f"{base}/oven_a", "parts_good", None, "bad", CollectorCode.NOT_A_NUMBER, T0 + 2),  # is_null
-        (f"{base}/oven_a", "parts_good", 43.0, "good", 0, T0 + 3),  # alias 99 is not stored
+        (f"{base}/{gateway}", ambient, 21.5, "good", 0, T0),
+        (f"{base}/{oven}", zone, 180.25, "good", 0, T0 + 1),
+        (f"{base}/{oven}", good, 41.0, "good", 0, T0 + 1),
+        (f"{base}/{oven}", zone, 181.0, "uncertain", 64, T0 + 2),  # Quality 64: OPC DA uncertain
+        (f"{base}/{oven}", good, None, "bad", CollectorCode.NOT_A_NUMBER, T0 + 2),  # is_null
+        (f"{base}/{oven}", good, 43.0, "good", 0, T0 + 3),  # alias 99 is not stored
     ]
     specs = {s.tag: s for s in running.ctx.series.specs}
-    assert specs["temperature_zone_1"].unit == "Cel"  # the pattern's unit
+    assert specs[zone].unit == "Cel"  # the pattern's unit
     st = stats(running)
     assert st.unmatched_examples == ["Secret Recipe"] and st.ignored_points == 2
     assert st.dropped_points == 1 and st.rebirth_requests == 1
@@ -251,7 +261,7 @@ async def test_malformed_protobuf_is_a_bad_payload_and_the_flow_goes_on(mosquitt
     assert "not a Sparkplug B payload" in running.ctx.status.last_error
     node = edge_node(devices=1).connect()
     node.publish_data(1)
-    await wait_until_async(lambda: any(r["tag"] == "parts_count" and r["value"] == 2.0 for r in running.readings()),
+    await wait_until_async(lambda: any(r["tag"] == PARTS and r["value"] == 2.0 for r in running.readings()),
                            what="data after the bad payload")
     assert running.ctx.status.state == DeviceState.RUNNING
 
@@ -270,7 +280,7 @@ async def test_unacknowledged_births_and_data_are_redelivered_and_named_after_a_
 
     restarted = run_driver(device)  # same client id: the broker hands the session's messages over again
     await wait_until_async(lambda: len(restarted.readings()) >= 6 + 3 * 5, what="the redelivery")
-    counts = [r["value"] for r in restarted.readings() if r["tag"] == "parts_count"]
+    counts = [r["value"] for r in restarted.readings() if r["tag"] == PARTS]
     assert counts[:4] == [1.0, 2.0, 3.0, 4.0]
     assert stats(restarted).dropped_points == 0
 
@@ -300,3 +310,37 @@ def test_rebirth_requests_are_rate_limited_per_edge_node() -> None:
     (0x00000000 | 0x10000, "good"), (0x40000000, "uncertain"), (0x80000000, "bad"), (0x808A0000, "bad")])
 def test_quality_codes(code: int, quality: str) -> None:
     assert ("good", "uncertain", "bad")[quality_of(code)] == quality
+
+
+# ---------------------------------------------------------------- the simulator's command line
+
+
+def test_mos_sim_mqtt_sparkplug_publishes_what_the_independent_codec_reads(mosquitto, mqtt_recorder,
+                                                                           sparkplug_js) -> None:
+    recorder = mqtt_recorder(f"spBv1.0/{GROUP}/#")
+    sim = subprocess.Popen([sys.executable, "-m", "simulators.mqtt", "--sparkplug", "--port", str(mosquitto.port),
+                            "--rate", "20", "--devices", "2", "--seq-gap-every", "5", "--duration", "30s"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        messages = recorder.wait_for(lambda ms: sum("/DDATA/" in m.topic for m in ms) >= 12, timeout=60)
+    finally:
+        sim.terminate()
+        sim.wait(30)
+    kinds = [m.topic.split("/")[2] for m in messages]
+    assert kinds[:3] == ["NBIRTH", "DBIRTH", "DBIRTH"]
+    decoded = sparkplug_js.decode([bytes(m.payload) for m in messages])
+    nbirth, dbirth = decoded[0], decoded[1]
+    assert [m["name"] for m in nbirth["metrics"]] == ["bdSeq", "Node Control/Rebirth", "Uptime"]
+    births = {m["name"]: m for m in dbirth["metrics"]}
+    assert births["Temperature"]["type"] == "Double" and births["Temperature"]["properties"]["unit"]["value"] == "Cel"
+    aliases = {int(m["alias"]) for d in decoded[1:3] for m in d["metrics"]}
+    assert len(aliases) == 12  # unique in the node
+    data = [d for d, kind in zip(decoded, kinds, strict=True) if kind == "DDATA"]
+    assert all("name" not in m and int(m["alias"]) in aliases for d in data for m in d["metrics"])
+    seqs = [int(d["seq"]) for d in decoded]
+    steps = [(b - a) % 256 for a, b in itertools.pairwise(seqs)]
+    assert 2 in steps  # the seq gap every fifth data message
+    # the stop is orderly: an NDEATH with the session's bdSeq
+    final = recorder.wait_for(lambda ms: any("/NDEATH/" in m.topic for m in ms), timeout=30)
+    [death] = sparkplug_js.decode([bytes(m.payload) for m in final if "/NDEATH/" in m.topic])
+    assert death["metrics"][0]["name"] == "bdSeq"

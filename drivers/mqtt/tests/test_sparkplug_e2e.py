@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from drivers.mqtt.tests.test_e2e_kill9 import Agent, agent_command
+from drivers.mqtt.tests.test_sparkplug import NODE_EQ, OVEN, PARTS, PRESS, TEMPERATURE, UPTIME
 from mos_agent.localservers import free_port
 from simulators.sparkplug_node import SparkplugConfig, SparkplugNode
 from tests.support.servers import StoreReader
@@ -48,10 +49,10 @@ def test_edge_node_metrics_reach_the_store_named_from_the_births(tmp_path: Path,
         expected = 2 * 5 * (1 + DATA_MESSAGES // 2) + 1  # + the node's Uptime
         assert store.wait_for_count(expected, '{__name__=~".+_quality_code"}', timeout=60) == expected
         series = store.export('{__name__="production_value"}')
-        counts = {s["metric"]["equipment"]: s["values"] for s in series if s["metric"]["tag"] == "parts_count"}
-        assert counts == {"press_01": [float(n) for n in range(1, 12)], "oven-2": [float(n) for n in range(1, 12)]}
-        temperature = store.export('{__name__="process_value",tag="temperature"}')
-        assert {s["metric"]["equipment"] for s in temperature} == {"press_01", "oven-2"}
+        counts = {s["metric"]["equipment"]: s["values"] for s in series if s["metric"]["tag"] == PARTS}
+        assert counts == {PRESS: [float(n) for n in range(1, 12)], OVEN: [float(n) for n in range(1, 12)]}
+        temperature = store.export(f'{{__name__="process_value",tag="{TEMPERATURE}"}}')
+        assert {s["metric"]["equipment"] for s in temperature} == {PRESS, OVEN}
         assert {s["metric"].get("unit") for s in temperature} == {"Cel"}  # from the births' unit property
 
         status = json.loads(subprocess.run([*agent_command(), "status", "-c", str(config), "--json"],
@@ -65,8 +66,7 @@ def test_edge_node_metrics_reach_the_store_named_from_the_births(tmp_path: Path,
         read = subprocess.run([*agent_command(), "read", "-c", str(config), "node-7", "--json"], capture_output=True,
                               text=True, timeout=90, check=True)
         rows = json.loads(read.stdout)
-        assert {(r["asset"].rsplit("/", 1)[1], r["tag"]) for r in rows} >= {("press_01", "parts_count"),
-                                                                           ("node-7", "uptime")}
+        assert {(r["asset"].rsplit("/", 1)[1], r["tag"]) for r in rows} >= {(PRESS, PARTS), (NODE_EQ, UPTIME)}
         assert node.stats.rebirths == 1
     finally:
         node.stop()
