@@ -104,6 +104,7 @@ class Known:
     """A metric learnt from a birth."""
 
     name: str
+    device: str | None  # the Sparkplug device id; None for the edge node's own metrics
     datatype: int
     series: int | None  # None: it matches no pattern, or its datatype carries no scalar value
     text: bool = False  # stored as text (String, Text, UUID)
@@ -194,14 +195,16 @@ class SparkplugDecoder:
         node = self._node(parsed.edge_node_id)
         if kind == sp.MessageType.NBIRTH:
             self._node_birth(node, message, arrival_ns, rows)
-        elif kind == sp.MessageType.NDEATH:
+            return
+        if kind == sp.MessageType.NDEATH:
             self._node_death(node, message, arrival_ns, rows)
-        elif not node.born:
+            return
+        if not node.born:
             # anything else needs the node's birth first (its seq, its aliases)
             self._unnamed(node, len(message.metrics), "data_before_birth")
-        elif not self._in_order(node, message):
             return
-        elif kind == sp.MessageType.NDATA:
+        self._check_seq(node, message)
+        if kind == sp.MessageType.NDATA:
             self._data(node, None, message, arrival_ns, rows)
         elif kind == sp.MessageType.DBIRTH:
             self._device_birth(node, parsed.device_id, message, arrival_ns, rows)
@@ -213,17 +216,16 @@ class SparkplugDecoder:
         elif kind == sp.MessageType.DDEATH:
             self._device_death(node, parsed.device_id, message, arrival_ns, rows)
 
-    def _in_order(self, node: EdgeNode, message: sp.Payload) -> bool:
-        """Checks ``seq``; on a gap asks for a rebirth (what came between is lost) but keeps
-        the message, whose aliases still name its metrics."""
+    def _check_seq(self, node: EdgeNode, message: sp.Payload) -> None:
+        """On a ``seq`` gap asks for a rebirth (what came between is lost); the message itself is
+        still read, its aliases still name its metrics."""
         if not message.HasField("seq"):
-            return True
+            return
         seq = message.seq
         if node.seq is not None and seq != (node.seq + 1) % 256:
             self.stats.seq_gaps += 1
             self.request_rebirth(node.name)
         node.seq = seq
-        return True
 
     def _unnamed(self, node: EdgeNode, metrics: int, reason: str) -> None:
         """Data that cannot be named: dropped, counted, and the node asked for its births."""
@@ -252,6 +254,8 @@ class SparkplugDecoder:
                       rows: Rows) -> None:
         for key in [key for key in node.by_name if key[0] == device_id]:
             del node.by_name[key]
+        for alias in [alias for alias, known in node.by_alias.items() if known.device == device_id]:
+            del node.by_alias[alias]  # a device born again may number its metrics anew
         node.series_of[device_id] = []
         self.stats.births += 1
         self._learn(node, device_id, message, arrival_ns, rows)
@@ -269,10 +273,11 @@ class SparkplugDecoder:
             name = metric.name
             if name.startswith(_PROTOCOL_METRIC):
                 continue
-            known = Known(name, metric.datatype, None, metric.datatype in _TEXT)
-            pattern = self._pattern_for(name)
+            known = Known(name, device_id, metric.datatype, None, metric.datatype in _TEXT)
+            # a transient metric is not to be stored, the specification says
+            pattern = None if metric.is_transient else self._pattern_for(name)
             if pattern is None:
-                if name not in self._unmatched:
+                if name not in self._unmatched and not metric.is_transient:
                     self._unmatched.add(name)
                     self.stats.unmatched_metrics += 1
                     if len(self.stats.unmatched_examples) < UNMATCHED_EXAMPLES:

@@ -344,3 +344,42 @@ def test_mos_sim_mqtt_sparkplug_publishes_what_the_independent_codec_reads(mosqu
     final = recorder.wait_for(lambda ms: any("/NDEATH/" in m.topic for m in ms), timeout=30)
     [death] = sparkplug_js.decode([bytes(m.payload) for m in final if "/NDEATH/" in m.topic])
     assert death["metrics"][0]["name"] == "bdSeq"
+
+
+def test_a_device_born_again_may_renumber_its_aliases_and_transient_metrics_are_not_stored() -> None:
+    device = sparkplug_device(1883)
+    registered: list[tuple[str, str]] = []
+
+    def register(pattern: Any, overrides: dict[str, str], tag: str, unit: str | None, data_type: str) -> int:
+        key = (overrides["equipment"], tag)
+        if key not in registered:
+            registered.append(key)
+        return registered.index(key)
+
+    decoder = SparkplugDecoder(device, register, lambda t, p: None)
+    rows = Rows()
+    DT = sp.DataType
+
+    def send(kind: str, seq: int, metrics: list[dict[str, Any]], device_id: str | None = "Press") -> None:
+        payload = sp.Payload(timestamp=T0 + seq, seq=seq)
+        for m in metrics:
+            metric = sp.add_metric(payload, datatype=DT.DOUBLE, timestamp_ms=T0 + seq, **m)
+            metric.is_transient = m.get("name") == "Temperature/Debug"
+        decoder.decode(topic(kind, device_id if kind[0] == "D" else None), sp.encode(payload), 0, rows)
+
+    send("NBIRTH", 0, [])
+    send("DBIRTH", 1, [{"name": "Temperature", "alias": 1, "value": 1.0},
+                       {"name": "Pressure", "alias": 2, "value": 2.0}])
+    send("DBIRTH", 2, [{"name": "Pressure", "alias": 1, "value": 3.0},  # aliases swapped
+                       {"name": "Temperature", "alias": 2, "value": 4.0},
+                       {"name": "Temperature/Debug", "alias": 3, "value": 9.0}])
+    send("DDATA", 3, [{"alias": 1, "value": 5.0, "with_datatype": False},
+                      {"alias": 2, "value": 6.0, "with_datatype": False},
+                      {"alias": 3, "value": 9.5, "with_datatype": False}])
+    got = [(registered[s][1], v) for s, v in zip(rows.series, rows.values, strict=True)]
+    press, temperature, pressure = name_for("Press"), name_for("Temperature"), name_for("Pressure")
+    assert {equipment for equipment, _ in registered} == {press}
+    assert got == [(temperature, 1.0), (pressure, 2.0), (pressure, 3.0), (temperature, 4.0), (pressure, 5.0),
+                   (temperature, 6.0)]
+    assert decoder.stats.ignored_points == 2  # the transient metric's birth value and its data value
+    assert decoder.stats.unknown_aliases == 0 and decoder.stats.seq_gaps == 0
