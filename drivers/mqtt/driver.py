@@ -45,7 +45,7 @@ from drivers.mqtt.config import MqttConnection, MqttDevice, SparkplugMetricTag, 
 from drivers.mqtt.decode import Decoder, Rows, SeriesLimitReached
 from drivers.mqtt.paths import minimal_filters
 from drivers.mqtt.redelivery import RecentMessages, message_key
-from drivers.mqtt.sparkplug import SparkplugDecoder, sparkplug_filters
+from drivers.mqtt.sparkplug import BirthFiles, SparkplugDecoder, sparkplug_filters
 from drivers.mqtt.wakeup import one_wakeup
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import read_secret
@@ -62,6 +62,7 @@ STOP_ACK_GRACE = 5.0  # seconds a stopping driver stays connected to acknowledge
 READ_MIN_WAIT, READ_MAX_WAIT = 5.0, 60.0
 BIRTHS_SETTLE = 1.0  # seconds without another birth after which `read` has a node's births
 RECENT_MESSAGES_FILE = "mqtt-recent-messages"
+SPARKPLUG_BIRTHS_DIR = "sparkplug-births"
 
 
 class _Closing(Exception):
@@ -457,6 +458,10 @@ class MqttDriver(Driver):
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+        if isinstance(self._decoder, SparkplugDecoder) and conn.qos and not conn.clean_session:
+            # the session keeps messages while the agent is away; the births name them on return
+            self._decoder.births = BirthFiles(self.ctx.state_path(SPARKPLUG_BIRTHS_DIR))
+            self._decoder.restore()
         if conn.qos and not conn.clean_session:
             self._recent = RecentMessages(self.ctx.state_path(RECENT_MESSAGES_FILE))
             # Times of a burst kept apart may run ahead of the clock; after a quick restart, new

@@ -15,6 +15,9 @@ once per ``REBIRTH_INTERVAL`` per node); data that cannot be named is dropped an
 stored under a guessed name. NDEATH / DDEATH give every series of the node / device a bad
 reading (code NOT_CONNECTED).
 
+With a persistent session the latest births are kept on disk (:class:`BirthFiles`), so data the
+broker held while the agent was away can be named after a restart.
+
 Nothing here raises for bad input: a payload that is not Sparkplug B protobuf is counted as an
 error of kind ``payload`` and the flow goes on.
 """
@@ -22,9 +25,13 @@ error of kind ``payload`` and the flow goes on.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, unquote
 
 from google.protobuf.message import DecodeError
 
@@ -45,6 +52,7 @@ NAN = math.nan
 REBIRTH_INTERVAL = 5.0  # seconds: at most one rebirth request per edge node in this time
 REBIRTH_METRIC = "Node Control/Rebirth"
 UNMATCHED_EXAMPLES = 20  # metric names matching no pattern, kept for the status
+NODE_BIRTH_FILE, DEVICE_BIRTH_PREFIX = "NBIRTH", "DBIRTH-"
 
 # Sparkplug ids and metric names → asset and tag names: the rule topic captures use.
 name_for = asset_name
@@ -128,10 +136,60 @@ class EdgeNode:
     last_rebirth: float = -math.inf
 
 
+class BirthFiles:
+    """The latest NBIRTH of each edge node and DBIRTH of each of its devices, as received, in
+    ``directory/<node>/`` (names percent-encoded): what a restarted driver needs to name the
+    data its persistent session kept. Written when a birth arrives (rare), removed on death."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _node_dir(self, node_id: str) -> Path:
+        return self.directory / quote(node_id, safe="")
+
+    @staticmethod
+    def _write(path: Path, payload: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        part.write_bytes(payload)
+        os.replace(part, path)
+
+    def save_node(self, node_id: str, payload: bytes) -> None:
+        """A new NBIRTH: the node's devices must be born again after it."""
+        shutil.rmtree(self._node_dir(node_id), ignore_errors=True)
+        self._write(self._node_dir(node_id) / NODE_BIRTH_FILE, payload)
+
+    def save_device(self, node_id: str, device_id: str, payload: bytes) -> None:
+        self._write(self._node_dir(node_id) / (DEVICE_BIRTH_PREFIX + quote(device_id, safe="")), payload)
+
+    def forget_node(self, node_id: str) -> None:
+        shutil.rmtree(self._node_dir(node_id), ignore_errors=True)
+
+    def forget_device(self, node_id: str, device_id: str) -> None:
+        (self._node_dir(node_id) / (DEVICE_BIRTH_PREFIX + quote(device_id, safe=""))).unlink(missing_ok=True)
+
+    def load(self) -> list[tuple[str, sp.Payload, list[tuple[str, sp.Payload]]]]:
+        """(node id, NBIRTH, [(device id, DBIRTH)]) of every node kept; a file that does not parse
+        is removed (the node is then asked for a rebirth as if nothing had been kept)."""
+        if not self.directory.is_dir():
+            return []
+        out = []
+        for node_dir in sorted(self.directory.iterdir()):
+            try:
+                node_birth = sp.decode((node_dir / NODE_BIRTH_FILE).read_bytes())
+                devices = [(unquote(path.name[len(DEVICE_BIRTH_PREFIX):]), sp.decode(path.read_bytes()))
+                           for path in sorted(node_dir.glob(DEVICE_BIRTH_PREFIX + "*")) if path.suffix != ".part"]
+            except (OSError, DecodeError):
+                shutil.rmtree(node_dir, ignore_errors=True)
+                continue
+            out.append((unquote(node_dir.name), node_birth, devices))
+        return out
+
+
 class SparkplugDecoder:
     def __init__(self, device: MqttDevice, register: RegisterFn, publish: PublishFn,
                  stats: SparkplugInStats | None = None, max_payload: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, births: BirthFiles | None = None) -> None:
         assert device.sparkplug is not None
         self.device = device
         self.source = device.sparkplug
@@ -145,6 +203,24 @@ class SparkplugDecoder:
         self.clock = clock
         self.nodes: dict[str, EdgeNode] = {}
         self._unmatched: set[str] = set()
+        self.births = births
+
+    def restore(self) -> None:
+        """Learn again the births an earlier run kept (their values were stored then), so the
+        messages the broker held for the session while the agent was away can be named. The
+        first ``seq`` after them is not checked: which message was acknowledged last is not
+        known."""
+        if self.births is None:
+            return
+        scratch = Rows()
+        counted = self.stats.births
+        for node_id, node_birth, device_births in self.births.load():
+            node = self._node(node_id)
+            self._node_birth(node, node_birth, 0, scratch)
+            for device_id, device_birth in device_births:
+                self._device_birth(node, device_id, device_birth, 0, scratch)
+            node.seq = None
+        self.stats.births = counted  # counted by the run that received them
 
     # ------------------------------------------------------------ subscriptions and commands
 
@@ -193,11 +269,14 @@ class SparkplugDecoder:
             rows.error("payload", f"{topic}: not a Sparkplug B payload ({exc})")
             return
         node = self._node(parsed.edge_node_id)
+        device_id = parsed.device_id
         if kind == sp.MessageType.NBIRTH:
             self._node_birth(node, message, arrival_ns, rows)
+            self._keep(rows, lambda births: births.save_node(node.name, bytes(payload)))
             return
         if kind == sp.MessageType.NDEATH:
-            self._node_death(node, message, arrival_ns, rows)
+            if self._node_death(node, message, arrival_ns, rows):
+                self._keep(rows, lambda births: births.forget_node(node.name))
             return
         if not node.born:
             # anything else needs the node's birth first (its seq, its aliases)
@@ -206,15 +285,27 @@ class SparkplugDecoder:
         self._check_seq(node, message)
         if kind == sp.MessageType.NDATA:
             self._data(node, None, message, arrival_ns, rows)
+        elif device_id is None:
+            return
         elif kind == sp.MessageType.DBIRTH:
-            self._device_birth(node, parsed.device_id, message, arrival_ns, rows)
+            self._device_birth(node, device_id, message, arrival_ns, rows)
+            self._keep(rows, lambda births: births.save_device(node.name, device_id, bytes(payload)))
         elif kind == sp.MessageType.DDATA:
-            if parsed.device_id not in node.series_of:
+            if device_id not in node.series_of:
                 self._unnamed(node, len(message.metrics), "data_before_birth")
             else:
-                self._data(node, parsed.device_id, message, arrival_ns, rows)
-        elif kind == sp.MessageType.DDEATH:
-            self._device_death(node, parsed.device_id, message, arrival_ns, rows)
+                self._data(node, device_id, message, arrival_ns, rows)
+        elif kind == sp.MessageType.DDEATH and self._device_death(node, device_id, message, arrival_ns, rows):
+            self._keep(rows, lambda births: births.forget_device(node.name, device_id))
+
+    def _keep(self, rows: Rows, change: Callable[[BirthFiles], None]) -> None:
+        """Bring the kept births up to date; a failure to write them costs only the naming of
+        data held for the session across a restart, so it is counted and the flow goes on."""
+        if self.births is not None:
+            try:
+                change(self.births)
+            except OSError as exc:
+                rows.error("state", f"cannot keep the Sparkplug births in {self.births.directory}: {exc}")
 
     def _check_seq(self, node: EdgeNode, message: sp.Payload) -> None:
         """On a ``seq`` gap asks for a rebirth (what came between is lost); the message itself is
@@ -250,7 +341,7 @@ class SparkplugDecoder:
         self.stats.edge_nodes_online = sum(n.born for n in self.nodes.values())
         self._learn(node, None, message, arrival_ns, rows)
 
-    def _device_birth(self, node: EdgeNode, device_id: str | None, message: sp.Payload, arrival_ns: int,
+    def _device_birth(self, node: EdgeNode, device_id: str, message: sp.Payload, arrival_ns: int,
                       rows: Rows) -> None:
         for key in [key for key in node.by_name if key[0] == device_id]:
             del node.by_name[key]
@@ -303,12 +394,13 @@ class SparkplugDecoder:
                 node.by_alias[metric.alias] = known
             self._reading(known, metric, message, arrival_ns, rows)
 
-    def _node_death(self, node: EdgeNode, message: sp.Payload, arrival_ns: int, rows: Rows) -> None:
+    def _node_death(self, node: EdgeNode, message: sp.Payload, arrival_ns: int, rows: Rows) -> bool:
+        """True if the node was alive and is now dead."""
         if not node.born:
-            return
+            return False
         bd_seq = next((sp.get_value(m) for m in message.metrics if m.name == "bdSeq"), None)
         if node.bd_seq is not None and isinstance(bd_seq, int) and bd_seq != node.bd_seq:
-            return  # the will of an earlier session, arriving after the node was born again
+            return False  # the will of an earlier session, arriving after the node was born again
         node.born = False
         node.seq = None
         self.stats.deaths += 1
@@ -319,15 +411,18 @@ class SparkplugDecoder:
         node.series_of.clear()
         node.by_alias.clear()
         node.by_name.clear()
+        return True
 
-    def _device_death(self, node: EdgeNode, device_id: str | None, message: sp.Payload, arrival_ns: int,
-                      rows: Rows) -> None:
+    def _device_death(self, node: EdgeNode, device_id: str, message: sp.Payload, arrival_ns: int,
+                      rows: Rows) -> bool:
+        """True if the device was alive and is now dead."""
         series_list = node.series_of.pop(device_id, None)
         if series_list is None:
-            return
+            return False
         self.stats.deaths += 1
         sourced = message.HasField("timestamp")
         self._not_connected(series_list, message.timestamp * 1_000_000 if sourced else arrival_ns, sourced, rows)
+        return True
 
     @staticmethod
     def _not_connected(series_list: list[int], stamp: int, sourced: bool, rows: Rows) -> None:

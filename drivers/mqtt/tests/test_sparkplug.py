@@ -14,7 +14,7 @@ import pytest
 from drivers.mqtt import MqttDriver
 from drivers.mqtt.config import MqttDevice
 from drivers.mqtt.decode import Rows
-from drivers.mqtt.sparkplug import REBIRTH_INTERVAL, SparkplugDecoder, name_for, quality_of
+from drivers.mqtt.sparkplug import REBIRTH_INTERVAL, BirthFiles, SparkplugDecoder, name_for, quality_of
 from mos_agent import sparkplug as sp
 from mos_agent.driver_api import DeviceState, DriverContext
 from mos_agent.taxonomy import ASSET_NAME, DEFAULT_STAGES, CollectorCode
@@ -283,6 +283,46 @@ async def test_unacknowledged_births_and_data_are_redelivered_and_named_after_a_
     counts = [r["value"] for r in restarted.readings() if r["tag"] == PARTS]
     assert counts[:4] == [1.0, 2.0, 3.0, 4.0]
     assert stats(restarted).dropped_points == 0
+
+
+async def test_births_kept_across_a_restart_name_the_data_the_session_held(mosquitto, run_driver,
+                                                                          edge_node) -> None:
+    device = sparkplug_device(mosquitto.port)
+    first = run_driver(device)
+    await first.wait_running()
+    node = edge_node(devices=1, qos=1).connect()
+    node.publish_data(1)
+    await wait_until_async(lambda: len(first.readings()) == 6 + 5, what="births and one DDATA")
+    await first.stop()
+    node.publish_data(3)  # the agent is away: the broker keeps these for its session
+    node.publish_device_death(0)
+
+    second = run_driver(device)
+    await wait_until_async(lambda: sum(r["quality"] == "bad" for r in second.readings()) == 5, what="the DDEATH")
+    assert [r["value"] for r in second.readings() if r["tag"] == PARTS] == [3.0, 4.0, 5.0, None]
+    assert stats(second).dropped_points == 0 and stats(second).data_before_birth == 0
+    assert node.stats.rebirths == 0  # nobody had to ask
+    # the device's death is kept too: a third run does not name its data without a new birth
+    await second.stop()
+    node.publish_data(1)
+    third = run_driver(device)
+    await wait_until_async(lambda: stats(third).data_before_birth == 1, what="the data of the dead device")
+    assert stats(third).dropped_points == 6  # its six metrics, not stored
+    await wait_until_async(lambda: node.stats.rebirths == 1, what="the rebirth it asked for")
+
+
+def test_kept_births_that_do_not_parse_are_dropped(tmp_path) -> None:
+    births = BirthFiles(tmp_path / "births")
+    births.save_node("node 1", sp.encode(sp.Payload(timestamp=T0, seq=0)))
+    births.save_device("node 1", "Press/1", sp.encode(sp.Payload(timestamp=T0, seq=1)))
+    births.save_node("node-2", b"\xff\xff not protobuf")
+    [(node_id, node_birth, devices)] = births.load()
+    assert (node_id, node_birth.seq, [(d, p.seq) for d, p in devices]) == ("node 1", 0, [("Press/1", 1)])
+    assert not (tmp_path / "births" / "node-2").exists()
+    births.forget_device("node 1", "Press/1")
+    assert births.load()[0][2] == []
+    births.forget_node("node 1")
+    assert births.load() == []
 
 
 # ---------------------------------------------------------------- the decoder alone
