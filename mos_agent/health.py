@@ -97,6 +97,7 @@ class StatusCollector:
                 published.add_metric(lv, sink.mqtt.messages_published)
                 births.add_metric(lv, sink.mqtt.births)
         yield from (connected, published, births)
+
         kpi = GaugeMetricFamily("mos_agent_kpi", "ISO 22400-2 KPIs per equipment and shift: the running shift "
                                                  "to date, the last complete figures of every other shift "
                                                  "(ratios in %, times in s, quantities in counts)",

@@ -139,10 +139,7 @@ def newest_per_series(batch: ReadingBatch) -> ReadingBatch:
     newest: dict[int, int] = {}
     for row, series in enumerate(batch.series.tolist()):
         newest[series] = row
-    keep = np.array(sorted(newest.values()), dtype=np.int64)
-    texts = {new: batch.texts[old] for new, old in enumerate(keep.tolist()) if batch.texts and old in batch.texts}
-    return ReadingBatch(batch.series[keep], batch.values[keep], batch.timestamps[keep], batch.quality[keep],
-                        batch.codes[keep], texts or None)
+    return batch.select(np.array(sorted(newest.values()), dtype=np.int64))
 
 
 def connect_error() -> str:
@@ -183,9 +180,11 @@ class MqttDriver(Driver):
         if self.device_config.format == "sparkplug":
             ctx.status.sparkplug = SparkplugInStats()
             self._decoder = SparkplugDecoder(self.device_config, self._register_metric, self._send_command,
-                                             ctx.status.sparkplug)
+                                             ctx.status.sparkplug, window=ctx.agent.source_time.window(),
+                                             source_names=ctx.status.source_names)
         else:
-            self._decoder = Decoder(self.device_config, self._register)
+            self._decoder = Decoder(self.device_config, self._register, window=ctx.agent.source_time.window(),
+                                    source_names=ctx.status.source_names)
         self._recent: RecentMessages | None = None  # with QoS 1 and a persistent session
         self._arrival_floor = 0  # no arrival time before this (see run)
 

@@ -36,11 +36,12 @@ from urllib.parse import quote, unquote
 from google.protobuf.message import DecodeError
 
 from drivers.mqtt.config import MqttDevice, SparkplugMetricTag, SparkplugSource
-from drivers.mqtt.decode import Rows, SeriesLimitReached, asset_name
+from drivers.mqtt.decode import Rows, SeriesLimitReached
 from mos_agent import sparkplug as sp
 from mos_agent import units
+from mos_agent.batch import SourceTimeWindow
 from mos_agent.status import SparkplugInStats
-from mos_agent.taxonomy import CollectorCode, Quality
+from mos_agent.taxonomy import CollectorCode, Quality, asset_name_for
 
 GOOD = int(Quality.GOOD)
 UNCERTAIN = int(Quality.UNCERTAIN)
@@ -48,6 +49,7 @@ BAD = int(Quality.BAD)
 NOT_CONNECTED = int(CollectorCode.NOT_CONNECTED)
 NOT_A_NUMBER = int(CollectorCode.NOT_A_NUMBER)
 PAYLOAD_ERROR = int(CollectorCode.PAYLOAD_ERROR)
+SOURCE_TIME_REPLACED = int(CollectorCode.SOURCE_TIME_REPLACED)
 NAN = math.nan
 REBIRTH_INTERVAL = 5.0  # seconds: at most one rebirth request per edge node in this time
 REBIRTH_METRIC = "Node Control/Rebirth"
@@ -55,7 +57,7 @@ UNMATCHED_EXAMPLES = 20  # metric names matching no pattern, kept for the status
 NODE_BIRTH_FILE, DEVICE_BIRTH_PREFIX = "NBIRTH", "DBIRTH-"
 
 # Sparkplug ids and metric names → asset and tag names: the rule topic captures use.
-name_for = asset_name
+name_for = asset_name_for
 
 _NUMERIC = frozenset((sp.DataType.INT8, sp.DataType.INT16, sp.DataType.INT32, sp.DataType.INT64,
                       sp.DataType.UINT8, sp.DataType.UINT16, sp.DataType.UINT32, sp.DataType.UINT64,
@@ -189,7 +191,8 @@ class BirthFiles:
 class SparkplugDecoder:
     def __init__(self, device: MqttDevice, register: RegisterFn, publish: PublishFn,
                  stats: SparkplugInStats | None = None, max_payload: int | None = None,
-                 clock: Callable[[], float] = time.monotonic, births: BirthFiles | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, births: BirthFiles | None = None,
+                 window: SourceTimeWindow | None = None, source_names: dict[str, str] | None = None) -> None:
         assert device.sparkplug is not None
         self.device = device
         self.source = device.sparkplug
@@ -204,6 +207,9 @@ class SparkplugDecoder:
         self.nodes: dict[str, EdgeNode] = {}
         self._unmatched: set[str] = set()
         self.births = births
+        self.window = window if window is not None else SourceTimeWindow()
+        # asset or tag name → the source's text, for the names asset_name_for changed (in the status)
+        self.source_names = source_names if source_names is not None else {}
 
     def restore(self) -> None:
         """Learn again the births an earlier run kept (their values were stored then), so the
@@ -353,9 +359,9 @@ class SparkplugDecoder:
 
     def _learn(self, node: EdgeNode, device_id: str | None, message: sp.Payload, arrival_ns: int,
                rows: Rows) -> None:
-        overrides = {"equipment": name_for(device_id if device_id is not None else node.name)}
+        overrides = {"equipment": self._name(device_id if device_id is not None else node.name)}
         if self.source.every_node:
-            overrides["cell"] = name_for(node.name)
+            overrides["cell"] = self._name(node.name)
         series_list = node.series_of[device_id]
         for metric in message.metrics:
             if not metric.HasField("name"):
@@ -383,7 +389,7 @@ class SparkplugDecoder:
                 data_type = "string" if known.text else "bool" if metric.datatype == sp.DataType.BOOLEAN \
                     else "float"
                 try:
-                    known.series = self.register(pattern, overrides, name_for(name), unit, data_type)
+                    known.series = self.register(pattern, overrides, self._name(name), unit, data_type)
                 except SeriesLimitReached as exc:
                     rows.error("series_limit", str(exc))
                 if known.series is not None:
@@ -435,6 +441,12 @@ class SparkplugDecoder:
             rows.quality.append(BAD)
             rows.codes.append(NOT_CONNECTED)
 
+    def _name(self, text: str) -> str:
+        name = name_for(text)
+        if name != text and len(self.source_names) < self.device.connection.max_series:
+            self.source_names[name] = text
+        return name
+
     def _pattern_for(self, name: str) -> SparkplugMetricTag | None:
         for pattern in self.patterns:
             if pattern.matches(name):
@@ -479,6 +491,12 @@ class SparkplugDecoder:
         else:
             stamp, sourced = arrival_ns, False
         quality, code = known.quality, known.code
+        if sourced and not self.window.accepts(stamp, arrival_ns):
+            rows.error("timestamp", f"metric {known.name!r}: timestamp {stamp // 1_000_000} ms is outside the "
+                                    f"plausible time window; arrival time used, quality uncertain")
+            stamp, sourced = arrival_ns, False
+            if quality == GOOD:
+                quality, code = UNCERTAIN, SOURCE_TIME_REPLACED
         value = sp.get_value(metric, known.datatype)
         if value is None:
             number = NAN

@@ -8,8 +8,9 @@ Parsed durations are float seconds and sizes are int bytes.
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -25,10 +26,13 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from mos_agent import units
+from mos_agent import text, units
 from mos_agent.kpi.calendar import WEEKDAYS, ShiftRule, overlapping_rules, parse_clock, parse_span
 from mos_agent.kpi.equipment import INTEGER_TYPES
-from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
+from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS, KPI_CATEGORY
+
+if TYPE_CHECKING:
+    from mos_agent.batch import SourceTimeWindow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 _DURATION_FACTOR = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
@@ -82,10 +86,16 @@ def _check_unit(value: str) -> str:
     return value
 
 
+def _check_encoding(value: str) -> str:
+    return text.check_encoding(value)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 AssetName = Annotated[str, AfterValidator(_check_asset_name)]
 UnitCode = Annotated[str, AfterValidator(_check_unit)]
+# How a device's text bytes are read (``cp949``, ``euc-kr``…); default UTF-8.
+TextEncoding = Annotated[str, AfterValidator(_check_encoding)]
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]
 Kind = Literal[KINDS]  # type: ignore[valid-type]
 
@@ -150,6 +160,34 @@ Weekday = Literal[WEEKDAYS]  # type: ignore[valid-type]
 # ---------------------------------------------------------------- agent file
 
 
+class SourceTimeSection(StrictModel):
+    """Source timestamps outside ``earliest`` … arrival + ``max_ahead`` are replaced by the arrival
+    time (quality uncertain, code 1009)."""
+
+    earliest: date = date(1990, 1, 1)
+    max_ahead: Duration = 86400.0
+
+    @field_validator("earliest")
+    @classmethod
+    def _earliest(cls, value: date) -> date:
+        if not date(1970, 1, 1) <= value <= date(2200, 1, 1):
+            raise ValueError(f"earliest must be between 1970-01-01 and 2200-01-01, got {value}")
+        return value
+
+    @field_validator("max_ahead")
+    @classmethod
+    def _max_ahead(cls, value: float) -> float:
+        if value > 365 * 86400.0:
+            raise ValueError("max_ahead must be at most a year (365d)")
+        return value
+
+    def window(self) -> SourceTimeWindow:
+        from mos_agent.batch import SourceTimeWindow  # the configuration stays free of numpy
+
+        start = datetime(self.earliest.year, self.earliest.month, self.earliest.day, tzinfo=UTC)
+        return SourceTimeWindow(int(start.timestamp()) * 10**9, round(self.max_ahead * 1e9))
+
+
 class AgentSection(StrictModel):
     id: str = Field(min_length=1)
     enterprise: AssetName | None = None
@@ -160,6 +198,7 @@ class AgentSection(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: Duration = 10.0
     timezone: Annotated[str, AfterValidator(_check_timezone)] | None = None  # IANA; default the system's
+    source_time: SourceTimeSection = Field(default_factory=SourceTimeSection)
 
     @field_validator("health")
     @classmethod
@@ -189,6 +228,15 @@ class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
     # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
     max_retry_delay: Duration = 60.0
+    # "contracts": the sink receives only what a sharing contract naming it releases
+    share: Literal["contracts"] | None = None
+
+    @model_validator(mode="after")
+    def _share_needs_name(self) -> SinkBase:
+        if self.share is not None and not self.name:
+            raise ValueError("a sink with share: contracts needs a name: (contracts name the sink that "
+                             "receives what they release)")
+        return self
 
 
 class InfluxSinkConfig(SinkBase):
@@ -335,6 +383,10 @@ class CatalogSection(StrictModel):
     base_uri: str | None = None
 
 
+class SharingSection(StrictModel):
+    contracts: str | list[str]  # glob(s) of contract files, relative to the agent file
+
+
 class ShiftConfig(StrictModel):
     """One shift of the calendar: wall-clock times in ``agent.timezone``; ``end`` not after
     ``start`` crosses midnight; ``days`` are the weekdays the shift starts on (default: every day)."""
@@ -367,6 +419,7 @@ class AgentConfig(StrictModel):
     buffer: BufferSection = Field(default_factory=BufferSection)
     sinks: list[SinkConfig] = Field(default_factory=list)
     catalog: CatalogSection | None = None
+    sharing: SharingSection | None = None
     shifts: list[ShiftConfig] = Field(default_factory=list)  # planned operating time for KPIs
     kpi: KpiSection = Field(default_factory=KpiSection)
 
@@ -437,10 +490,13 @@ class SeriesFields(StrictModel):
     range: tuple[float, float] | None = None
 
 
+TAG_NAME_MAX = 200  # names a driver generates (OPC UA browse paths) are shortened to fit
+
+
 class TagBase(SeriesFields):
     """Fields every driver's tag has. ``data_type()`` names the value's type for the catalogue."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=TAG_NAME_MAX)
     description: str | None = None
 
     def effective_kind(self) -> str:
@@ -573,3 +629,60 @@ class DeviceBase(StrictModel):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown stage {value!r} (expected one of: {', '.join(stages)}{hint})")
         return value
+
+
+# ---------------------------------------------------------------- sharing contracts
+
+# What a contract may release: the taxonomy's categories and the agent's own KPIs.
+SHAREABLE_CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys((*CATEGORIES, KPI_CATEGORY)))
+ShareableCategory = Literal[SHAREABLE_CATEGORIES]  # type: ignore[valid-type]
+
+
+def parse_instant(value: Any) -> date | datetime:
+    """A contract's validity bound: a date (``2026-12-01``) or a date-time with or without an
+    offset (``2027-11-30T23:59:59+09:00``); YAML may already have made either."""
+    if isinstance(value, datetime | date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            pass
+    raise ValueError(f"bad date {value!r}: expected a date like 2026-12-01 or a date-time like "
+                     f"2026-12-01T08:00:00+09:00")
+
+
+def parse_resolution(value: Any) -> float | None:
+    """``raw`` → None (every reading as it is); a duration → window length in seconds."""
+    if value == "raw":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"bad resolution {value!r}: expected 'raw' or a duration like 10s, 1m or 1h") from None
+
+
+Instant = Annotated[date | datetime, BeforeValidator(parse_instant)]
+Resolution = Annotated[float | None, BeforeValidator(parse_resolution)]
+
+
+class ValidityPeriod(StrictModel):
+    start: Instant = Field(alias="from")
+    end: Instant = Field(alias="to")
+
+
+class ContractConfig(StrictModel):
+    """A sharing contract file: what one consumer receives, through which sink, for how long."""
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    title: LocalizedText | None = None
+    consumer: str = Field(min_length=1)
+    sink: str = Field(min_length=1)
+    valid: ValidityPeriod
+    datasets: list[str] = Field(min_length=1)
+    categories: list[ShareableCategory] = Field(default_factory=lambda: list(SHAREABLE_CATEGORIES))
+    resolution: Resolution = None
+    pseudonymise: bool = False
