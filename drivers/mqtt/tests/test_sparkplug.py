@@ -91,6 +91,9 @@ async def test_births_then_data_from_the_simulated_edge_node(mosquitto, run_driv
     assert set(series) == {(f"{base}/{equipment}", tag) for equipment in (PRESS, OVEN) for tag in DEVICE_TAGS} | {
         (f"{base}/{NODE_EQ}", UPTIME)}
     assert len({PRESS, OVEN, NODE_EQ}) == 3 and all(ASSET_NAME.match(name) for name in (PRESS, OVEN, *DEVICE_TAGS))
+    # names the mapping changed are shown with the source's text
+    assert {PRESS: "Press 01", OVEN: "Oven-2", TEMPERATURE: "Temperature"}.items() <= \
+        running.ctx.status.source_names.items()
     specs = {(s.asset_path, s.tag): s for s in running.ctx.series.specs}
     assert specs[(f"{base}/{PRESS}", PRESSURE)].unit == "bar"  # from the birth's unit property
     assert specs[(f"{base}/{PRESS}", TEMPERATURE)].category == "environment"
@@ -405,7 +408,7 @@ def test_a_device_born_again_may_renumber_its_aliases_and_transient_metrics_are_
         for m in metrics:
             metric = sp.add_metric(payload, datatype=DT.DOUBLE, timestamp_ms=T0 + seq, **m)
             metric.is_transient = m.get("name") == "Temperature/Debug"
-        decoder.decode(topic(kind, device_id if kind[0] == "D" else None), sp.encode(payload), 0, rows)
+        decoder.decode(topic(kind, device_id if kind[0] == "D" else None), sp.encode(payload), T0 * 1_000_000, rows)
 
     send("NBIRTH", 0, [])
     send("DBIRTH", 1, [{"name": "Temperature", "alias": 1, "value": 1.0},
@@ -423,3 +426,21 @@ def test_a_device_born_again_may_renumber_its_aliases_and_transient_metrics_are_
                    (temperature, 6.0)]
     assert decoder.stats.ignored_points == 2  # the transient metric's birth value and its data value
     assert decoder.stats.unknown_aliases == 0 and decoder.stats.seq_gaps == 0
+    assert set(rows.quality) == {0} and rows.errors == {}
+
+
+def test_a_timestamp_outside_the_plausible_window_becomes_arrival_time_uncertain() -> None:
+    device = sparkplug_device(1883)
+    decoder = SparkplugDecoder(device, lambda *args: 0, lambda t, p: None)
+    rows = Rows()
+    arrival = T0 * 1_000_000
+    birth = sp.Payload(timestamp=T0, seq=0)
+    sp.add_metric(birth, datatype=sp.DataType.DOUBLE, value=1.0, timestamp_ms=T0, name="Uptime", alias=1)
+    data = sp.Payload(timestamp=T0, seq=1)
+    sp.add_metric(data, datatype=sp.DataType.DOUBLE, value=2.0, timestamp_ms=86_400_000, alias=1,
+                  with_datatype=False)  # 2 January 1970: a node whose clock was never set
+    decoder.decode(topic("NBIRTH"), sp.encode(birth), arrival, rows)
+    decoder.decode(topic("NDATA"), sp.encode(data), arrival + 5, rows)
+    assert list(zip(rows.values, rows.stamps, rows.quality, rows.codes, strict=True)) == [
+        (1.0, arrival, 0, 0), (2.0, arrival + 5, 1, CollectorCode.SOURCE_TIME_REPLACED)]
+    assert rows.source_rows == [0] and rows.errors["timestamp"][0] == 1
