@@ -56,9 +56,6 @@ REBIRTH_METRIC = "Node Control/Rebirth"
 UNMATCHED_EXAMPLES = 20  # metric names matching no pattern, kept for the status
 NODE_BIRTH_FILE, DEVICE_BIRTH_PREFIX = "NBIRTH", "DBIRTH-"
 
-# Sparkplug ids and metric names → asset and tag names: the rule topic captures use.
-name_for = asset_name_for
-
 _NUMERIC = frozenset((sp.DataType.INT8, sp.DataType.INT16, sp.DataType.INT32, sp.DataType.INT64,
                       sp.DataType.UINT8, sp.DataType.UINT16, sp.DataType.UINT32, sp.DataType.UINT64,
                       sp.DataType.FLOAT, sp.DataType.DOUBLE, sp.DataType.DATETIME))
@@ -442,7 +439,7 @@ class SparkplugDecoder:
             rows.codes.append(NOT_CONNECTED)
 
     def _name(self, text: str) -> str:
-        name = name_for(text)
+        name = asset_name_for(text)  # the rule topic captures follow
         if name != text and len(self.source_names) < self.device.connection.max_series:
             self.source_names[name] = text
         return name

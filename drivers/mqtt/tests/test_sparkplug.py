@@ -14,10 +14,10 @@ import pytest
 from drivers.mqtt import MqttDriver
 from drivers.mqtt.config import MqttDevice
 from drivers.mqtt.decode import Rows
-from drivers.mqtt.sparkplug import REBIRTH_INTERVAL, BirthFiles, SparkplugDecoder, name_for, quality_of
+from drivers.mqtt.sparkplug import REBIRTH_INTERVAL, BirthFiles, SparkplugDecoder, quality_of
 from mos_agent import sparkplug as sp
 from mos_agent.driver_api import DeviceState, DriverContext
-from mos_agent.taxonomy import ASSET_NAME, DEFAULT_STAGES, CollectorCode
+from mos_agent.taxonomy import ASSET_NAME, DEFAULT_STAGES, CollectorCode, asset_name_for
 from simulators.sparkplug_node import SparkplugConfig, SparkplugNode
 from tests.support.waiting import wait_until_async
 
@@ -31,10 +31,10 @@ PATTERNS = [
     {"metric": "Uptime", "category": "equipment_state", "unit": "s", "kind": "sample"},
 ]
 T0 = 1_767_225_600_000  # ms
-# Sparkplug ids and metric names as asset and tag names: the driver's mapping (that of topic captures)
-PRESS, OVEN, NODE_EQ = name_for("Press 01"), name_for("Oven-2"), name_for("node-7")
+# Sparkplug ids and metric names as asset and tag names: the mapping of topic captures
+PRESS, OVEN, NODE_EQ = asset_name_for("Press 01"), asset_name_for("Oven-2"), asset_name_for("node-7")
 TEMPERATURE, PRESSURE, PARTS, RUNNING, MODE, UPTIME = (
-    name_for(n) for n in ("Temperature", "Pressure", "Parts/Count", "Running", "Mode", "Uptime"))
+    asset_name_for(n) for n in ("Temperature", "Pressure", "Parts/Count", "Running", "Mode", "Uptime"))
 DEVICE_TAGS = (TEMPERATURE, PRESSURE, PARTS, RUNNING, MODE)
 
 
@@ -221,8 +221,8 @@ async def test_payloads_of_the_independent_codec_aliases_quality_and_nulls(mosqu
     got = [(r["asset"], r["tag"], r["value"], r["quality"], r["code"], r["time"] // 1_000_000)
            for r in running.readings()]
     # "+" reads every node: the edge node is the cell; names mapped as topic captures are
-    gateway, oven = name_for("Line2 GW"), name_for("Oven A")
-    ambient, zone, good = name_for("Temp Ambient"), name_for("Temperature/Zone 1"), name_for("Parts Good")
+    gateway, oven = asset_name_for("Line2 GW"), asset_name_for("Oven A")
+    ambient, zone, good = (asset_name_for(n) for n in ("Temp Ambient", "Temperature/Zone 1", "Parts Good"))
     base = f"acme/changwon/assembly/line-2/{gateway}"
     assert got == [
         (f"{base}/{gateway}", ambient, 21.5, "good", 0, T0),
@@ -420,7 +420,7 @@ def test_a_device_born_again_may_renumber_its_aliases_and_transient_metrics_are_
                       {"alias": 2, "value": 6.0, "with_datatype": False},
                       {"alias": 3, "value": 9.5, "with_datatype": False}])
     got = [(registered[s][1], v) for s, v in zip(rows.series, rows.values, strict=True)]
-    press, temperature, pressure = name_for("Press"), name_for("Temperature"), name_for("Pressure")
+    press, temperature, pressure = asset_name_for("Press"), asset_name_for("Temperature"), asset_name_for("Pressure")
     assert {equipment for equipment, _ in registered} == {press}
     assert got == [(temperature, 1.0), (pressure, 2.0), (pressure, 3.0), (temperature, 4.0), (pressure, 5.0),
                    (temperature, 6.0)]
