@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import logging
 import os
@@ -566,6 +567,7 @@ class Agent:
             points_bad=counts.bad,
             points_per_s=round(rt.rate.rate(), 1),
             last_value_time=rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
+            sparkplug=copy.deepcopy(st.sparkplug),
         )
 
     def health(self) -> tuple[bool, list[str]]:

@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
         tags = set(_known(path, "tag", "WHERE equipment = ?", (args.device,)))
         device = next((d for d in loaded.devices if d.name == args.device), None)
         if device is not None:
-            tags |= {t.name for t in device.tags}
+            tags |= {t.name for t in device.configured_tags()}
         if args.tag not in tags:
             known_tags = ", ".join(sorted(tags)) or _("none")
             raise UsageError(_("device {name} has no tag {tag} (tags: {names})").format(
