@@ -1,4 +1,6 @@
-"""Shared fixtures: real Mosquitto and VictoriaMetrics on free loopback ports in temp dirs."""
+"""Shared fixtures for tests/ and drivers/*/tests: real Mosquitto and VictoriaMetrics on free
+loopback ports in temp dirs, and a fault-injecting proxy. The helpers behind them are in
+tests/support (not part of the package)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mos_agent.testing import FaultProxy, Mosquitto, StoreReader, VictoriaMetrics, running
+from mos_agent.localservers import Mosquitto
+from tests.support.servers import FaultProxy, StoreReader, VictoriaMetrics, running
 
 REPO = Path(__file__).resolve().parent
 

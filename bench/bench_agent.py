@@ -67,7 +67,8 @@ sys.path.insert(0, str(REPO))
 from agent_process import FLUSH_INTERVAL, AgentRun, stop_process, write_agent  # noqa: E402
 from measure import free_port_block, process_cpu_seconds  # noqa: E402
 
-from mos_agent.testing import FaultProxy, VictoriaMetrics, free_port, wait_for_port  # noqa: E402
+from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
+from tests.support.servers import FaultProxy, VictoriaMetrics  # noqa: E402
 
 BULK = REPO / "simulators" / "scenarios" / "bulk.yaml"
 TAGS_PER_DEVICE = 1000  # the bulk scenario

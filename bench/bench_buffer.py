@@ -30,12 +30,16 @@ from pathlib import Path
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from mos_agent.buffer import Buffer, StoreAndForward
-from mos_agent.config.models import AgentConfig
-from mos_agent.sinks.runner import BACKLOG_FACTOR
-from mos_agent.testing import VictoriaMetrics, sample_chunks
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests.support, the shared test helpers, from the checkout
+
+from mos_agent.buffer import Buffer  # noqa: E402
+from mos_agent.config.models import AgentConfig  # noqa: E402
+from mos_agent.sinks.forward import StoreAndForward  # noqa: E402
+from mos_agent.sinks.runner import BACKLOG_FACTOR  # noqa: E402
+from tests.support.samples import sample_chunks  # noqa: E402
+from tests.support.servers import VictoriaMetrics  # noqa: E402
+
 CHUNK = 5000
 GROUP = 4  # chunks per group commit
 BATCH = 5000  # sink batch_size (backlog batches are BACKLOG_FACTOR × this)
@@ -121,7 +125,7 @@ def bench_drain(workdir: Path, url: str, chunks: int) -> dict[str, float]:
     store = StoreAndForward(_config(state, url), state, logging.getLogger("bench"))
     started = time.perf_counter()
     store.start()
-    while store.status()["sinks"][0]["lag_points"]:
+    while store.status().sinks[0].lag_points:
         time.sleep(0.05)
     ours = points / (time.perf_counter() - started)
     store.stop(5)
@@ -175,10 +179,10 @@ def bench_drain_with_live(workdir: Path, url: str, backlog_chunks: int) -> dict:
     worst_live_age = 0.0
     drained_at = None
     while time.perf_counter() - started < 120:
-        sink = store.status()["sinks"][0]
-        if sink["backlog_points"]:  # before the runner sets the backlog aside, all of it counts as live
-            worst_live_age = max(worst_live_age, sink["live_lag_seconds"])
-        if sink["backlog_points"] == 0 and sink["sent_points"] >= backlog_points:
+        sink = store.status().sinks[0]
+        if sink.backlog_points:  # before the runner sets the backlog aside, all of it counts as live
+            worst_live_age = max(worst_live_age, sink.live_lag_seconds)
+        if sink.backlog_points == 0 and sink.sent_points >= backlog_points:
             drained_at = time.perf_counter() - started
             break
         time.sleep(0.02)

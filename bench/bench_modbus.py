@@ -43,8 +43,8 @@ from drivers.modbus import ModbusDevice, ModbusDriver  # noqa: E402
 from mos_agent.batch import ReadingBatch  # noqa: E402
 from mos_agent.config.models import AgentSection  # noqa: E402
 from mos_agent.driver_api import DriverContext  # noqa: E402
+from mos_agent.localservers import wait_for_port  # noqa: E402
 from mos_agent.normalise import Normaliser  # noqa: E402
-from mos_agent.testing import wait_for_port  # noqa: E402
 
 DEVICES = 10
 REGISTERS = 1000

@@ -44,9 +44,10 @@ from agent_process import AgentRun, write_agent  # noqa: E402
 from measure import cpu_seconds  # noqa: E402
 
 from drivers.mqtt.config import MqttDevice  # noqa: E402
+from mos_agent.localservers import Mosquitto, free_port  # noqa: E402
 from mos_agent.taxonomy import DEFAULT_STAGES  # noqa: E402
-from mos_agent.testing import FaultProxy, Mosquitto, VictoriaMetrics, free_port  # noqa: E402
 from simulators.mqtt import MqttSimulator, SimulatorConfig  # noqa: E402
+from tests.support.servers import FaultProxy, VictoriaMetrics  # noqa: E402
 
 AGENT_ID = "bench"
 DEVICES = 20  # simulated sensors/meters: 10 environment (3 readings), 10 energy (2 readings)

@@ -47,9 +47,10 @@ from drivers.opcua.config import OpcUaDevice  # noqa: E402
 from mos_agent.batch import ReadingBatch  # noqa: E402
 from mos_agent.config.models import AgentSection  # noqa: E402
 from mos_agent.driver_api import DriverContext  # noqa: E402
+from mos_agent.localservers import free_port  # noqa: E402
 from mos_agent.normalise import Normaliser  # noqa: E402
 from mos_agent.taxonomy import DEFAULT_STAGES  # noqa: E402
-from mos_agent.testing import VictoriaMetrics, free_port  # noqa: E402
+from tests.support.servers import VictoriaMetrics  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 NODES = 2000

@@ -8,7 +8,7 @@ import resource
 import socket
 from pathlib import Path
 
-from mos_agent.testing import free_port
+from mos_agent.localservers import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

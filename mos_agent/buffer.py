@@ -1,4 +1,23 @@
-"""The on-disk store-and-forward buffer, and :class:`StoreAndForward` that ties it to the sinks.
+"""The on-disk store-and-forward buffer: durable rows of encoded line protocol and one cursor per
+reader. Storage only — it knows nothing of sinks or networks; the readers' supervision is in
+:mod:`mos_agent.sinks.forward`.
+
+Invariants (what the rest of the agent relies on):
+
+1. Acknowledged means durable: once :meth:`Buffer.append` returns, its rows survive ``kill -9``
+   and power loss. Rows are never changed after the append.
+2. Row ids only grow and are never reused (AUTOINCREMENT), so a cursor is one number.
+3. A row is deleted only when every registered reader has it (at or below its live cursor and
+   outside its backlog range) — or by the overflow policy, which counts each dropped point
+   against every reader that never receives it (a row taken from a batch a reader is sending
+   counts for it only if that batch is given up).
+4. A cursor moves only forward and only through :meth:`SinkCursor.advance` (or the backlog
+   bookkeeping), in the same transaction that deletes the rows no reader needs: a crash re-sends
+   at most the batch in flight, never skips one. (On a disk too full to save it, a cursor moves
+   on in memory and is saved later: after a crash meanwhile more is re-sent, never skipped.)
+5. The buffered bytes stay within ``max_size`` after every append, and the append leaves
+   ``min_free_space`` free on the state directory's filesystem. No call waits for disk space.
+6. One process per state directory (a lock file); a second one is refused.
 
 Layout of ``<state_dir>/buffer.sqlite`` (SQLite, WAL):
 
@@ -22,8 +41,19 @@ Bound: ``buffer.max_size`` counts the bytes of buffered (compressed) line protoc
 it, ``drop_oldest`` deletes the oldest rows (sent or not; each sink is told how many of its
 unsent points went) and ``drop_newest`` refuses the new rows; either way the points are counted
 and one warning is logged per episode (it ends when the buffer is below 90% of the cap again).
+A point is counted as dropped for a sink only if that sink never receives it: a row deleted while
+it is in the sink's batch in flight is counted only if that batch is then given up, not sent.
 The file itself is somewhat larger: page overhead, the WAL (truncated to 64 MiB after
 checkpoints) and dead letters (at most 10% of max_size).
+
+The disk is a cap too. SQLite needs free space to move a cursor or delete a row (its WAL), so a
+filesystem filled to the last byte could free nothing, ever. Before every append the buffer
+measures the free space of the state directory's filesystem (plus the pages SQLite can reuse)
+and keeps ``buffer.min_free_space`` of it free: whatever would eat into that is handled by the
+overflow policy as if ``max_size`` had been reached — a "disk full" episode, logged once, shown in
+the status, over when the space is back. Should the disk fill anyway (another program), the
+append that hits it is retried once after a checkpoint and then refused (counted as dropped), and
+a cursor that cannot be saved moves on in memory: nothing waits for space forever.
 
 A file that is not a readable SQLite database, fails ``quick_check``, or lacks our format marker
 is moved aside to ``buffer.sqlite.corrupt-<time>`` (with its -wal/-shm) and a new buffer started,
@@ -34,21 +64,21 @@ state directory (that is refused, not mistaken for corruption).
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
 import fcntl
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mos_agent.payload import Payload, compress, is_gzipped
-
-if TYPE_CHECKING:
-    from mos_agent.config.models import AgentConfig
+from mos_agent.status import BufferStats, SinkLag
 
 APP_ID = "mos-agent-buffer"
 SCHEMA_VERSION = 1
@@ -62,6 +92,14 @@ OVERFLOW_LOW_WATER = 0.9
 DEAD_LETTER_SHARE = 0.1
 DEAD_LETTER_MIN_BYTES = 1 << 20
 BUSY_TIMEOUT_S = 60.0
+# Free space kept on the state directory's filesystem (buffer.min_free_space): room for SQLite's
+# WAL between checkpoints (up to 1000 pages of 16 KiB) and for the transactions that free space.
+DEFAULT_MIN_FREE_SPACE = 32 << 20
+# Under this multiple of min_free_space the writer checkpoints the WAL after every append, so the
+# WAL does not grow into the headroom between SQLite's own checkpoints (every 1000 pages).
+LOW_SPACE_CHECKPOINT_FACTOR = 2
+# A disk-full episode ends when this share of min_free_space is free beyond the next append.
+DISK_LOW_WATER = 0.1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,11 +133,16 @@ class BufferLocked(RuntimeError):
     """Another process holds the buffer of this state directory."""
 
 
+class BatchKind(enum.StrEnum):
+    LIVE = "live"  # rows after the live cursor: fresh data
+    BACKLOG = "backlog"  # rows of the backlog range being drained beside the live data
+
+
 @dataclass(slots=True)
 class Batch:
     """Consecutive rows of one sink's live or backlog range, concatenated."""
 
-    kind: str  # "live" | "backlog"
+    kind: BatchKind
     first_id: int
     last_id: int
     rows: int
@@ -146,8 +189,14 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection):
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -189,8 +238,21 @@ class _Freed:
     rows: int = 0
     points: int = 0
     bytes: int = 0
-    dropped: int = 0  # points removed or refused by the overflow policy
-    dropped_by_sink: dict[str, int] | None = None
+    dropped: int = 0  # points removed or refused by the overflow policy that some sink never gets
+    dropped_by_sink: dict[str, int] = field(default_factory=dict)
+    # rows the overflow policy deleted while sinks had them in their batch in flight:
+    # (row id, points, those sinks, whether the row already counts as dropped for another sink)
+    held: list[tuple[int, int, frozenset[str], bool]] = field(default_factory=list)
+    disk: bool = False  # the disk's free space, not max_size, set the cap
+
+
+@dataclass(slots=True)
+class _HeldRow:
+    """A deleted row that sinks still have in flight: dropped for a sink only if its batch is given up."""
+
+    points: int
+    sinks: set[str]
+    counted: bool  # already in dropped_points (another sink never got it)
 
 
 class Buffer:
@@ -198,7 +260,8 @@ class Buffer:
     through its own :class:`SinkCursor` (own connection, WAL lets it read beside the writer)."""
 
     def __init__(self, directory: Path, max_size: int, overflow: str = "drop_oldest",
-                 logger: logging.Logger | None = None, row_points: int = 5000) -> None:
+                 logger: logging.Logger | None = None, row_points: int = 5000,
+                 min_free_space: int = DEFAULT_MIN_FREE_SPACE) -> None:
         if overflow not in ("drop_oldest", "drop_newest"):
             raise ValueError(f"overflow must be drop_oldest or drop_newest, not {overflow!r}")
         self.directory = Path(directory)
@@ -207,6 +270,7 @@ class Buffer:
         self.overflow = overflow
         self.log = logger or logging.getLogger("mos_agent.buffer")
         self.row_points = max(1, int(row_points))
+        self.min_free_space = max(0, int(min_free_space))
         self.dead_letter_cap = max(DEAD_LETTER_MIN_BYTES, int(self.max_size * DEAD_LETTER_SHARE))
         self._conn: sqlite3.Connection | None = None
         self._status_conn: sqlite3.Connection | None = None
@@ -224,6 +288,18 @@ class Buffer:
         self.overflowing = False
         self._episode_dropped = 0
         self.moved_aside: list[Path] = []
+        self._page_size = 4096
+        # Drop accounting against the sinks' batches in flight. Held with every transaction that
+        # moves a cursor or deletes by policy, so cursors, batches in flight and counts agree.
+        self._drop_lock = threading.Lock()
+        self._in_flight: dict[str, tuple[int, int | None]] = {}  # sink -> ids of its batch (None: still reading)
+        self._held: dict[int, _HeldRow] = {}
+        self.disk_free = 0  # bytes free on the state directory's filesystem, at the last append
+        self.disk_full = False
+        self.disk_full_episodes = 0
+        self.disk_full_reason: str | None = None
+        self._disk_episode_dropped = 0
+        self._episode_by_disk = False
 
     # ------------------------------------------------------------ open / close
 
@@ -232,6 +308,7 @@ class Buffer:
         self._take_lock()
         try:
             self._conn = self._open_checked()
+            self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
             self._status_conn = _connect(self.path, "NORMAL")
             self._load_totals()
         except BaseException:
@@ -396,23 +473,83 @@ class Buffer:
             self.rows -= freed.rows
             self.points -= freed.points
             self.bytes -= freed.bytes
+            for row_id, points, sinks, counted in freed.held:
+                self._held[row_id] = _HeldRow(points, set(sinks), counted)
             if freed.dropped:
-                self.dropped_points += freed.dropped
-                self._episode_dropped += freed.dropped
-                for sink, n in (freed.dropped_by_sink or {}).items():
-                    self.dropped_points_by_sink[sink] = self.dropped_points_by_sink.get(sink, 0) + n
+                self._count_dropped(freed.dropped, freed.dropped_by_sink)
+                if freed.disk:
+                    self._disk_episode_dropped += freed.dropped
                 if not self.overflowing:
                     self.overflowing = True
                     self.overflow_episodes += 1
-                    what = "oldest buffered data" if self.overflow == "drop_oldest" else "newest data"
-                    self.log.warning("buffer full (max_size %d bytes): dropping the %s until the sinks catch "
-                                     "up (overflow: %s; counted in dropped_points, logged once per episode)",
-                                     self.max_size, what, self.overflow)
-            elif self.overflowing and self.bytes < self.max_size * OVERFLOW_LOW_WATER:
+                    self._episode_by_disk = freed.disk
+                    if not freed.disk:  # a disk-full episode has its own warning
+                        what = "oldest buffered data" if self.overflow == "drop_oldest" else "newest data"
+                        self.log.warning("buffer full (max_size %d bytes): dropping the %s until the sinks catch "
+                                         "up (overflow: %s; counted in dropped_points, logged once per episode)",
+                                         self.max_size, what, self.overflow)
+            elif self.overflowing and not self.disk_full and self.bytes < self.max_size * OVERFLOW_LOW_WATER:
                 self.overflowing = False
-                self.log.warning("buffer below its cap again: %d points were dropped in that overflow episode",
-                                 self._episode_dropped)
+                if not self._episode_by_disk:  # the disk-full episode said its own goodbye
+                    self.log.warning("buffer below its cap again: %d points were dropped in that overflow "
+                                     "episode", self._episode_dropped)
                 self._episode_dropped = 0
+
+    def _count_dropped(self, points: int, by_sink: dict[str, int]) -> None:
+        with self._totals_lock:
+            self.dropped_points += points
+            self._episode_dropped += points
+            for sink, n in by_sink.items():
+                self.dropped_points_by_sink[sink] = self.dropped_points_by_sink.get(sink, 0) + n
+
+    # ------------------------------------------------------------ batches in flight
+
+    def _flying(self, sink: str, row_id: int) -> bool:
+        span = self._in_flight.get(sink)
+        return span is not None and span[0] <= row_id and (span[1] is None or row_id <= span[1])
+
+    def _release_held(self, sink: str, keep: Callable[[int], bool], delivered: bool) -> None:
+        """The sink is done with the held rows for which ``keep`` is false: delivered, or lost
+        (then counted as dropped for it). Call with ``_drop_lock`` held."""
+        lost_points = 0
+        newly_dropped = 0
+        with self._totals_lock:
+            for row_id in [r for r, held in self._held.items() if sink in held.sinks and not keep(r)]:
+                held = self._held[row_id]
+                held.sinks.discard(sink)
+                if not delivered:
+                    lost_points += held.points
+                    if not held.counted:
+                        held.counted = True
+                        newly_dropped += held.points
+                if not held.sinks:
+                    del self._held[row_id]
+            if lost_points:
+                self.dropped_points_by_sink[sink] = self.dropped_points_by_sink.get(sink, 0) + lost_points
+            if newly_dropped:
+                self._count_dropped(newly_dropped, {})
+
+    def flight_begin(self, sink: str, first_id: int) -> None:
+        """``sink`` starts reading a batch from ``first_id``: rows deleted from here on may be in it."""
+        with self._drop_lock:
+            self._in_flight[sink] = (first_id, None)
+
+    def flight_settle(self, sink: str, first_id: int | None, last_id: int | None) -> None:
+        """The batch ``sink`` read holds the rows ``first_id..last_id`` (None: nothing was read);
+        rows deleted meanwhile outside that range never reach it."""
+        with self._drop_lock:
+            if first_id is None or last_id is None:
+                self._in_flight.pop(sink, None)
+                self._release_held(sink, lambda _: False, delivered=False)
+                return
+            self._in_flight[sink] = (first_id, last_id)
+            self._release_held(sink, lambda r: first_id <= r <= last_id, delivered=False)
+
+    def flight_end(self, sink: str, delivered: bool) -> None:
+        """``sink``'s batch in flight was delivered, or given up (its deleted rows then count as
+        dropped for it). Call with ``_drop_lock`` held."""
+        self._in_flight.pop(sink, None)
+        self._release_held(sink, lambda _: False, delivered=delivered)
 
     # ------------------------------------------------------------ append
 
@@ -441,43 +578,129 @@ class Buffer:
     def append(self, bodies: Sequence[bytes], points: Sequence[int]) -> int:
         """Store the chunks in one transaction and return once it is committed (durable). Returns
         the number of points stored (fewer than given only when the overflow policy dropped some
-        of them)."""
+        of them, for max_size or for the disk). Never waits for disk space: a disk that fills
+        beyond the headroom refuses this append (counted as dropped) and the next one tries again."""
         if len(bodies) != len(points):
             raise ValueError(f"{len(bodies)} bodies but {len(points)} point counts")
         rows = self._rows_from(bodies, points, time.time_ns())
         if not rows:
             return 0
-        with self._write_lock:
+        with self._write_lock, self._drop_lock:
             conn = self._conn
             if conn is None:
                 raise RuntimeError("buffer is not open")
-            with _transaction(conn):
-                rows, freed = self._make_room_in(conn, rows)
-                if rows:
-                    conn.executemany("INSERT INTO chunks(created_ns, points, bytes, body) VALUES (?, ?, ?, ?)",
-                                     rows)
+            try:
+                stored, freed = self._append_in(conn, rows)
+            except (sqlite3.OperationalError, OSError) as exc:
+                if not _is_disk_full(exc):
+                    raise
+                # the disk filled beyond the headroom (another program?): free the WAL, measure
+                # again and try once more; then give this append up rather than wait
+                self._disk_full_seen(f"SQLite could not write: {exc}")
+                self.checkpoint(conn)
+                try:
+                    stored, freed = self._append_in(conn, rows)
+                except (sqlite3.OperationalError, OSError) as again:
+                    if not _is_disk_full(again):
+                        raise
+                    stored, freed = [], self._refused(conn, rows, disk=True)
             with self._totals_lock:
-                self.rows += len(rows)
-                self.points += sum(r[1] for r in rows)
-                self.bytes += sum(r[2] for r in rows)
+                self.rows += len(stored)
+                self.points += sum(r[1] for r in stored)
+                self.bytes += sum(r[2] for r in stored)
                 self.apply(freed)
-        if rows:
+            if self.disk_free < self.min_free_space * LOW_SPACE_CHECKPOINT_FACTOR:
+                self.checkpoint(conn)
+        if stored:
             for event in self._listeners:
                 event.set()
-        return sum(r[1] for r in rows)
+        return sum(r[1] for r in stored)
 
-    def _make_room_in(self, conn: sqlite3.Connection, rows: list[tuple]) -> tuple[list[tuple], _Freed]:
-        """Apply the overflow policy so the stored bytes stay within max_size: the rows to insert,
-        and what was removed or refused."""
-        freed = _Freed(dropped_by_sink={})
+    def _append_in(self, conn: sqlite3.Connection, rows: list[tuple]) -> tuple[list[tuple], _Freed]:
+        incoming = sum(r[2] for r in rows)
+        with _transaction(conn):
+            room = self._disk_room(conn)
+            with self._totals_lock:
+                stored_bytes = self.bytes
+            if room < incoming:
+                self._disk_episode(room, incoming)
+            cap = self.max_size
+            disk = stored_bytes + room < cap
+            if disk:
+                cap = max(0, stored_bytes + room)
+            rows, freed = self._make_room_in(conn, rows, cap)
+            freed.disk = disk
+            if rows:
+                conn.executemany("INSERT INTO chunks(created_ns, points, bytes, body) VALUES (?, ?, ?, ?)", rows)
+        if room >= incoming:  # only an append that went through can end a disk-full episode
+            self._disk_episode(room, incoming)
+        return rows, freed
+
+    def checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database without waiting for readers, so the WAL is reused from
+        its start instead of growing (what frees disk space for SQLite's next transactions)."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    # ------------------------------------------------------------ disk space
+
+    def _disk_room(self, conn: sqlite3.Connection) -> int:
+        """Bytes the buffer may still grow by: what the filesystem has free plus the pages SQLite
+        can reuse, less the headroom."""
+        fs = os.statvfs(self.directory)
+        self.disk_free = fs.f_bavail * fs.f_frsize
+        reusable = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
+        return self.disk_free + reusable - self.min_free_space
+
+    def _disk_episode(self, room: int, incoming: int) -> None:
+        """Starts or ends a disk-full episode (one log line each) from the room measured for an
+        append of ``incoming`` bytes (the writer and the status both look)."""
+        with self._totals_lock:
+            if room < incoming:
+                self._disk_full_seen(f"{self.disk_free} bytes free on the filesystem of {self.directory}, "
+                                     f"min_free_space {self.min_free_space}")
+            elif self.disk_full and room >= incoming + self.min_free_space * DISK_LOW_WATER:
+                self.disk_full = False
+                self.disk_full_reason = None
+                self.log.warning("buffer: disk space available again (%d bytes free); %d points were dropped in "
+                                 "that disk-full episode", self.disk_free, self._disk_episode_dropped)
+                self._disk_episode_dropped = 0
+
+    def _disk_full_seen(self, why: str) -> None:
+        with self._totals_lock:
+            self.disk_full_reason = why
+            if self.disk_full:
+                return
+            self.disk_full = True
+            self.disk_full_episodes += 1
+        policy = "the oldest buffered data" if self.overflow == "drop_oldest" else "new data"
+        self.log.warning("buffer: disk full (%s): treating it as the buffer's cap, dropping %s (overflow: %s) "
+                         "until the sinks catch up or space is freed; counted in dropped_points, logged once "
+                         "per episode", why, policy, self.overflow)
+
+    def _refused(self, conn: sqlite3.Connection, rows: list[tuple], disk: bool = False) -> _Freed:
+        """Rows that are not stored: lost for every sink."""
+        freed = _Freed(disk=disk)
+        sinks = [r[0] for r in conn.execute("SELECT sink FROM cursors")]
+        for row in rows:
+            freed.dropped += row[1]
+            for sink in sinks:
+                freed.dropped_by_sink[sink] = freed.dropped_by_sink.get(sink, 0) + row[1]
+        return freed
+
+    def _make_room_in(self, conn: sqlite3.Connection, rows: list[tuple], cap: int) -> tuple[list[tuple], _Freed]:
+        """Apply the overflow policy so the stored bytes stay within ``cap``: the rows to insert,
+        and what was removed or refused. A deleted row counts as dropped for the sinks that had
+        not received it — except those that have it in their batch in flight: it is held for
+        them, and counts only if they give that batch up."""
+        freed = _Freed()
         incoming = sum(r[2] for r in rows)
         with self._totals_lock:
             stored = self.bytes
-        if stored + incoming <= self.max_size:
+        if stored + incoming <= cap:
             return rows, freed
         sinks = conn.execute("SELECT sink, live, backlog_from, backlog_to FROM cursors").fetchall()
         by_sink = freed.dropped_by_sink
-        assert by_sink is not None
 
         def lost_for_all(points: int) -> None:
             freed.dropped += points
@@ -485,7 +708,7 @@ class Buffer:
                 by_sink[sink] = by_sink.get(sink, 0) + points
 
         if self.overflow == "drop_newest":
-            room = self.max_size - stored
+            room = cap - stored
             kept = 0
             while kept < len(rows) and rows[kept][2] <= room:
                 room -= rows[kept][2]
@@ -493,12 +716,12 @@ class Buffer:
             for refused in rows[kept:]:
                 lost_for_all(refused[1])
             return rows[:kept], freed
-        # drop_oldest: the newest max_size bytes survive, the incoming rows being the newest.
-        while rows and incoming > self.max_size:
+        # drop_oldest: the newest cap bytes survive, the incoming rows being the newest.
+        while rows and incoming > cap:
             first = rows.pop(0)
             incoming -= first[2]
             lost_for_all(first[1])
-        need = stored + incoming - self.max_size
+        need = stored + incoming - cap
         if need <= 0:
             return rows, freed
         last_id = None
@@ -519,10 +742,15 @@ class Buffer:
             freed.rows += 1
             freed.points += points
             freed.bytes += size
-            freed.dropped += points
-            for sink, live, lo, hi in sinks:
-                if _pending_for(row_id, live, lo, hi):
-                    by_sink[sink] = by_sink.get(sink, 0) + points
+            owed = [sink for sink, live, lo, hi in sinks if _pending_for(row_id, live, lo, hi)]
+            flying = frozenset(sink for sink in owed if self._flying(sink, row_id))
+            losers = [sink for sink in owed if sink not in flying]
+            if losers or not sinks:  # with no sink at all the data was for nobody: dropped
+                freed.dropped += points
+            for sink in losers:
+                by_sink[sink] = by_sink.get(sink, 0) + points
+            if flying:
+                freed.held.append((row_id, points, flying, bool(losers)))
         return rows, freed
 
     # ------------------------------------------------------------ dead letters and status
@@ -540,12 +768,9 @@ class Buffer:
                 raise RuntimeError("buffer is not open")
             return [dict(zip(columns, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]
 
-    def sink_lag(self, sink: str) -> dict[str, Any]:
-        """What ``sink`` has not received yet: ``points`` and ``oldest_ns`` (created time of the
-        oldest such row) overall, ``live_points``/``live_oldest_ns`` for data after its live
-        cursor (the latency of fresh data), ``backlog_points`` for the range being drained."""
-        lag: dict[str, Any] = {"points": 0, "oldest_ns": None, "live_points": 0, "live_oldest_ns": None,
-                               "backlog_points": 0}
+    def sink_lag(self, sink: str) -> SinkLag:
+        """What ``sink`` has not received yet, overall and split into its live and backlog ranges."""
+        lag = SinkLag()
         with self._status_lock:
             conn = self._status_conn
             if conn is None:
@@ -555,19 +780,19 @@ class Buffer:
             if row is None:
                 return lag
             live, lo, hi = row
-            lag["live_points"], lag["live_oldest_ns"] = conn.execute(
+            lag.live_points, lag.live_oldest_ns = conn.execute(
                 "SELECT coalesce(sum(points), 0), min(created_ns) FROM chunks WHERE id > ?", (live,)).fetchone()
             backlog_oldest = None
             if lo is not None and hi is not None and lo <= hi:
-                lag["backlog_points"], backlog_oldest = conn.execute(
+                lag.backlog_points, backlog_oldest = conn.execute(
                     "SELECT coalesce(sum(points), 0), min(created_ns) FROM chunks WHERE id BETWEEN ? AND ?",
                     (lo, hi)).fetchone()
-        lag["points"] = lag["live_points"] + lag["backlog_points"]
-        oldest = [t for t in (lag["live_oldest_ns"], backlog_oldest) if t is not None]
-        lag["oldest_ns"] = min(oldest) if oldest else None
+        lag.points = lag.live_points + lag.backlog_points
+        oldest = [t for t in (lag.live_oldest_ns, backlog_oldest) if t is not None]
+        lag.oldest_ns = min(oldest) if oldest else None
         return lag
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BufferStats:
         oldest = None
         dead = (0, 0)
         with self._status_lock:
@@ -576,23 +801,31 @@ class Buffer:
                 oldest = row[0] if row else None
                 dead = self._status_conn.execute(
                     "SELECT count(*), coalesce(sum(points), 0) FROM dead_letters").fetchone()
+                if self.disk_full:  # space freed while no data flows ends the episode too
+                    with contextlib.suppress(OSError, sqlite3.Error):
+                        self._disk_episode(self._disk_room(self._status_conn), 0)
         with self._totals_lock:
             rows, points, size = self.rows, self.points, self.bytes
-        return {
-            "path": str(self.path),
-            "points": points,
-            "bytes": size,
-            "rows": rows,
-            "max_size": self.max_size,
-            "overflow": self.overflow,
-            "oldest_age_s": round(max(0.0, (time.time_ns() - oldest) / 1e9), 3) if oldest else None,
-            "dropped_points": self.dropped_points,
-            "overflow_episodes": self.overflow_episodes,
-            "overflowing": self.overflowing,
-            "dead_letter_rows": dead[0],
-            "dead_letter_points": dead[1],
-            "moved_aside": [str(p) for p in self.moved_aside],
-        }
+        return BufferStats(
+            path=str(self.path),
+            points=points,
+            bytes=size,
+            rows=rows,
+            max_size=self.max_size,
+            overflow=self.overflow,
+            oldest_age_s=round(max(0.0, (time.time_ns() - oldest) / 1e9), 3) if oldest else None,
+            dropped_points=self.dropped_points,
+            overflow_episodes=self.overflow_episodes,
+            overflowing=self.overflowing,
+            dead_letter_rows=dead[0],
+            dead_letter_points=dead[1],
+            moved_aside=[str(p) for p in self.moved_aside],
+            disk_free_bytes=self.disk_free,
+            min_free_space=self.min_free_space,
+            disk_full=self.disk_full,
+            disk_full_episodes=self.disk_full_episodes,
+            disk_full_reason=self.disk_full_reason,
+        )
 
 
 class SinkCursor:
@@ -612,6 +845,10 @@ class SinkCursor:
             and row[1] <= row[2] else None
 
     def close(self) -> None:
+        """The sink is done with this cursor: a batch still in flight is given up (whatever of it
+        the overflow policy deleted meanwhile now counts as dropped for this sink)."""
+        with self.buffer._drop_lock:
+            self.buffer.flight_end(self.sink, delivered=False)
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
@@ -621,7 +858,7 @@ class SinkCursor:
             (self.live,)).fetchone()
         return Pending(rows, points, oldest, head)
 
-    def _read(self, kind: str, lo: int, hi: int | None, max_points: int) -> Batch | None:
+    def _read(self, kind: BatchKind, lo: int, hi: int | None, max_points: int) -> Batch | None:
         sql = "SELECT id, points, created_ns, body FROM chunks WHERE id >= ?"
         args: tuple = (lo,)
         if hi is not None:
@@ -630,6 +867,7 @@ class SinkCursor:
         parts: list[bytes] = []
         first = last = oldest = 0
         points = 0
+        self.buffer.flight_begin(self.sink, lo)
         rows = self.conn.execute(sql + " ORDER BY id", args)
         try:
             for row_id, n, created, body in rows:
@@ -646,20 +884,21 @@ class SinkCursor:
         finally:
             # ends the read snapshot now, so it does not hold back WAL checkpoints
             rows.close()
+            self.buffer.flight_settle(self.sink, first if parts else None, last if parts else None)
         if not parts:
             return None
         return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest)
 
     def read_live(self, max_points: int) -> Batch | None:
         """The next rows after the live cursor: up to ``max_points`` points, at least one row."""
-        return self._read("live", self.live + 1, None, max_points)
+        return self._read(BatchKind.LIVE, self.live + 1, None, max_points)
 
     def read_backlog(self, max_points: int) -> Batch | None:
         """The next rows of the backlog range; ``None`` (and the range cleared) when it is done."""
         if self.backlog is None:
             return None
         lo, hi = self.backlog
-        batch = self._read("backlog", lo, hi, max_points)
+        batch = self._read(BatchKind.BACKLOG, lo, hi, max_points)
         if batch is None:
             self._persist(self.live, None)
         return batch
@@ -679,22 +918,44 @@ class SinkCursor:
     def advance(self, batch: Batch) -> None:
         """Record ``batch`` as delivered and delete the rows no sink needs any more, in one
         transaction: a crash re-sends at most the batch in flight."""
-        if batch.kind == "live":
-            self._persist(max(self.live, batch.last_id), self.backlog)
+        if batch.kind is BatchKind.LIVE:
+            self._persist(max(self.live, batch.last_id), self.backlog, delivered=True)
         else:
             assert self.backlog is not None
             lo, hi = self.backlog
             lo = max(lo, batch.last_id + 1)
-            self._persist(self.live, (lo, hi) if lo <= hi else None)
+            self._persist(self.live, (lo, hi) if lo <= hi else None, delivered=True)
 
-    def _persist(self, live: int, backlog: tuple[int, int] | None) -> None:
+    def _persist(self, live: int, backlog: tuple[int, int] | None, delivered: bool = False) -> None:
+        """Save the cursor (and delete what no sink needs). On a full disk, after one checkpoint
+        to make room, the cursor moves on in memory and is saved by a later call: the sink goes on
+        with the next batch instead of sending this one forever (after a crash meanwhile, the
+        batches since the last saved position are sent again, which is harmless)."""
+        buffer = self.buffer
+        with buffer._drop_lock:
+            freed = None
+            for attempt in range(2):
+                try:
+                    freed = self._save(live, backlog)
+                    break
+                except (sqlite3.OperationalError, OSError) as exc:
+                    if not _is_disk_full(exc):
+                        raise
+                    buffer._disk_full_seen(f"cannot save the cursor of sink {self.sink}: {exc}")
+                    if attempt == 0:
+                        buffer.checkpoint(self.conn)
+            self.live, self.backlog = live, backlog
+            if freed is not None:
+                buffer.apply(freed)
+            if delivered:
+                buffer.flight_end(self.sink, delivered=True)
+
+    def _save(self, live: int, backlog: tuple[int, int] | None) -> _Freed:
         lo, hi = backlog if backlog is not None else (None, None)
         with _transaction(self.conn):
             self.conn.execute("UPDATE cursors SET live = ?, backlog_from = ?, backlog_to = ? WHERE sink = ?",
                               (live, lo, hi, self.sink))
-            freed = self.buffer.cleanup_in(self.conn)
-        self.live, self.backlog = live, backlog
-        self.buffer.apply(freed)
+            return self.buffer.cleanup_in(self.conn)
 
     def dead_letter(self, reason: str, http_status: int | None, points: int, body: bytes) -> None:
         buffer = self.buffer
@@ -717,130 +978,3 @@ class SinkCursor:
                 newest = self.conn.execute("SELECT max(id) FROM dead_letters").fetchone()[0]
                 if cut is not None:
                     self.conn.execute("DELETE FROM dead_letters WHERE id <= ? AND id < ?", (cut, newest))
-
-
-# ---------------------------------------------------------------- store and forward
-
-
-def sink_names(configs: Sequence[Any]) -> list[str]:
-    """A sink's name is its ``name`` or its type; repeats get -2, -3 … so every name is unique."""
-    names: list[str] = []
-    for cfg in configs:
-        base = cfg.name or cfg.type
-        name, n = base, 1
-        while name in names:
-            n += 1
-            name = f"{base}-{n}"
-        names.append(name)
-    return names
-
-
-class StoreAndForward:
-    """The on-disk buffer plus one worker thread per configured sink.
-
-    ``append`` is durable on return; every sink receives everything appended (at least once —
-    after a crash the batch in flight is sent again, which overwrites identical points).
-    """
-
-    def __init__(self, config: AgentConfig, state_dir: Path, logger: logging.Logger | None = None) -> None:
-        self.config = config
-        self.state_dir = Path(state_dir)
-        self.log = logger or logging.getLogger("mos_agent.buffer")
-        sinks = list(config.sinks)
-        batch_sizes = [s.batch_size for s in sinks] or [5000]
-        self.buffer = Buffer(self.state_dir, config.buffer.max_size, config.buffer.overflow, self.log,
-                             row_points=min(5000, *batch_sizes))
-        self.runners: list[Any] = []
-        self.send_observers: list[Callable[[str, float], None]] = []  # (sink name, seconds) per write
-        self._started = False
-
-    def start(self) -> None:
-        from mos_agent.sinks import build_sink
-        from mos_agent.sinks.runner import SinkRunner
-
-        self.buffer.open()
-        configs = list(self.config.sinks)
-        names = sink_names(configs)
-        sinks = []
-        try:
-            for name, cfg in zip(names, configs, strict=True):
-                sinks.append((build_sink(name, cfg, self.state_dir), cfg))
-            self.buffer.register_sinks(names)
-        except BaseException:
-            for sink, _ in sinks:
-                with contextlib.suppress(Exception):
-                    sink.close()
-            self.buffer.close()
-            raise
-        if not configs:
-            self.log.warning("no sinks configured: readings are buffered on disk (up to %d bytes, then %s) "
-                             "but sent nowhere", self.buffer.max_size, self.buffer.overflow)
-        for sink, cfg in sinks:
-            runner = SinkRunner(sink, self.buffer, batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
-                                max_retry_delay=getattr(cfg, "max_retry_delay", 60.0), logger=self.log,
-                                on_send=self._observe_send)
-            self.runners.append(runner)
-        for runner in self.runners:
-            runner.start()
-        self._started = True
-        stats = self.buffer.stats()
-        self.log.info("buffer %s: %d points (%d bytes) waiting; sinks: %s", self.buffer.path, stats["points"],
-                      stats["bytes"], ", ".join(names) or "none")
-
-    def _observe_send(self, sink: str, seconds: float) -> None:
-        for observer in self.send_observers:
-            with contextlib.suppress(Exception):
-                observer(sink, seconds)
-
-    def append(self, bodies: Sequence[bytes], points: Sequence[int]) -> int:
-        """Durably store encoded chunks in one transaction; returns once committed, with the
-        number of points stored (fewer than given only if the overflow policy dropped some)."""
-        return self.buffer.append(bodies, points)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Give the sinks up to ``timeout`` seconds to deliver what is pending (flushing partial
-        batches now), then stop them and close the buffer. Undelivered data stays buffered.
-        Returns within ``timeout`` + 3 s even if a sink is stuck in a network call."""
-        if not self._started:
-            self.buffer.close()
-            return
-        deadline = time.monotonic() + max(0.0, timeout)
-        for runner in self.runners:
-            runner.request_stop(deadline)
-        for runner in self.runners:
-            runner.join(max(0.0, deadline - time.monotonic()) + 1.0)
-        for runner in self.runners:
-            runner.abort()
-        for runner in self.runners:
-            if runner.is_alive():
-                runner.join(2.0)
-        # a write blocked in the network cannot be interrupted; its batch is sent again next start
-        stuck = [r.name for r in self.runners if r.is_alive()]
-        if stuck:
-            self.log.warning("sink(s) %s still busy at shutdown; their undelivered data stays buffered",
-                             ", ".join(stuck))
-        self._started = False
-        # A runner stuck in a network call keeps its own connection; the writer's is closed here.
-        self.buffer.close()
-
-    def status(self) -> dict[str, Any]:
-        buffer = self.buffer.stats()
-        sinks = []
-        now = time.time_ns()
-
-        def age(created_ns: int | None) -> float:
-            return round(max(0.0, (now - created_ns) / 1e9), 3) if created_ns else 0.0
-
-        for runner in self.runners:
-            lag = self.buffer.sink_lag(runner.name)
-            entry = runner.status()
-            entry.update({
-                "lag_points": lag["points"],
-                "lag_seconds": age(lag["oldest_ns"]),
-                "live_lag_points": lag["live_points"],
-                "live_lag_seconds": age(lag["live_oldest_ns"]),
-                "backlog_points": lag["backlog_points"],
-                "dropped_points": self.buffer.dropped_points_by_sink.get(runner.name, 0),
-            })
-            sinks.append(entry)
-        return {"buffer": buffer, "sinks": sinks}

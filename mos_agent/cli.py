@@ -10,6 +10,7 @@ import os
 import sys
 
 from mos_agent import __version__
+from mos_agent.i18n import _
 
 DEFAULT_CONFIG = "/etc/mos-agent/agent.yaml"
 
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="device name for the generated file")
     p.add_argument("--username", default=None)
     p.add_argument("--password-file", default=None)
+    p.add_argument("--allow-plaintext-password", action="store_true",
+                   help="send the password although browse uses no message security (trusted networks only)")
 
     p = sub.add_parser("read", help="read every tag of one device once and print a table")
     _config_arg(p)
@@ -104,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else: one line, not a traceback, unless debugging
         if os.environ.get("MOS_AGENT_DEBUG"):
             raise
-        print(f"mos-agent {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"mos-agent {args.command}: " + _("error: {kind}: {detail}").format(kind=type(exc).__name__, detail=exc),
+              file=sys.stderr)
         return EXIT_FAILURE
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m mos_agent.cli`: the commands raise mos_agent.cli.UsageError, not this
+    # module's second copy of it, so the installed module's main must catch it
+    from mos_agent import cli
+
+    sys.exit(cli.main())

@@ -17,7 +17,6 @@ at run time register them with ``ctx.add_series`` first.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -29,6 +28,10 @@ from typing import Any, ClassVar
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection, DeviceBase, TagBase
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
+from mos_agent.status import DeviceState
+
+__all__ = ["DeviceState", "DeviceStatus", "Driver", "DriverContext", "build_series_table", "raise_if_cancelled",
+           "series_spec_for"]
 
 
 def raise_if_cancelled() -> None:
@@ -39,15 +42,6 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-class DeviceState(enum.StrEnum):
-    STARTING = "starting"
-    CONNECTING = "connecting"
-    RUNNING = "running"
-    DEGRADED = "degraded"  # connected, but some tags fail
-    DOWN = "down"  # not connected; retrying with backoff
-    STOPPED = "stopped"
 
 
 @dataclass

@@ -1,35 +1,38 @@
 """HTTP health endpoint: ``/healthz`` (200 ok / 503 with reasons), ``/status`` (JSON) and
-``/metrics`` (Prometheus text). Metrics are read from the agent's own status at scrape time, so
-there is one source of truth and no per-point bookkeeping for them."""
+``/metrics`` (Prometheus text). Metrics are read from the agent's own status report
+(:mod:`mos_agent.status`) at scrape time, so there is one source of truth and no per-point
+bookkeeping for them. The server knows the agent only as a :class:`~mos_agent.status.StatusSource`;
+latency histograms are fed by the ``observe_*`` hooks the agent calls."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-if TYPE_CHECKING:
-    from mos_agent.pipeline import Agent
+from mos_agent.status import DeviceState, StatusSource
 
 log = logging.getLogger("mos_agent.health")
 
-_STATES = ("starting", "connecting", "running", "degraded", "down", "stopped")
+# A connection that has not completed a request within this time is closed — one that never
+# finishes its headers, or an idle keep-alive one (aiohttp's own default keeps them an hour, so a
+# handful of silent connections would hold the port's resources for good).
+REQUEST_TIMEOUT = 10.0
 
 
 class StatusCollector:
-    """Turns ``Agent.status()`` into Prometheus metric families."""
+    """Turns the status report into Prometheus metric families."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, source: StatusSource) -> None:
+        self.source = source
 
     def collect(self) -> Iterator[Any]:
-        status = self.agent.status()
+        status = self.source.status()
         labels = ["device", "driver"]
         read = CounterMetricFamily("mos_agent_points_read", "Readings acquired from devices", labels=labels)
         bad = CounterMetricFamily("mos_agent_points_bad", "Readings with bad quality", labels=labels)
@@ -40,27 +43,27 @@ class StatusCollector:
         state = GaugeMetricFamily("mos_agent_device_state", "1 for the device's current state",
                                   labels=[*labels, "state"])
         series = GaugeMetricFamily("mos_agent_device_series", "Series per device", labels=labels)
-        for d in status["devices"]:
-            lv = [d["name"], d["driver"]]
-            read.add_metric(lv, d["points_read"])
-            bad.add_metric(lv, d["points_bad"])
-            overruns.add_metric(lv, d["overruns"])
-            series.add_metric(lv, d["series"])
-            for kind, count in d["errors"].items():
+        for d in status.devices:
+            lv = [d.name, d.driver]
+            read.add_metric(lv, d.points_read)
+            bad.add_metric(lv, d.points_bad)
+            overruns.add_metric(lv, d.overruns)
+            series.add_metric(lv, d.series)
+            for kind, count in d.errors.items():
                 errors.add_metric([*lv, kind], count)
-            for s in _STATES:
-                state.add_metric([*lv, s], 1.0 if d["state"] == s else 0.0)
+            for s in DeviceState:
+                state.add_metric([*lv, s.value], 1.0 if d.state == s else 0.0)
         yield from (read, bad, errors, overruns, state, series)
 
         yield CounterMetricFamily("mos_agent_points_committed", "Points committed to the on-disk buffer",
-                                  value=status["pipeline"]["committed_points"])
-        buf = status["buffer"]
-        yield GaugeMetricFamily("mos_agent_buffer_points", "Points in the buffer", value=buf.get("points", 0))
-        yield GaugeMetricFamily("mos_agent_buffer_bytes", "Bytes in the buffer", value=buf.get("bytes", 0))
+                                  value=status.pipeline.committed_points)
+        buf = status.buffer
+        yield GaugeMetricFamily("mos_agent_buffer_points", "Points in the buffer", value=buf.points)
+        yield GaugeMetricFamily("mos_agent_buffer_bytes", "Bytes in the buffer", value=buf.bytes)
         yield GaugeMetricFamily("mos_agent_buffer_oldest_age_seconds", "Age of the oldest buffered point",
-                                value=buf.get("oldest_age_s") or 0)
+                                value=buf.oldest_age_s or 0)
         yield CounterMetricFamily("mos_agent_points_dropped", "Points dropped by the buffer overflow policy",
-                                  value=buf.get("dropped_points", 0))
+                                  value=buf.dropped_points)
 
         sink_labels = ["sink", "type"]
         sent = CounterMetricFamily("mos_agent_points_sent", "Points delivered to a sink", labels=sink_labels)
@@ -71,24 +74,25 @@ class StatusCollector:
                                 labels=sink_labels)
         lag_s = GaugeMetricFamily("mos_agent_sink_lag_seconds", "Age of the oldest undelivered point",
                                   labels=sink_labels)
-        for s in status["sinks"]:
-            lv = [s.get("name", ""), s.get("type", "")]
-            sent.add_metric(lv, s.get("sent_points", 0))
-            dead.add_metric(lv, s.get("dead_lettered_points", 0))
-            retried.add_metric(lv, s.get("retried", 0))
-            lag.add_metric(lv, s.get("lag_points", 0))
-            lag_s.add_metric(lv, s.get("lag_seconds") or 0)
+        for sink in status.sinks:
+            lv = [sink.name, sink.type]
+            sent.add_metric(lv, sink.sent_points)
+            dead.add_metric(lv, sink.dead_lettered_points)
+            retried.add_metric(lv, sink.retried)
+            lag.add_metric(lv, sink.lag_points)
+            lag_s.add_metric(lv, sink.lag_seconds)
         yield from (sent, dead, retried, lag, lag_s)
 
 
 class HealthServer:
-    def __init__(self, agent: Agent, address: str) -> None:
-        self.agent = agent
+    def __init__(self, source: StatusSource, address: str, request_timeout: float = REQUEST_TIMEOUT) -> None:
+        self.source = source
+        self.request_timeout = request_timeout
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
         self.registry = CollectorRegistry()
-        self.registry.register(StatusCollector(agent))
+        self.registry.register(StatusCollector(source))
         self.commit_size = Histogram("mos_agent_commit_points", "Points per buffer commit",
                                      buckets=(10, 100, 1_000, 10_000, 100_000, 1_000_000),
                                      registry=self.registry)
@@ -97,8 +101,10 @@ class HealthServer:
                                       registry=self.registry)
         self.send_latency = Histogram("mos_agent_send_latency_seconds", "Sink write duration", ["sink"],
                                       registry=self.registry)
-        agent.on_commit.append(self.commit_size.observe)
         self._runner: web.AppRunner | None = None
+
+    def observe_commit(self, points: int) -> None:
+        self.commit_size.observe(points)
 
     def observe_read(self, device: str, seconds: float) -> None:
         self.read_latency.labels(device).observe(seconds)
@@ -111,7 +117,9 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
+        # keepalive_timeout runs from the connection's start until a request is complete, and
+        # again after each response: it is the header timeout as well as the idle timeout
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.request_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -122,15 +130,13 @@ class HealthServer:
             await self._runner.cleanup()
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        ok, reasons = self.agent.health()
+        ok, reasons = self.source.health()
         if ok:
             return web.Response(text="ok\n")
         return web.Response(status=503, text="".join(f"{r}\n" for r in reasons))
 
     async def _status(self, request: web.Request) -> web.Response:
-        status = self.agent.status()
-        status["time"] = time.time()
-        return web.json_response(status)
+        return web.json_response(self.source.status().to_dict())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

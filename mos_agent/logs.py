@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Iterable
 
+from mos_agent.secrets import redact, secret_forms
+
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
@@ -52,18 +54,23 @@ class RepeatFilter(logging.Filter):
 
 
 class SecretRedactor(logging.Filter):
-    """Replaces every configured secret with ``***`` in the final message, whatever logged it."""
+    """Replaces every configured secret, in every form it takes (escaped, one line of it…), with
+    ``***`` in the final message, whatever logged it."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets: set[str] = {s for s in secrets if s and len(s) >= 4}
+        self.secrets: set[str] = set()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        for secret in secrets:
+            if secret:
+                self.secrets |= secret_forms(secret)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             message = record.getMessage()
-            redacted = message
-            for secret in self.secrets:
-                redacted = redacted.replace(secret, "***")
+            redacted = redact(message, self.secrets)
             if redacted != message:
                 record.msg, record.args = redacted, None
         return True
@@ -91,5 +98,11 @@ def setup_logging(level: str = "info", journal: bool | None = None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def redact_secrets(text: str | None) -> str | None:
+    """``text`` with every registered secret hidden, as in the log: for status fields that carry
+    what a driver or library said (a device's last error)."""
+    return redact(text, _redactor.secrets) if text else text
+
+
 def register_secrets(secrets: Iterable[str]) -> None:
-    _redactor.secrets.update(s for s in secrets if s and len(s) >= 4)
+    _redactor.add(secrets)

@@ -2,11 +2,13 @@
 
     driver (drivers/<protocol>) ──ReadingBatch──▶ normaliser (normalise.py)
         ──EncodedChunk──▶ bounded hand-off queue ──▶ group-commit writer ──▶ buffer (buffer.py)
-        ──▶ one sink runner per sink (sinks/)
+        ──▶ one sink runner per sink (sinks/runner.py, supervised by sinks/forward.py)
 
 ``emit`` waits while the hand-off queue is full, so a slow disk slows acquisition instead of
 growing memory. The writer commits everything gathered at most every ``buffer.commit_interval``
 in one transaction, then runs the batches' ``on_committed`` callbacks (MQTT acks there).
+``Agent.status()`` assembles the status report (:mod:`mos_agent.status`) that ``/status``,
+``/metrics``, ``/healthz``, ``mos-agent status`` and the demo render.
 """
 
 from __future__ import annotations
@@ -22,18 +24,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
-from mos_agent.buffer import StoreAndForward
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
 from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext
-from mos_agent.logs import register_secrets
+from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
 from mos_agent.registry import load_driver
+from mos_agent.secrets import is_secret_file_key, is_secret_key
+from mos_agent.sinks.forward import StoreAndForward
+from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
+
+if TYPE_CHECKING:
+    from mos_agent.health import HealthServer
 
 log = logging.getLogger("mos_agent")
 
@@ -81,9 +88,9 @@ def collect_secrets(loaded: LoadedConfig) -> set[str]:
     def visit(model: Any) -> None:
         data = model.__dict__ if hasattr(model, "__dict__") else {}
         for key, value in data.items():
-            if key in ("token", "password") and isinstance(value, str):
+            if is_secret_key(key) and isinstance(value, str):
                 secrets.add(value)
-            elif key in ("token_file", "password_file") and value:
+            elif is_secret_file_key(key) and value:
                 with contextlib.suppress(OSError):
                     secret = read_secret(None, Path(value))
                     if secret:
@@ -108,11 +115,12 @@ class Agent:
         self.started_at = time.time()
         self.ready = False
         self.stopping = False
+        self._stop_deadline = float("inf")
         self.committed_points = 0
         self.commit_failures = 0
         self.commit_rate = RateMeter()
         self.notifier = SystemdNotifier()
-        self.health_server: Any = None
+        self.health_server: HealthServer | None = None
         self._queue: asyncio.Queue[EncodedChunk | None] | None = None
         self._writer_task: asyncio.Task | None = None
         self._housekeeping_task: asyncio.Task | None = None
@@ -131,9 +139,10 @@ class Agent:
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
-            from mos_agent.health import HealthServer
+            from mos_agent.health import HealthServer  # aiohttp and prometheus only when serving
 
             self.health_server = HealthServer(self, self.config.agent.health)
+            self.on_commit.append(self.health_server.observe_commit)
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
         for device in self.loaded.devices:
@@ -166,6 +175,9 @@ class Agent:
         if self.stopping:
             return
         self.stopping = True
+        loop = asyncio.get_running_loop()
+        # one deadline for the whole stop: the last commits, then the sinks, whatever the disk does
+        self._stop_deadline = loop.time() + self.config.agent.shutdown_timeout
         await asyncio.gather(*(self._stop_device(name) for name in list(self.devices)))
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)  # the writer commits what is queued, then ends
@@ -175,8 +187,8 @@ class Agent:
         if self.health_server is not None:
             await self.health_server.stop()
         if self.store is not None:
-            timeout = self.config.agent.shutdown_timeout
-            await asyncio.get_running_loop().run_in_executor(self._io, self.store.stop, timeout)
+            timeout = max(0.0, self._stop_deadline - loop.time())
+            await loop.run_in_executor(self._io, self.store.stop, timeout)
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
 
@@ -194,7 +206,8 @@ class Agent:
         runtime = DeviceRuntime(device, driver_cls, ctx, Normaliser(ctx.series), driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.health_server is not None:
-            ctx.read_latency_hook = lambda seconds: self.health_server.observe_read(device.name, seconds)
+            health_server = self.health_server
+            ctx.read_latency_hook = lambda seconds: health_server.observe_read(device.name, seconds)
         runtime.task = asyncio.create_task(self._supervise(runtime), name=f"device:{device.name}")
         self.devices[device.name] = runtime
         return runtime
@@ -275,8 +288,14 @@ class Agent:
             try:
                 await loop.run_in_executor(self._io, self.store.append, bodies, points)
                 break
-            except Exception as exc:  # disk full, I/O error: keep the data in memory and retry
+            except Exception as exc:  # an I/O error: keep the data in memory and retry
                 self.commit_failures += 1
+                if self.stopping and loop.time() >= self._stop_deadline:
+                    # stopping must end: what was not committed is not acknowledged either (MQTT
+                    # brokers send it again; polled readings of these last moments are lost)
+                    log.error("buffer commit failed (%s: %s) at shutdown: %d points not committed",
+                              type(exc).__name__, exc, sum(points))
+                    return
                 log.error("buffer commit failed (%s: %s); retrying in 1s, acquisition waits",
                           type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
@@ -341,54 +360,45 @@ class Agent:
                 self.notifier.notify("WATCHDOG=1")
             await asyncio.sleep(tick)
 
-    def status(self) -> dict[str, Any]:
-        devices = []
-        for name, rt in sorted(self.devices.items()):
-            st = rt.ctx.status
-            counts = rt.normaliser.counts
-            devices.append({
-                "name": name,
-                "driver": rt.config.driver,
-                "asset": "/".join(p for p in (self.config.agent.site, rt.config.asset.area, rt.config.asset.line,
-                                              rt.config.asset.cell, name) if p),
-                "state": st.state.value,
-                "last_error": st.last_error,
-                "last_error_time": st.last_error_time,
-                "errors": dict(st.errors),
-                "overruns": st.overruns,
-                "series": len(rt.ctx.series),
-                "points_read": counts.read,
-                "points_kept": counts.kept,
-                "points_bad": counts.bad,
-                "points_per_s": round(rt.rate.rate(), 1),
-                "last_value_time": rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
-            })
-        store = self.store.status() if self.store is not None else {"buffer": {}, "sinks": []}
-        return {
-            "agent": {"id": self.config.agent.id, "site": self.config.agent.site, "version": __version__,
-                      "pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 1),
-                      "ready": self.ready},
-            "devices": devices,
-            "pipeline": {"committed_points": self.committed_points,
-                         "points_per_s": round(self.commit_rate.rate(), 1),
-                         "handoff_queue": self._queue.qsize() if self._queue else 0,
-                         "commit_failures": self.commit_failures},
-            "buffer": store.get("buffer", {}),
-            "sinks": store.get("sinks", []),
-        }
+    def status(self) -> StatusReport:
+        store = self.store.status() if self.store is not None else StoreStats()
+        return StatusReport(
+            agent=AgentInfo(id=self.config.agent.id, site=self.config.agent.site, version=__version__,
+                            pid=os.getpid(), uptime_s=round(time.time() - self.started_at, 1), ready=self.ready),
+            devices=[self._device_stats(name, rt) for name, rt in sorted(self.devices.items())],
+            pipeline=PipelineStats(committed_points=self.committed_points,
+                                   points_per_s=round(self.commit_rate.rate(), 1),
+                                   handoff_queue=self._queue.qsize() if self._queue else 0,
+                                   commit_failures=self.commit_failures),
+            buffer=store.buffer,
+            sinks=store.sinks,
+            time=time.time(),
+        )
+
+    def _device_stats(self, name: str, rt: DeviceRuntime) -> DeviceStats:
+        st = rt.ctx.status
+        counts = rt.normaliser.counts
+        asset = rt.config.asset
+        return DeviceStats(
+            name=name,
+            driver=rt.config.driver,
+            asset="/".join(p for p in (self.config.agent.site, asset.area, asset.line, asset.cell, name) if p),
+            state=st.state,
+            last_error=redact_secrets(st.last_error),
+            last_error_time=st.last_error_time,
+            errors=dict(st.errors),
+            overruns=st.overruns,
+            series=len(rt.ctx.series),
+            points_read=counts.read,
+            points_kept=counts.kept,
+            points_bad=counts.bad,
+            points_per_s=round(rt.rate.rate(), 1),
+            last_value_time=rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
+        )
 
     def health(self) -> tuple[bool, list[str]]:
         """Healthy unless not ready, a device is down, or a sink is failing to deliver."""
-        reasons: list[str] = []
-        if not self.ready:
-            reasons.append("not ready")
-        for name, rt in self.devices.items():
-            if rt.ctx.status.state == DeviceState.DOWN:
-                reasons.append(f"device {name} down: {rt.ctx.status.last_error}")
-        if self.store is not None:
-            for sink in self.store.status().get("sinks", []):
-                if sink.get("state") in ("failed", "retrying", "auth_failed"):
-                    reasons.append(f"sink {sink.get('name')} {sink.get('state')}: {sink.get('last_error')}")
+        reasons = self.status().problems()
         return (not reasons, reasons)
 
 

@@ -39,6 +39,8 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from mos_agent.localservers import Mosquitto
+
 AREAS = ("stamping", "machining", "welding", "assembly", "painting")
 KINDS = ("environment", "energy")
 POINTS_PER_MESSAGE = {"environment": 3, "energy": 2}
@@ -125,7 +127,7 @@ class MqttSimulator:
             eq.base_power = self.random.uniform(5.0, 50.0)
             eq.energy_kwh = self.random.uniform(1_000.0, 50_000.0)
         self.stats = SimulatorStats()
-        self.broker: Any = None  # mos_agent.testing.Mosquitto when embedded
+        self.broker: Mosquitto | None = None  # when embedded
         self._broker_dir: tempfile.TemporaryDirectory | None = None
         self._client: mqtt.Client | None = None
         self._stop = threading.Event()
@@ -313,8 +315,6 @@ class MqttSimulator:
 
     def broker_outage(self, seconds: float) -> None:
         """Stop the embedded broker, wait, start it again on the same port and data."""
-        from mos_agent.testing import Mosquitto
-
         assert self.broker is not None
         self.stats.outages += 1
         log(f"broker outage for {seconds:g}s")
@@ -328,8 +328,6 @@ class MqttSimulator:
     # ------------------------------------------------------------ life cycle
 
     def start_broker(self) -> None:
-        from mos_agent.testing import Mosquitto
-
         self._broker_dir = tempfile.TemporaryDirectory(prefix="mos-sim-mqtt-")
         self.broker = Mosquitto.start(Path(self._broker_dir.name), self.config.port or None)
         self.config.port = self.broker.port

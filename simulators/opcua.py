@@ -273,6 +273,10 @@ class SimulatorConfig:
     users: dict[str, str] = field(default_factory=dict)
     allow_anonymous: bool | None = None  # default: only when no users are configured
     cert_dir: Path | None = None  # default: a temporary folder for this simulator's lifetime
+    # a certificate (DER or PEM) and key served as they are, never checked or regenerated: for
+    # testing how clients judge certificates (expired, issued by a CA, for another host)
+    certificate: Path | None = None
+    private_key: Path | None = None
     update_rate: float | None = None  # default: the scenario's (0: values change only by write())
     bulk: int = 0  # extra Double nodes Machine.Bulk.Value0000… for load tests
     bulk_rate: float | None = None  # their update rate (default: update_rate)
@@ -387,6 +391,8 @@ class CncSimulator:
     @property
     def certificate_path(self) -> Path | None:
         """The server certificate (DER), when a secured endpoint is on."""
+        if self.config.certificate is not None:
+            return Path(self.config.certificate)
         folder = self._cert_dir()
         path = folder / "server_cert.der" if folder else None
         return path if path is not None and path.exists() else None
@@ -450,7 +456,11 @@ class CncSimulator:
         if allow_anonymous:
             tokens.append(ua.AnonymousIdentityToken)
         server.set_identity_tokens(tokens)
-        if any(s != "none" for s in cfg.security):
+        if any(s != "none" for s in cfg.security) and cfg.certificate is not None:
+            assert cfg.private_key is not None, "a served certificate needs its private_key"
+            await server.load_certificate(str(cfg.certificate))
+            await server.load_private_key(str(cfg.private_key))
+        elif any(s != "none" for s in cfg.security):
             folder = self._cert_dir()
             assert folder is not None
             folder.mkdir(parents=True, exist_ok=True)

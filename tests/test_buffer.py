@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mos_agent.buffer import APP_ID, BUFFER_FILE, Buffer, BufferLocked, StoreAndForward, sink_names
+from mos_agent.buffer import APP_ID, BUFFER_FILE, Buffer, BufferLocked
 from mos_agent.config.models import AgentConfig
 from mos_agent.payload import compress, decompress
-from mos_agent.testing import sample_chunks
+from mos_agent.sinks import sink_names
+from mos_agent.sinks.forward import StoreAndForward
+from tests.support.samples import sample_chunks
 
 
 def _body(tag: str, n: int, start: int = 0) -> bytes:
@@ -58,13 +60,13 @@ def test_append_concatenates_bodies_into_rows_and_reads_them_back(buffer: Buffer
         assert batch.payload.plain == b"".join(bodies)
     finally:
         cursor.close()
-    assert buffer.stats()["points"] == 130
+    assert buffer.stats().points == 130
 
 
 def test_rows_are_stored_compressed_and_a_batch_of_several_is_one_gzip_stream(buffer: Buffer) -> None:
     bodies = [_body("a", 100, 0), _body("b", 100, 100), _body("c", 100, 200)]
     buffer.append(bodies, [100, 100, 100])
-    stored = buffer.stats()["bytes"]
+    stored = buffer.stats().bytes
     assert stored * 5 < sum(map(len, bodies))  # line protocol compresses far better than 5×
     buffer.register_sinks(["s"])
     cursor = buffer.cursor("s")
@@ -124,7 +126,7 @@ def test_a_row_is_deleted_only_when_every_sink_has_it(buffer: Buffer) -> None:
         assert second is not None
         ca.advance(second)
         assert _rows(buffer) == []
-        assert buffer.stats()["points"] == 0 and buffer.stats()["bytes"] == 0
+        assert buffer.stats().points == 0 and buffer.stats().bytes == 0
     finally:
         ca.close()
         cb.close()
@@ -173,13 +175,13 @@ def test_cursors_survive_reopening(tmp_path: Path) -> None:
     buf = Buffer(tmp_path, max_size=1 << 30, row_points=10)
     buf.open()
     try:
-        assert buf.stats()["points"] == 30  # sink t has received nothing
+        assert buf.stats().points == 30  # sink t has received nothing
         buf.register_sinks(["s", "t"])
         cursor = buf.cursor("s")
         rest = cursor.read_live(100)
         cursor.close()
         assert rest is not None and rest.points == 10 and b"tag=c" in rest.payload.plain
-        assert buf.sink_lag("t")["points"] == 30
+        assert buf.sink_lag("t").points == 30
     finally:
         buf.close()
 
@@ -217,7 +219,7 @@ def test_backlog_range_keeps_its_rows_while_live_moves_on(buffer: Buffer) -> Non
         cursor.advance(live)
         # the fresh row is delivered and gone; the backlog rows, below the live cursor, stay
         assert [p for _, p in _rows(buffer)] == [100] * 5
-        assert buffer.sink_lag("s")["backlog_points"] == 500 and buffer.sink_lag("s")["live_points"] == 0
+        assert buffer.sink_lag("s").backlog_points == 500 and buffer.sink_lag("s").live_points == 0
         drained = 0
         while (batch := cursor.read_backlog(200)) is not None:
             assert batch.kind == "backlog"
@@ -284,13 +286,13 @@ def test_drop_oldest_keeps_the_newest_data_counts_per_sink_and_logs_once_per_epi
             delivered = fast.read_live(300)  # fast has the first three chunks
             assert delivered is not None and delivered.points == 300
             fast.advance(delivered)
-            assert buf.stats()["dropped_points"] == 0
+            assert buf.stats().dropped_points == 0
             for i in range(10, 25):
                 buf.append([_body(f"c{i:02d}", 100)], [100])
             stats = buf.stats()
-            assert stats["bytes"] <= size * 10
-            assert stats["dropped_points"] == 1500
-            assert stats["overflow_episodes"] == 1
+            assert stats.bytes <= size * 10
+            assert stats.dropped_points == 1500
+            assert stats.overflow_episodes == 1
             assert len(_overflow_warnings(caplog)) == 1  # once per episode, not per append or point
             # slow had none of the 15 dropped chunks; fast had 3 of them
             assert buf.dropped_points_by_sink == {"fast": 1200, "slow": 1500}
@@ -307,9 +309,9 @@ def test_drop_oldest_keeps_the_newest_data_counts_per_sink_and_logs_once_per_epi
             assert buf.overflowing is False
             for i in range(25, 37):
                 buf.append([_body(f"c{i:02d}", 100)], [100])
-            assert buf.stats()["overflow_episodes"] == 2
+            assert buf.stats().overflow_episodes == 2
             assert len(_overflow_warnings(caplog)) == 2
-            assert buf.stats()["dropped_points"] == 1700
+            assert buf.stats().dropped_points == 1700
     finally:
         buf.close()
 
@@ -332,7 +334,7 @@ def test_drop_newest_keeps_what_is_buffered_and_refuses_the_rest(tmp_path: Path,
         with caplog.at_level(logging.WARNING, logger="test.ovf2"):
             stored = [buf.append([_body(f"c{i}", 100)], [100]) for i in range(8)]
             assert stored == [100] * 5 + [0] * 3
-            assert buf.stats()["overflow_episodes"] == 1
+            assert buf.stats().overflow_episodes == 1
             assert len(_overflow_warnings(caplog)) == 1  # three refusals, one episode, one line
             # the sink takes one chunk: the buffer is under its cap again (episode over); a group
             # commit of two chunks then keeps what fits and refuses the rest (a new episode)
@@ -346,9 +348,9 @@ def test_drop_newest_keeps_what_is_buffered_and_refuses_the_rest(tmp_path: Path,
         tags = [b.split(b",tag=")[1].split(b" ")[0].decode() for b in _bodies(buf)]
         assert tags == ["c1", "c2", "c3", "c4", "d0"]
         stats = buf.stats()
-        assert stats["dropped_points"] == 400
+        assert stats.dropped_points == 400
         assert buf.dropped_points_by_sink == {"s": 400}
-        assert stats["overflow_episodes"] == 2
+        assert stats.overflow_episodes == 2
         assert len(_overflow_warnings(caplog)) == 2
     finally:
         buf.close()
@@ -364,7 +366,7 @@ def test_drop_oldest_with_one_commit_larger_than_the_cap_keeps_its_newest_part(t
         assert buf.append([_body(f"c{i}", 100) for i in range(5)], [100] * 5) == 300
         tags = [b.split(b",tag=")[1].split(b" ")[0].decode() for b in _bodies(buf)]
         assert tags == ["c2", "c3", "c4"]
-        assert buf.stats()["dropped_points"] == 300
+        assert buf.stats().dropped_points == 300
     finally:
         buf.close()
 
@@ -387,7 +389,7 @@ def _append_and_count(state_dir: Path, caplog) -> StoreAndForward:
         store.start()
     body, points = next(sample_chunks(1, 50))
     store.append([body], [points])
-    assert store.status()["buffer"]["points"] == 50
+    assert store.status().buffer.points == 50
     return store
 
 
@@ -491,7 +493,7 @@ def _append_and_count_existing(state_dir: Path, caplog, expected: int) -> StoreA
         store.start()
     body, points = next(sample_chunks(1, 50))
     store.append([body], [points])
-    assert store.status()["buffer"]["points"] == expected
+    assert store.status().buffer.points == expected
     return store
 
 
@@ -516,7 +518,7 @@ def test_no_sinks_still_buffers_and_warns(tmp_path: Path, caplog) -> None:
         for body, points in sample_chunks(3, 100):
             store.append([body], [points])
         status = store.status()
-        assert status["buffer"]["points"] == 300 and status["sinks"] == []
+        assert status.buffer.points == 300 and status.sinks == []
     finally:
         store.stop(1)
 

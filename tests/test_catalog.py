@@ -21,9 +21,10 @@ from mos_agent.catalog import CATEGORY_LABELS_KO, MOS_NS, STAGE_LABELS_KO, iso_d
 from mos_agent.cli import main as cli_main
 from mos_agent.config.loader import load_config
 from mos_agent.driver_api import build_series_table
+from mos_agent.localservers import free_port
 from mos_agent.normalise import Normaliser
 from mos_agent.taxonomy import CATEGORIES, DEFAULT_STAGES, Quality
-from mos_agent.testing import StoreReader, VictoriaMetrics, free_port
+from tests.support.servers import StoreReader, VictoriaMetrics
 
 # rdflib's own JSON-LD parser still builds a ConjunctiveGraph internally
 pytestmark = pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")
@@ -125,6 +126,7 @@ connection:
   endpoint: opc.tcp://{SECRETS["opc ua endpoint host"]}:{SECRETS["opc ua port"]}/{SECRETS["opc ua endpoint path"]}
   username: {SECRETS["opc ua user"]}
   password_file: {root / "secrets" / "opc.password"}
+  allow_plaintext_password: true
 mode: poll
 poll_interval: 250ms
 tags:

@@ -14,7 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
+
+from mos_agent.localservers import Mosquitto
 
 BIN = Path(sys.executable).parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -71,3 +74,60 @@ def test_demo_shows_live_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, device_file
     assert (tmp_path / "demo" / "state" / "history.sqlite").exists()
+
+
+def _children(pid: int) -> dict[int, bytes]:
+    """The processes whose parent is ``pid``, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _alive(pid: int, cmdline: bytes) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes() == cmdline and \
+            (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+def test_the_plant_goes_with_the_demo(tmp_path: Path, sig: signal.Signals) -> None:
+    output = tmp_path / "demo.out"
+    with output.open("wb") as out:
+        proc = subprocess.Popen([str(BIN / "mos-agent"), "demo", "--no-live", "--state-dir", str(tmp_path / "demo")],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    children: dict[int, bytes] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while "points/s committed" not in output.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, output.read_text(errors="replace")
+            time.sleep(0.2)
+        children = _children(proc.pid)
+        # three simulators, and the broker where Mosquitto is installed (else it runs in the demo)
+        assert sum(b"simulators.cli" in c for c in children.values()) == 3, children
+        assert len(children) == 3 + Mosquitto.installed(), children
+        os.kill(proc.pid, sig)
+        proc.wait(60)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid, cmd) for pid, cmd in children.items()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = [cmd for pid, cmd in children.items() if _alive(pid, cmd)]
+        assert not survivors, survivors
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid, cmd in children.items():  # whatever survived must not outlive the test either
+            if _alive(pid, cmd):
+                os.kill(pid, signal.SIGKILL)

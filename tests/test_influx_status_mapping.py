@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import email.utils
 import time
-from types import SimpleNamespace
 
 import pytest
 import urllib3
 from influxdb_client.rest import ApiException
 
+from mos_agent.config.models import InfluxSinkConfig
 from mos_agent.payload import Payload
 from mos_agent.sinks.base import SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 from mos_agent.sinks.influxdb import InfluxSink, _retry_after
@@ -20,8 +20,8 @@ TOKEN = "tok-abcdef-123456"
 
 @pytest.fixture
 def sink() -> InfluxSink:
-    config = SimpleNamespace(url="http://127.0.0.1:9", org="mdcg", bucket="factory", token=TOKEN, token_file=None,
-                             timeout=1.0, gzip=True, max_request_size=None)
+    config = InfluxSinkConfig(type="influxdb", url="http://127.0.0.1:9", org="mdcg", bucket="factory", token=TOKEN,
+                              timeout=1.0)
     s = InfluxSink("influxdb", config)
     yield s
     s.close()
@@ -58,8 +58,8 @@ def test_retry_after_in_seconds_and_as_a_date(sink: InfluxSink) -> None:
 
 
 def test_a_body_over_max_request_size_is_too_large_before_sending() -> None:
-    config = SimpleNamespace(url="http://127.0.0.1:9", org="", bucket="b", token=None, token_file=None,
-                             timeout=1.0, gzip=False, max_request_size=10)
+    config = InfluxSinkConfig(type="influxdb", url="http://127.0.0.1:9", bucket="b", timeout=1.0, gzip=False,
+                              max_request_size=10)
     sink = InfluxSink("influxdb", config)
     try:
         with pytest.raises(SinkTooLarge):

@@ -15,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from mos_agent.buffer import StoreAndForward
 from mos_agent.config.models import AgentConfig
-from mos_agent.testing import FaultProxy, StoreReader, VictoriaMetrics
+from mos_agent.sinks.forward import StoreAndForward
+from tests.support.servers import FaultProxy, StoreReader, VictoriaMetrics
 
-HELPER = Path(__file__).parent / "helpers" / "kill9_writer.py"
+REPO = Path(__file__).resolve().parent.parent
+HELPER = "tests.helpers.kill9_writer"  # run as a module from the checkout, beside tests.support
 PER_CHUNK = 2000
 SERIES = 10
 
@@ -27,8 +28,8 @@ SERIES = 10
 def _run_and_kill(state_dir: Path, url: str, start_ms: int, acks_before_kill: int) -> list[int]:
     """Start the writer, SIGKILL it once it has acknowledged ``acks_before_kill`` chunks; return
     every chunk number it acknowledged."""
-    proc = subprocess.Popen([sys.executable, str(HELPER), str(state_dir), url, str(start_ms), str(PER_CHUNK),
-                             "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", HELPER, str(state_dir), url, str(start_ms), str(PER_CHUNK),
+                             "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     acked: list[int] = []
     try:
@@ -99,6 +100,6 @@ def test_kill9_during_an_outage_loses_no_acknowledged_point(tmp_path: Path, vict
     fresh = _restart(state_dir, f"http://127.0.0.1:{store_proxy.port}")
     try:
         _check_all_arrived(store, acked)
-        assert fresh.status()["buffer"]["moved_aside"] == []
+        assert fresh.status().buffer.moved_aside == []
     finally:
         fresh.stop(5)

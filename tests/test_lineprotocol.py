@@ -16,7 +16,7 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.lineprotocol import escape_tag, parse_lines, series_prefix
 from mos_agent.normalise import Normaliser
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
-from mos_agent.testing import StoreReader, VictoriaMetrics
+from tests.support.servers import StoreReader, VictoriaMetrics
 
 # Names may hold anything an integrator or a device could produce except control characters
 # (Cc: NUL, tab, newline...) and lone surrogates (Cs, not encodable as UTF-8).

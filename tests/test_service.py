@@ -20,7 +20,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mos_agent.testing import StoreReader, VictoriaMetrics, free_port, wait_for_port
+from mos_agent.localservers import free_port, wait_for_port
+from tests.support.servers import StoreReader, VictoriaMetrics
+from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -58,16 +60,6 @@ def get(url: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 class AgentProcess:
@@ -163,8 +155,8 @@ def test_sigterm_under_load_delivers_everything_committed(tmp_path: Path, sims: 
     config = write_agent(tmp_path, victoria.url, health)
     agent = AgentProcess(config, tmp_path / "agent.log")
     try:
-        assert wait_until(lambda: (s := agent.status(health)) and s["pipeline"]["committed_points"] > 2000, 60), \
-            agent.text()
+        wait_until(lambda: (s := agent.status(health)) and s["pipeline"]["committed_points"] > 2000, 60,
+                   what=agent.text)
         assert agent.stop() == 0, agent.text()
     finally:
         agent.stop()
@@ -186,7 +178,7 @@ def test_sighup_reload_added_changed_broken(tmp_path: Path, sims: list) -> None:
     agent = AgentProcess(config, tmp_path / "agent.log")
     try:
         first = wait_until(lambda: (s := agent.status(health)) and s["devices"] and
-                           s["devices"][0]["points_read"] > 0 and s, 30)
+                           s["devices"][0]["points_read"] > 0 and s, 30, what=agent.text)
         assert [d["name"] for d in first["devices"]] == ["press-01"], agent.text()
 
         # added press-02, changed press-01 (poll interval)
@@ -194,18 +186,19 @@ def test_sighup_reload_added_changed_broken(tmp_path: Path, sims: list) -> None:
         device_a["poll_interval"] = "250ms"
         write_device(tmp_path, device_a)
         agent.proc.send_signal(signal.SIGHUP)
-        reloaded = wait_until(lambda: (s := agent.status(health)) and len(s["devices"]) == 2 and s, 30)
+        reloaded = wait_until(lambda: (s := agent.status(health)) and len(s["devices"]) == 2 and s, 30,
+                              what=agent.text)
         assert sorted(d["name"] for d in reloaded["devices"]) == ["press-01", "press-02"]
-        assert wait_until(lambda: "reload done: 1 added, 1 changed, 0 removed" in agent.text(), 10), agent.text()
+        wait_until(lambda: "reload done: 1 added, 1 changed, 0 removed" in agent.text(), 10, what=agent.text)
         committed_before = reloaded["pipeline"]["committed_points"]
 
         # a broken file: the running configuration stays
         (tmp_path / "devices" / "broken.yaml").write_text("name: press-03\ndriver: modbus\ntags: [\n")
         agent.proc.send_signal(signal.SIGHUP)
-        assert wait_until(lambda: "reload rejected" in agent.text(), 10), agent.text()
+        wait_until(lambda: "reload rejected" in agent.text(), 10, what=agent.text)
         assert "broken.yaml:" in agent.text()
         after = wait_until(lambda: (s := agent.status(health)) and
-                           s["pipeline"]["committed_points"] > committed_before and s, 20)
+                           s["pipeline"]["committed_points"] > committed_before and s, 20, what=agent.text)
         assert sorted(d["name"] for d in after["devices"]) == ["press-01", "press-02"]
         assert all(d["state"] == "running" for d in after["devices"]), after["devices"]
         assert agent.stop() == 0
@@ -221,8 +214,8 @@ def test_health_status_and_metrics(tmp_path: Path, sims: list) -> None:
     write_device(tmp_path, device)
     agent = AgentProcess(config, tmp_path / "agent.log")
     try:
-        assert wait_until(lambda: (s := agent.status(health)) and s["pipeline"]["committed_points"] > 0, 30), \
-            agent.text()
+        wait_until(lambda: (s := agent.status(health)) and s["pipeline"]["committed_points"] > 0, 30,
+                   what=agent.text)
         code, body = get(f"http://{health}/healthz")
         assert (code, body) == (200, "ok\n")
         status = agent.status(health)
@@ -253,7 +246,8 @@ def test_health_status_and_metrics(tmp_path: Path, sims: list) -> None:
         # the device vanishes: /healthz says why
         sim.kill()
         sim.wait(5)
-        code, body = wait_until(lambda: (r := get(f"http://{health}/healthz"))[0] == 503 and r, 30)
+        code, body = wait_until(lambda: (r := get(f"http://{health}/healthz"))[0] == 503 and r, 30,
+                                what=agent.text)
         assert code == 503 and "press-01" in body
     finally:
         agent.stop()

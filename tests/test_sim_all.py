@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mos_agent.testing import Mosquitto, free_port, wait_for_port
+from mos_agent.localservers import Mosquitto, free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
 

@@ -9,7 +9,6 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,14 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mos_agent.batch import ReadingBatch
-from mos_agent.buffer import StoreAndForward
 from mos_agent.cli import main as cli_main
 from mos_agent.config.loader import load_config
+from mos_agent.config.models import SqliteSinkConfig
 from mos_agent.lineprotocol import series_prefix
 from mos_agent.normalise import Normaliser
 from mos_agent.payload import Payload
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
 from mos_agent.sinks.base import SinkRejected
+from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.sinks.sqlite import SqliteHistorySink
 from mos_agent.taxonomy import CollectorCode, Quality
 
@@ -77,9 +77,9 @@ def _run_store(config_path: Path, bodies: list[bytes]) -> StoreAndForward:
         for body in bodies:
             store.append([body], [body.count(b"\n")])
         deadline = time.monotonic() + 30
-        while store.status()["sinks"][0]["lag_points"] and time.monotonic() < deadline:
+        while store.status().sinks[0].lag_points and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert store.status()["sinks"][0]["lag_points"] == 0
+        assert store.status().sinks[0].lag_points == 0
     finally:
         store.stop(5)
     return store
@@ -172,7 +172,7 @@ def test_fast_path_and_general_parser_store_the_same_row(tag: str, equipment: st
     prefix = series_prefix("process", [("equipment", equipment), ("tag", tag), ("quality", quality)])
     line = f"{prefix}value={value!r},quality_code={code}i {ts}".encode()
     with tempfile.TemporaryDirectory() as state:
-        sink = SqliteHistorySink("sqlite", SimpleNamespace(path=None, retention=86400.0), Path(state))
+        sink = SqliteHistorySink("sqlite", SqliteSinkConfig(type="sqlite", retention=86400.0), Path(state))
         try:
             fast = sink._rows(line + b"\n")
             general = [sink._general_row(line, 0)]

@@ -256,7 +256,7 @@ def to_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: 
 
 async def browse_to_yaml(endpoint: str, node: str = "i=85", depth: int = 5, name: str | None = None,
                          username: str | None = None, password: str | None = None,
-                         timeout: float = 10.0) -> str:
+                         timeout: float = 10.0, allow_plaintext_password: bool = False) -> str:
     """Connect (no message security), walk from ``node`` and return a device file as YAML.
 
     Raises ValueError for a bad endpoint, node id or depth (before connecting) and
@@ -266,8 +266,12 @@ async def browse_to_yaml(endpoint: str, node: str = "i=85", depth: int = 5, name
     node = check_node_id(node)
     if depth < 1:
         raise ValueError(f"depth must be 1 or more, got {depth}")
+    if password is not None and not allow_plaintext_password:
+        raise ValueError("browse uses no message security, so the password would cross the network in clear "
+                         "text: add --allow-plaintext-password on a network you trust")
     try:
-        conn = OpcUaConnection(endpoint=endpoint, timeout=timeout, username=username, password=password)
+        conn = OpcUaConnection(endpoint=endpoint, timeout=timeout, username=username, password=password,
+                               allow_plaintext_password=allow_plaintext_password)
     except ValidationError as exc:
         raise ValueError("; ".join(err["msg"].removeprefix("Value error, ") for err in exc.errors())) from None
     client = await uac.open_client(conn, None, None, "browse")

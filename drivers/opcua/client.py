@@ -82,6 +82,19 @@ def _explain(exc: BaseException, device: str | None, conn: OpcUaConnection, cert
     return ConnectFailed("connection", f"{endpoint}: {type(exc).__name__}: {exc}", device)
 
 
+_warned_plaintext: set[tuple[str | None, str]] = set()
+
+
+def _warn_plaintext_password(device: str | None, conn: OpcUaConnection) -> None:
+    """Once per device and endpoint: loud, but not on every reconnect."""
+    if (device, conn.endpoint) in _warned_plaintext:
+        return
+    _warned_plaintext.add((device, conn.endpoint))
+    who = f"device {device}" if device else "browse"
+    log.warning("%s: the password of user %r goes to %s in CLEAR TEXT (security policy None, "
+                "allow_plaintext_password: true): anyone on the network can read it", who, conn.username, conn.endpoint)
+
+
 async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path | None, agent_id: str) -> Client:
     """A connected, activated asyncua client. The library's own reconnect is off: the driver owns
     reconnects so it knows exactly where the gap in the data is."""
@@ -93,6 +106,8 @@ async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path
     cert_path: Path | None = None
     try:
         if conn.username:
+            if conn.sends_plaintext_password:
+                _warn_plaintext_password(device, conn)
             client.set_user(conn.username)
             password = conn.read_password()
             if password is not None:
@@ -105,11 +120,10 @@ async def open_client(conn: OpcUaConnection, device: str | None, state_dir: Path
             mine = await sec.client_certificate(security, state_dir, agent_id)
             cert_path = mine.certificate
             client.application_uri = mine.application_uri
-            server_der = await sec.server_certificate_of(conn.endpoint, security.policy, security.mode, conn.timeout)
-            if not sec.is_trusted(server_der, security, state_dir):
-                raise ConnectFailed("security", sec.untrusted_message(server_der, security, state_dir), device)
+            server = await sec.server_certificate_of(conn.endpoint, security.policy, security.mode, conn.timeout)
+            sec.check_server_certificate(server, conn.endpoint, security, state_dir)
             await client.set_security(sec.POLICIES[security.policy], str(mine.certificate), str(mine.private_key),
-                                      server_certificate=server_der, mode=sec.MODES[security.mode])
+                                      server_certificate=server.certificate, mode=sec.MODES[security.mode])
         async with asyncio.timeout(conn.timeout * 3):
             await client.connect(auto_reconnect=False)
     except asyncio.CancelledError:

@@ -135,6 +135,9 @@ class OpcUaConnection(StrictModel):
     username: str | None = Field(default=None, min_length=1)
     password: str | None = Field(default=None, repr=False)
     password_file: Path | None = None
+    # security policy None sends the password as it is (Part 4, 7.36.3: an unencrypted token):
+    # refused unless the operator says the network is trusted
+    allow_plaintext_password: bool = False
 
     @field_validator("endpoint")
     @classmethod
@@ -147,7 +150,19 @@ class OpcUaConnection(StrictModel):
             raise ValueError("give either password or password_file, not both")
         if (self.password is not None or self.password_file is not None) and not self.username:
             raise ValueError("a password needs a username")
+        if self.sends_plaintext_password and not self.allow_plaintext_password:
+            key = "password" if self.password is not None else "password_file"
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("value_error", "without message security (security.policy None) the password "
+                                                        "crosses the network in clear text: set security: {policy: "
+                                                        "Basic256Sha256}, or allow_plaintext_password: true on a "
+                                                        "network you trust"),
+                loc=(key,), input="")])
         return self
+
+    @property
+    def sends_plaintext_password(self) -> bool:
+        return (self.password is not None or self.password_file is not None) and not self.security.secured
 
     def read_password(self) -> str | None:
         if self.password_file is not None:

@@ -102,9 +102,11 @@ class OpcUaDriver(Driver):
 
     @classmethod
     async def browse(cls, endpoint: str, node: str = "i=85", depth: int = 5, name: str | None = None,
-                     username: str | None = None, password: str | None = None) -> str:
+                     username: str | None = None, password: str | None = None,
+                     allow_plaintext_password: bool = False) -> str:
         """A device file (YAML) for the variables under ``node`` on the server at ``endpoint``."""
-        return await browsing.browse_to_yaml(endpoint, node, depth, name, username, password)
+        return await browsing.browse_to_yaml(endpoint, node, depth, name, username, password,
+                                             allow_plaintext_password=allow_plaintext_password)
 
     # ------------------------------------------------------------ public entry points
 

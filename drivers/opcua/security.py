@@ -6,22 +6,32 @@
   or is in ``trust_dir`` (or issued by a CA certificate there). An unknown one is saved to
   ``<state_dir>/opcua/untrusted/`` and the connection refused with a message naming the file to
   copy — trust is an operator's decision, never automatic.
+* A trusted certificate must also pass the checks of OPC UA Part 4, 6.1.3 that do not depend on
+  how it is trusted: its validity period (and its issuing CA's). One trusted through a CA must
+  moreover be the one issued for this server: the endpoint's host among its subjectAltName DNS
+  names or IP addresses, and the server's application URI as its subjectAltName URI. A pinned or
+  individually trusted certificate is that server's by the operator's decision, so its names are
+  not second-guessed (self-signed PLC certificates often name a host the agent does not use).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
+import ipaddress
 import logging
 import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -125,9 +135,18 @@ async def client_certificate(security: SecurityConfig, state_dir: Path, agent_id
     return ClientCertificate(cert_path, key_path, uri)
 
 
-async def server_certificate_of(endpoint: str, policy: str, mode: str, timeout: float) -> bytes:
-    """The certificate the server presents on the endpoint with this policy and mode, fetched
-    over an unsecured discovery channel (GetEndpoints is always allowed there)."""
+@dataclass(frozen=True, slots=True)
+class ServerIdentity:
+    """What the server's endpoint description says it is: its certificate and application URI."""
+
+    certificate: bytes
+    application_uri: str
+
+
+async def server_certificate_of(endpoint: str, policy: str, mode: str, timeout: float) -> ServerIdentity:
+    """The certificate the server presents on the endpoint with this policy and mode, with its
+    application URI, fetched over an unsecured discovery channel (GetEndpoints is always allowed
+    there)."""
     probe = Client(endpoint, timeout=timeout)
     async with asyncio.timeout(timeout * 2):
         endpoints = await probe.connect_and_get_server_endpoints()
@@ -136,7 +155,7 @@ async def server_certificate_of(endpoint: str, policy: str, mode: str, timeout: 
         if ep.SecurityPolicyUri == wanted_uri and ep.SecurityMode == MODES[mode]:
             if not ep.ServerCertificate:
                 raise SecuritySetupError(f"the server's {policy}/{mode} endpoint has no certificate")
-            return _first_certificate(ep.ServerCertificate)
+            return ServerIdentity(_first_certificate(ep.ServerCertificate), ep.Server.ApplicationUri or "")
     offered = sorted({f"{ep.SecurityPolicyUri.rpartition('#')[2]}/{ep.SecurityMode.name.rstrip('_')}"
                       for ep in endpoints})
     raise SecuritySetupError(f"the server offers no {policy}/{mode} endpoint (it offers: {', '.join(offered)})")
@@ -148,38 +167,110 @@ def _trust_files(trust_dir: Path) -> list[Path]:
     return sorted(p for p in trust_dir.iterdir() if p.suffix.lower() in (".der", ".pem", ".crt", ".cer"))
 
 
-def _issued_by_trusted_ca(der: bytes, cas: list[x509.Certificate]) -> bool:
-    cert = x509.load_der_x509_certificate(der)
+def _issuer_of(cert: x509.Certificate, cas: list[x509.Certificate]) -> x509.Certificate | None:
     for ca in cas:
         if ca.subject != cert.issuer:
             continue
         try:
             cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, x509.InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature):
             continue
-        return True
-    return False
+        return ca
+    return None
 
 
-def is_trusted(der: bytes, security: SecurityConfig, state_dir: Path) -> bool:
+def _trusted_certificates(security: SecurityConfig, state_dir: Path) -> list[bytes]:
     if security.server_certificate is not None:
-        return load_certificate_der(security.server_certificate) == der
-    cas: list[x509.Certificate] = []
+        return [load_certificate_der(security.server_certificate)]
+    found = []
     for path in _trust_files(security.trust_dir or default_trust_dir(state_dir)):
         try:
-            trusted = load_certificate_der(path)
+            found.append(load_certificate_der(path))
         except (OSError, ValueError):
             log.warning("ignoring %s in the OPC UA trust folder: not a certificate", path)
-            continue
-        if trusted == der:
-            return True
-        cert = x509.load_der_x509_certificate(trusted)
-        try:
-            if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-                cas.append(cert)
-        except x509.ExtensionNotFound:
-            pass
-    return bool(cas) and _issued_by_trusted_ca(der, cas)
+    return found
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _validity_problem(cert: x509.Certificate, what: str, now: dt.datetime) -> str | None:
+    if now > cert.not_valid_after_utc:
+        return f"validity period: {what} expired on {_when(cert.not_valid_after_utc)}"
+    if now < cert.not_valid_before_utc:
+        return f"validity period: {what} is not valid before {_when(cert.not_valid_before_utc)}"
+    return None
+
+
+def _subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _host_matches(san: x509.SubjectAlternativeName, host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address in san.get_values_for_type(x509.IPAddress):
+        return True
+    # certificates often carry an address as a DNS name too; DNS names compare case-insensitively
+    return host.lower().rstrip(".") in {name.lower().rstrip(".") for name in san.get_values_for_type(x509.DNSName)}
+
+
+def _identity_problem(cert: x509.Certificate, server: ServerIdentity, endpoint: str) -> str | None:
+    """Part 4, 6.1.3 host name and URI checks: is this certificate issued for this server?"""
+    san = _subject_alt_names(cert)
+    host = urlsplit(endpoint).hostname or ""
+    if san is None:
+        return f"host name: the certificate has no subjectAltName, so it names no host (the endpoint is {host})"
+    if not _host_matches(san, host):
+        named = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+        named += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+        return (f"host name: the certificate is issued for {', '.join(named) or 'no host'}, "
+                f"not for the endpoint's host {host}")
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if server.application_uri not in uris:
+        return (f"application URI: the certificate is issued for {', '.join(uris) or 'no application URI'}, "
+                f"not for the server's {server.application_uri or '(none given)'}")
+    return None
+
+
+def check_server_certificate(server: ServerIdentity, endpoint: str, security: SecurityConfig, state_dir: Path,
+                             now: dt.datetime | None = None) -> None:
+    """Raises :class:`SecuritySetupError` unless the server's certificate is trusted (pinned, in
+    the trust folder, or issued by a CA there) and passes the checks its kind of trust needs; the
+    message names the check that failed."""
+    now = now or dt.datetime.now(dt.UTC)
+    der = server.certificate
+    cert = x509.load_der_x509_certificate(der)
+    trusted = _trusted_certificates(security, state_dir)
+    rejected = f"server certificate rejected (SHA-1 {thumbprint(der)})"
+    if der in trusted:
+        problem = _validity_problem(cert, "it", now)
+        if problem:
+            raise SecuritySetupError(f"{rejected}: {problem}; the server needs a renewed certificate")
+        return
+    ca = None
+    if security.server_certificate is None:
+        ca = _issuer_of(cert, [c for c in map(x509.load_der_x509_certificate, trusted) if _is_ca(c)])
+    if ca is None:
+        raise SecuritySetupError(untrusted_message(der, security, state_dir))
+    issuer = ca.subject.rfc4514_string()
+    problem = (_validity_problem(cert, "it", now) or _validity_problem(ca, f"its issuing CA {issuer}", now)
+               or _identity_problem(cert, server, endpoint))
+    if problem:
+        raise SecuritySetupError(f"{rejected}, issued by the trusted CA {issuer}: {problem}")
 
 
 def untrusted_message(der: bytes, security: SecurityConfig, state_dir: Path) -> str:

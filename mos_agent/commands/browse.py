@@ -39,7 +39,8 @@ def main(args: argparse.Namespace) -> int:
         print("mos-agent browse: the installed OPC UA driver cannot browse", file=sys.stderr)
         return 1
     try:
-        text = asyncio.run(browse(args.endpoint, args.node, args.depth, args.name, args.username, password))
+        text = asyncio.run(browse(args.endpoint, args.node, args.depth, args.name, args.username, password,
+                                  allow_plaintext_password=args.allow_plaintext_password))
     except ValueError as exc:  # the driver checks endpoint and node syntax before connecting
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +25,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mos_agent.child_process import die_with_parent
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
+from mos_agent.localservers import Mosquitto, free_port, wait_for_port
 from mos_agent.logs import setup_logging
 from mos_agent.pipeline import Agent
 from mos_agent.taxonomy import QUALITY_NAMES
-from mos_agent.testing import Mosquitto, free_port, wait_for_port
 
 
 class DemoPlant:
@@ -46,8 +46,11 @@ class DemoPlant:
         self.log = (workdir / "simulators.log").open("ab")
 
     def _sim(self, *argv: str) -> subprocess.Popen:
+        # own session: a Ctrl-C in the terminal reaches the demo, which stops them in order; the
+        # kernel stops them if the demo dies without that chance (SIGKILL)
         proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", *argv], stdout=self.log,
-                                stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent())
         self.processes.append(proc)
         return proc
 
@@ -57,7 +60,7 @@ class DemoPlant:
         return yaml.safe_load(out.stdout)
 
     async def _start_broker(self) -> int:
-        if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
+        if Mosquitto.installed():
             self.broker = Mosquitto.start(self.workdir / "mosquitto")
             return self.broker.port
         try:
@@ -146,13 +149,12 @@ def _format_value(value: float, text: str | None) -> str:
 
 def live_view(agent: Agent, workdir: Path, started: float) -> Group:
     status = agent.status()
-    pipe = status["pipeline"]
-    buf = status["buffer"]
+    pipe = status.pipeline
     header = Text.assemble(
         ("mos-agent demo", "bold"), f" · acme/changwon · up {time.monotonic() - started:.0f}s · ",
-        (f"{pipe['points_per_s']:.0f} points/s", "bold green"), f" committed · {pipe['committed_points']} total · ",
-        f"buffer {buf.get('points', 0)} points",
-        " · sinks: " + ", ".join(f"{s['name']} {s['state']} (lag {s.get('lag_points', 0)})" for s in status["sinks"]),
+        (f"{pipe.points_per_s:.0f} points/s", "bold green"), f" committed · {pipe.committed_points} total · ",
+        f"buffer {status.buffer.points} points",
+        " · sinks: " + ", ".join(f"{s.name} {s.state} (lag {s.lag_points})" for s in status.sinks),
     )
     tables: list[Any] = [header]
     for runtime in agent.devices.values():
@@ -198,7 +200,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         agent = Agent(load_config(config_path))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal closed; stop as cleanly as on Ctrl-C
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         await agent.start()
         started = time.monotonic()
@@ -212,9 +215,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         if args.no_live or not console.is_terminal:
             while not await wait_tick(2.0):
                 s = agent.status()
-                states = ", ".join(f"{d['name']} {d['state']} {d['points_per_s']:.0f}/s" for d in s["devices"])
-                print(f"{datetime.now():%H:%M:%S} {s['pipeline']['points_per_s']:.0f} points/s committed, "
-                      f"{s['pipeline']['committed_points']} total; {states}", flush=True)
+                states = ", ".join(f"{d.name} {d.state} {d.points_per_s:.0f}/s" for d in s.devices)
+                print(f"{datetime.now():%H:%M:%S} {s.pipeline.points_per_s:.0f} points/s committed, "
+                      f"{s.pipeline.committed_points} total; {states}", flush=True)
         else:
             with Live(live_view(agent, workdir, started), console=console, refresh_per_second=2,
                       screen=False) as live:
@@ -222,7 +225,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                     live.update(live_view(agent, workdir, started))
         await agent.stop()
         status = agent.status()
-        console.print(f"demo stopped: {status['pipeline']['committed_points']} points committed; "
+        console.print(f"demo stopped: {status.pipeline.committed_points} points committed; "
                       f"history in {workdir / 'state' / 'history.sqlite'} "
                       f"(mos-agent query -c {config_path} press-01)")
     finally:

@@ -15,10 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mos_agent.buffer import sink_names
 from mos_agent.cli import UsageError
-from mos_agent.config.loader import load_config
-from mos_agent.config.models import parse_duration
+from mos_agent.config.loader import LoadedConfig, load_config
+from mos_agent.config.models import SqliteSinkConfig, parse_duration
+from mos_agent.sinks import sink_names
 from mos_agent.sinks.sqlite import connect_history, history_path
 
 _POINT_COLUMNS = ("ts_ns", "value", "text", "quality", "quality_code")
@@ -56,9 +56,9 @@ def _known(path: Path, column: str, where: str = "", args: tuple = ()) -> list[s
         conn.close()
 
 
-def _history_file(loaded: Any) -> Path:
+def _history_file(loaded: LoadedConfig) -> Path:
     agent = loaded.agent
-    sqlite_sinks = [cfg for cfg in agent.sinks if cfg.type == "sqlite"]
+    sqlite_sinks = [cfg for cfg in agent.sinks if isinstance(cfg, SqliteSinkConfig)]
     if not sqlite_sinks:
         names = ", ".join(sink_names(agent.sinks)) or "none"
         raise UsageError(f"{loaded.path} has no 'type: sqlite' sink, so there is no local history to query "

@@ -1,4 +1,5 @@
-"""``mos-agent status``: ask a running agent over its health endpoint and render a table."""
+"""``mos-agent status``: ask a running agent over its health endpoint and render its status report
+(:class:`mos_agent.status.StatusReport`, read back from the ``/status`` JSON) as tables."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from mos_agent.status import StatusReport
 
 DEFAULT_HEALTH = "127.0.0.1:9750"
 
@@ -29,7 +33,7 @@ def _health_address(args: argparse.Namespace) -> str:
     return DEFAULT_HEALTH if address == "off" else address
 
 
-def fetch_status(address: str, timeout: float = 5.0) -> dict:
+def fetch_status(address: str, timeout: float = 5.0) -> dict[str, Any]:
     url = address if address.startswith("http") else f"http://{address}"
     with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout) as response:
         return json.loads(response.read())
@@ -45,46 +49,47 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def render(status: dict, console: Console) -> None:
-    agent = status["agent"]
-    pipe = status["pipeline"]
-    console.print(f"[bold]{agent['id']}[/bold] site {agent['site']} · mos-agent {agent['version']} · "
-                  f"up {_age(agent['uptime_s'])} · {pipe['points_per_s']:.0f} points/s committed")
+def render(status: StatusReport, console: Console) -> None:
+    agent = status.agent
+    console.print(f"[bold]{agent.id}[/bold] site {agent.site} · mos-agent {agent.version} · "
+                  f"up {_age(agent.uptime_s)} · {status.pipeline.points_per_s:.0f} points/s committed")
     devices = Table(title="devices")
     for column in ("device", "driver", "state", "points/s", "series", "bad", "last value", "last error"):
         devices.add_column(column)
-    now = status.get("time", time.time())
-    for d in status["devices"]:
-        style = {"running": "green", "degraded": "yellow", "down": "red"}.get(d["state"], "")
-        last = now - d["last_value_time"] if d["last_value_time"] else None
-        devices.add_row(d["name"], d["driver"], f"[{style}]{d['state']}[/{style}]" if style else d["state"],
-                        f"{d['points_per_s']:.0f}", str(d["series"]), str(d["points_bad"]),
-                        f"{_age(last)} ago" if last is not None else "—", d["last_error"] or "")
+    now = status.time or time.time()
+    for d in status.devices:
+        style = {"running": "green", "degraded": "yellow", "down": "red"}.get(d.state, "")
+        last = now - d.last_value_time if d.last_value_time else None
+        devices.add_row(d.name, d.driver, f"[{style}]{d.state}[/{style}]" if style else d.state,
+                        f"{d.points_per_s:.0f}", str(d.series), str(d.points_bad),
+                        f"{_age(last)} ago" if last is not None else "—", d.last_error or "")
     console.print(devices)
-    buf = status["buffer"]
-    console.print(f"buffer: {buf.get('points', 0)} points, {buf.get('bytes', 0) / 1e6:.1f} MB, "
-                  f"oldest {_age(buf.get('oldest_age_s'))}, dropped {buf.get('dropped_points', 0)}")
+    buf = status.buffer
+    console.print(f"buffer: {buf.points} points, {buf.bytes / 1e6:.1f} MB, "
+                  f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}")
+    if buf.disk_full:
+        console.print(f"[red]buffer disk full[/red] ({buf.disk_full_reason}): dropping data by the overflow "
+                      f"policy {buf.overflow}", markup=True, highlight=False)
     sinks = Table(title="sinks")
     for column in ("sink", "type", "state", "lag points", "lag", "sent", "retried", "dead-lettered", "last error"):
         sinks.add_column(column)
-    for s in status["sinks"]:
-        sinks.add_row(s.get("name", ""), s.get("type", ""), s.get("state", ""), str(s.get("lag_points", 0)),
-                      _age(s.get("lag_seconds")), str(s.get("sent_points", 0)), str(s.get("retried", 0)),
-                      str(s.get("dead_lettered_points", 0)), s.get("last_error") or "")
+    for s in status.sinks:
+        sinks.add_row(s.name, s.type, s.state, str(s.lag_points), _age(s.lag_seconds), str(s.sent_points),
+                      str(s.retried), str(s.dead_lettered_points), s.last_error or "")
     console.print(sinks)
 
 
 def main(args: argparse.Namespace) -> int:
     address = _health_address(args)
     try:
-        status = fetch_status(address)
+        data = fetch_status(address)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"mos-agent status: no agent answers on {address} ({reason}); is it running with health on?",
               file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(status, indent=2, ensure_ascii=False))
+        print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        render(status, Console())
+        render(StatusReport.from_dict(data), Console())
     return 0

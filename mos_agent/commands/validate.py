@@ -12,8 +12,19 @@ from pathlib import Path
 
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import LoadedConfig, load_config
+from mos_agent.config.models import InfluxSinkConfig, SinkConfig, SqliteSinkConfig
+from mos_agent.i18n import _
 from mos_agent.registry import load_driver
+from mos_agent.sinks.sqlite import history_path
 from mos_agent.taxonomy import CATEGORIES
+
+
+def _destination(sink: SinkConfig, state_dir: Path) -> str:
+    if isinstance(sink, InfluxSinkConfig):
+        return sink.url
+    if isinstance(sink, SqliteSinkConfig):
+        return str(history_path(sink, state_dir))
+    return sink.type
 
 
 def summary(loaded: LoadedConfig) -> str:
@@ -37,9 +48,7 @@ def summary(loaded: LoadedConfig) -> str:
     lines.append(f"expected   {rate:,.1f} points/s")
     if agent.sinks:
         for sink in agent.sinks:
-            # a sqlite sink's path is relative to state_dir (mos_agent.sinks.sqlite)
-            where = getattr(sink, "url", None) or Path(agent.agent.state_dir) / (
-                getattr(sink, "path", None) or "history.sqlite")
+            where = _destination(sink, agent.agent.state_dir)
             lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}")
     else:
         lines.append("sink       none (readings stay in the local buffer)")
@@ -51,9 +60,9 @@ def summary(loaded: LoadedConfig) -> str:
 def main(args: argparse.Namespace) -> int:
     path = Path(args.config)
     if not path.exists():
-        raise UsageError(f"agent file {path} not found")
+        raise UsageError(_("agent file {path} not found").format(path=path))
     if path.is_dir():
-        raise UsageError(f"{path} is a folder; give the agent file (-c FOLDER/agent.yaml)")
+        raise UsageError(_("{path} is a folder; give the agent file (-c FOLDER/agent.yaml)").format(path=path))
     loaded = load_config(path)
     print(summary(loaded))
     return 0

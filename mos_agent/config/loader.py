@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from mos_agent import registry
 from mos_agent.config.models import AgentConfig, DeviceBase
 from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path, load_yaml
+from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.taxonomy import DEFAULT_STAGES
 
 DEFAULT_DEVICES_GLOB = "devices/*.yaml"
@@ -32,8 +33,9 @@ DEFAULT_DEVICES_GLOB = "devices/*.yaml"
 _INPUT_FILE_KEYS = frozenset({
     "ca", "ca_file", "certificate", "client_certificate", "server_certificate", "private_key",
 })
-# Files whose content is a secret used as-is: an empty one is a mistake, not "no password".
-_SECRET_FILE_KEYS = frozenset({"token_file", "password_file"})
+# A secret is one line of printable text: a control character in it (a second line, a CR from a
+# Windows editor) ends up in an HTTP header or a login packet, and in the error that follows.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _is_input_file_key(key: Any) -> bool:
@@ -179,7 +181,8 @@ class _Collector:
             return None
 
     def check_files(self, path: Path, doc: MarkedDocument) -> None:
-        """Every file a configuration names for reading must be readable now, not at 3 a.m."""
+        """Every file a configuration names for reading must be readable now, not at 3 a.m.; a
+        secret (in a file or written in place) must be one line. Secrets are never shown."""
         for key_path, file_path in _input_files(doc.data):
             where = describe_path(key_path)
             try:
@@ -187,8 +190,17 @@ class _Collector:
             except OSError as exc:
                 self.add(path, doc.value_mark(key_path), f"{where}: cannot read {file_path}: {exc.strerror or exc}")
                 continue
-            if key_path[-1] in _SECRET_FILE_KEYS and not content.strip():
+            if not is_secret_file_key(key_path[-1]):
+                continue
+            secret = content.decode("utf-8", "replace").strip()
+            if not secret:
                 self.add(path, doc.value_mark(key_path), f"{where}: {file_path} is empty")
+            elif problem := _secret_shape_problem(secret):
+                self.add(path, doc.value_mark(key_path), f"{where}: {file_path} {problem} (its content is not shown)")
+        for key_path, secret in _secret_values(doc.data):
+            if problem := _secret_shape_problem(secret):
+                self.add(path, doc.value_mark(key_path), f"{describe_path(key_path)}: the value {problem} "
+                                                         "(it is not shown)")
 
 
 # ---------------------------------------------------------------- agent file helpers
@@ -253,6 +265,29 @@ def _input_files(data: Any, path: PathKey = ()) -> list[tuple[PathKey, str]]:
         for i, item in enumerate(data):
             found.extend(_input_files(item, (*path, i)))
     return found
+
+
+def _secret_values(data: Any, path: PathKey = ()) -> list[tuple[PathKey, str]]:
+    found: list[tuple[PathKey, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if is_secret_key(key) and isinstance(value, str):
+                found.append(((*path, key), value))
+            else:
+                found.extend(_secret_values(value, (*path, key)))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found.extend(_secret_values(item, (*path, i)))
+    return found
+
+
+def _secret_shape_problem(secret: str) -> str | None:
+    lines = len(secret.splitlines())
+    if lines > 1:
+        return f"holds {lines} lines, and a secret is one line"
+    if _CONTROL.search(secret):
+        return "holds a control character, which no secret has"
+    return None
 
 
 def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
@@ -439,7 +474,8 @@ def _resolve(loc: tuple[Any, ...], data: Any, error_type: str) -> _Resolved:
     return _Resolved(tuple(real), branch_at=branch_at)
 
 
-def _describe_input(value: Any) -> str:
+def _describe_input(value: Any, secret: bool = False) -> str:
+    """What a wrong value is; for a secret key only its kind, never the value."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -448,6 +484,8 @@ def _describe_input(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if secret:
+        return "a number" if isinstance(value, int | float) else f"a {type(value).__name__} (not shown)"
     return repr(value)
 
 
@@ -539,6 +577,7 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
         ctx = error.get("ctx") or {}
         value = error.get("input")
         key_name = next((p for p in reversed(real) if isinstance(p, str)), "value")
+        secret = is_secret_key(key_name)
 
         if kind == "missing":
             where = doc.key_mark(real) if real else Mark(1, 1)
@@ -586,11 +625,14 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
                 message = message.removeprefix(noise)
             message = re.sub(r"^Input should be ", "must be ", message)
             message = re.sub(r"^String should have at least 1 character$", "must not be empty", message)
+            if secret and value is not None and str(value) and str(value) in message:
+                message = message.replace(str(value), "(the value, not shown)")
             problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
 
     problems = _drop_missing_explained_by_misspelling(problems, errors, resolved, model, doc)
     for real, (phrases, value) in type_mismatches.items():
-        message = f"expected {' or '.join(phrases)}, got {_describe_input(value)}"
+        secret = is_secret_key(next((p for p in reversed(real) if isinstance(p, str)), None))
+        message = f"expected {' or '.join(phrases)}, got {_describe_input(value, secret)}"
         if phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
             message += " (put it in quotes)"
         if not real and value is None:

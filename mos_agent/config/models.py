@@ -115,11 +115,16 @@ class AgentSection(StrictModel):
 class BufferSection(StrictModel):
     max_size: Size = 2**30
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    # kept free on the state directory's filesystem: below it the disk is the buffer's cap (the
+    # overflow policy applies), so SQLite always has room to move cursors and free space
+    min_free_space: Size = Field(default=32 * 2**20, ge=2**20)
     commit_interval: Duration = 0.2
 
 
 class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
+    # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
+    max_retry_delay: Duration = 60.0
 
 
 class InfluxSinkConfig(SinkBase):
@@ -133,7 +138,6 @@ class InfluxSinkConfig(SinkBase):
     flush_interval: Duration = 1.0
     gzip: bool = True
     timeout: Duration = 10.0
-    max_retry_delay: Duration = 60.0
     # Largest request body (uncompressed line protocol) the sink sends; larger batches are split.
     # For stores or proxies in front of them with a request size limit (default: none).
     max_request_size: Size | None = None

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from mos_agent.config.models import InfluxSinkConfig, SinkConfig, SqliteSinkConfig
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkError, SinkRejected, SinkRetryable, SinkTooLarge
 
-__all__ = ["Sink", "SinkAuthError", "SinkError", "SinkRejected", "SinkRetryable", "SinkTooLarge", "build_sink"]
+__all__ = ["Sink", "SinkAuthError", "SinkError", "SinkRejected", "SinkRetryable", "SinkTooLarge", "build_sink",
+           "sink_names"]
 
 
-def build_sink(name: str, config: Any, state_dir: Path) -> Sink:
-    if config.type == "influxdb":
+def build_sink(name: str, config: SinkConfig, state_dir: Path) -> Sink:
+    """The sink a configuration section describes; its client library is imported only when used."""
+    if isinstance(config, InfluxSinkConfig):
         from mos_agent.sinks.influxdb import InfluxSink
 
         return InfluxSink(name, config)
-    if config.type == "sqlite":
+    if isinstance(config, SqliteSinkConfig):
         from mos_agent.sinks.sqlite import SqliteHistorySink
 
         return SqliteHistorySink(name, config, state_dir)
     raise ValueError(f"unknown sink type {config.type!r}")
+
+
+def sink_names(configs: Sequence[SinkConfig]) -> list[str]:
+    """A sink's name is its ``name`` or its type; repeats get -2, -3 … so every name is unique."""
+    names: list[str] = []
+    for cfg in configs:
+        base = cfg.name or cfg.type
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names

@@ -32,7 +32,9 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
 from mos_agent.config.loader import read_secret
+from mos_agent.config.models import InfluxSinkConfig
 from mos_agent.payload import Payload
+from mos_agent.secrets import redact, secret_forms
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 
 _RETRYABLE_4XX = frozenset((404, 408, 425, 429))
@@ -70,13 +72,14 @@ def _retry_after(headers: Any) -> float | None:
 class InfluxSink(Sink):
     type = "influxdb"
 
-    def __init__(self, name: str, config: Any) -> None:
+    def __init__(self, name: str, config: InfluxSinkConfig) -> None:
         self.name = name
         self.url = config.url
         self.org = config.org
         self.bucket = config.bucket
-        self.max_request_size: int | None = getattr(config, "max_request_size", None)
+        self.max_request_size: int | None = config.max_request_size
         self._token = resolve_token(config.token, config.token_file) or ""
+        self._token_forms = secret_forms(self._token) if self._token else set()
         self.gzip = bool(config.gzip)
         # enable_gzip stays off: the client would compress again, at level 9 (~1 µs a point, as
         # much CPU as the rest of the agent's path). The payload comes out of the buffer
@@ -90,9 +93,7 @@ class InfluxSink(Sink):
         return f"InfluxSink(name={self.name!r}, url={self.url!r}, bucket={self.bucket!r})"
 
     def redact(self, text: str) -> str:
-        if self._token and len(self._token) >= 4:
-            text = text.replace(self._token, "***")
-        return text
+        return redact(text, self._token_forms)
 
     def write(self, payload: Payload) -> None:
         options: dict[str, str] = {}

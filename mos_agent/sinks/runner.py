@@ -29,11 +29,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from mos_agent.buffer import Batch, Buffer, SinkCursor
+from mos_agent.buffer import Batch, BatchKind, Buffer, SinkCursor
 from mos_agent.payload import Payload
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
+from mos_agent.status import SinkState, SinkStats
 
 BACKLOG_TRIGGER = 2  # batches behind before the pending data becomes a backlog
 BACKLOG_FACTOR = 10  # backlog batches are this many times batch_size
@@ -69,7 +69,7 @@ class SinkRunner:
         self.max_retry_delay = max_retry_delay
         self.log = logger or logging.getLogger("mos_agent.sinks")
         self.on_send = on_send
-        self.state = "idle"
+        self.state: SinkState = SinkState.IDLE
         self.sent_points = 0
         self.sent_batches = 0  # buffer batches fully handled
         self.sent_requests = 0  # successful writes (a split batch takes several)
@@ -115,20 +115,12 @@ class SinkRunner:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.sink.type,
-            "state": self.state,
-            "sent_points": self.sent_points,
-            "sent_batches": self.sent_batches,
-            "sent_requests": self.sent_requests,
-            "retried": self.retried,
-            "dead_lettered_points": self.dead_lettered_points,
-            "last_error": self.last_error,
-            "last_error_time": self.last_error_time,
-            "last_success_time": self.last_success_time,
-        }
+    def status(self) -> SinkStats:
+        """The runner's own counters; the lag comes from the buffer (see StoreAndForward.status)."""
+        return SinkStats(name=self.name, type=self.sink.type, state=self.state, sent_points=self.sent_points,
+                         sent_batches=self.sent_batches, sent_requests=self.sent_requests, retried=self.retried,
+                         dead_lettered_points=self.dead_lettered_points, last_error=self.last_error,
+                         last_error_time=self.last_error_time, last_success_time=self.last_success_time)
 
     # ------------------------------------------------------------ main loop
 
@@ -149,7 +141,7 @@ class SinkRunner:
                 except Exception as exc:
                     # The buffer failed under us (I/O error, a lock held too long) or a bug: say so,
                     # reopen and go on after a pause; the data stays in the buffer meanwhile.
-                    self.state = "failed"
+                    self.state = SinkState.FAILED
                     self.last_error = self.sink.redact(f"sink worker error: {type(exc).__name__}: {exc}")[:500]
                     self.last_error_time = time.time()
                     self.log.exception("sink %s: worker error; retrying in %.0fs, undelivered data stays "
@@ -159,7 +151,7 @@ class SinkRunner:
                         cursor = None
                     self._sleep(WORKER_RESTART_DELAY)
         finally:
-            self.state = "stopped"
+            self.state = SinkState.STOPPED
             if cursor is not None:
                 cursor.close()
             try:
@@ -188,8 +180,8 @@ class SinkRunner:
                 batch = cursor.read_backlog(self.backlog_batch_size)
                 live_in_a_row = 0
                 if batch is not None:
-                    if self.state not in ("retrying", "auth_failed"):
-                        self.state = "draining"
+                    if self.state not in (SinkState.RETRYING, SinkState.AUTH_FAILED):
+                        self.state = SinkState.DRAINING
                     self._deliver(cursor, batch)
                 elif cursor.backlog is None:
                     self.log.info("sink %s: backlog drained", self.name)
@@ -198,14 +190,14 @@ class SinkRunner:
                 batch = cursor.read_live(self.batch_size)
                 live_in_a_row += 1
                 if batch is not None:
-                    if self.state not in ("retrying", "auth_failed"):
-                        self.state = "draining" if cursor.backlog is not None else "sending"
+                    if self.state not in (SinkState.RETRYING, SinkState.AUTH_FAILED):
+                        self.state = SinkState.DRAINING if cursor.backlog is not None else SinkState.SENDING
                     self._deliver(cursor, batch)
                 continue
             if stopping:
                 return  # nothing pending
-            if self.state in ("sending", "draining", "failed"):
-                self.state = "idle"
+            if self.state in (SinkState.SENDING, SinkState.DRAINING, SinkState.FAILED):
+                self.state = SinkState.IDLE
             wait = IDLE_POLL
             if pending.rows:
                 wait = min(wait, max(0.01, self.flush_interval - self._age(pending.oldest_created_ns)))
@@ -224,7 +216,7 @@ class SinkRunner:
         self._send(cursor, batch.payload, budget)
         cursor.advance(batch)
         self.sent_batches += 1
-        if cursor.backlog is None and batch.kind == "backlog":
+        if cursor.backlog is None and batch.kind is BatchKind.BACKLOG:
             self.log.info("sink %s: backlog drained", self.name)
 
     def _send(self, cursor: SinkCursor, payload: Payload, budget: list[int]) -> None:
@@ -307,8 +299,8 @@ class SinkRunner:
                           self._attempts)
         self._failing_since = None
         self._attempts = 0
-        if self.state in ("retrying", "auth_failed", "failed"):
-            self.state = "sending"
+        if self.state in (SinkState.RETRYING, SinkState.AUTH_FAILED, SinkState.FAILED):
+            self.state = SinkState.SENDING
         self.sent_points += points
         self.sent_requests += 1
         self.last_success_time = time.time()
@@ -319,7 +311,7 @@ class SinkRunner:
         now = time.monotonic()
         self._attempts += 1
         self.retried += 1
-        self.state = "retrying"
+        self.state = SinkState.RETRYING
         self.last_error = message[:500]
         self.last_error_time = time.time()
         ceiling = min(self.max_retry_delay, RETRY_BASE_DELAY * 2 ** min(self._attempts - 1, 30))
@@ -343,7 +335,7 @@ class SinkRunner:
         self.retried += 1
         if self._failing_since is None:
             self._failing_since = now
-        self.state = "auth_failed"
+        self.state = SinkState.AUTH_FAILED
         message = self.sink.redact(str(exc))
         self.last_error = message[:500]
         self.last_error_time = time.time()

@@ -18,8 +18,8 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
+from mos_agent.config.models import SqliteSinkConfig
 from mos_agent.lineprotocol import LineProtocolError, parse_lines, parse_number
 from mos_agent.payload import Payload
 from mos_agent.sinks.base import Sink, SinkRejected, SinkRetryable
@@ -50,14 +50,12 @@ CREATE TABLE IF NOT EXISTS points (
 """
 
 
-def history_path(config: Any, state_dir: Path) -> Path:
+def history_path(config: SqliteSinkConfig, state_dir: Path) -> Path:
     """Where a sqlite sink keeps its history: ``path`` if set (relative to the state directory),
     else ``<state_dir>/history.sqlite``."""
-    path = getattr(config, "path", None)
-    if path is None:
+    if config.path is None:
         return Path(state_dir) / HISTORY_FILE
-    path = Path(path)
-    return path if path.is_absolute() else Path(state_dir) / path
+    return config.path if config.path.is_absolute() else Path(state_dir) / config.path
 
 
 def connect_history(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -78,7 +76,7 @@ def connect_history(path: Path, readonly: bool = False) -> sqlite3.Connection:
 class SqliteHistorySink(Sink):
     type = "sqlite"
 
-    def __init__(self, name: str, config: Any, state_dir: Path) -> None:
+    def __init__(self, name: str, config: SqliteSinkConfig, state_dir: Path) -> None:
         self.name = name
         self.path = history_path(config, state_dir)
         self.retention = float(config.retention)

@@ -2,7 +2,7 @@
 once ``append`` has returned (acknowledged = durable). Run by tests/test_kill9.py, which kills
 it with SIGKILL mid-stream.
 
-usage: python kill9_writer.py STATE_DIR STORE_URL START_MS POINTS_PER_CHUNK CHUNKS
+usage: python -m tests.helpers.kill9_writer STATE_DIR STORE_URL START_MS POINTS_PER_CHUNK CHUNKS
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from mos_agent.buffer import StoreAndForward
 from mos_agent.config.models import AgentConfig
-from mos_agent.testing import sample_chunks
+from mos_agent.sinks.forward import StoreAndForward
+from tests.support.samples import sample_chunks
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,7 @@ import math
 import re
 import shutil
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -22,9 +22,11 @@ from drivers.modbus import ModbusDevice, ModbusDriver
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection
 from mos_agent.driver_api import DeviceState, DriverContext
+from mos_agent.localservers import free_port
 from mos_agent.taxonomy import CollectorCode, Quality
-from mos_agent.testing import driver_running, free_port
 from simulators.modbus import ModbusSimulator, Scenario, SerialOptions
+from tests.support.drivers import driver_running
+from tests.support.waiting import wait_until_async
 
 AGENT = AgentSection(id="gw-test", site="plant")
 GOOD, UNCERTAIN, BAD = int(Quality.GOOD), int(Quality.UNCERTAIN), int(Quality.BAD)
@@ -59,14 +61,6 @@ class Collector:
 
     def latest(self, device: ModbusDevice, since: int = 0) -> dict[str, dict[str, Any]]:
         return {r["tag"]: r for r in self.rows(device, since)}
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def scenario(points: list[dict[str, Any]], **extra: Any) -> Scenario:
@@ -173,7 +167,7 @@ async def test_press_values_follow_the_simulator(press: ModbusSimulator) -> None
     device = device_for(press)
     driver, ctx, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: len(collector.batches) >= 3, what="three cycles")
+        await wait_until_async(lambda: len(collector.batches) >= 3, what="three cycles")
     latest = collector.latest(device)
     assert {r["quality"] for r in latest.values()} == {GOOD}
     assert latest["die_id"]["text"] == "DIE-4711"
@@ -196,7 +190,7 @@ async def test_one_batch_per_group_and_cycle_without_drift() -> None:
                                   {"name": "slow", "address": "hr:50", "poll_interval": "400ms"}])
         driver, _, collector = driver_for(device)
         async with running(driver):
-            await wait_until(lambda: sum(len(b) == 1 for b in collector.batches) >= 4, what="four slow cycles")
+            await wait_until_async(lambda: sum(len(b) == 1 for b in collector.batches) >= 4, what="four slow cycles")
     fast = [b for b in collector.batches if len(b) == 2]
     slow = [b for b in collector.batches if len(b) == 1]
     assert all(sorted(b.series.tolist()) == [0, 1] for b in fast)  # one batch holds the whole group
@@ -216,10 +210,10 @@ async def test_overrunning_cycles_skip_ticks_instead_of_piling_up(press: ModbusS
     device = device_for(press, timeout="1s")
     driver, ctx, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: len(collector.batches) >= 3, what="three slow cycles")
+        await wait_until_async(lambda: len(collector.batches) >= 3, what="three slow cycles")
         started = asyncio.get_running_loop().time()
         count = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) >= count + 2, what="two more cycles")
+        await wait_until_async(lambda: len(collector.batches) >= count + 2, what="two more cycles")
         spent = asyncio.get_running_loop().time() - started
     assert ctx.status.overruns >= 3
     assert ctx.status.errors.get("overrun", 0) == ctx.status.overruns
@@ -235,11 +229,11 @@ async def test_slow_answers_time_out_then_recover(press: ModbusSimulator) -> Non
     device = device_for(press)
     driver, ctx, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
+        await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
         press.set_delay(0.6)  # over the 300 ms timeout
         mark = len(collector.batches)
-        await wait_until(lambda: any(r["code"] == CollectorCode.TIMEOUT for r in collector.rows(device, mark)),
-                         what="timeouts")
+        await wait_until_async(lambda: any(r["code"] == CollectorCode.TIMEOUT for r in collector.rows(device, mark)),
+                               what="timeouts")
         assert ctx.status.state == DeviceState.DEGRADED
         timed_out = next(b for b in collector.batches[mark:] if (b.codes == CollectorCode.TIMEOUT).any())
         # the first request timed out; the rest of the cycle was given up: every row bad
@@ -247,9 +241,9 @@ async def test_slow_answers_time_out_then_recover(press: ModbusSimulator) -> Non
         assert np.isnan(timed_out.values).all()
         press.set_delay(0.0)
         mark = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) > mark + 3 and
-                         all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
-                         what="good values again")
+        await wait_until_async(lambda: len(collector.batches) > mark + 3 and
+                               all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
+                               what="good values again")
         assert ctx.status.state == DeviceState.RUNNING
     assert ctx.status.errors["timeout"] >= 1
     assert press.stats.connections_opened == 1  # a timeout does not cost the connection
@@ -259,16 +253,16 @@ async def test_silent_device_times_out_and_answers_again(press: ModbusSimulator)
     device = device_for(press)
     driver, _, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: len(collector.batches) >= 2, what="first cycles")
+        await wait_until_async(lambda: len(collector.batches) >= 2, what="first cycles")
         press.go_silent(1.0)
         mark = len(collector.batches)
-        await wait_until(lambda: any(r["code"] == CollectorCode.TIMEOUT for r in collector.rows(device, mark)),
-                         what="timeouts")
-        await wait_until(lambda: not press.silent(), what="silence to end")
+        await wait_until_async(lambda: any(r["code"] == CollectorCode.TIMEOUT for r in collector.rows(device, mark)),
+                               what="timeouts")
+        await wait_until_async(lambda: not press.silent(), what="silence to end")
         mark = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) > mark + 1 and
-                         all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
-                         what="good values after the silence")
+        await wait_until_async(lambda: len(collector.batches) > mark + 1 and
+                               all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
+                               what="good values after the silence")
     assert press.stats.unanswered >= 1
     assert press.stats.connections_opened == 1
 
@@ -277,11 +271,11 @@ async def test_connection_dropped_between_cycles_reconnects_without_losing_a_cyc
     device = device_for(press)
     driver, ctx, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
+        await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
         assert press.drop_connections() == 1
-        await wait_until(lambda: press.stats.connections_opened == 2, what="reconnect")
+        await wait_until_async(lambda: press.stats.connections_opened == 2, what="reconnect")
         mark = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) > mark + 2, what="cycles after reconnect")
+        await wait_until_async(lambda: len(collector.batches) > mark + 2, what="cycles after reconnect")
     # the connection worked before: the first attempt is immediate and no read failed
     assert all(r["quality"] == GOOD for r in collector.rows(device))
     assert ctx.status.errors.get("connection", 0) >= 1
@@ -291,23 +285,24 @@ async def test_connection_lost_during_a_read_marks_the_cycle_and_recovers(press:
     device = device_for(press, timeout="2s")
     driver, ctx, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
+        await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
         press.set_delay(0.3)  # so the drop hits a request in flight
         await asyncio.sleep(0.15)
         press.drop_connections()
         press.set_delay(0.0)
         mark = len(collector.batches)
-        await wait_until(lambda: any(r["code"] == CollectorCode.CONNECTION_LOST for r in collector.rows(device, mark)),
-                         what="connection lost rows")
+        await wait_until_async(
+            lambda: any(r["code"] == CollectorCode.CONNECTION_LOST for r in collector.rows(device, mark)),
+            what="connection lost rows")
         lost = next(b for b in collector.batches[mark:] if (b.codes == CollectorCode.CONNECTION_LOST).any())
         # the request in flight and the rest of that cycle: bad, with no value
         failed = lost.codes == CollectorCode.CONNECTION_LOST
         assert (lost.quality[failed] == BAD).all() and np.isnan(lost.values[failed]).all()
         assert failed[-1], "the rest of the cycle is given up"
         mark = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) > mark + 1 and
-                         all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
-                         what="good values after reconnect")
+        await wait_until_async(lambda: len(collector.batches) > mark + 1 and
+                               all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
+                               what="good values after reconnect")
         assert ctx.status.state == DeviceState.RUNNING
     assert press.stats.connections_opened == 2
     assert ctx.status.errors.get("connection", 0) >= 1
@@ -317,13 +312,13 @@ async def test_refused_connections_back_off_with_one_bad_row_per_attempt(press: 
     device = device_for(press, reconnect_delay="100ms", max_reconnect_delay="400ms")
     driver, ctx, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
+        await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
         press.refuse_connections(1.6)
         mark = len(collector.batches)
-        await wait_until(lambda: ctx.status.state == DeviceState.DOWN, what="down")
-        await wait_until(lambda: not press.refusing(), what="refusal to end")
+        await wait_until_async(lambda: ctx.status.state == DeviceState.DOWN, what="down")
+        await wait_until_async(lambda: not press.refusing(), what="refusal to end")
         outage = collector.batches[mark:]
-        await wait_until(lambda: ctx.status.state == DeviceState.RUNNING, timeout=10, what="running again")
+        await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, timeout=10, what="running again")
     bad_batches = [b for b in outage if (b.quality == BAD).all()]
     # 1.6 s at 100 ms would be 16 cycles; with backoff (0.1, 0.2, 0.4, 0.4, …) a handful of attempts
     assert 2 <= len(bad_batches) <= 8, len(bad_batches)
@@ -337,14 +332,14 @@ async def test_never_connected_device_reports_not_connected_then_comes_up() -> N
     device = device_for(sim)
     driver, ctx, collector = driver_for(device)
     async with running(driver):
-        await wait_until(lambda: len(collector.batches) >= 2, what="not-connected rows")
+        await wait_until_async(lambda: len(collector.batches) >= 2, what="not-connected rows")
         assert ctx.status.state == DeviceState.DOWN
         assert all((b.codes == CollectorCode.NOT_CONNECTED).all() and (b.quality == BAD).all()
                    for b in collector.batches)
         async with sim:
-            await wait_until(lambda: ctx.status.state == DeviceState.RUNNING, timeout=10, what="running")
+            await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, timeout=10, what="running")
             mark = len(collector.batches)
-            await wait_until(lambda: len(collector.batches) > mark, what="a good cycle")
+            await wait_until_async(lambda: len(collector.batches) > mark, what="a good cycle")
     assert all(r["quality"] == GOOD for r in collector.rows(device, mark))
 
 
@@ -353,19 +348,19 @@ async def test_exception_code_marks_the_tags_of_that_request(press: ModbusSimula
     driver, ctx, collector = driver_for(device)
     ir_tags = {t.name for t in device.tags if t.address.startswith("ir:")}
     async with running(driver):
-        await wait_until(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
+        await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, what="running")
         press.set_exception("ir:2", 4)  # server device failure: a device-level code, not split
         mark = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) > mark + 2, what="cycles with the exception")
+        await wait_until_async(lambda: len(collector.batches) > mark + 2, what="cycles with the exception")
         rows = collector.latest(device, len(collector.batches) - 1)
         assert {n for n, r in rows.items() if r["quality"] == BAD} == ir_tags
         assert {r["code"] for n, r in rows.items() if n in ir_tags} == {4}
         assert ctx.status.state == DeviceState.DEGRADED
         press.clear_exception()
         mark = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) > mark + 1 and
-                         all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
-                         what="good values")
+        await wait_until_async(lambda: len(collector.batches) > mark + 1 and
+                               all(r["quality"] == GOOD for r in collector.rows(device, len(collector.batches) - 1)),
+                               what="good values")
         assert ctx.status.state == DeviceState.RUNNING
     assert ctx.status.errors["exception"] >= 1
 
@@ -377,17 +372,17 @@ async def test_bad_address_in_a_coalesced_block_is_isolated(press: ModbusSimulat
     assert len(hr_tags) > 10 and len(driver.plan.groups[0].requests) == 4
     press.set_exception("hr:13", 2)  # oil_temperature: illegal data address
     async with running(driver):
-        await wait_until(lambda: len(collector.batches) >= 1, what="first cycle")
+        await wait_until_async(lambda: len(collector.batches) >= 1, what="first cycle")
         first = collector.latest(device)
         # in the very first cycle every other tag of the block already has its value
         assert first["oil_temperature"]["quality"] == BAD and first["oil_temperature"]["code"] == 2
         assert all(first[n]["quality"] == GOOD for n in hr_tags if n != "oil_temperature")
         assert first["die_id"]["text"] == "DIE-4711"
-        await wait_until(lambda: len(collector.batches) >= 3, what="more cycles")
+        await wait_until_async(lambda: len(collector.batches) >= 3, what="more cycles")
         exceptions_before = press.stats.exceptions_sent
         requests_before = press.stats.requests
         batches_before = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) >= batches_before + 5, what="five cycles")
+        await wait_until_async(lambda: len(collector.batches) >= batches_before + 5, what="five cycles")
         cycles = len(collector.batches) - batches_before
         # the split plan is kept: per cycle one exception (the isolated tag) and a few requests
         new_exceptions = press.stats.exceptions_sent - exceptions_before
@@ -402,9 +397,10 @@ async def test_bad_address_in_a_coalesced_block_is_isolated(press: ModbusSimulat
         # the address comes back: the isolated tag reads good again
         press.clear_exception()
         mark = len(collector.batches)
-        await wait_until(lambda: len(collector.batches) > mark + 1 and
-                         collector.latest(device, len(collector.batches) - 1)["oil_temperature"]["quality"] == GOOD,
-                         what="oil temperature back")
+        await wait_until_async(
+            lambda: len(collector.batches) > mark + 1
+            and collector.latest(device, len(collector.batches) - 1)["oil_temperature"]["quality"] == GOOD,
+            what="oil temperature back")
 
 
 async def test_exception_in_a_hole_between_tags_stops_reading_through_it() -> None:
@@ -416,9 +412,9 @@ async def test_exception_in_a_hole_between_tags_stops_reading_through_it() -> No
         device = device_for(sim, [{"name": n, "address": p["address"]} for n, p in zip("abc", points, strict=True)])
         driver, _, collector = driver_for(device)
         async with running(driver):
-            await wait_until(lambda: len(collector.batches) >= 4, what="cycles")
+            await wait_until_async(lambda: len(collector.batches) >= 4, what="cycles")
             exceptions = sim.stats.exceptions_sent
-            await wait_until(lambda: len(collector.batches) >= 8, what="more cycles")
+            await wait_until_async(lambda: len(collector.batches) >= 8, what="more cycles")
             assert sim.stats.exceptions_sent == exceptions  # the hole is no longer read
     assert {r["tag"]: r["value"] for r in collector.rows(device, 3)} == {"a": 11.0, "b": 22.0, "c": 33.0}
     assert all(r["quality"] == GOOD for r in collector.rows(device))
@@ -434,21 +430,21 @@ async def test_frozen_values_become_stale_and_recover() -> None:
                                   {"name": "setpoint", "address": "hr:1"}])
         driver, ctx, collector = driver_for(device)
         async with running(driver):
-            await wait_until(lambda: len(collector.batches) >= 3, what="cycles")
+            await wait_until_async(lambda: len(collector.batches) >= 3, what="cycles")
             assert all(r["quality"] == GOOD for r in collector.rows(device))
             sim.freeze()
             mark = len(collector.batches)
-            await wait_until(lambda: any(r["code"] == CollectorCode.STALE for r in collector.rows(device, mark)),
-                             what="stale heartbeat")
+            await wait_until_async(lambda: any(r["code"] == CollectorCode.STALE for r in collector.rows(device, mark)),
+                                   what="stale heartbeat")
             stale_rows = [r for r in collector.rows(device, mark) if r["code"] == CollectorCode.STALE]
             assert {r["tag"] for r in stale_rows} == {"heartbeat"}  # setpoint has no stale_after
             assert {r["quality"] for r in stale_rows} == {UNCERTAIN}
             assert all(not math.isnan(r["value"]) for r in stale_rows)  # the value is still reported
             sim.freeze(False)
             mark = len(collector.batches)
-            await wait_until(lambda: len(collector.batches) > mark + 2 and
-                             collector.latest(device, len(collector.batches) - 1)["heartbeat"]["quality"] == GOOD,
-                             what="heartbeat moving again")
+            await wait_until_async(lambda: len(collector.batches) > mark + 2 and
+                                   collector.latest(device, len(collector.batches) - 1)["heartbeat"]["quality"] == GOOD,
+                                   what="heartbeat moving again")
     assert ctx.status.errors["stale"] >= 1
 
 
@@ -465,7 +461,7 @@ async def test_two_devices_behind_one_gateway_share_a_connection() -> None:
             devices.append(d.model_copy(update={"name": f"press-0{unit}"}))
         runs = [driver_for(d) for d in devices]
         async with running(runs[0][0]), running(runs[1][0]), running(runs[2][0]):
-            await wait_until(lambda: all(len(c.batches) >= 3 for _, _, c in runs), what="cycles on all devices")
+            await wait_until_async(lambda: all(len(c.batches) >= 3 for _, _, c in runs), what="cycles on all devices")
         assert sim.stats.connections_opened == 1 and sim.stats.peak_connections == 1
     for unit, (_, _, collector) in zip((1, 2), runs[:2], strict=True):
         latest = collector.latest(devices[unit - 1])
@@ -485,17 +481,17 @@ async def test_rtu_framing_over_tcp_and_late_answers() -> None:
         assert (batch.quality == GOOD).all()
         assert batch.texts and "DIE-4711" in batch.texts.values()
         async with running(driver):
-            await wait_until(lambda: len(collector.batches) >= 2, what="cycles")
+            await wait_until_async(lambda: len(collector.batches) >= 2, what="cycles")
             # answers later than the timeout: RTU frames carry no transaction id, so a late answer
             # must never be taken for the answer to the next request
             sim.set_delay(0.4)
             mark = len(collector.batches)
-            await wait_until(lambda: sum((b.codes == CollectorCode.TIMEOUT).any()
-                                         for b in collector.batches[mark:]) >= 3, what="timeouts")
+            await wait_until_async(lambda: sum((b.codes == CollectorCode.TIMEOUT).any()
+                                               for b in collector.batches[mark:]) >= 3, what="timeouts")
             sim.set_delay(0.0)
             mark = len(collector.batches)
-            await wait_until(lambda: len(collector.batches) > mark + 3 and
-                             (collector.batches[-1].quality == GOOD).all(), what="good values again")
+            await wait_until_async(lambda: len(collector.batches) > mark + 3 and
+                                   (collector.batches[-1].quality == GOOD).all(), what="good values again")
     good = [r for r in collector.rows(device) if r["quality"] == GOOD]
     by_tag: dict[str, list[Any]] = {}
     for r in good:
@@ -529,7 +525,7 @@ async def test_rtu_over_a_serial_pty_pair() -> None:
             assert device.connection.transport == "rtu"
             driver, ctx, collector = driver_for(device)
             async with running(driver):
-                await wait_until(lambda: len(collector.batches) >= 3, what="cycles over the serial line")
+                await wait_until_async(lambda: len(collector.batches) >= 3, what="cycles over the serial line")
             latest = collector.latest(device)
             assert {r["quality"] for r in latest.values()} == {GOOD}
             assert latest["die_id"]["text"] == "DIE-4711"

@@ -17,8 +17,8 @@ from drivers.modbus import ModbusDevice, ModbusDriver
 from drivers.modbus.plan import plan_device
 from mos_agent.config.models import AgentSection
 from mos_agent.driver_api import DriverContext
+from mos_agent.localservers import free_port, wait_for_port
 from mos_agent.taxonomy import CollectorCode, Quality
-from mos_agent.testing import free_port, wait_for_port
 from simulators.modbus import (
     DEFAULT_SCENARIO,
     SCENARIO_DIR,

@@ -23,8 +23,9 @@ from drivers.mqtt import MqttDriver
 from drivers.mqtt.config import MqttDevice
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection
-from mos_agent.driver_api import DriverContext
+from mos_agent.driver_api import DeviceState, DriverContext
 from mos_agent.taxonomy import DEFAULT_STAGES, QUALITY_NAMES
+from tests.support.waiting import wait_until_async
 
 AGENT = AgentSection(id="gw-test", enterprise="acme", site="changwon")
 
@@ -152,15 +153,10 @@ class Running:
                             "time": int(batch.timestamps[row])})
         return out
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-            await asyncio.sleep(0.05)
-
     async def wait_running(self, timeout: float = 20.0) -> None:
-        assert self.ctx is not None
-        await self.wait_until(lambda: self.ctx.status.state.value == "running", timeout, "state running")
+        ctx = self.ctx
+        assert ctx is not None
+        await wait_until_async(lambda: ctx.status.state == DeviceState.RUNNING, timeout, "state running")
         # the subscription is sent right after CONNACK; give the broker a moment to register it
         await asyncio.sleep(0.3)
 

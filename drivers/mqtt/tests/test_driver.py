@@ -11,8 +11,9 @@ from pathlib import Path
 
 from drivers.mqtt import MqttDriver
 from mos_agent.driver_api import DriverContext
+from mos_agent.localservers import Mosquitto
 from mos_agent.taxonomy import CollectorCode
-from mos_agent.testing import Mosquitto
+from tests.support.waiting import wait_until_async
 
 ENV_TOPIC = "acme/changwon/{area}/{line}/{equipment}/environment"
 ENV_TAGS = [
@@ -45,7 +46,7 @@ async def test_captures_and_json_paths_give_series_and_values(mosquitto, publish
                                                                        "humidity": 38})
     publisher.send("acme/changwon/machining/line-3/cnc-07/status",
                    {"axes": [{"load": 55.5}, {"load": 1}], "program name": "O1234"})
-    await running.wait_until(lambda: len(running.readings()) >= 6, what="6 readings")
+    await wait_until_async(lambda: len(running.readings()) >= 6, what="6 readings")
     got = {(r["tag"], r["asset"]): (r["value"], r["quality"]) for r in running.readings()}
     assert got == {
         ("temperature", "acme/changwon/stamping/line-1/env-01"): (21.5, "good"),
@@ -74,7 +75,7 @@ async def test_arrays_of_samples_and_timestamp_formats(mosquitto, publisher, run
                            {"t": 1_700_000_000_750_000_001, "rms": 3.0}])     # nanoseconds
     publisher.send(topic, {"t": "2023-11-14T22:13:21.25Z", "rms": 4.0})        # ISO 8601, UTC
     publisher.send(topic, {"t": "2023-11-15T07:13:22+09:00", "rms": 5.0})      # ISO 8601 with offset
-    await running.wait_until(lambda: len(running.readings()) >= 5, what="5 readings")
+    await wait_until_async(lambda: len(running.readings()) >= 5, what="5 readings")
     assert [(r["value"], r["time"]) for r in running.readings()] == [
         (1.0, 1_700_000_000_000_000_000),
         (2.0, 1_700_000_000_500_000_000),
@@ -95,8 +96,8 @@ async def test_malformed_messages_are_counted_acknowledged_and_do_not_stop_the_f
     publisher.send(topic, {"ts": _ms(2), "temperature": "warm", "humidity": 31})
     publisher.send(topic, {"ts": _ms(3), "temperature": 21.0, "humidity": 32, "pad": "x" * 2000})
     publisher.send(topic, {"ts": _ms(4), "temperature": 22.0, "humidity": 33})
-    await running.wait_until(lambda: any(r["time"] == _ms(4) * 1_000_000 for r in running.readings()),
-                             what="the message after the malformed ones")
+    await wait_until_async(lambda: any(r["time"] == _ms(4) * 1_000_000 for r in running.readings()),
+                           what="the message after the malformed ones")
     good = [(r["tag"], r["value"]) for r in running.readings() if r["quality"] == "good"]
     assert good == [("temperature", 20.0), ("humidity", 30.0), ("humidity", 31.0),
                     ("temperature", 22.0), ("humidity", 33.0)]
@@ -110,7 +111,7 @@ async def test_malformed_messages_are_counted_acknowledged_and_do_not_stop_the_f
     again = run_driver(device)
     await again.wait_running()
     publisher.send(topic, {"ts": _ms(5), "temperature": 23.0, "humidity": 34})
-    await again.wait_until(lambda: len(again.readings()) >= 2, what="the sentinel")
+    await wait_until_async(lambda: len(again.readings()) >= 2, what="the sentinel")
     assert [r["time"] for r in again.readings()] == [_ms(5) * 1_000_000] * 2
 
 
@@ -122,12 +123,12 @@ async def test_messages_not_committed_are_redelivered_to_the_same_client_id(mosq
     await crashed.wait_running()
     for i in range(5):
         publisher.send("acme/changwon/line-1/counter", {"n": i, "ts": _ms(i)})
-    await crashed.wait_until(lambda: len(crashed.readings()) == 5, what="5 readings")
+    await wait_until_async(lambda: len(crashed.readings()) == 5, what="5 readings")
     await crashed.stop()
     assert crashed.driver._unacked_batches > 0
 
     restarted = run_driver(device)
-    await restarted.wait_until(lambda: len(restarted.readings()) >= 5, what="the redelivery")
+    await wait_until_async(lambda: len(restarted.readings()) >= 5, what="the redelivery")
     assert sorted(r["value"] for r in restarted.readings()) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert sorted(r["time"] for r in restarted.readings()) == [_ms(i) * 1_000_000 for i in range(5)]
 
@@ -139,7 +140,7 @@ async def test_committed_messages_are_not_redelivered_and_offline_ones_are_queue
     await first.wait_running()
     for i in range(5):
         publisher.send("acme/changwon/line-1/counter", {"n": i, "ts": _ms(i)})
-    await first.wait_until(lambda: len(first.readings()) == 5, what="5 readings")
+    await wait_until_async(lambda: len(first.readings()) == 5, what="5 readings")
     await first.stop()
     assert first.driver._unacked_batches == 0
 
@@ -147,10 +148,10 @@ async def test_committed_messages_are_not_redelivered_and_offline_ones_are_queue
     for i in range(5, 8):
         publisher.send("acme/changwon/line-1/counter", {"n": i, "ts": _ms(i)})
     second = run_driver(device)
-    await second.wait_until(lambda: len(second.readings()) >= 3, what="the queued messages")
+    await wait_until_async(lambda: len(second.readings()) >= 3, what="the queued messages")
     await second.wait_running()
     publisher.send("acme/changwon/line-1/counter", {"n": 99, "ts": _ms(99)})
-    await second.wait_until(lambda: any(r["value"] == 99.0 for r in second.readings()), what="the sentinel")
+    await wait_until_async(lambda: any(r["value"] == 99.0 for r in second.readings()), what="the sentinel")
     assert [r["value"] for r in second.readings()] == [5.0, 6.0, 7.0, 99.0]
 
 
@@ -164,7 +165,7 @@ async def test_a_stopping_driver_acknowledges_what_was_committed_after_it_was_ca
     await running.wait_running()
     for i in range(3):
         publisher.send("acme/changwon/line-1/counter", {"n": i, "ts": _ms(i)})
-    await running.wait_until(lambda: len(running.readings()) == 3, what="3 readings")
+    await wait_until_async(lambda: len(running.readings()) == 3, what="3 readings")
     held = [cb for batch in running.batches for cb in batch.on_committed]
     running.task.cancel()
     await asyncio.gather(running.task, return_exceptions=True)
@@ -175,7 +176,7 @@ async def test_a_stopping_driver_acknowledges_what_was_committed_after_it_was_ca
     again = run_driver(device)
     await again.wait_running()
     publisher.send("acme/changwon/line-1/counter", {"n": 42, "ts": _ms(42)})
-    await again.wait_until(lambda: len(again.readings()) >= 1, what="the sentinel")
+    await wait_until_async(lambda: len(again.readings()) >= 1, what="the sentinel")
     assert [r["value"] for r in again.readings()] == [42.0]
 
 
@@ -192,13 +193,13 @@ async def test_tls_with_a_test_ca_and_client_certificate(tmp_path: Path, tls_fil
         running = run_driver(make_device(server.port, COUNTER_TAGS, tls=tls))
         await running.wait_running()
         publisher.send("acme/changwon/line-1/counter", {"n": 7, "ts": _ms(7)})
-        await running.wait_until(lambda: len(running.readings()) == 1, what="a reading over TLS")
+        await wait_until_async(lambda: len(running.readings()) == 1, what="a reading over TLS")
         assert running.readings()[0]["value"] == 7.0
 
         # a broker certificate from another CA is refused, and the state says why
         wrong = run_driver(make_device(server.port, COUNTER_TAGS, name="wrong-ca",
                                        tls={**tls, "ca": str(tls_files.other_ca)}))
-        await wrong.wait_until(lambda: wrong.ctx.status.state.value == "down", what="state down")
+        await wait_until_async(lambda: wrong.ctx.status.state.value == "down", what="state down")
         assert "CERTIFICATE_VERIFY_FAILED" in wrong.ctx.status.last_error
         await wrong.stop()
 
@@ -207,7 +208,7 @@ async def test_tls_with_a_test_ca_and_client_certificate(tmp_path: Path, tls_fil
                                           tls={**tls, "ca": str(tls_files.other_ca), "insecure_skip_verify": True}))
         await insecure.wait_running()
         publisher.send("acme/changwon/line-1/counter", {"n": 8, "ts": _ms(8)})
-        await insecure.wait_until(lambda: len(insecure.readings()) == 1, what="a reading without verification")
+        await wait_until_async(lambda: len(insecure.readings()) == 1, what="a reading without verification")
     finally:
         server.stop()
 
@@ -231,13 +232,13 @@ async def test_username_and_password_file(tmp_path: Path, run_driver, caplog, ma
         running = run_driver(make_device(server.port, COUNTER_TAGS, username="agent", password_file=str(good_file)))
         await running.wait_running()
         publisher.send("acme/changwon/line-1/counter", {"n": 3, "ts": _ms(3)})
-        await running.wait_until(lambda: len(running.readings()) == 1, what="a reading")
+        await wait_until_async(lambda: len(running.readings()) == 1, what="a reading")
 
         bad_file = tmp_path / "wrong.password"
         bad_file.write_text("not-the-password")
         refused = run_driver(make_device(server.port, COUNTER_TAGS, name="refused", username="agent",
                                          password_file=str(bad_file)))
-        await refused.wait_until(lambda: refused.ctx.status.state.value == "down", what="state down")
+        await wait_until_async(lambda: refused.ctx.status.state.value == "down", what="state down")
         assert "refused" in refused.ctx.status.last_error
         assert "authori" in refused.ctx.status.last_error.lower()
         await refused.stop()
@@ -256,12 +257,12 @@ async def test_reconnects_and_resubscribes_after_a_broker_restart(tmp_path: Path
         running = run_driver(make_device(port, COUNTER_TAGS))
         await running.wait_running()
         server.stop()
-        await running.wait_until(lambda: running.ctx.status.state.value == "down", what="state down")
+        await wait_until_async(lambda: running.ctx.status.state.value == "down", what="state down")
         server = Mosquitto.start(workdir, port)
         await running.wait_running(timeout=40)
         publisher = publisher_for(port)
         publisher.send("acme/changwon/line-1/counter", {"n": 1, "ts": _ms(1)})
-        await running.wait_until(lambda: len(running.readings()) == 1, what="a reading after the restart")
+        await wait_until_async(lambda: len(running.readings()) == 1, what="a reading after the restart")
     finally:
         server.stop()
 
@@ -272,13 +273,13 @@ async def test_series_from_captures_are_bounded(mosquitto, publisher, run_driver
     await running.wait_running()
     for equipment in ("env-01", "env-02", "env-03"):
         publisher.send(f"acme/changwon/stamping/line-1/{equipment}/environment", {"ts": _ms(1), "temperature": 1})
-    await running.wait_until(lambda: running.ctx.status.errors.get("series_limit") == 1, what="the limit")
+    await wait_until_async(lambda: running.ctx.status.errors.get("series_limit") == 1, what="the limit")
     assert {r["asset"].rsplit("/", 1)[1] for r in running.readings()} == {"env-01", "env-02"}
     assert len(running.ctx.series) == 3
     # series that exist keep flowing at the limit, even when their topic is looked up afresh
     running.driver._decoder._targets.clear()
     publisher.send("acme/changwon/stamping/line-1/env-02/environment", {"ts": _ms(2), "temperature": 2})
-    await running.wait_until(lambda: len(running.readings()) == 3, what="a reading of an existing series")
+    await wait_until_async(lambda: len(running.readings()) == 3, what="a reading of an existing series")
     assert running.readings()[-1]["value"] == 2.0 and running.ctx.status.errors == {"series_limit": 1}
 
 
@@ -310,11 +311,11 @@ async def test_read_once_uses_its_own_clean_session(mosquitto, publisher, run_dr
 
     # the agent's session still holds the message published while it was away
     back = run_driver(device)
-    await back.wait_until(lambda: any(r["value"] == 5.0 for r in back.readings()), what="the queued message")
+    await wait_until_async(lambda: any(r["value"] == 5.0 for r in back.readings()), what="the queued message")
 
 
 async def test_read_once_raises_when_the_broker_is_unreachable(make_device, agent_section) -> None:
-    from mos_agent.testing import free_port
+    from mos_agent.localservers import free_port
 
     device = make_device(free_port(), COUNTER_TAGS, connect_timeout="2s")
     ctx = DriverContext(agent_section, device, lambda batch: asyncio.sleep(0))
@@ -343,18 +344,18 @@ async def test_mqtt_3_1_1_persistent_session_and_manual_acks(mosquitto, publishe
     first = run_driver(device, commit=False)
     await first.wait_running()
     publisher.send("acme/changwon/line-1/counter", {"n": 1, "ts": _ms(1)})
-    await first.wait_until(lambda: len(first.readings()) == 1, what="a reading")
+    await wait_until_async(lambda: len(first.readings()) == 1, what="a reading")
     await first.stop()
 
     second = run_driver(device)  # same client id, clean_session false: the unacked message comes back
-    await second.wait_until(lambda: len(second.readings()) >= 1, what="the redelivery")
+    await wait_until_async(lambda: len(second.readings()) >= 1, what="the redelivery")
     await second.wait_running()
     publisher.send("acme/changwon/line-1/counter", {"n": 2, "ts": _ms(2)})
-    await second.wait_until(lambda: len(second.readings()) >= 2, what="the next message")
+    await wait_until_async(lambda: len(second.readings()) >= 2, what="the next message")
     await second.stop()
 
     third = run_driver(device)
     await third.wait_running()
     publisher.send("acme/changwon/line-1/counter", {"n": 3, "ts": _ms(3)})
-    await third.wait_until(lambda: len(third.readings()) >= 1, what="the sentinel")
+    await wait_until_async(lambda: len(third.readings()) >= 1, what="the sentinel")
     assert [r["value"] for r in first.readings() + second.readings() + third.readings()] == [1.0, 1.0, 2.0, 3.0]

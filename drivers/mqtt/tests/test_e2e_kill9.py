@@ -19,7 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mos_agent.testing import Mosquitto, StoreReader, VictoriaMetrics, free_port
+from mos_agent.localservers import Mosquitto, free_port
+from tests.support.servers import StoreReader, VictoriaMetrics
 
 MESSAGES = 3000
 TOPIC = "acme/changwon/stamping/line-1/press-01/counter"

@@ -15,6 +15,7 @@ from drivers.mqtt.config import MqttDevice
 from mos_agent.config.loader import load_device_file
 from mos_agent.taxonomy import DEFAULT_STAGES
 from simulators.mqtt import MqttSimulator, SimulatorConfig, load_scenario, main
+from tests.support.waiting import wait_until_async
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -27,7 +28,7 @@ async def test_driver_reads_everything_the_simulator_publishes(mosquitto, run_dr
     await running.wait_running()
     sim.start()
     try:
-        await running.wait_until(lambda: sim.stats.messages >= 300, timeout=30, what="300 messages")
+        await wait_until_async(lambda: sim.stats.messages >= 300, timeout=30, what="300 messages")
     finally:
         sim.stop()
     stats = sim.stats
@@ -36,7 +37,7 @@ async def test_driver_reads_everything_the_simulator_publishes(mosquitto, run_dr
     def good() -> int:
         return sum(r["quality"] == "good" for r in running.readings())
 
-    await running.wait_until(lambda: good() >= stats.points, timeout=30, what=f"{stats.points} good readings")
+    await wait_until_async(lambda: good() >= stats.points, timeout=30, what=f"{stats.points} good readings")
     readings = running.readings()
     assert good() == stats.points
     assert sum(r["quality"] == "bad" for r in readings) == stats.bad_points

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,10 @@ from drivers.opcua.config import OpcUaDevice
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection
 from mos_agent.driver_api import DriverContext
+from mos_agent.localservers import free_port
 from mos_agent.taxonomy import DEFAULT_STAGES, QUALITY_NAMES
-from mos_agent.testing import driver_running, free_port
 from simulators.opcua import CncSimulator, SimulatorConfig
+from tests.support.drivers import driver_running
 
 # asyncua logs every plain-text password endpoint and revised timeout as a warning
 logging.getLogger("asyncua").setLevel(logging.ERROR)
@@ -96,15 +96,6 @@ def make_driver(device: OpcUaDevice, state_dir: Path) -> tuple[OpcUaDriver, Reco
     return OpcUaDriver(ctx), recorder
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Polls until ``condition()`` holds; generous timeouts for a loaded 2-core machine."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 SimFactory = Callable[..., Awaitable[CncSimulator]]
 
 
@@ -151,7 +142,6 @@ class Kit:
     state_dir: Path
     device: Callable[..., OpcUaDevice] = build_device
     running: Callable[[OpcUaDriver], contextlib.AbstractAsyncContextManager[asyncio.Task[None]]] = driver_running
-    wait_for: Callable[..., Awaitable[None]] = wait_for
 
     def driver(self, device: OpcUaDevice, state_dir: Path | None = None) -> tuple[OpcUaDriver, Recorder]:
         return make_driver(device, state_dir or self.state_dir)

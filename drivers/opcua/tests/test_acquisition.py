@@ -16,6 +16,7 @@ from drivers.opcua.browse import browse_to_yaml
 from drivers.opcua.config import OpcUaDevice
 from mos_agent.taxonomy import DEFAULT_STAGES
 from simulators.opcua import CncSimulator
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -32,8 +33,8 @@ async def test_subscribe_delivers_every_change_with_source_timestamps(sim, kit) 
     ], subscription={"publishing_interval": "200ms", "sampling_interval": "10ms", "queue_size": 200})
     driver, rec = kit.driver(device)
     async with kit.running(driver):
-        await kit.wait_for(lambda: {r.tag for r in rec.readings()} == {"spindle_speed", "program", "parts"},
-                           what="the initial values")
+        await wait_until_async(lambda: {r.tag for r in rec.readings()} == {"spindle_speed", "program", "parts"},
+                               what="the initial values")
         batches_before, started = len(rec.batches), asyncio.get_running_loop().time()
         speeds, programs = [], []
         for i in range(60):  # faster than the publishing interval: the server queues them
@@ -41,10 +42,10 @@ async def test_subscribe_delivers_every_change_with_source_timestamps(sim, kit) 
             if i % 20 == 0:
                 programs.append((await sim.write("Production.ProgramName", f"O{1000 + i}"), f"O{1000 + i}"))
             await asyncio.sleep(0.005)
-        await kit.wait_for(lambda: set(speeds) <= {(r.time, r.value) for r in rec.readings("spindle_speed")},
-                           what="every spindle speed written")
-        await kit.wait_for(lambda: set(programs) <= {(r.time, r.value) for r in rec.readings("program")},
-                           what="every program name written")
+        await wait_until_async(lambda: set(speeds) <= {(r.time, r.value) for r in rec.readings("spindle_speed")},
+                               what="every spindle speed written")
+        await wait_until_async(lambda: set(programs) <= {(r.time, r.value) for r in rec.readings("program")},
+                               what="every program name written")
         cycles = (asyncio.get_running_loop().time() - started) / 0.2
     assert all(r.quality == "good" and r.code == 0 for r in rec.readings())
     # one batch per publish cycle, not one emit per value
@@ -61,13 +62,13 @@ async def test_poll_reads_every_change_with_source_timestamps(sim, kit) -> None:
     driver, rec = kit.driver(device)
     written = []
     async with kit.running(driver):
-        await kit.wait_for(lambda: len(rec.readings("coolant_temperature")) > 0, what="a first poll")
+        await wait_until_async(lambda: len(rec.readings("coolant_temperature")) > 0, what="a first poll")
         for i in range(6):
             written.append((await sim.write("Coolant.Temperature", 20.0 + i / 4), 20.0 + i / 4))
             await sim.write("Monitoring.MachineryItemState.CurrentState", "Executing" if i % 2 else "NotExecuting")
             await asyncio.sleep(0.25)
-        await kit.wait_for(lambda: set(written) <= {(r.time, r.value) for r in rec.readings("coolant_temperature")},
-                           what="every coolant temperature written")
+        await wait_until_async(lambda: set(written) <= {(r.time, r.value) for r in rec.readings("coolant_temperature")},
+                               what="every coolant temperature written")
     texts = {r.value for r in rec.readings("state")}
     assert {"Executing", "NotExecuting"} <= texts
     # every batch is one poll round over both nodes
@@ -83,12 +84,12 @@ async def test_bad_and_uncertain_status_codes_come_through_with_the_code(sim, ki
     driver, rec = kit.driver(device)
     try:
         async with kit.running(driver):
-            await kit.wait_for(lambda: len(rec.readings()) >= 2, what="the initial values")
+            await wait_until_async(lambda: len(rec.readings()) >= 2, what="the initial values")
             bad_at = await sim.apply_status("Spindle.Load", "BadSensorFailure")
             uncertain_at = await sim.apply_status("Coolant.Level", "UncertainLastUsableValue")
-            await kit.wait_for(lambda: any(r.time == bad_at for r in rec.readings("spindle_load"))
-                               and any(r.time == uncertain_at for r in rec.readings("coolant_level")),
-                               what="the status changes")
+            await wait_until_async(lambda: any(r.time == bad_at for r in rec.readings("spindle_load"))
+                                   and any(r.time == uncertain_at for r in rec.readings("coolant_level")),
+                                   what="the status changes")
             bad = next(r for r in rec.readings("spindle_load") if r.time == bad_at)
             uncertain = next(r for r in rec.readings("coolant_level") if r.time == uncertain_at)
             assert (bad.quality, bad.code, bad.value) == ("bad", ua.StatusCodes.BadSensorFailure, None)
@@ -103,8 +104,8 @@ async def test_bad_and_uncertain_status_codes_come_through_with_the_code(sim, ki
             assert polled["coolant_level"].quality == "uncertain"
 
             good_at = await sim.apply_status("Spindle.Load", None)
-            await kit.wait_for(lambda: any(r.time == good_at and r.quality == "good"
-                                           for r in rec.readings("spindle_load")), what="good again")
+            await wait_until_async(lambda: any(r.time == good_at and r.quality == "good"
+                                   for r in rec.readings("spindle_load")), what="good again")
     finally:
         await sim.apply_status("Spindle.Load", None)
         await sim.apply_status("Coolant.Level", None)
@@ -126,9 +127,9 @@ async def test_arrays_become_one_series_per_element(sim, kit) -> None:
 
     driver, rec = kit.driver(device)
     async with kit.running(driver):
-        await kit.wait_for(lambda: len(rec.readings()) >= 3, what="the initial array")
+        await wait_until_async(lambda: len(rec.readings()) >= 3, what="the initial array")
         at = await sim.write("Diagnostics.AxisTemperatures", [40.5, 41.5, 42.5])
-        await kit.wait_for(lambda: any(r.time == at for r in rec.readings()), what="the new array")
+        await wait_until_async(lambda: any(r.time == at for r in rec.readings()), what="the new array")
     latest = {r.tag: r.value for r in rec.readings() if r.time == at}
     assert latest == {"axis_temperature[0]": 40.5, "axis_temperature[1]": 41.5, "axis_temperature[2]": 42.5}
     specs = [s for s in driver.ctx.series.specs if s.tag.startswith("axis_temperature[")]
@@ -164,13 +165,13 @@ async def test_absolute_deadband_filter_on_numbers_only(sim, kit) -> None:
                      "deadband_value": 1.0})
     driver, rec = kit.driver(device)
     async with kit.running(driver):
-        await kit.wait_for(lambda: len(rec.readings()) >= 2, what="the initial values")
+        await wait_until_async(lambda: len(rec.readings()) >= 2, what="the initial values")
         for value in (0.5, 2.0, 2.3, 5.0):
             await sim.write("Feed.FeedRate", value)
             await asyncio.sleep(0.02)
         await sim.write("Alarms.Message", "1042 coolant filter clogged")
-        await kit.wait_for(lambda: 5.0 in [r.value for r in rec.readings("feed_rate")], what="the last feed rate")
-        await kit.wait_for(lambda: len(rec.readings("message")) >= 2, what="the alarm text")
+        await wait_until_async(lambda: 5.0 in [r.value for r in rec.readings("feed_rate")], what="the last feed rate")
+        await wait_until_async(lambda: len(rec.readings("message")) >= 2, what="the alarm text")
     # the server compares each sample with the one before: 0 → 0.5 and 2.0 → 2.3 stay under the band
     assert [r.value for r in rec.readings("feed_rate")] == [0.0, 2.0, 5.0]
     assert rec.readings("message")[-1].value == "1042 coolant filter clogged"
@@ -186,7 +187,7 @@ async def test_items_spread_over_subscriptions_flush_one_batch_per_cycle(sim, ki
     before = len(service.subscriptions)
     driver, rec = kit.driver(device)
     async with kit.running(driver):
-        await kit.wait_for(lambda: len({r.tag for r in rec.readings()}) == 5, what="the initial values")
+        await wait_until_async(lambda: len({r.tag for r in rec.readings()}) == 5, what="the initial values")
         assert len(service.subscriptions) - before == 3
         start_batches, started = len(rec.batches), asyncio.get_running_loop().time()
         written = []
@@ -194,8 +195,8 @@ async def test_items_spread_over_subscriptions_flush_one_batch_per_cycle(sim, ki
             for p in paths:
                 written.append((await sim.write(p, 10.0 + i), 10.0 + i))
             await asyncio.sleep(0.05)
-        await kit.wait_for(lambda: set(written) <= {(r.time, r.value) for r in rec.readings()},
-                           what="every value written")
+        await wait_until_async(lambda: set(written) <= {(r.time, r.value) for r in rec.readings()},
+                               what="every value written")
         cycles = (asyncio.get_running_loop().time() - started) / 0.25
     batches = len(rec.batches) - start_batches
     assert batches <= cycles + 2, f"{batches} batches in {cycles:.1f} publish cycles"
@@ -272,6 +273,6 @@ async def test_browsed_enumerations_and_namespaces_the_server_lacks(sim, kit) ->
     assert {r.tag: (r.value, r.quality, r.code) for r in await _read_once(kit, device)} == expected
     driver, rec = kit.driver(device)
     async with kit.running(driver):
-        await kit.wait_for(lambda: {r.tag for r in rec.readings()} == set(expected), what="every tag subscribed")
+        await wait_until_async(lambda: {r.tag for r in rec.readings()} == set(expected), what="every tag subscribed")
     assert {r.tag: (r.value, r.quality, r.code) for r in rec.readings()} == expected
     assert "urn:nowhere" in (driver.ctx.status.last_error or "")

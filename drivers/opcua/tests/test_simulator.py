@@ -15,9 +15,10 @@ import yaml
 from asyncua import ua
 
 from drivers.opcua.config import OpcUaDevice
+from mos_agent.localservers import free_port
 from mos_agent.taxonomy import DEFAULT_STAGES
-from mos_agent.testing import free_port
 from simulators.opcua import CncSimulator, MachineState, Phase, SimulatorConfig, make_signal, status_code
+from tests.support.waiting import wait_until_async
 
 
 @contextlib.asynccontextmanager
@@ -44,7 +45,7 @@ async def test_cli_simulator_with_users_fault_injection_and_restart(kit) -> None
         device = kit.device(f"opc.tcp://127.0.0.1:{port}/", [
             {"name": "spindle_load", "node": "ns=2;s=Machine.Spindle.Load", "category": "process"},
             {"name": "coolant_temperature", "node": "ns=2;s=Machine.Coolant.Temperature", "category": "process"},
-        ], connection={"username": "operator", "password": "s3cret"})
+        ], connection={"username": "operator", "password": "s3cret", "allow_plaintext_password": True})
         driver, rec = kit.driver(device)
         first = await driver.read_once()
         assert first.quality.tolist() == [2, 0] and first.codes[0] == ua.StatusCodes.BadSensorFailure
@@ -54,16 +55,16 @@ async def test_cli_simulator_with_users_fault_injection_and_restart(kit) -> None
         assert second.timestamps[1] > first.timestamps[1]
 
         async with kit.running(driver):
-            await kit.wait_for(lambda: len(rec.readings("coolant_temperature")) > 0, what="values")
+            await wait_until_async(lambda: len(rec.readings("coolant_temperature")) > 0, what="values")
             os.kill(proc.pid, signal.SIGUSR1)  # restart the server now
             assert proc.stdout is not None
             line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
             assert line.startswith("mos-sim opcua: restarting")
-            await kit.wait_for(lambda: any(r.code == 1002 for r in rec.readings()), what="the gap")
+            await wait_until_async(lambda: any(r.code == 1002 for r in rec.readings()), what="the gap")
             gap_at = max(r.time for r in rec.readings() if r.code == 1002)
-            await kit.wait_for(lambda: any(r.time > gap_at and r.quality == "good"
-                                           for r in rec.readings("coolant_temperature")),
-                               timeout=30, what="values after the restart")
+            await wait_until_async(lambda: any(r.time > gap_at and r.quality == "good"
+                                   for r in rec.readings("coolant_temperature")),
+                                   timeout=30, what="values after the restart")
 
 
 async def test_print_device_file_validates() -> None:

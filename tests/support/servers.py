@@ -1,109 +1,27 @@
-"""Real test servers on loopback: Mosquitto and VictoriaMetrics (speaks the InfluxDB v2 write
-API), each on a free port in a temp dir, plus a TCP proxy for fault injection and a helper that
-reads back what reached the store. Used by the pytest fixtures, the benchmarks and the demo."""
+"""Test servers beside the product's own (:mod:`mos_agent.localservers`): VictoriaMetrics (speaks
+the InfluxDB v2 write API) on a free loopback port in a temp dir, a reader of what reached it, a
+TCP proxy for fault injection, and a context manager that stops a server however a block ends."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import shutil
 import socket
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from mos_agent.driver_api import Driver
+from mos_agent.localservers import ServerProcess, find_binary, free_port, wait_for_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ServerT = TypeVar("ServerT", bound=ServerProcess)
 
 
-def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing answered on {host}:{port} within {timeout}s")
-
-
-class ServerNotInstalled(RuntimeError):
-    pass
-
-
-def _binary(name: str, *extra_dirs: str) -> str:
-    found = shutil.which(name)
-    for d in extra_dirs:
-        if not found and Path(d, name).exists():
-            found = str(Path(d, name))
-    if not found:
-        raise ServerNotInstalled(f"{name} is not installed (Debian package: see README)")
-    return found
-
-
-@dataclass
-class Process:
-    proc: subprocess.Popen
-    port: int
-    workdir: Path
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-ServerT = TypeVar("ServerT", bound=Process)
-
-
-class Mosquitto(Process):
-    @classmethod
-    def start(cls, workdir: Path, port: int | None = None, extra_conf: str = "") -> Mosquitto:
-        binary = _binary("mosquitto", "/usr/sbin")
-        workdir.mkdir(parents=True, exist_ok=True)
-        port = port or free_port()
-        conf = workdir / "mosquitto.conf"
-        # Started as root, Mosquitto drops to the 'mosquitto' user, which cannot write the
-        # persistence file nor read TLS files in a test's private temp dir: stay root there.
-        stay = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
-        conf.write_text(
-            f"{stay}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nmax_queued_messages 100000\n{extra_conf}\n"
-        )
-        log_path = workdir / "mosquitto.log"
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_path.open("ab"),
-                                stderr=subprocess.STDOUT)
-        server = cls(proc, port, workdir, log_path)
-        try:
-            wait_for_port(port)
-        except TimeoutError:
-            server.stop()
-            raise
-        return server
-
-
-class VictoriaMetrics(Process):
+class VictoriaMetrics(ServerProcess):
     """VictoriaMetrics with de-duplication on, so resent (series, timestamp) points overwrite
     each other as they would in InfluxDB."""
 
@@ -117,7 +35,7 @@ class VictoriaMetrics(Process):
     def start(cls, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> VictoriaMetrics:
         """``extra_args``: more command-line flags, e.g. ``-httpAuth.username=…`` or
         ``-influx.maxLineSize=…``; kept for :meth:`restart`."""
-        binary = _binary("victoria-metrics")
+        binary = find_binary("victoria-metrics")
         workdir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         log_path = workdir / "victoria-metrics.log"
@@ -163,7 +81,7 @@ class StoreReader:
         with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):
             pass
 
-    def export(self, selector: str = '{__name__=~".+"}', start: str = "0") -> list[dict]:
+    def export(self, selector: str = '{__name__=~".+"}', start: str = "0") -> list[dict[str, Any]]:
         """Every raw sample matching ``selector``: one dict per series with ``metric``, ``values``,
         ``timestamps`` (ms)."""
         self.flush()
@@ -269,52 +187,3 @@ def running(server: ServerT) -> Iterator[ServerT]:
         yield server
     finally:
         server.stop()
-
-
-DRIVER_STOP_S = 10.0
-
-
-@contextlib.asynccontextmanager
-async def driver_running(driver: Driver) -> AsyncIterator[asyncio.Task[None]]:
-    """``driver.run()`` as a task for the block; cancelled at the end. A driver that does not end
-    within 10 s of its cancellation fails the test instead of hanging the run."""
-    task = asyncio.create_task(driver.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=DRIVER_STOP_S)
-        if not done:
-            raise AssertionError(f"{type(driver).__name__} did not stop within {DRIVER_STOP_S:g}s of its "
-                                 "cancellation")
-        with contextlib.suppress(asyncio.CancelledError):
-            task.result()
-
-
-def sample_chunks(chunks: int, points_per_chunk: int, *, series: int = 10, start_ms: int | None = None,
-                  device: str = "press-01", category: str = "process") -> Iterator[tuple[bytes, int]]:
-    """Real encoded line protocol from the Normaliser, as the pipeline hands it to the buffer:
-    ``chunks`` bodies of ``points_per_chunk`` lines over ``series`` tags (``t0`` …) of one device.
-    Point ``g`` (counting across chunks) has value ``g`` and time ``start_ms + g`` milliseconds, so
-    every (series, timestamp) is distinct — the store keeps milliseconds — and each point is
-    counted once in a store with de-duplication. Yields ``(body, points)``."""
-    import numpy as np
-
-    from mos_agent.batch import ReadingBatch
-    from mos_agent.normalise import Normaliser
-    from mos_agent.series import SeriesSpec, SeriesTable, make_asset
-
-    if start_ms is None:
-        start_ms = time.time_ns() // 1_000_000 - 3_600_000
-    table = SeriesTable()
-    asset = make_asset({"site": "plant", "area": "stamping", "line": "line-1", "equipment": device})
-    for s in range(series):
-        table.add(SeriesSpec(asset=asset, tag=f"t{s}", category=category, kind="sample", stage="forming",
-                             unit="bar"))
-    normaliser = Normaliser(table)
-    offsets = np.arange(points_per_chunk, dtype=np.int64)
-    for c in range(chunks):
-        g = c * points_per_chunk + offsets
-        batch = ReadingBatch.build(g % series, g.astype(np.float64), (start_ms + g) * 1_000_000)
-        chunk = normaliser.process(batch)
-        yield chunk.body, chunk.points

@@ -1,0 +1,77 @@
+"""The status report: the JSON that /status serves keeps its keys, reads back into the same
+report (what ``mos-agent status`` renders), and says why the agent is unhealthy."""
+
+from __future__ import annotations
+
+import json
+
+from mos_agent.status import (
+    AgentInfo,
+    BufferStats,
+    DeviceState,
+    DeviceStats,
+    PipelineStats,
+    SinkState,
+    SinkStats,
+    StatusReport,
+)
+
+
+def _report() -> StatusReport:
+    return StatusReport(
+        agent=AgentInfo(id="gw-1", site="plant", version="0.1.0", pid=42, uptime_s=3.5, ready=True),
+        devices=[DeviceStats(name="press-01", driver="modbus", asset="plant/stamping/press-01",
+                             state=DeviceState.RUNNING, errors={"timeout": 2}, points_read=10, last_value_time=1.5)],
+        pipeline=PipelineStats(committed_points=10, points_per_s=2.0),
+        buffer=BufferStats(path="/s/buffer.sqlite", points=5, moved_aside=["/s/old"]),
+        sinks=[SinkStats(name="influxdb", type="influxdb", state=SinkState.DRAINING, lag_points=5,
+                         last_error="HTTP 503")],
+        time=100.0,
+    )
+
+
+def test_the_json_keeps_the_keys_scripts_read() -> None:
+    data = json.loads(json.dumps(_report().to_dict()))
+    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "time"}
+    assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
+    assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
+    assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "series",
+            "points_read", "points_kept", "points_bad", "points_per_s", "last_value_time"} == set(data["devices"][0])
+    assert {"path", "points", "bytes", "rows", "max_size", "overflow", "oldest_age_s", "dropped_points",
+            "overflow_episodes", "overflowing", "dead_letter_rows", "dead_letter_points",
+            "moved_aside", "disk_free_bytes", "min_free_space", "disk_full", "disk_full_episodes",
+            "disk_full_reason"} == set(data["buffer"])
+    assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
+            "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
+            "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
+            "dropped_points"} == set(data["sinks"][0])
+    # enums travel as their plain values
+    assert data["devices"][0]["state"] == "running" and data["sinks"][0]["state"] == "draining"
+
+
+def test_the_json_reads_back_into_the_same_report() -> None:
+    report = _report()
+    again = StatusReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again == report
+    assert again.sinks[0].state is SinkState.DRAINING and again.devices[0].state is DeviceState.RUNNING
+
+
+def test_keys_a_version_does_not_know_are_ignored_and_missing_ones_default() -> None:
+    data = _report().to_dict()
+    data["sinks"][0]["a_future_counter"] = 7
+    data["a_future_section"] = {"x": 1}
+    del data["pipeline"]["commit_failures"]
+    report = StatusReport.from_dict(data)
+    assert report.sinks[0].lag_points == 5
+    assert report.pipeline == PipelineStats(committed_points=10, points_per_s=2.0)
+
+
+def test_problems_name_what_is_unhealthy() -> None:
+    report = _report()
+    assert report.problems() == []
+    report.devices[0].state = DeviceState.DOWN
+    report.devices[0].last_error = "connection refused"
+    report.sinks[0].state = SinkState.AUTH_FAILED
+    report.agent.ready = False
+    assert report.problems() == ["not ready", "device press-01 down: connection refused",
+                                 "sink influxdb auth_failed: HTTP 503"]
