@@ -100,7 +100,7 @@ class Normaliser:
         rows = self.normalised(batch)
         idx = batch.series
         texts = batch.texts or {}
-        keep = self._deadband(idx, rows.values, rows.quality, rows.numeric)
+        keep = self._deadband(idx, rows.values, rows.quality, rows.codes, rows.numeric)
         c = self.counts
         c.read += n
         c.bad += int((rows.quality == Quality.BAD).sum())
@@ -118,16 +118,17 @@ class Normaliser:
             table.last_text[int(idx[row])] = text
         return EncodedChunk(body, len(kept_rows), newest, list(batch.on_committed))
 
-    def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+    def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray, codes: np.ndarray,
                   numeric: np.ndarray) -> np.ndarray:
         table = self.table
         band = table.deadband[idx]
         if not band.any():
             table.last_value[idx] = values
             table.last_quality[idx] = quality
+            table.last_code[idx] = codes
             return np.ones(len(idx), dtype=bool)
         if len(np.unique(idx)) != len(idx):
-            return self._deadband_sequential(idx, values, quality, numeric)
+            return self._deadband_sequential(idx, values, quality, codes, numeric)
         last = table.last_value[idx]
         changed_quality = quality != table.last_quality[idx]
         moved = ~(np.abs(values - last) < band)  # NaN on either side counts as moved
@@ -135,9 +136,10 @@ class Normaliser:
         rows = idx[keep]
         table.last_value[rows] = values[keep]
         table.last_quality[rows] = quality[keep]
+        table.last_code[rows] = codes[keep]
         return keep
 
-    def _deadband_sequential(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+    def _deadband_sequential(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray, codes: np.ndarray,
                              numeric: np.ndarray) -> np.ndarray:
         table = self.table
         keep = np.zeros(len(idx), dtype=bool)
@@ -149,6 +151,7 @@ class Normaliser:
                 keep[row] = True
                 table.last_value[s] = v
                 table.last_quality[s] = quality[row]
+                table.last_code[s] = codes[row]
         return keep
 
     def _encode(self, rows: np.ndarray, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,

@@ -35,6 +35,7 @@ from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
+from mos_agent.series import SeriesTable
 from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
@@ -98,6 +99,7 @@ def collect_secrets(loaded: LoadedConfig) -> set[str]:
             elif hasattr(value, "model_fields"):
                 visit(value)
 
+    visit(loaded.agent.agent)  # the health port's token
     for sink in loaded.agent.sinks:
         visit(sink)
     for device in loaded.devices:
@@ -141,7 +143,9 @@ class Agent:
         if self.config.agent.health != "off":
             from mos_agent.health import HealthServer  # aiohttp and prometheus only when serving
 
-            self.health_server = HealthServer(self, self.config.agent.health)
+            token_file = self.config.agent.health_token_file
+            self.health_server = HealthServer(self, self.config.agent.health, values_source=self,
+                                              token=read_secret(None, token_file) if token_file else None)
             self.on_commit.append(self.health_server.observe_commit)
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
@@ -395,6 +399,10 @@ class Agent:
             points_per_s=round(rt.rate.rate(), 1),
             last_value_time=rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
         )
+
+    def series_tables(self) -> dict[str, SeriesTable]:
+        """Each running device's series table, for the status page's latest values."""
+        return {name: rt.ctx.series for name, rt in self.devices.items()}
 
     def health(self) -> tuple[bool, list[str]]:
         """Healthy unless not ready, a device is down, or a sink is failing to deliver."""

@@ -25,9 +25,14 @@ const TEXT = {
     running: "running", degraded: "degraded", down: "down", connecting: "connecting",
     starting: "starting", stopped: "stopped", idle: "idle", retrying: "retrying", failed: "failed",
     auth_failed: "auth failed", sending: "sending", stopping: "stopping",
-    process: "process", equipment_state: "equipment state", production: "production",
-    energy: "energy", environment: "environment", material: "material", maintenance: "maintenance",
-    not_found: "No such device.",
+    cat_process: "process", cat_quality: "quality", cat_equipment_state: "equipment state",
+    cat_production: "production", cat_energy: "energy", cat_environment: "environment",
+    cat_material: "material", cat_maintenance: "maintenance", cat_kpi: "KPI",
+    not_found: "No such device.", shown_of: "{shown} of {matched} values", show_all: "show all",
+    no_match: "no value matches", kind: "kind", total_disk: "of {total}",
+    stage_receiving: "receiving", stage_machining: "machining", stage_forming: "forming", stage_welding: "welding",
+    stage_assembly: "assembly", stage_painting: "painting", stage_inspection: "inspection", stage_packing: "packing",
+    stage_shipping: "shipping", stage_utility: "utility", language: "language",
   },
   ko: {
     live_hint: "몇 초마다 갱신", signin_title: "로그인",
@@ -50,14 +55,24 @@ const TEXT = {
     running: "가동", degraded: "일부 장애", down: "중단", connecting: "연결 중",
     starting: "시작 중", stopped: "정지", idle: "유휴", retrying: "재시도 중", failed: "실패",
     auth_failed: "인증 실패", sending: "전송 중", stopping: "종료 중",
-    process: "공정 변수", equipment_state: "설비 상태", production: "생산",
-    energy: "에너지", environment: "환경", material: "자재", maintenance: "보전",
-    not_found: "그런 설비가 없습니다.",
+    cat_process: "공정 변수", cat_quality: "품질", cat_equipment_state: "설비 상태",
+    cat_production: "생산", cat_energy: "에너지", cat_environment: "환경",
+    cat_material: "자재", cat_maintenance: "보전", cat_kpi: "핵심성과지표",
+    not_found: "그런 설비가 없습니다.", shown_of: "값 {matched}개 중 {shown}개", show_all: "모두 보기",
+    no_match: "조건에 맞는 값이 없습니다", kind: "종류", total_disk: "전체 {total}",
+    stage_receiving: "입고", stage_machining: "가공", stage_forming: "성형", stage_welding: "용접",
+    stage_assembly: "조립", stage_painting: "도장", stage_inspection: "검사", stage_packing: "포장",
+    stage_shipping: "출하", stage_utility: "유틸리티", language: "언어",
   },
 };
 const CATEGORIES = ["process", "quality", "equipment_state", "production", "energy", "environment",
   "material", "maintenance", "kpi"];
 const POLL_MS = 2000;
+const OVERVIEW_LIMIT = 10;  // values a device on the overview (the device page shows up to DEVICE_LIMIT)
+const DEVICE_LIMIT = 500;
+// UCUM codes as an operator writes them
+const UNIT_SHOWN = { Cel: "°C", "[degF]": "°F", "kW.h": "kWh", "W.h": "Wh", "m3": "m³", "m3/h": "m³/h",
+  "m2": "m²", "mm2": "mm²", "/min": "/min", "/h": "/h", "1/min": "/min", "[ppm]": "ppm" };
 
 let lang = localStorage.getItem("mos-lang") ||
   ((navigator.language || "en").toLowerCase().startsWith("ko") ? "ko" : "en");
@@ -66,7 +81,8 @@ let lastValues = null;
 let lastOk = 0;
 
 const $ = (sel) => document.querySelector(sel);
-const t = (key) => (TEXT[lang] && TEXT[lang][key]) || TEXT.en[key] || key;
+const t = (key, args = {}, fallback = key) => ((TEXT[lang] && TEXT[lang][key]) || TEXT.en[key] || fallback)
+  .replace(/\{(\w+)\}/g, (_, name) => args[name] ?? "");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g,
   (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
@@ -145,8 +161,21 @@ function filters() {
     quality: $("#filter-quality").value,
   };
 }
+// The agent filters (a device may have thousands of series; only the first matches are sent).
+let filterTimer = null;
 for (const id of ["#filter-text", "#filter-category", "#filter-quality"]) {
-  $(id).addEventListener("input", () => render());
+  $(id).addEventListener("input", () => { clearTimeout(filterTimer); filterTimer = setTimeout(refresh, 250); });
+}
+
+function valuesQuery() {
+  const f = filters();
+  const device = currentDevice();
+  const params = new URLSearchParams({ limit: String(device ? DEVICE_LIMIT : OVERVIEW_LIMIT) });
+  if (device) params.set("device", device);
+  if (f.text) params.set("q", f.text);
+  if (f.category) params.set("category", f.category);
+  if (f.quality) params.set("quality", f.quality);
+  return `/values?${params}`;
 }
 
 // ---------------------------------------------------------------- rendering
@@ -154,13 +183,14 @@ for (const id of ["#filter-text", "#filter-category", "#filter-quality"]) {
 function applyLanguage() {
   document.documentElement.lang = lang;
   $("#lang").textContent = lang === "ko" ? "English" : "한국어";
+  $("#lang").setAttribute("aria-label", t("language"));
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
   for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
   const select = $("#filter-category");
   const chosen = select.value;
   select.innerHTML = `<option value="">${esc(t("all_categories"))}</option>` +
-    CATEGORIES.map((c) => `<option value="${c}">${esc(t(c))}</option>`).join("");
+    CATEGORIES.map((c) => `<option value="${c}">${esc(t(`cat_${c}`))}</option>`).join("");
   select.value = chosen;
 }
 $("#lang").addEventListener("click", () => {
@@ -170,17 +200,20 @@ $("#lang").addEventListener("click", () => {
   render();
 });
 
-function tile(label, figure, sub = "") {
-  return `<div class="tile"><div class="label">${esc(label)}</div><div class="figure">${esc(figure)}</div>` +
+function tile(label, figure, sub = "", cls = "") {
+  return `<div class="tile ${cls}"><div class="label">${esc(label)}</div><div class="figure">${esc(figure)}</div>` +
     (sub ? `<div class="sub">${esc(sub)}</div>` : "") + "</div>";
 }
 
 function stateCell(state) {
-  return `<span class="state-${esc(state)}">${esc(t(state))}</span>`;
+  return `<span class="state state-${esc(state)}">${esc(t(state))}</span>`;
 }
 
-function sparkline(history) {
-  const points = (history || []).filter((p) => p[1] !== null && Number.isFinite(p[1]));
+function sparkline(times, values) {
+  const points = [];
+  for (let i = 0; i < Math.min(times.length, (values || []).length); i++) {
+    if (values[i] !== null && Number.isFinite(values[i])) points.push([times[i], values[i]]);
+  }
   if (points.length < 2) return "";
   const t0 = points[0][0]; const t1 = points[points.length - 1][0];
   let lo = Math.min(...points.map((p) => p[1])); let hi = Math.max(...points.map((p) => p[1]));
@@ -196,16 +229,19 @@ function sparkline(history) {
 function renderHeader(status) {
   const a = status.agent || {};
   const b = status.buffer || {};
+  const p = status.pipeline || {};
   $("#agent-id").textContent = a.id || "";
   $("#agent-line").textContent = `${t("site")} ${a.site || ""} · ${t("version")} ${a.version || ""}`;
-  const disk = b.disk || status.disk || {};
-  const free = disk.free_bytes ?? b.disk_free_bytes;
+  const total = b.disk_total_bytes;
+  const free = b.disk_free_bytes;
+  const diskLow = b.disk_full || (total && free / total < 0.05);
   $("#tiles").innerHTML = [
     tile(t("uptime"), fmtAge(a.uptime_s)),
-    tile(t("points_s"), fmtNumber((status.pipeline || {}).points_per_s, 0)),
+    tile(t("points_s"), fmtNumber(p.points_per_s, 0)),
     tile(t("buffer_points"), fmtNumber(b.points, 0), fmtBytes(b.bytes)),
     tile(t("oldest"), fmtAge(b.oldest_age_s)),
-    tile(t("disk"), fmtBytes(free)),
+    tile(t("disk"), free ? fmtBytes(free) : t("none"), total ? t("total_disk", { total: fmtBytes(total) }) : "",
+      diskLow ? "alarm" : ""),
   ].join("");
 }
 
@@ -246,28 +282,33 @@ function renderContracts(status) {
     <td>${c.last_release ? esc(new Date(c.last_release * 1000).toLocaleString(lang)) : t("none")}</td></tr>`).join("");
 }
 
-function valueRows(device, series, now) {
-  const f = filters();
-  const rows = series.filter((s) =>
-    (!f.category || s.category === f.category) && (!f.quality || s.quality === f.quality) &&
-    (!f.text || device.name.toLowerCase().includes(f.text) || String(s.tag).toLowerCase().includes(f.text)));
-  if (rows.length === 0) return "";
-  return `<table><thead><tr><th>${t("tag")}</th><th>${t("value")}</th><th>${t("quality")}</th>
+function shownValue(s) {
+  if (s.text !== undefined && s.text !== null) return esc(s.text);
+  if (s.value === null || s.value === undefined) return t("none");
+  const unit = s.unit ? ` <span class="unit">${esc(UNIT_SHOWN[s.unit] || s.unit)}</span>` : "";
+  return `${fmtNumber(s.value, 3)}${unit}`;
+}
+
+function valueRows(answer, now) {
+  const series = answer.series || [];
+  if (series.length === 0) return "";
+  const times = answer.history_time || [];
+  return `<table class="values"><thead><tr><th>${t("tag")}</th><th>${t("value")}</th><th>${t("quality")}</th>
     <th>${t("age")}</th><th>${t("category")}</th><th>${t("stage")}</th><th>${t("trend")}</th></tr></thead><tbody>` +
-    rows.map((s) => {
-      const shown = s.text !== undefined && s.text !== null ? esc(s.text)
-        : `${fmtNumber(s.value, 3)}${s.unit ? ` <span class="muted">${esc(s.unit)}</span>` : ""}`;
-      return `<tr data-tag="${esc(s.tag)}"><td>${esc(s.tag)}</td><td class="num value">${shown}</td>
-        <td><span class="q q-${esc(s.quality)}" title="${t("code")} ${esc(s.quality_code)}">${esc(t(`q_${s.quality}`))}</span></td>
-        <td class="num">${fmtAge(s.time ? now - s.time : null)}</td><td>${esc(t(s.category))}</td>
-        <td>${esc(s.stage || "")}</td><td>${sparkline(s.history)}</td></tr>`;
+    series.map((s) => {
+      const quality = s.quality ? `<span class="q q-${esc(s.quality)}" title="${esc(t("code"))} ${esc(s.quality_code)}">` +
+        `${esc(t(`q_${s.quality}`))}</span>` : t("none");
+      return `<tr data-tag="${esc(s.tag)}"><td>${esc(s.tag)}</td><td class="num value">${shownValue(s)}</td>
+        <td>${quality}</td><td class="num">${fmtAge(s.time ? now - s.time : null)}</td>
+        <td>${esc(t(`cat_${s.category}`, {}, s.category))}</td><td>${esc(s.stage ? t(`stage_${s.stage}`, {}, s.stage) : "")}</td><td>${sparkline(times, s.history)}</td></tr>`;
     }).join("") + "</tbody></table>";
 }
 
 function renderDevices(status, values) {
   const only = currentDevice();
   const f = filters();
-  const now = status.time || Date.now() / 1000;
+  const filtering = f.text || f.category || f.quality;
+  const now = (values && values.time) || status.time || Date.now() / 1000;
   const byName = (values && values.devices) || {};
   let devices = status.devices || [];
   if (only) devices = devices.filter((d) => d.name === only);
@@ -276,20 +317,23 @@ function renderDevices(status, values) {
     $("#devices").innerHTML = `<p>${t("not_found")} <a href="/" data-nav>${t("back")}</a></p>`;
     return;
   }
-  $("#devices").innerHTML = devices.map((d) => {
-    const series = byName[d.name] || [];
-    const table = valueRows(d, series, now);
-    const matches = !f.text || d.name.toLowerCase().includes(f.text) || table;
-    if (!matches || ((f.category || f.quality) && !table)) return "";
-    return `<div class="device" data-device="${esc(d.name)}"><div class="head">
-      <a href="/devices/${encodeURIComponent(d.name)}" data-nav>${esc(d.name)}</a>
+  const blocks = devices.map((d) => {
+    const answer = byName[d.name] || { series: [], total: 0, matched: 0 };
+    if (filtering && answer.matched === 0) return "";
+    const href = `/devices/${encodeURIComponent(d.name)}`;
+    const more = answer.matched > (answer.series || []).length
+      ? `<p class="more muted">${esc(t("shown_of", { shown: answer.series.length, matched: answer.matched }))}` +
+        (only ? "" : ` · <a href="${href}" data-nav>${t("show_all")}</a>`) + "</p>" : "";
+    return `<div class="device" data-device="${esc(d.name)}" data-state="${esc(d.state)}"><div class="head">
+      <a href="${href}" data-nav>${esc(d.name)}</a>
       <span class="muted">${esc(d.asset || "")}</span> ${stateCell(d.state)}
       <span>${fmtNumber(d.points_per_s, 1)} ${t("points_s")}</span>
       <span class="muted">${fmtNumber(d.series, 0)} ${t("series")}</span>
       ${d.last_error ? `<span class="error">${esc(d.last_error)}</span>` : ""}
       ${only ? `<a href="/" data-nav>${t("back")}</a>` : ""}</div>
-      ${table || `<p class="muted" style="padding:0 .8rem">${t("no_values")}</p>`}</div>`;
+      ${valueRows(answer, now) || `<p class="muted empty">${t(filtering ? "no_match" : "no_values")}</p>`}${more}</div>`;
   }).join("");
+  $("#devices").innerHTML = blocks || `<p class="muted">${t("no_match")}</p>`;
 }
 
 function render() {
@@ -307,9 +351,7 @@ let timer = null;
 async function refresh() {
   clearTimeout(timer);
   try {
-    const device = currentDevice();
-    const query = device ? `?device=${encodeURIComponent(device)}` : "";
-    const [status, values] = await Promise.all([getJSON("/status"), getJSON(`/values${query}`)]);
+    const [status, values] = await Promise.all([getJSON("/status"), getJSON(valuesQuery())]);
     lastStatus = status; lastValues = values; lastOk = Date.now();
     $("#main").hidden = false;
     $("#signin").hidden = true;
@@ -317,10 +359,10 @@ async function refresh() {
   } catch (error) {
     if (String(error.message) === "unauthorised") return;  // waiting for the sign-in
   } finally {
-    $("#live").classList.toggle("stale", Date.now() - lastOk > 3 * POLL_MS);
-    $("#live").title = Date.now() - lastOk > 3 * POLL_MS ? t("unreachable") : t("live_hint");
-    if (!$("#signin").hidden && !lastStatus) return;
-    timer = setTimeout(refresh, POLL_MS);
+    const stale = Date.now() - lastOk > 3 * POLL_MS;
+    $("#live").classList.toggle("stale", stale);
+    $("#live").title = stale ? t("unreachable") : t("live_hint");
+    if ($("#signin").hidden) timer = setTimeout(refresh, POLL_MS);
   }
 }
 
