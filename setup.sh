@@ -21,6 +21,8 @@ if [ "$job" != demo ]; then
   command -v socat >/dev/null || need_debs+=(socat)
   # the status page's browser tests (Playwright drives this chromium; no browser download)
   [ -x /usr/bin/chromium ] || need_debs+=(chromium)
+  # a Korean font, so the Korean page's screenshots show Hangul rather than empty boxes
+  { command -v fc-list >/dev/null && [ -n "$(fc-list :lang=ko 2>/dev/null)" ]; } || need_debs+=(fonts-nanum)
 fi
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_debs[*]}"

@@ -177,8 +177,9 @@ class ValuesView:
             mask &= index.categories == query.category
         if query.quality:
             mask &= table.last_quality[:n] == QUALITY_NAMES.index(query.quality)
-        if query.text and query.text not in name.lower():
-            mask &= np.fromiter((query.text in tag for tag in index.tags), dtype=bool, count=n)
+        text = query.text.lower()
+        if text and text not in name.lower():
+            mask &= np.fromiter((text in tag for tag in index.tags), dtype=bool, count=n)
         chosen = np.flatnonzero(mask)
         shown = chosen[: query.limit]
         history = self._history.get(name)
