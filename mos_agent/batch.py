@@ -25,6 +25,11 @@ class ReadingBatch:
     ``quality`` holds :class:`Quality` classes, ``codes`` the source's own quality code.
     ``on_committed`` runs once every row is durably in the buffer (MQTT acknowledges its
     messages there); it runs in the event loop thread and must not block.
+
+    ``source_time`` marks the rows whose time the source gave (kept as it is); the others carry
+    the agent's acquisition time, which the normaliser keeps strictly increasing per series at the
+    stores' precision (in place, so a driver sees the times that were stored). None: no row has a
+    source time.
     """
 
     series: np.ndarray  # int32
@@ -33,6 +38,7 @@ class ReadingBatch:
     quality: np.ndarray  # uint8 Quality
     codes: np.ndarray  # int64 source quality code
     texts: dict[int, str] | None = None
+    source_time: np.ndarray | None = None  # bool
     on_committed: list[Callable[[], None]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -47,6 +53,7 @@ class ReadingBatch:
         quality: Sequence[int] | np.ndarray | int = Quality.GOOD,
         codes: Sequence[int] | np.ndarray | int = 0,
         texts: dict[int, str] | None = None,
+        source_time: Sequence[bool] | np.ndarray | bool | None = None,
     ) -> ReadingBatch:
         """Make a batch from sequences or scalars (a scalar is repeated for every row)."""
         series_arr = np.asarray(series, dtype=np.int32)
@@ -67,6 +74,7 @@ class ReadingBatch:
             quality=column(quality, np.uint8),
             codes=column(codes, np.int64),
             texts=texts or None,
+            source_time=None if source_time is None else column(source_time, np.bool_),
         )
 
     @classmethod
@@ -88,6 +96,10 @@ class ReadingBatch:
                 texts.update({row + offset: t for row, t in b.texts.items()})
             offset += len(b)
             callbacks.extend(b.on_committed)
+        sourced = None
+        if any(b.source_time is not None for b in batches):
+            sourced = np.concatenate([b.source_time if b.source_time is not None else np.zeros(len(b), dtype=bool)
+                                      for b in batches])
         return cls(
             series=np.concatenate([b.series for b in batches]),
             values=np.concatenate([b.values for b in batches]),
@@ -95,5 +107,6 @@ class ReadingBatch:
             quality=np.concatenate([b.quality for b in batches]),
             codes=np.concatenate([b.codes for b in batches]),
             texts=texts or None,
+            source_time=sourced,
             on_committed=callbacks,
         )

@@ -95,8 +95,11 @@ class DriverContext:
     """What the core hands a driver: its configuration, series table, emit and status."""
 
     def __init__(self, agent: AgentSection, device: DeviceBase, emit: EmitFn,
-                 series: SeriesTable | None = None, logger: logging.Logger | None = None) -> None:
+                 series: SeriesTable | None = None, logger: logging.Logger | None = None,
+                 time_resolution_ns: int = 1) -> None:
         self.agent = agent
+        # the step acquisition times of a series are kept apart by (the sinks' coarsest precision)
+        self.time_resolution_ns = time_resolution_ns
         self.device = device
         self.series = series if series is not None else build_series_table(agent, device)
         self.status = DeviceStatus()
@@ -110,7 +113,19 @@ class DriverContext:
     def state_dir(self) -> Path:
         return self.agent.state_dir
 
+    def state_path(self, name: str) -> Path:
+        """A file of the driver's own that survives restarts: ``<state_dir>/devices/<device>/<name>``
+        (the directory is made)."""
+        directory = Path(self.agent.state_dir) / "devices" / self.device.name
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / name
+
     async def emit(self, batch: ReadingBatch) -> None:
+        """Hand a batch on; waits while the buffer stage is full. When it returns the batch is
+        normalised — its timestamps are the ones that will be stored (acquisition times moved
+        apart in place) — and queued: it is committed only after the caller next yields to the
+        event loop, so what a driver records right after ``emit``, before its next ``await``,
+        is recorded before the commit. ``on_committed`` runs after the commit."""
         if len(batch) or batch.on_committed:
             await self._emit(batch)
 

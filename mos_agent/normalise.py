@@ -2,8 +2,9 @@
 
 Per batch, with vector operations: scale and offset; NaN/inf become bad quality (code
 NOT_A_NUMBER); values outside a tag's ``range`` become uncertain (OUT_OF_RANGE); deadband drops
-values that moved less than the tag's deadband unless the quality class changed. Then each kept
-row is formatted behind its series' pre-built prefix.
+values that moved less than the tag's deadband unless the quality class changed; acquisition
+times (rows without a source time) of one series are kept strictly increasing at the stores'
+precision. Then each kept row is formatted behind its series' pre-built prefix.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ class NormaliseCounts:
 
 
 class Normaliser:
-    def __init__(self, table: SeriesTable) -> None:
+    def __init__(self, table: SeriesTable, time_resolution_ns: int = 1) -> None:
+        """``time_resolution_ns``: the coarsest time step the sinks keep (1 ms = 1,000,000 for a
+        store keeping milliseconds); acquisition times of one series are kept at least that far
+        apart, so the store does not take two readings for one."""
         self.table = table
+        self.time_resolution_ns = time_resolution_ns
         self.counts = NormaliseCounts()
 
     def normalised(self, batch: ReadingBatch) -> NormalisedRows:
@@ -97,8 +102,11 @@ class Normaliser:
         n = len(batch)
         if n == 0:
             return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
-        rows = self.normalised(batch)
         idx = batch.series
+        each_series_once = n < 2 or bool((idx[1:] > idx[:-1]).all())  # a polled block is in series order
+        _acquisition_times_increasing(self.table.last_time, idx, batch.timestamps, batch.source_time,
+                                      self.time_resolution_ns, each_series_once)
+        rows = self.normalised(batch)
         texts = batch.texts or {}
         keep = self._deadband(idx, rows.values, rows.quality, rows.codes, rows.numeric)
         c = self.counts
@@ -113,7 +121,10 @@ class Normaliser:
         body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
         newest = int(batch.timestamps.max())
         table = self.table
-        table.last_time[idx] = np.maximum(table.last_time[idx], batch.timestamps)
+        if each_series_once:
+            table.last_time[idx] = np.maximum(table.last_time[idx], batch.timestamps)
+        else:
+            np.maximum.at(table.last_time, idx, batch.timestamps)
         for row, text in texts.items():
             table.last_text[int(idx[row])] = text
         return EncodedChunk(body, len(kept_rows), newest, list(batch.on_committed))
@@ -187,6 +198,62 @@ class Normaliser:
                 else:
                     lines.append(f"{prefix}quality_code={c}i {t}\n")
         return "".join(lines).encode()
+
+
+def _acquisition_times_increasing(last_time: np.ndarray, series: np.ndarray, times: np.ndarray,
+                                  source_time: np.ndarray | None, step: int, each_series_once: bool) -> None:
+    """Moves each acquisition time (a row not marked in ``source_time``) that is not in a later
+    ``step`` than its series' readings of earlier batches (``last_time``) and its earlier
+    acquisition times in this batch to the next free step, in place. Messages read in one burst
+    are microseconds apart; a store keeping milliseconds would otherwise keep one of them. Times
+    already apart are left as they are. A series' steps ``q`` become ``q'[k] = max(q[k],
+    q'[k-1] + 1)``, i.e. ``q'[k] - k`` is the running maximum of ``q[k] - k``: one sort and one
+    accumulate per batch, no loop per row."""
+    if source_time is not None:
+        rows = np.flatnonzero(~source_time)
+        if not len(rows):
+            return
+        series, wanted = series[rows], times[rows]
+    else:
+        rows, wanted = None, times
+    steps = wanted // step if step > 1 else wanted
+    last = last_time[series] // step if step > 1 else last_time[series]
+    if each_series_once:
+        moved = steps <= last
+        if not moved.any():
+            return
+        where = np.flatnonzero(moved)
+        new_steps = last[moved] + 1
+    else:
+        n = len(series)
+        # an MQTT burst is often one topic: rows already grouped need no sort
+        order = np.arange(n) if bool((series[1:] >= series[:-1]).all()) else np.argsort(series, kind="stable")
+        ordered = series[order]
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        group = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        position = np.arange(n) - starts[group]
+        floor = np.maximum(steps[order] - position, last[order] + 1)
+        low = int(floor.min())
+        span = int(floor.max()) - low + 1
+        if span * len(starts) < 2**62:  # lift each series above the previous one: one accumulate
+            lift = group * span
+            running = np.maximum.accumulate(floor - low + lift) - lift + low
+        else:  # times far apart (a clock stepped by years): series by series
+            running = floor
+            for begin, end in zip(starts.tolist(), [*starts[1:].tolist(), n], strict=True):
+                np.maximum.accumulate(running[begin:end], out=running[begin:end])
+        result = running + position
+        moved = result != steps[order]
+        if not moved.any():
+            return
+        where = order[moved]
+        new_steps = result[moved]
+    if rows is not None:
+        where = rows[where]
+    times[where] = new_steps * step
 
 
 def _encode_values(prefixes: tuple[list[str], ...], series: np.ndarray, values: np.ndarray,

@@ -206,8 +206,9 @@ class Agent:
         async def emit(batch: ReadingBatch) -> None:
             await self._emit(runtime_holder[0], batch)
 
-        ctx = DriverContext(self.config.agent, device, emit)
-        runtime = DeviceRuntime(device, driver_cls, ctx, Normaliser(ctx.series), driver_cls(ctx))
+        ctx = DriverContext(self.config.agent, device, emit, time_resolution_ns=self.config.time_resolution_ns())
+        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns)
+        runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.health_server is not None:
             health_server = self.health_server
@@ -252,6 +253,8 @@ class Agent:
             runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
         assert self._queue is not None
         if chunk.points or chunk.on_committed:
+            # the last await: the writer commits the chunk only after the driver next yields, which
+            # DriverContext.emit promises (MQTT records a batch's stored times in between)
             await self._queue.put(chunk)
 
     # ------------------------------------------------------------ buffer writer

@@ -172,7 +172,8 @@ def test_number_rows_are_encoded_exactly_like_one_f_string_a_row(rows, consecuti
     if consecutive:  # a polled block: series 0, 1, 2 … of one quality, one time
         rows = [(i % 6, v, rows[0][2], rows[0][3], rows[0][4]) for i, (_, v, *_rest) in enumerate(rows[:6])]
     series, values, quality, codes, times = (list(column) for column in zip(*rows, strict=True))
-    chunk = norm.process(ReadingBatch.build(series, values, times, quality, codes))
+    # source times: written as given, however many rows share one
+    chunk = norm.process(ReadingBatch.build(series, values, times, quality, codes, source_time=True))
     quality_names = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain"}
     assert lines(chunk.body) == [
         f"{prefix(names[s], quality_names[q])} value={v!r},quality_code={c}i {t}"

@@ -183,3 +183,34 @@ def test_fast_path_and_general_parser_store_the_same_row(tag: str, equipment: st
             assert row == (equipment, tag)
         finally:
             sink.close()
+
+
+def test_a_history_without_the_series_time_key_is_rebuilt_with_it(tmp_path: Path) -> None:
+    """A ``points`` table without its key held every resend; on opening it is rebuilt with one row
+    per (series, time) — the one written last — and later resends overwrite."""
+    path = tmp_path / "history.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE series (id INTEGER PRIMARY KEY, measurement TEXT NOT NULL DEFAULT '',
+            site TEXT NOT NULL DEFAULT '', area TEXT NOT NULL DEFAULT '', line TEXT NOT NULL DEFAULT '',
+            cell TEXT NOT NULL DEFAULT '', equipment TEXT NOT NULL DEFAULT '', tag TEXT NOT NULL DEFAULT '',
+            stage TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL DEFAULT '', unit TEXT NOT NULL DEFAULT '',
+            labels TEXT NOT NULL DEFAULT '{}');
+        CREATE TABLE points (series_id INTEGER NOT NULL, ts_ns INTEGER NOT NULL, value REAL, text TEXT,
+            quality TEXT, quality_code INTEGER);
+        INSERT INTO series(id, measurement, equipment, tag) VALUES (1, 'process', 'press-01', 'a');
+    """)
+    t1, t2 = time.time_ns() - 2000, time.time_ns() - 1000
+    conn.executemany("INSERT INTO points VALUES (1, ?, ?, NULL, 'good', 0)",
+                     [(t1, 1.0), (t1, 2.0), (t2, 3.0), (t2, 3.0)])
+    conn.commit()
+    conn.close()
+    sink = SqliteHistorySink("sqlite", SqliteSinkConfig(type="sqlite", path=path, retention=86400.0), tmp_path)
+    try:
+        sink.write(Payload(1, plain=f"process,equipment=press-01,tag=a,quality=good value=4.0 {t2}\n".encode()))
+        rows = sink._conn.execute("SELECT ts_ns, value FROM points ORDER BY ts_ns").fetchall()
+        key = [c[1] for c in sink._conn.execute("PRAGMA table_info(points)") if c[5]]
+    finally:
+        sink.close()
+    assert rows == [(t1, 2.0), (t2, 4.0)]
+    assert key == ["series_id", "ts_ns"]

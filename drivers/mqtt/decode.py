@@ -18,8 +18,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from drivers.mqtt.config import MqttDevice, MqttTag
 from drivers.mqtt.paths import CAPTURE_LEVELS, MISSING, JsonPath, TopicTemplate, timestamp_to_ns
+from drivers.mqtt.redelivery import Remembered
 from mos_agent.batch import ReadingBatch
 from mos_agent.taxonomy import CollectorCode, Quality
 
@@ -66,7 +69,8 @@ class Target:
 class Rows:
     """Columns of decoded readings, plus the errors met, until the driver flushes them."""
 
-    __slots__ = ("codes", "errors", "messages", "quality", "series", "stamps", "texts", "values")
+    __slots__ = ("codes", "errors", "messages", "quality", "redelivered", "remembered", "series", "source_rows",
+                 "stamps", "texts", "values")
 
     def __init__(self) -> None:
         self.series: list[int] = []
@@ -77,6 +81,9 @@ class Rows:
         self.texts: dict[int, str] = {}
         self.errors: dict[str, list] = {}  # kind -> [count, last message]
         self.messages = 0
+        self.source_rows: list[int] = []  # rows whose time the source gave (or a first delivery)
+        self.remembered: list[Remembered] = []  # messages whose readings' times are to be remembered
+        self.redelivered = 0  # messages given their first delivery's times
 
     def __len__(self) -> int:
         return len(self.series)
@@ -89,16 +96,32 @@ class Rows:
             entry[0] += count
             entry[1] = message
 
-    def bad(self, series: int, stamp: int) -> None:
+    def bad(self, series: int, stamp: int, sourced: bool = False) -> None:
+        if sourced:
+            self.source_rows.append(len(self.series))
         self.series.append(series)
         self.values.append(NAN)
         self.stamps.append(stamp)
         self.quality.append(BAD)
         self.codes.append(PAYLOAD_ERROR)
 
+    def restore_times(self, first_row: int, times: tuple[int, ...]) -> bool:
+        """Give the rows of a redelivered message from ``first_row`` on the times its first
+        delivery was stored with (if it made as many readings then)."""
+        if len(self.series) - first_row != len(times):
+            return False
+        self.stamps[first_row:] = times
+        self.source_rows.extend(range(first_row, len(self.series)))
+        self.redelivered += 1
+        return True
+
     def to_batch(self) -> ReadingBatch:
-        return ReadingBatch.build(self.series, self.values, self.stamps, self.quality, self.codes,
-                                  self.texts or None)
+        batch = ReadingBatch.build(self.series, self.values, self.stamps, self.quality, self.codes,
+                                   self.texts or None)
+        if self.source_rows:
+            batch.source_time = np.zeros(len(batch), dtype=bool)
+            batch.source_time[self.source_rows] = True
+        return batch
 
 
 def asset_name(level: str) -> str:
@@ -202,12 +225,14 @@ class Decoder:
                  rows: Rows) -> None:
         value = route.path.get(doc) if route.path.steps else doc
         stamp = arrival_ns
+        sourced = False
         stamp_path = route.timestamp
         if stamp_path is not None:
             raw = stamp_path.get(doc)
             source = timestamp_to_ns(raw) if raw is not MISSING else None
             if source is not None:
                 stamp = source
+                sourced = True
             elif value is not MISSING:  # a payload without the value is reported as such below
                 rows.error("timestamp", f"{topic}: {stamp_path.source} is "
                                         f"{'missing' if raw is MISSING else f'not a timestamp ({raw!r:.40})'}; "
@@ -220,7 +245,7 @@ class Decoder:
                                       f"({route.tag.name}) cannot be read")
             else:
                 rows.error("payload", f"{topic}: no {route.path.source} in the payload ({route.tag.name})")
-            rows.bad(series, stamp)
+            rows.bad(series, stamp, sourced)
             return
         kind = type(value)
         code = route.type_code
@@ -231,10 +256,10 @@ class Decoder:
                 try:
                     number = float(value)
                 except (ValueError, OverflowError):  # text, or an integer beyond float range
-                    self._wrong_type(topic, route, value, series, stamp, rows)
+                    self._wrong_type(topic, route, value, series, stamp, sourced, rows)
                     return
             else:
-                self._wrong_type(topic, route, value, series, stamp, rows)
+                self._wrong_type(topic, route, value, series, stamp, sourced, rows)
                 return
         elif code == _BOOL:
             if kind is bool or kind is int or kind is float:
@@ -242,7 +267,7 @@ class Decoder:
             elif kind is str and value.strip().lower() in _BOOL_WORDS:
                 number = _BOOL_WORDS[value.strip().lower()]
             else:
-                self._wrong_type(topic, route, value, series, stamp, rows)
+                self._wrong_type(topic, route, value, series, stamp, sourced, rows)
                 return
         else:
             if kind is str:
@@ -252,10 +277,12 @@ class Decoder:
             elif kind is int or kind is float:
                 text = str(value)
             else:
-                self._wrong_type(topic, route, value, series, stamp, rows)
+                self._wrong_type(topic, route, value, series, stamp, sourced, rows)
                 return
             rows.texts[len(rows.series)] = text
             number = NAN
+        if sourced:
+            rows.source_rows.append(len(rows.series))
         rows.series.append(series)
         rows.values.append(number)
         rows.stamps.append(stamp)
@@ -263,8 +290,9 @@ class Decoder:
         rows.codes.append(0)
 
     @staticmethod
-    def _wrong_type(topic: str, route: Route, value: object, series: int, stamp: int, rows: Rows) -> None:
+    def _wrong_type(topic: str, route: Route, value: object, series: int, stamp: int, sourced: bool,
+                    rows: Rows) -> None:
         shown = "null" if value is None else type(value).__name__.replace("dict", "object").replace("list", "array")
         rows.error("payload", f"{topic}: {route.path.source} ({route.tag.name}) is {shown}, "
                               f"not a {route.tag.type}")
-        rows.bad(series, stamp)
+        rows.bad(series, stamp, sourced)

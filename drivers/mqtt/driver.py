@@ -13,6 +13,11 @@ the buffer — also for messages that produced no reading (malformed ones), so t
 redeliver them forever. A crash before the commit leaves the message unacknowledged and the
 persistent session hands it over again on the next connection. Acknowledgements belonging to a
 previous connection are dropped: the broker redelivers those messages on the new one.
+
+Redelivery: a message the broker hands over again after its readings were committed (a crash
+between commit and acknowledgement, or a reconnect) comes flagged DUP. Readings without a source
+time would get a second arrival time and become second points; :mod:`drivers.mqtt.redelivery`
+remembers the stored times of recent messages, and a redelivered one gets them back.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from drivers.mqtt.config import MqttConnection, MqttDevice
 from drivers.mqtt.decode import Decoder, Rows, SeriesLimitReached
 from drivers.mqtt.paths import minimal_filters
+from drivers.mqtt.redelivery import RecentMessages, message_key
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import read_secret
 from mos_agent.driver_api import DeviceState, Driver, DriverContext, series_spec_for
@@ -49,6 +55,7 @@ FLUSH_ROWS = 10_000  # ... or this many readings
 MAX_PENDING = 4  # batches handed over but not yet emitted; then the network thread waits
 STOP_ACK_GRACE = 5.0  # seconds a stopping driver stays connected to acknowledge committed batches
 READ_MIN_WAIT, READ_MAX_WAIT = 5.0, 60.0
+RECENT_MESSAGES_FILE = "mqtt-recent-messages"
 
 
 class _Closing(Exception):
@@ -163,6 +170,8 @@ class MqttDriver(Driver):
         self._disconnect_once = threading.Lock()
         self._disconnected = False
         self._decoder = Decoder(self.device_config, self._register)
+        self._recent: RecentMessages | None = None  # with QoS 1 and a persistent session
+        self._arrival_floor = 0  # no arrival time before this (see run)
 
     # ------------------------------------------------------------ validate / catalogue
 
@@ -268,11 +277,24 @@ class MqttDriver(Driver):
         if self._closing:
             return  # left unacknowledged: the broker redelivers it to the next run
         arrival = time.time_ns()
+        if arrival < self._arrival_floor:
+            arrival = self._arrival_floor
         generation = self._generation
+        recent = self._recent if message.qos else None
         with self._lock:
             rows = self._rows
+            first_row = len(rows)
             try:
-                self._decoder.decode(message.topic, message.payload, arrival, rows)
+                topic = message.topic
+                payload = message.payload
+                self._decoder.decode(topic, payload, arrival, rows)
+                if recent is not None and len(rows) > first_row:
+                    key = message_key(topic, payload, message.mid)
+                    if message.dup:
+                        times = recent.first_times(key)
+                        if times is not None:
+                            rows.restore_times(first_row, times)
+                    rows.remembered.append((key, first_row, len(rows)))
             except _Closing:
                 return
             except UnicodeDecodeError:
@@ -346,6 +368,12 @@ class MqttDriver(Driver):
             self._unacked_batches += 1
             batch.on_committed.append(partial(self._acknowledge, self._client, acks))
         await self.ctx.emit(batch)
+        if self._recent is not None and rows.remembered:
+            # before the commit (see ctx.emit): a crash at any point later finds these times
+            self._recent.remember(rows.remembered, batch.timestamps, batch.source_time)
+        if rows.redelivered:
+            self.ctx.log.info("device %s: %d redelivered message(s) kept their first arrival time",
+                              self.device_config.name, rows.redelivered)
 
     def _acknowledge(self, client: mqtt.Client | None, acks: list[tuple[int, int, int]]) -> None:
         """Runs in the event loop once the batch is in the buffer."""
@@ -386,6 +414,12 @@ class MqttDriver(Driver):
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+        if conn.qos and not conn.clean_session:
+            self._recent = RecentMessages(self.ctx.state_path(RECENT_MESSAGES_FILE))
+            # Times of a burst kept apart may run ahead of the clock; after a quick restart, new
+            # arrivals start after the last stored one rather than on it.
+            step = self.ctx.time_resolution_ns
+            self._arrival_floor = (self._recent.latest_acquisition_time // step + 1) * step
         self.ctx.set_state(DeviceState.CONNECTING)
         client.connect_async(**connect)
         client.loop_start()
@@ -398,6 +432,8 @@ class MqttDriver(Driver):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._stop_gracefully()
+            if self._recent is not None:
+                self._recent.close()
 
     async def _stop_gracefully(self) -> None:
         """Stop taking messages, emit what was decoded, stay connected until those batches are

@@ -202,6 +202,9 @@ class Rows:
         self._one(item.series, value, item, t, q, code)
 
     def to_batch(self) -> ReadingBatch:
+        """Times are the server's (source or server timestamp; the acquisition time only where it
+        sent neither): written as they are, so a value polled again unchanged — same source
+        timestamp — overwrites itself in the store instead of becoming a second point."""
         return ReadingBatch(
             series=np.array(self.series, dtype=np.int32),
             values=np.array(self.values, dtype=np.float64),
@@ -209,6 +212,7 @@ class Rows:
             quality=np.array(self.quality, dtype=np.uint8),
             codes=np.array(self.codes, dtype=np.int64),
             texts=self.texts or None,
+            source_time=np.ones(len(self.series), dtype=bool),
         )
 
 

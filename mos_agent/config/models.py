@@ -141,6 +141,10 @@ class BufferSection(StrictModel):
     commit_interval: Duration = 0.2
 
 
+Precision = Literal["ns", "us", "ms", "s"]
+PRECISION_NS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+
 class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
     # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
@@ -161,7 +165,9 @@ class InfluxSinkConfig(SinkBase):
     # Largest request body (uncompressed line protocol) the sink sends; larger batches are split.
     # For stores or proxies in front of them with a request size limit (default: none).
     max_request_size: Size | None = None
-    precision: Literal["ns"] = "ns"
+    # The finest time step the store keeps: readings of one series without a source time are
+    # kept at least one step apart so the store does not merge them (VictoriaMetrics: ms).
+    precision: Precision = "ns"
 
     @field_validator("url")
     @classmethod
@@ -203,6 +209,11 @@ class AgentConfig(StrictModel):
     buffer: BufferSection = Field(default_factory=BufferSection)
     sinks: list[SinkConfig] = Field(default_factory=list)
     catalog: CatalogSection | None = None
+
+    def time_resolution_ns(self) -> int:
+        """The coarsest precision of the sinks, in ns: readings without a source time are kept
+        that far apart (a sink without ``precision`` keeps nanoseconds)."""
+        return max((PRECISION_NS[getattr(sink, "precision", "ns")] for sink in self.sinks), default=1)
 
 
 # ---------------------------------------------------------------- device files

@@ -105,6 +105,8 @@ class InfluxSink(Sink):
         if self.max_request_size is not None and len(body) > self.max_request_size:
             raise SinkTooLarge(f"a {len(body)}-byte request body exceeds the sink's max_request_size of "
                                f"{self.max_request_size}")
+        # Times stay nanoseconds whatever the sink's ``precision`` (the store cuts them down): that
+        # setting tells the normaliser how far apart to keep acquisition times.
         try:
             self._write_service.post_write(org=self.org, bucket=self.bucket, body=body,
                                            precision=WritePrecision.NS,

@@ -8,7 +8,9 @@ Schema (``history.sqlite``, WAL so ``query`` can read while the agent writes):
   series: it is per point.
 - ``points``: ``(series_id, ts_ns)`` primary key with ``value`` (numbers, bools as 0/1),
   ``text`` (strings), ``quality`` (good/uncertain/bad) and ``quality_code``. ``INSERT OR REPLACE``
-  makes a re-sent point overwrite itself, as it does in the store.
+  makes a re-sent point overwrite itself, as it does in the store. A ``points`` table without
+  that key (a file from elsewhere, or an older layout) is rebuilt with it on opening, the last
+  written row of each (series, time) kept.
 """
 
 from __future__ import annotations
@@ -70,7 +72,33 @@ def connect_history(path: Path, readonly: bool = False) -> sqlite3.Connection:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        _key_points_by_series_and_time(conn)
     return conn
+
+
+def _key_points_by_series_and_time(conn: sqlite3.Connection) -> None:
+    """Give ``points`` its primary key (series, time) if it lacks it, keeping the row written last
+    for every key (its rowid is the highest): duplicates would count twice in every query."""
+    columns = conn.execute("PRAGMA table_info(points)").fetchall()
+    key = [name for _, name, *_rest, pk in sorted(columns, key=lambda c: c[5]) if pk]
+    if key == ["series_id", "ts_ns"]:
+        return
+    old_sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'points'").fetchone()[0]
+    written_order = "" if "WITHOUT ROWID" in old_sql.upper() else " ORDER BY rowid"
+    table_sql = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS points"):].replace(
+        "IF NOT EXISTS points", "points_keyed")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(table_sql)
+        conn.execute("INSERT OR REPLACE INTO points_keyed(series_id, ts_ns, value, text, quality, quality_code) "
+                     "SELECT series_id, ts_ns, value, text, quality, quality_code FROM points" + written_order)
+        conn.execute("DROP TABLE points")
+        conn.execute("ALTER TABLE points_keyed RENAME TO points")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SqliteHistorySink(Sink):

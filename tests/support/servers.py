@@ -19,33 +19,40 @@ from typing import Any, TypeVar
 from mos_agent.localservers import ServerProcess, find_binary, free_port, wait_for_port
 
 ServerT = TypeVar("ServerT", bound=ServerProcess)
+# The README's "Exactly once in the store" tells users to run VictoriaMetrics with this; the tests
+# run it the same way, so a point sent again overwrites itself as it does for users.
+DEDUP_FLAG = "-dedup.minScrapeInterval=1ms"
 
 
 class VictoriaMetrics(ServerProcess):
-    """VictoriaMetrics with de-duplication on, so resent (series, timestamp) points overwrite
-    each other as they would in InfluxDB."""
+    """VictoriaMetrics with de-duplication on (:data:`DEDUP_FLAG`), so resent (series, timestamp)
+    points overwrite each other as they do in InfluxDB."""
 
     extra_args: tuple[str, ...] = ()
+    dedup: bool = True
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> VictoriaMetrics:
+    def start(cls, workdir: Path, port: int | None = None, extra_args: Sequence[str] = (),
+              dedup: bool = True) -> VictoriaMetrics:
         """``extra_args``: more command-line flags, e.g. ``-httpAuth.username=…`` or
-        ``-influx.maxLineSize=…``; kept for :meth:`restart`."""
+        ``-influx.maxLineSize=…``; kept for :meth:`restart`. ``dedup=False`` starts it as
+        installed, keeping every point written (to show why the README asks for the flag)."""
         binary = find_binary("victoria-metrics")
         workdir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         log_path = workdir / "victoria-metrics.log"
         proc = subprocess.Popen(
             [binary, f"-storageDataPath={workdir / 'data'}", f"-httpListenAddr=127.0.0.1:{port}",
-             "-dedup.minScrapeInterval=1ms", "-search.latencyOffset=0s", "-loggerLevel=ERROR",
+             *([DEDUP_FLAG] if dedup else []), "-search.latencyOffset=0s", "-loggerLevel=ERROR",
              "-search.disableCache", *extra_args],
             stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
         server = cls(proc, port, workdir, log_path)
         server.extra_args = tuple(extra_args)
+        server.dedup = dedup
         try:
             wait_for_port(port)
             server._wait_ready()
@@ -66,7 +73,7 @@ class VictoriaMetrics(ServerProcess):
     def restart(self) -> None:
         """Stop and start again on the same port and data (a store outage)."""
         self.stop()
-        fresh = VictoriaMetrics.start(self.workdir, self.port, self.extra_args)
+        fresh = VictoriaMetrics.start(self.workdir, self.port, self.extra_args, self.dedup)
         self.proc = fresh.proc
 
 

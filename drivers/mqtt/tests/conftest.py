@@ -109,6 +109,7 @@ class Running:
 
     device: MqttDevice
     commit: bool = True
+    agent: AgentSection = field(default_factory=lambda: AGENT)  # its state_dir: the driver's own files
     batches: list[ReadingBatch] = field(default_factory=list)
     ctx: DriverContext | None = None
     driver: MqttDriver | None = None
@@ -121,7 +122,7 @@ class Running:
                 callback()
 
     def start(self) -> Running:
-        self.ctx = DriverContext(AGENT, self.device, self._emit)
+        self.ctx = DriverContext(self.agent, self.device, self._emit)
         self.driver = MqttDriver(self.ctx)
         self.task = asyncio.create_task(self.driver.run())
         return self
@@ -162,11 +163,14 @@ class Running:
 
 
 @pytest.fixture
-async def run_driver() -> AsyncIterator[Callable[..., Running]]:
+async def run_driver(tmp_path: Path) -> AsyncIterator[Callable[..., Running]]:
+    """start(device, commit=True): the driver running; every driver a test starts shares one
+    state directory in the test's temp dir, as restarts of one agent do."""
     started: list[Running] = []
+    agent = AGENT.model_copy(update={"state_dir": tmp_path / "state"})
 
     def start(device: MqttDevice, commit: bool = True) -> Running:
-        running = Running(device, commit).start()
+        running = Running(device, commit, agent).start()
         started.append(running)
         return running
 
