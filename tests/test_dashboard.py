@@ -1,0 +1,189 @@
+"""The Grafana dashboard in dashboards/ asks VictoriaMetrics' Prometheus API what it shows: every
+panel's query, with the template variables substituted as Grafana would (each variable's own query
+run first; "All" and one chosen asset path; a repeated panel once per category), returns data
+from a VictoriaMetrics fed by the agent running for real with the Modbus simulators. One simulator
+is stopped on the way, so bad readings and stale series exist too. KPI records are written in the
+SPEC's form (measurement ``kpi``, tags ``site area line cell equipment stage shift tag unit
+quality``, field ``value``) beside the agent's data."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mos_agent.localservers import free_port
+from tests.support.servers import StoreReader, VictoriaMetrics
+from tests.support.waiting import wait_until
+from tests.test_service import AgentProcess, start_modbus_sim, write_device
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "mos-agent-taxonomy.json"
+VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+pytestmark = pytest.mark.slow
+
+
+def prometheus(store: str, path: str, **params: str) -> Any:
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"{store}/api/v1/{path}?{query}", timeout=30) as r:
+        answer = json.loads(r.read())
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def substitute(text: str, values: dict[str, list[str]]) -> str:
+    """Grafana's interpolation for a Prometheus data source: a multi-value or "All" variable
+    becomes a regex alternation."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in values:
+            raise KeyError(f"the query uses ${name}, which the dashboard does not define")
+        chosen = values[name]
+        return chosen[0] if len(chosen) == 1 else "(" + "|".join(re.escape(v) for v in chosen) + ")"
+
+    return VARIABLE.sub(value, text)
+
+
+def resolve_variables(dashboard: dict[str, Any], store: str, pick: dict[str, str] | None) -> dict[str, list[str]]:
+    """Each variable in order, as Grafana resolves them: ``label_values(selector, label)`` asks
+    the store (after the variables before it), a custom variable takes its smallest option. With
+    ``pick`` a query variable takes the value named there or else its first one (one asset path),
+    without it "All" (``.*``); the category always takes every value (it repeats a panel)."""
+    values: dict[str, list[str]] = {}
+    for var in dashboard["templating"]["list"]:
+        name = var["name"]
+        if var["type"] == "datasource":
+            continue
+        if var["type"] == "custom":
+            values[name] = [var["options"][0]["value"]]
+            continue
+        definition = var["definition"]
+        match = re.fullmatch(r"label_values\((.*), (\w+)\)", definition)
+        assert match, definition
+        selector, label = substitute(match.group(1), values), match.group(2)
+        found = prometheus(store, f"label/{label}/values", **{"match[]": selector})
+        if var.get("regex"):
+            pattern = re.compile(var["regex"].strip("/"))
+            found = sorted({m.group(1) for v in found if (m := pattern.fullmatch(v))})
+        assert found, f"variable {name}: {definition} finds nothing"
+        if name == "category":
+            values[name] = found
+        elif pick is not None:
+            assert pick.get(name, found[0]) in found, (name, found)
+            values[name] = [pick.get(name, found[0])]
+        else:
+            values[name] = [var["allValue"]]
+    return values
+
+
+def panel_queries(dashboard: dict[str, Any], values: dict[str, list[str]]) -> list[tuple[str, str, str]]:
+    """(panel title, panel type, query) for every target; a repeated panel once per value."""
+    queries = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        repeated = panel.get("repeat")
+        repeats = [{**values, repeated: [v]} for v in values[repeated]] if repeated else [values]
+        for chosen in repeats:
+            for target in panel["targets"]:
+                queries.append((substitute(panel["title"], chosen), panel["type"], substitute(target["expr"], chosen)))
+    return queries
+
+
+def write_kpi_records(store: str, equipment: list[str]) -> None:
+    """Shift-to-date KPIs as the agent emits them (SPEC "Edge KPIs": measurement kpi, field value)."""
+    now_ns = time.time_ns()
+    lines = []
+    for i, name in enumerate(equipment):
+        for step in range(3):
+            t = now_ns - (2 - step) * 60_000_000_000
+            for tag, value in (("availability", 90.0 - i), ("effectiveness", 85.0 + step), ("quality_rate", 98.5),
+                               ("oee", (90.0 - i) * (85.0 + step) * 98.5 / 10_000)):
+                lines.append(f"kpi,site=changwon,area=stamping,line=line-1,cell=cell-2,equipment={name},stage=forming,"
+                             f"shift=day,tag={tag},unit=%,quality=good value={value} {t}")
+    request = urllib.request.Request(f"{store}/api/v2/write?org=mdcg&bucket=factory",
+                                     data="\n".join(lines).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 204
+
+
+@pytest.fixture
+def fed_store(tmp_path: Path, victoria: VictoriaMetrics) -> Iterator[str]:
+    """VictoriaMetrics with a few minutes' worth of the agent's data: two presses, one of which
+    stopped answering more than the dashboard's shortest staleness ago."""
+    sims: list[subprocess.Popen] = []
+    for name in ("press-01", "press-02"):
+        sim, device = start_modbus_sim(tmp_path, name)
+        sims.append(sim)
+        device["poll_interval"] = "250ms"
+        write_device(tmp_path, device)
+    health = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({
+        "agent": {"id": "gw-dash", "site": "changwon", "state_dir": str(tmp_path / "state"), "health": health},
+        "devices": "devices/*.yaml",
+        "sinks": [{"type": "influxdb", "url": victoria.url, "org": "mdcg", "bucket": "factory",
+                   "token": "store-token-1234", "flush_interval": "200ms"}]}))
+    agent = AgentProcess(config, tmp_path / "agent.log")
+    reader = StoreReader(victoria.url)
+    try:
+        wait_until(lambda: reader.count('{__name__="process_value", equipment="press-02"}') > 0, 60, what=agent.text)
+        sims[1].terminate()  # press-02 stops answering: bad readings from now on, its values go stale
+        sims[1].wait(10)
+        stopped = time.monotonic()
+        write_kpi_records(victoria.url, ["press-01", "press-02"])
+        # the shortest staleness the dashboard offers is 30 s
+        wait_until(lambda: time.monotonic() - stopped > 35, 60)
+        reader.flush()
+        yield victoria.url
+    finally:
+        agent.stop()
+        for sim in sims:
+            sim.terminate()
+            sim.wait(10)
+
+
+def test_every_panel_query_returns_data(fed_store: str) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    # "All", then one asset path: the stopped press's (the healthy one has no bad reading and no
+    # stale series to show)
+    for pick in (None, {"equipment": "press-02"}):
+        values = resolve_variables(dashboard, fed_store, pick)
+        assert set(values["category"]) >= {"process", "production", "equipment_state", "energy", "maintenance"}
+        if pick:
+            assert (values["site"], values["area"], values["line"]) == (["changwon"], ["stamping"], ["line-1"])
+        queries = panel_queries(dashboard, values)
+        assert len(queries) > len(values["category"])
+        now = time.time()
+        empty = []
+        for title, kind, expr in queries:
+            if kind == "timeseries":
+                data = prometheus(fed_store, "query_range", query=expr, start=str(now - 300), end=str(now), step="15")
+            else:
+                data = prometheus(fed_store, "query", query=expr, time=str(now))
+            if not data["result"]:
+                empty.append(f"{title}: {expr}")
+        assert empty == [], f"with {values}"
+
+    values = resolve_variables(dashboard, fed_store, None)
+    queries = {title: expr for title, _, expr in panel_queries(dashboard, values)}
+    # OEE per equipment and shift: the latest figure of each
+    (oee,) = [q for title, q in queries.items() if title.startswith("OEE per equipment")]
+    result = prometheus(fed_store, "query", query=oee)["result"]
+    figures = {(r["metric"]["equipment"], r["metric"]["shift"]): round(float(r["value"][1]), 2) for r in result}
+    assert figures == {("press-01", "day"): round(90.0 * 87.0 * 98.5 / 10_000, 2),
+                       ("press-02", "day"): round(89.0 * 87.0 * 98.5 / 10_000, 2)}
+    # stale series: those of the stopped press only
+    (stale,) = [q for title, q in queries.items() if title.startswith("Stale series (")]
+    result = prometheus(fed_store, "query", query=stale)["result"]
+    assert result and {r["metric"]["equipment"] for r in result} == {"press-02"}
