@@ -8,22 +8,27 @@ Screenshots of each state are written under the test's temp folder (``screenshot
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from mos_agent.health import HealthServer
 from mos_agent.localservers import free_port
+from mos_agent.status import AgentInfo, DeviceState, DeviceStats, StatusReport
 from tests.support.servers import VictoriaMetrics, running
 from tests.support.waiting import wait_until
 from tests.test_service import AgentProcess, start_modbus_sim, write_device
@@ -314,3 +319,76 @@ def test_off_loopback_the_token_is_asked_for(tmp_path: Path, browser: Any, scree
             recorded.close()
     finally:
         stop_agent(agent)
+
+
+@dataclass(slots=True)
+class ReportWithKpiAndContracts(StatusReport):
+    """The status report with the KPI and contract sections in the shape those features report
+    (``kpi``: per equipment the running shift's figures; ``contracts``: what each released)."""
+
+    kpi: list[dict[str, Any]] = field(default_factory=list)
+    contracts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FixedReport:
+    def __init__(self, report: StatusReport) -> None:
+        self.report = report
+
+    def status(self) -> StatusReport:
+        self.report.time = time.time()
+        return self.report
+
+    def health(self) -> tuple[bool, list[str]]:
+        return True, []
+
+
+@contextlib.contextmanager
+def health_server_thread(source: FixedReport) -> Iterator[str]:
+    """A real health server on its own event loop in a thread; yields its origin."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    server = HealthServer(source, f"127.0.0.1:{port}")
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_kpi_tiles_and_contracts(browser: Any, screenshots: Path) -> None:
+    current = {"shift": "day", "start": 0.0, "end": 0.0, "at": 0.0, "final": False,
+               "kpi": {"oee": 71.25, "availability": 90.0, "effectiveness": 82.5, "quality_rate": 95.96}}
+    report = ReportWithKpiAndContracts(
+        agent=AgentInfo(id="gw-kpi", site="changwon", version="0.1.0", ready=True),
+        devices=[DeviceStats(name="press-01", driver="modbus", state=DeviceState.RUNNING)],
+        kpi=[{"equipment": "press-01", "asset": "changwon/stamping/press-01", "device": "press-01",
+              "current": current, "last_complete": None, "completed": []},
+             {"equipment": "press-02", "device": "press-02", "current": None}],  # no shift running
+        contracts=[{"id": "mdcg-2026-017", "consumer": "MDCG innovation data centre", "sink": "datacentre",
+                    "status": "active", "datasets": ["press-01", "cnc-*"], "points_released": 123456,
+                    "last_release": "2026-12-02T01:30:00Z"}])
+    with health_server_thread(FixedReport(report)) as origin:
+        for locale, oee_label, status_word in (("en-US", "OEE 71.3 %", "active"),
+                                               ("ko-KR", "설비종합효율 71.3 %", "유효")):
+            recorded = RecordedPage(browser, locale=locale)
+            try:
+                page = recorded.page
+                page.goto(origin + "/")
+                page.locator("#kpis .tile").first.wait_for(timeout=30_000)
+                tiles = page.locator("#kpis .tile")
+                assert tiles.count() == 1  # press-02 has no shift running
+                assert oee_label in tiles.inner_text() and "press-01" in tiles.inner_text()
+                contracts = page.locator("#contracts tbody tr")
+                assert contracts.count() == 1
+                row = contracts.inner_text()
+                assert "mdcg-2026-017" in row and status_word in row and "press-01, cnc-*" in row
+                assert "123,456" in row or "123.456" in row
+                assert "2026" in row
+                page.screenshot(path=str(screenshots / f"kpi-contracts-{locale}.png"), full_page=True)
+            finally:
+                recorded.close()

@@ -98,6 +98,12 @@ function fmtAge(seconds) {
   if (s < 172800) return `${(s / 3600).toFixed(1)}h`;
   return `${(s / 86400).toFixed(1)}d`;
 }
+function fmtTime(when) {
+  // epoch seconds or an RFC 3339 text, in the page's language and the browser's time zone
+  if (when === null || when === undefined || when === "") return t("none");
+  const date = typeof when === "number" ? new Date(when * 1000) : new Date(when);
+  return Number.isNaN(date.getTime()) ? esc(when) : esc(date.toLocaleString(lang === "ko" ? "ko-KR" : "en-GB"));
+}
 function fmtBytes(n) {
   if (n === null || n === undefined) return t("none");
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -246,17 +252,23 @@ function renderHeader(status) {
 }
 
 function kpiEntries(kpi) {
-  // Shift-to-date figures per equipment; accepts a list or a mapping keyed by equipment.
+  // Shift-to-date figures per equipment: a list of {equipment, device, current: {shift, kpi: {oee, …}}}
+  // (or a mapping keyed by equipment, or flat figures); equipment without a current shift is left out.
   if (!kpi) return [];
   const list = Array.isArray(kpi) ? kpi : Object.entries(kpi).map(([equipment, v]) => ({ equipment, ...v }));
-  return list.map((e) => ({ equipment: e.equipment || e.name, ...(e.current || e) }))
-    .filter((e) => e && (e.oee !== undefined || e.availability !== undefined));
+  return list.map((e) => {
+    const figures = e.current === undefined ? e : e.current;
+    if (!figures) return null;
+    const k = figures.kpi || figures;
+    return { equipment: e.equipment || e.name, device: e.device || e.equipment, shift: figures.shift,
+      oee: k.oee, availability: k.availability, effectiveness: k.effectiveness, quality_rate: k.quality_rate };
+  }).filter((e) => e && (e.oee !== undefined || e.availability !== undefined));
 }
 
 function renderKpis(status) {
   const entries = kpiEntries(status.kpi);
   const device = currentDevice();
-  const shown = device ? entries.filter((e) => e.equipment === device) : entries;
+  const shown = device ? entries.filter((e) => e.device === device || e.equipment === device) : entries;
   $("#kpi-section").hidden = shown.length === 0;
   $("#kpis").innerHTML = shown.map((e) => {
     const pct = (v) => (v === null || v === undefined ? t("none") : `${fmtNumber(v, 1)} %`);
@@ -279,7 +291,7 @@ function renderContracts(status) {
   $("#contracts tbody").innerHTML = contracts.map((c) => `<tr>
     <td>${esc(c.id)}</td><td>${esc(c.consumer || "")}</td><td>${esc(t(c.status))}</td>
     <td>${esc((c.datasets || []).join(", "))}</td><td class="num">${fmtNumber(c.points_released, 0)}</td>
-    <td>${c.last_release ? esc(new Date(c.last_release * 1000).toLocaleString(lang)) : t("none")}</td></tr>`).join("");
+    <td>${fmtTime(c.last_release)}</td></tr>`).join("");
 }
 
 function shownValue(s) {
