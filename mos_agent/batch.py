@@ -48,7 +48,7 @@ class ReadingBatch:
     def build(
         cls,
         series: Sequence[int] | np.ndarray,
-        values: Sequence[float] | np.ndarray,
+        values: Sequence[float] | np.ndarray | float,
         timestamps: Sequence[int] | np.ndarray | int,
         quality: Sequence[int] | np.ndarray | int = Quality.GOOD,
         codes: Sequence[int] | np.ndarray | int = 0,

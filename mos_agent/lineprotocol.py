@@ -4,7 +4,8 @@ measurement = category; tags = site area line cell equipment tag stage kind unit
 fields = value (float), text (string), quality_code (integer); timestamp = source time in ns.
 
 A series' ``measurement,tags `` prefix is escaped once when the series is registered, so the hot
-path only formats value, code and time.
+path only formats value, code and time — with the templates defined here (``NUMBER_LINE`` …), so
+the field names are spelt in this module only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def escape_string_field(value: str) -> str:
     return (
         value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     )
+
+
+# What follows a series' prefix on a line, as str.format templates: the normaliser binds them once
+# a batch and formats its rows in bulk. A reading without a value (bad quality, NaN) has only the
+# code; a string reading's text is escaped with escape_string_field first.
+VALUE_KEY = "value="
+CODE_AND_TIME = ",quality_code={}i {}\n"  # code, time in ns
+NUMBER_LINE = "{}" + VALUE_KEY + "{!r}" + CODE_AND_TIME  # prefix, float value, code, time
+TEXT_LINE = '{}text="{}"' + CODE_AND_TIME  # prefix, escaped text, code, time
+CODE_ONLY_LINE = "{}" + CODE_AND_TIME.removeprefix(",")  # prefix, code, time
 
 
 def series_prefix(measurement: str, tags: Iterable[tuple[str, str | None]]) -> str:
@@ -105,10 +116,10 @@ def parse_number(raw: str) -> FieldValue:
     if raw[-1] == "i":
         return int(raw[:-1])
     if raw[-1] == "u":
-        value = int(raw[:-1])
-        if value < 0:
+        unsigned = int(raw[:-1])
+        if unsigned < 0:
             raise ValueError(f"unsigned field {raw!r} is negative")
-        return value
+        return unsigned
     if raw in _TRUE:
         return True
     if raw in _FALSE:

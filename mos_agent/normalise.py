@@ -4,7 +4,8 @@ Per batch, with vector operations: scale and offset; NaN/inf become bad quality 
 NOT_A_NUMBER); values outside a tag's ``range`` become uncertain (OUT_OF_RANGE); deadband drops
 values that moved less than the tag's deadband unless the quality class changed; acquisition
 times (rows without a source time) of one series are kept strictly increasing at the stores'
-precision. Then each kept row is formatted behind its series' pre-built prefix.
+precision. Then each kept row is formatted behind its series' pre-built prefix, with the field
+templates of :mod:`mos_agent.lineprotocol` (which alone spells the store mapping).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mos_agent.batch import ReadingBatch
-from mos_agent.lineprotocol import escape_string_field
+from mos_agent.lineprotocol import CODE_AND_TIME, CODE_ONLY_LINE, NUMBER_LINE, TEXT_LINE, VALUE_KEY, escape_string_field
 from mos_agent.series import SeriesTable
 from mos_agent.taxonomy import CollectorCode, Quality
 
@@ -180,23 +181,24 @@ class Normaliser:
         quals = quality[rows].tolist()
         code_list = codes[rows].tolist()
         times = timestamps[rows].tolist()
+        number_line, code_only_line = NUMBER_LINE.format, CODE_ONLY_LINE.format
         if not texts:
             lines = [
-                f"{prefixes[q][s]}value={v!r},quality_code={c}i {t}\n" if v == v
-                else f"{prefixes[q][s]}quality_code={c}i {t}\n"
+                number_line(prefixes[q][s], v, c, t) if v == v else code_only_line(prefixes[q][s], c, t)
                 for s, v, q, c, t in zip(series, vals, quals, code_list, times, strict=True)
             ]
         else:
+            text_line = TEXT_LINE.format
             lines = []
             for row, s, v, q, c, t in zip(rows.tolist(), series, vals, quals, code_list, times, strict=True):
                 prefix = prefixes[q][s]
                 text = texts.get(row)
                 if text is not None and q != Quality.BAD:
-                    lines.append(f'{prefix}text="{escape_string_field(text)}",quality_code={c}i {t}\n')
+                    lines.append(text_line(prefix, escape_string_field(text), c, t))
                 elif v == v:
-                    lines.append(f"{prefix}value={v!r},quality_code={c}i {t}\n")
+                    lines.append(number_line(prefix, v, c, t))
                 else:
-                    lines.append(f"{prefix}quality_code={c}i {t}\n")
+                    lines.append(code_only_line(prefix, c, t))
         return "".join(lines).encode()
 
 
@@ -279,10 +281,10 @@ def _encode_values(prefixes: tuple[list[str], ...], series: np.ndarray, values: 
         and not bool(((values == 0) & np.signbit(values)).any())
     if integral:
         value_texts = map(str, values.astype(np.int64).tolist())
-        tail = ".0,quality_code={}i {}\n"
+        tail = ".0" + CODE_AND_TIME
     else:
         value_texts = map(repr, values.tolist())
-        tail = ",quality_code={}i {}\n"
+        tail = CODE_AND_TIME
     parts: list[str | None] = [None] * (4 * n)
     first_quality = int(quality[0])
     if not (quality != first_quality).any():
@@ -294,7 +296,7 @@ def _encode_values(prefixes: tuple[list[str], ...], series: np.ndarray, values: 
             parts[0::4] = map(by_series.__getitem__, series.tolist())
     else:
         parts[0::4] = map(operator.getitem, map(prefixes.__getitem__, quality.tolist()), series.tolist())
-    parts[1::4] = ["value="] * n
+    parts[1::4] = [VALUE_KEY] * n
     parts[2::4] = value_texts
     if len(starts) == 1:
         parts[3::4] = [tail.format(int(codes[0]), int(timestamps[0]))] * n

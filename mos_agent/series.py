@@ -102,7 +102,7 @@ class SeriesTable:
             ("unit", spec.unit),
         ]
         for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
-            by_series.append(series_prefix(spec.category, [*base, ("quality", quality)]))  # type: ignore[list-item]
+            by_series.append(series_prefix(spec.category, [*base, ("quality", quality)]))
         if idx >= len(self.scale):
             self._grow(idx + _GROW)
         self.scale[idx] = spec.scale

@@ -90,4 +90,4 @@ class CollectorCode(IntEnum):
 
 def asset_path(levels: dict[str, str | None]) -> str:
     """``enterprise/site/area/line/cell/equipment`` with absent levels left out."""
-    return "/".join(levels[k] for k in ASSET_LEVELS if levels.get(k))
+    return "/".join(name for k in ASSET_LEVELS if (name := levels.get(k)))

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     while not stopping:
         for proc in procs:
-            assert isinstance(proc, subprocess.Popen)
+            assert isinstance(proc, subprocess.Popen) and isinstance(proc.args, list)
             if proc.poll() is not None:
                 print(f"mos-sim all: {' '.join(map(str, proc.args[3:]))} exited with {proc.returncode}",
                       file=sys.stderr)

@@ -855,6 +855,11 @@ def apply_fault(sim: ModbusSimulator, step: FaultStep, loop: asyncio.AbstractEve
     return f"exception {code} for {address}" + (f" for {step.duration:g}s" if step.duration else "")
 
 
+def _apply_everywhere(sims: list[ModbusSimulator], step: FaultStep, loop: asyncio.AbstractEventLoop) -> None:
+    for sim in sims:
+        _log(apply_fault(sim, step, loop))
+
+
 def control_command(sim: ModbusSimulator, line: str) -> str:
     """One line of the stdin control channel → a one-line answer."""
     words = line.split()
@@ -961,7 +966,7 @@ async def _serve(args: argparse.Namespace, scenario: Scenario, units: tuple[int,
         _log(f"serving {scenario.name!r} ({sum(p.count for p in scenario.points)} points) on {where}, "
              f"unit id{'s' if len(units) > 1 else ''} {','.join(map(str, units))}")
         for step in faults:
-            loop.call_later(step.at, lambda s=step: [_log(apply_fault(sim, s, loop)) for sim in sims])
+            loop.call_later(step.at, _apply_everywhere, sims, step, loop)
         if args.control:
             _start_control_channel(sims, loop)
         deadline = parse_duration(args.duration) if args.duration else math.inf

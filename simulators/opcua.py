@@ -212,7 +212,7 @@ def make_signal(spec: dict[str, Any], values: dict[str, Any]) -> Signal:
         base = lambda s, t, d: inner(s, t, d) if s.phase in gated else idle  # noqa: E731
     if not noise and not lag:
         return base
-    smooth = {"v": None}
+    smooth: dict[str, float | None] = {"v": None}
 
     def shaped(s: MachineState, t: float, d: float) -> Any:
         target = base(s, t, d)
@@ -627,7 +627,7 @@ class CncSimulator:
                 self._stall(service.subscriptions.get(result.SubscriptionId))
             return result
 
-        service.create_subscription = create_subscription  # type: ignore[method-assign]
+        service.create_subscription = create_subscription
 
     def _stall(self, sub: Any) -> None:
         # asyncua runs one publishing task per subscription; without it the subscription sends

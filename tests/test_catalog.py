@@ -17,7 +17,7 @@ from rdflib import namespace as ns
 
 from mos_agent import units
 from mos_agent.batch import ReadingBatch
-from mos_agent.catalog import CATEGORY_LABELS_KO, MOS_NS, STAGE_LABELS_KO, iso_duration, xsd_type_for
+from mos_agent.catalog.jsonld import CATEGORY_LABELS_KO, MOS_NS, STAGE_LABELS_KO, iso_duration, xsd_type_for
 from mos_agent.cli import main as cli_main
 from mos_agent.config.loader import load_config
 from mos_agent.driver_api import build_series_table

@@ -60,9 +60,11 @@ def test_keys_a_version_does_not_know_are_ignored_and_missing_ones_default() -> 
     data = _report().to_dict()
     data["sinks"][0]["a_future_counter"] = 7
     data["a_future_section"] = {"x": 1}
+    data["devices"][0]["state"] = "hibernating"
     del data["pipeline"]["commit_failures"]
     report = StatusReport.from_dict(data)
     assert report.sinks[0].lag_points == 5
+    assert report.devices[0].state == "hibernating"  # a newer agent's state is shown as it is
     assert report.pipeline == PipelineStats(committed_points=10, points_per_s=2.0)
 
 

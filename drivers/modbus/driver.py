@@ -12,6 +12,9 @@ Failures become bad-quality rows, never silence (the README's table lists the co
   answers "illegal data address" (2) or "illegal data value" (3), the block is split in halves
   until the offending tags are isolated; the other tags get their values in the same cycle and
   the split plan is kept, so later cycles do not fail the whole block again.
+
+What each failure of the link means is one table, ``_FAILURES``; a Modbus exception (the device's
+answer) is handled apart because it may start the isolation.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from drivers.modbus.link import (
     POOL,
     Link,
     LinkDown,
+    LinkError,
     LinkGarbled,
     LinkTimeout,
     ModbusExceptionResponse,
@@ -124,7 +128,8 @@ class ModbusDriver(Driver):
 
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
-        device: ModbusDevice = ctx.device
+        device = ctx.device
+        assert isinstance(device, ModbusDevice)
         self.plan = plan_device(device)
         self.limits: Limits = self.plan.limits
         self.unit_id = device.connection.unit_id
@@ -255,9 +260,8 @@ class ModbusDriver(Driver):
         give_up: int = 0  # collector code for the rest of the cycle after a timeout or lost connection
         replacements: list[tuple[_RequestRun, list[tuple[Request, bool]]]] = []
         for run in group.requests:
-            rows = run.rows
             if give_up:
-                out.fail(rows, give_up, time.time_ns())
+                out.fail(run.rows, give_up, time.time_ns())
                 failed += 1
                 continue
             try:
@@ -265,40 +269,19 @@ class ModbusDriver(Driver):
             except ModbusExceptionResponse as exc:
                 failed += 1
                 if exc.code in ADDRESS_EXCEPTIONS and not run.isolated and len(run.request.tags) > 1:
-                    try:
-                        new_plan = await self._isolate(link, group, run.request, exc.code, out)
-                    except LinkTimeout:
-                        give_up = CollectorCode.TIMEOUT
-                    except LinkDown:
-                        give_up = CollectorCode.CONNECTION_LOST
-                    except LinkGarbled:
-                        give_up = CollectorCode.DECODE_ERROR
-                    else:
-                        replacements.append((run, new_plan))
-                        continue
-                    out.fail(rows, give_up, time.time_ns())
-                    continue
-                out.fail(rows, exc.code, time.time_ns())
-                self.ctx.report_error("exception", f"{run.request.describe()}: {exc}")
-                continue
-            except LinkTimeout as exc:
+                    give_up = await self._isolate_run(link, group, run, exc.code, out, replacements)
+                else:
+                    out.fail(run.rows, exc.code, time.time_ns())
+                    self.ctx.report_error("exception", f"{run.request.describe()}: {exc}")
+            except _LINK_FAILURES as exc:
                 failed += 1
-                give_up = CollectorCode.TIMEOUT
-                out.fail(rows, give_up, time.time_ns())
-                self.ctx.report_error("timeout", f"{run.request.describe()}: {exc}")
-                continue
-            except LinkDown as exc:
-                failed += 1
-                give_up = CollectorCode.CONNECTION_LOST
-                out.fail(rows, give_up, time.time_ns())
-                self.ctx.report_error("connection", str(exc))
-                continue
-            except LinkGarbled as exc:
-                failed += 1
-                out.fail(rows, CollectorCode.DECODE_ERROR, time.time_ns())
-                self.ctx.report_error("decode", f"{run.request.describe()}: {exc}")
-                continue
-            self._decode_into(out, rows, run.decoder, payload)
+                failure = _failure_of(exc)
+                out.fail(run.rows, failure.code, time.time_ns())
+                self.ctx.report_error(failure.kind, failure.describe(run.request, exc))
+                if failure.ends_cycle:
+                    give_up = failure.code
+            else:
+                self._decode_into(out, run.rows, run.decoder, payload)
         group.degraded = failed > 0 and bool((out.quality == _BAD).any())
         if self._watch_stale:
             self._flag_stale(series, out)
@@ -307,6 +290,20 @@ class ModbusDriver(Driver):
         for old, new in replacements:
             group.replace(old, new)
         return batch
+
+    async def _isolate_run(self, link: Link, group: _GroupRun, run: _RequestRun, code: int, out: _Rows,
+                           replacements: list[tuple[_RequestRun, list[tuple[Request, bool]]]]) -> int:
+        """Isolate the addresses of ``run`` that answered exception ``code``; its new requests go to
+        ``replacements``. Returns the collector code that ends the cycle if the link failed
+        meanwhile (every row of ``run`` then has it), else 0."""
+        try:
+            new_plan = await self._isolate(link, group, run.request, code, out)
+        except _LINK_FAILURES as exc:
+            give_up = _failure_of(exc).code
+            out.fail(run.rows, give_up, time.time_ns())
+            return give_up
+        replacements.append((run, new_plan))
+        return 0
 
     def _flag_stale(self, series: np.ndarray, out: _Rows) -> None:
         """A frozen PLC keeps answering with its last values; tags with ``stale_after`` whose value
@@ -391,6 +388,32 @@ class ModbusDriver(Driver):
             else:
                 results.append((half, payload))
         return results
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """What a failed request means for its rows and for the device status."""
+
+    code: int  # collector code of the request's rows
+    kind: str  # error kind counted in the device status
+    ends_cycle: bool  # the rest of the cycle is not attempted: the link is gone or not answering
+    names_request: bool  # the message says which request failed (a lost connection is the link's)
+
+    def describe(self, request: Request, exc: Exception) -> str:
+        return f"{request.describe()}: {exc}" if self.names_request else str(exc)
+
+
+_FAILURES: dict[type[LinkError], _Failure] = {
+    LinkTimeout: _Failure(CollectorCode.TIMEOUT, "timeout", ends_cycle=True, names_request=True),
+    LinkDown: _Failure(CollectorCode.CONNECTION_LOST, "connection", ends_cycle=True, names_request=False),
+    LinkGarbled: _Failure(CollectorCode.DECODE_ERROR, "decode", ends_cycle=False, names_request=True),
+}
+# Failures of the link itself (a Modbus exception response is the device's answer, handled apart).
+_LINK_FAILURES: tuple[type[LinkError], ...] = tuple(_FAILURES)
+
+
+def _failure_of(exc: LinkError) -> _Failure:
+    return next(failure for kind, failure in _FAILURES.items() if isinstance(exc, kind))
 
 
 def _in_configured_order(batch: ReadingBatch) -> ReadingBatch:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pymodbus import FramerType
@@ -26,6 +27,7 @@ from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsRespon
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from drivers.modbus.config import ModbusConnection
+from drivers.modbus.inflight import fail_request_in_flight
 from mos_agent.driver_api import raise_if_cancelled
 
 log = logging.getLogger("mos_agent.modbus")
@@ -104,7 +106,7 @@ class _BlockMixin:
     text would print the whole array."""
 
     def __str__(self) -> str:
-        values = getattr(self, "registers", None)
+        values: Any = getattr(self, "registers", None)
         if values is None or not len(values):
             values = getattr(self, "bits", ())
         return f"{type(self).__name__}(dev_id={getattr(self, 'dev_id', 0)}, {len(values)} values)"
@@ -192,9 +194,8 @@ class Link:
                 # accepted and closed before a single good answer: back off as for a refusal
                 self._back_off()
         # A request in flight would otherwise wait out its whole timeout on a closed socket.
-        future = getattr(self.client.ctx, "response_future", None) if self._in_flight else None
-        if future is not None and not future.done():
-            future.set_exception(ConnectionException(f"connection to {self.description} lost"))
+        if self._in_flight:
+            fail_request_in_flight(self.client, ConnectionException(f"connection to {self.description} lost"))
 
     async def ensure_connected(self) -> bool:
         """Connected, or try now if the backoff allows. Never waits for the backoff."""
@@ -273,7 +274,7 @@ class Link:
             self._after_timeout()
             raise LinkGarbled(f"answer does not match the request (function {response.function_code}, "
                               f"{len(payload)} values for function {function_code}, {count} values)")
-        return payload
+        return np.asarray(payload)  # the arrays _register_block made: no copy
 
     def _after_timeout(self) -> None:
         # RTU frames carry no transaction id: an answer arriving after its timeout would be taken

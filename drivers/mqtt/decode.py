@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -186,7 +187,7 @@ class Decoder:
 
     # ------------------------------------------------------------ payloads
 
-    def decode(self, topic: str, payload: bytes, arrival_ns: int, rows: Rows) -> None:
+    def decode(self, topic: str, payload: bytes | bytearray, arrival_ns: int, rows: Rows) -> None:
         rows.messages += 1
         targets = self._targets.get(topic)
         if targets is None:
@@ -223,7 +224,8 @@ class Decoder:
 
     def _reading(self, topic: str, route: Route, series: int, doc: object, is_json: bool, arrival_ns: int,
                  rows: Rows) -> None:
-        value = route.path.get(doc) if route.path.steps else doc
+        # any JSON value; the branches below look at its exact type
+        value: Any = route.path.get(doc) if route.path.steps else doc
         stamp = arrival_ns
         sourced = False
         stamp_path = route.timestamp

@@ -29,7 +29,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -44,6 +44,7 @@ from drivers.mqtt.config import MqttConnection, MqttDevice
 from drivers.mqtt.decode import Decoder, Rows, SeriesLimitReached
 from drivers.mqtt.paths import minimal_filters
 from drivers.mqtt.redelivery import RecentMessages, message_key
+from drivers.mqtt.wakeup import one_wakeup
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import read_secret
 from mos_agent.driver_api import DeviceState, Driver, DriverContext, series_spec_for
@@ -128,25 +129,6 @@ def reason_text(reason: Any) -> str:
     return getattr(reason, "getName", lambda: str(reason))()
 
 
-@contextlib.contextmanager
-def _one_wakeup(client: mqtt.Client) -> Iterator[None]:
-    """Queue many packets (a batch's acks) and wake the network thread once. paho-mqtt writes a
-    byte to its wake-up socket pair for every packet queued from another thread, which makes each
-    ack a syscall and a thread switch: a third of the driver's CPU per message. Where the client
-    has no such pair (another paho version) the acks go out one by one as before."""
-    pair = getattr(client, "_sockpairW", None)
-    if pair is None:
-        yield
-        return
-    client._sockpairW = None
-    try:
-        yield
-    finally:
-        client._sockpairW = pair
-        with contextlib.suppress(OSError):
-            pair.send(b"0")
-
-
 class MqttDriver(Driver):
     device_model = MqttDevice
     standard = "MQTT (OASIS Standard, ISO/IEC 20922)"
@@ -154,7 +136,8 @@ class MqttDriver(Driver):
 
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
-        self.device_config: MqttDevice = ctx.device
+        assert isinstance(ctx.device, MqttDevice)
+        self.device_config = ctx.device
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._client: mqtt.Client | None = None
@@ -380,7 +363,7 @@ class MqttDriver(Driver):
         self._unacked_batches -= 1
         if client is not None and client is self._client and not self._disconnected:
             current = self._generation
-            with _one_wakeup(client):
+            with one_wakeup(client):
                 for mid, qos, generation in acks:
                     if generation == current:
                         client.ack(mid, qos)

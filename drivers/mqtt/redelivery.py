@@ -37,7 +37,7 @@ Remembered = tuple[bytes, int, int]
 _KEY = struct.Struct("<IIH")  # 10 bytes: CRC-32 of the topic and of the payload, packet id
 
 
-def message_key(topic: str, payload: bytes, packet_id: int) -> bytes:
+def message_key(topic: str, payload: bytes | bytearray, packet_id: int) -> bytes:
     """What identifies a delivery: a message published again with the same content is a new
     reading, but it does not come flagged DUP with the same packet id. Two CRC-32s, not a
     cryptographic digest (half the cost a message): a false match needs a DUP message with the

@@ -78,7 +78,8 @@ class OpcUaDriver(Driver):
 
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
-        self.config: OpcUaDevice = ctx.device
+        assert isinstance(ctx.device, OpcUaDevice)
+        self.config = ctx.device
         self.items: list[Item] = []
         self.failed: dict[int, int] = {}  # item index → StatusCode that kept it from being read/monitored
         self._lost: asyncio.Future[str] | None = None
@@ -198,7 +199,8 @@ class OpcUaDriver(Driver):
         assert self._lost is not None
         task = asyncio.ensure_future(body)
         try:
-            done, _ = await asyncio.wait({task, self._lost}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {task, self._lost}
+            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if task in done:
                 task.result()  # raises why it ended
                 return "acquisition ended"

@@ -2,8 +2,8 @@
 
 Nothing stops at the first problem: the agent file, each device file and the cross-checks
 (duplicate device and tag names, secret files) all run, and every problem comes back as
-``PATH:LINE:COL: message`` in one :class:`ConfigErrors`. Pydantic's error paths are mapped to
-the YAML marks recorded by :mod:`mos_agent.config.yamlmarks`.
+``PATH:LINE:COL: message`` in one :class:`ConfigErrors`. Turning pydantic's errors into located,
+readable problems is :mod:`mos_agent.config.validation`'s job.
 """
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ from __future__ import annotations
 import glob
 import os
 import re
-import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from mos_agent import registry
 from mos_agent.config.models import AgentConfig, DeviceBase
-from mos_agent.config.yamlmarks import Located, Mark, MarkedDocument, PathKey, describe_path, load_yaml
+from mos_agent.config.validation import VALUE_CUTOFF, describe_input, pydantic_problems
+from mos_agent.config.yamlmarks import Mark, MarkedDocument, PathKey, describe_path, load_yaml
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.taxonomy import DEFAULT_STAGES
 
@@ -171,7 +171,7 @@ class _Collector:
             self.add(path, (1, 1), "the file is empty")
             return None
         if not isinstance(data, dict):
-            self.add(path, (1, 1), f"the file must be a mapping of keys, got {_describe_input(data)}")
+            self.add(path, (1, 1), f"the file must be a mapping of keys, got {describe_input(data)}")
             return None
         try:
             return model.model_validate(data, context=context)
@@ -379,7 +379,7 @@ def _driver_for(path: Path, doc: MarkedDocument, collector: _Collector) -> Any:
     name = data["driver"]
     where = doc.value_mark(("driver",))
     if not isinstance(name, str) or name not in names:
-        close = get_close_matches(str(name), names, n=1, cutoff=_VALUE_CUTOFF)
+        close = get_close_matches(str(name), names, n=1, cutoff=VALUE_CUTOFF)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         collector.add(path, where, f"driver: unknown driver {name!r} (installed: {', '.join(names)}{hint})")
         return None
@@ -413,246 +413,3 @@ def _check_duplicate_tags(path: Path, doc: MarkedDocument, collector: _Collector
         # a driver model may check uniqueness too, on the whole list or on the name
         superseded.add(("tags",))
     return superseded
-
-
-# ---------------------------------------------------------------- pydantic errors → located problems
-
-# difflib ratios: 'proces'→'process' 0.92, 'sitee'→'site' 0.89, 'unti'→'unit' 0.75, but
-# 'verbose'→'error' 0.67 and 'forming'→'trimming' 0.67 are suggestions that mislead.
-_KEY_CUTOFF = 0.6
-_VALUE_CUTOFF = 0.7
-
-_TYPE_EXPECTATIONS: dict[str, str] = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "set_type": "a list",
-    "dict_type": "a mapping of keys",
-    "model_type": "a mapping of keys",
-    "model_attributes_type": "a mapping of keys",
-    "dataclass_type": "a mapping of keys",
-    "path_type": "a file path",
-    "none_required": "nothing",
-}
-
-
-@dataclass
-class _Resolved:
-    real: PathKey  # the part of pydantic's loc that exists in the data
-    missing_key: Any = None  # for "missing": the key that is not there
-    branch_at: int | None = None  # index into real where a union branch name was skipped
-
-
-def _has(container: Any, part: Any) -> bool:
-    if isinstance(container, dict):
-        return part in container
-    return isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container)
-
-
-def _resolve(loc: tuple[Any, ...], data: Any, error_type: str) -> _Resolved:
-    """Walk pydantic's ``loc`` through the data, dropping the segments that name a union branch
-    or discriminator tag (``('sinks', 0, 'influxdb', 'url')`` → ``('sinks', 0, 'url')``)."""
-    current = data
-    real: list[Any] = []
-    branch_at: int | None = None
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        if _has(current, part):
-            real.append(part)
-            current = current[part]
-        elif last and error_type == "missing" and isinstance(current, dict):
-            return _Resolved(tuple(real), missing_key=part, branch_at=branch_at)
-        elif branch_at is None:
-            branch_at = len(real)
-    return _Resolved(tuple(real), branch_at=branch_at)
-
-
-def _describe_input(value: Any, secret: bool = False) -> str:
-    """What a wrong value is; for a secret key only its kind, never the value."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if secret:
-        return "a number" if isinstance(value, int | float) else f"a {type(value).__name__} (not shown)"
-    return repr(value)
-
-
-def _expected_values(ctx: Mapping[str, Any], key: str) -> list[str]:
-    text = str(ctx.get(key, ""))
-    quoted = re.findall(r"'([^']*)'", text)
-    return quoted or [v for v in re.split(r", | or ", text) if v]
-
-
-def _unwrap(tp: Any) -> list[Any]:
-    origin = get_origin(tp)
-    if origin is Annotated:
-        return _unwrap(get_args(tp)[0])
-    if origin in (Union, types.UnionType):
-        return [m for arg in get_args(tp) for m in _unwrap(arg)]
-    return [tp]
-
-
-def _field_keys(model: type[BaseModel]) -> dict[str, Any]:
-    keys: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        keys[name] = info.annotation
-        if info.alias:
-            keys[info.alias] = info.annotation
-    return keys
-
-
-def _models_at(root: type[BaseModel], real: PathKey, data: Any) -> list[type[BaseModel]]:
-    """The model classes that describe the mapping at ``real`` (several for a union, narrowed by
-    a ``type`` discriminator when the data has one)."""
-    candidates: list[Any] = [root]
-    current = data
-    for part in real:
-        following: list[Any] = []
-        for tp in candidates:
-            for member in _unwrap(tp):
-                if isinstance(member, type) and issubclass(member, BaseModel):
-                    annotation = _field_keys(member).get(part)
-                    if annotation is not None:
-                        following.append(annotation)
-                    continue
-                origin, args = get_origin(member), get_args(member)
-                if origin in (list, set, frozenset, Sequence) and isinstance(part, int) and args:
-                    following.append(args[0])
-                elif origin is tuple and isinstance(part, int) and args:
-                    following.append(args[min(part, len(args) - 1)] if args[-1] is not Ellipsis else args[0])
-                elif origin in (dict, Mapping) and len(args) == 2:
-                    following.append(args[1])
-        candidates = following
-        current = current.get(part) if isinstance(current, dict) else (
-            current[part] if isinstance(current, list) and isinstance(part, int) and part < len(current) else None)
-    models = [m for tp in candidates for m in _unwrap(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
-    tag = current.get("type") if isinstance(current, dict) else None
-    if tag is not None and len(models) > 1:
-        narrowed = [m for m in models if _literal_allows(m, "type", tag)]
-        models = narrowed or models
-    return models
-
-
-def _literal_allows(model: type[BaseModel], field_name: str, value: Any) -> bool:
-    info = model.model_fields.get(field_name)
-    if info is None:
-        return False
-    return any(get_origin(t) is Literal and value in get_args(t) for t in _unwrap(info.annotation))
-
-
-def _prefix(real: PathKey) -> str:
-    where = describe_path(real)
-    return f"{where}: " if where else ""
-
-
-def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[BaseModel],
-                      ignore: set[PathKey] | None = None) -> list[Located]:
-    """Pydantic errors as located, readable problems (with "did you mean" for misspelt keys and
-    values)."""
-    ignore = ignore or set()
-    errors = exc.errors(include_url=False)
-    resolved = [_resolve(tuple(e["loc"]), doc.data, e["type"]) for e in errors]
-    problems: list[Located] = []
-    # a type mismatch against one union branch is noise when another branch got further in
-    deeper = {r.real for r in resolved}
-    type_mismatches: dict[PathKey, tuple[list[str], Any]] = {}
-
-    for error, res in zip(errors, resolved, strict=True):
-        kind = error["type"]
-        real = res.real
-        if real in ignore:
-            continue
-        ctx = error.get("ctx") or {}
-        value = error.get("input")
-        key_name = next((p for p in reversed(real) if isinstance(p, str)), "value")
-        secret = is_secret_key(key_name)
-
-        if kind == "missing":
-            where = doc.key_mark(real) if real else Mark(1, 1)
-            problems.append(Located(*where, f"{_prefix(real)}missing required key {res.missing_key!r}"))
-        elif kind == "extra_forbidden":
-            key = real[-1] if real else value
-            parent = real[:-1]
-            allowed = sorted({k for m in _models_at(model, parent, doc.data) for k in _field_keys(m)})
-            close = get_close_matches(str(key), allowed, n=1, cutoff=_KEY_CUTOFF)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            problems.append(Located(*doc.key_mark(real), f"{_prefix(parent)}unknown key {key!r} ({hint})"))
-        elif kind in ("literal_error", "enum"):
-            expected = _expected_values(ctx, "expected")
-            close = get_close_matches(str(value), expected, n=1, cutoff=_VALUE_CUTOFF) if isinstance(value, str) else []
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}unknown {key_name} {value!r} "
-                                                           f"(expected one of: {', '.join(expected)}{hint})"))
-        elif kind == "union_tag_invalid":
-            tag_key = str(ctx.get("discriminator", "type")).strip("'")
-            expected = _expected_values(ctx, "expected_tags")
-            tag = ctx.get("tag")
-            close = get_close_matches(str(tag), expected, n=1, cutoff=_VALUE_CUTOFF)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            at = (*real, tag_key)
-            problems.append(Located(*doc.value_mark(at), f"{describe_path(at)}: unknown {tag_key} {tag!r} "
-                                                         f"(expected one of: {', '.join(expected)}{hint})"))
-        elif kind == "union_tag_not_found":
-            tag_key = str(ctx.get("discriminator", "type")).strip("'")
-            problems.append(Located(*doc.key_mark(real), f"{_prefix(real)}missing required key {tag_key!r}"))
-        elif kind in ("too_long", "too_short") and "actual_length" in ctx:
-            bound, limit = ("at most", ctx.get("max_length")) if kind == "too_long" else (
-                "at least", ctx.get("min_length"))
-            noun = "item" if limit == 1 else "items"
-            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}expected {bound} {limit} {noun}, "
-                                                           f"got {ctx['actual_length']}"))
-        elif kind in _TYPE_EXPECTATIONS:
-            if res.branch_at is not None and any(len(o) > len(real) and o[:len(real)] == real for o in deeper):
-                continue
-            phrases, _ = type_mismatches.setdefault(real, ([], value))
-            if _TYPE_EXPECTATIONS[kind] not in phrases:
-                phrases.append(_TYPE_EXPECTATIONS[kind])
-        else:
-            message = str(error.get("msg", ""))
-            for noise in ("Value error, ", "Assertion failed, "):
-                message = message.removeprefix(noise)
-            message = re.sub(r"^Input should be ", "must be ", message)
-            message = re.sub(r"^String should have at least 1 character$", "must not be empty", message)
-            if secret and value is not None and str(value) and str(value) in message:
-                message = message.replace(str(value), "(the value, not shown)")
-            problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
-
-    problems = _drop_missing_explained_by_misspelling(problems, errors, resolved, model, doc)
-    for real, (phrases, value) in type_mismatches.items():
-        secret = is_secret_key(next((p for p in reversed(real) if isinstance(p, str)), None))
-        message = f"expected {' or '.join(phrases)}, got {_describe_input(value, secret)}"
-        if phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
-            message += " (put it in quotes)"
-        if not real and value is None:
-            message = "the file is empty"
-        problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
-    return problems
-
-
-def _drop_missing_explained_by_misspelling(problems: list[Located], errors: list[Any], resolved: list[_Resolved],
-                                          model: type[BaseModel], doc: MarkedDocument) -> list[Located]:
-    """``sitee: x`` gives both "unknown key 'sitee' (did you mean 'site'?)" and "missing required
-    key 'site'"; the second says nothing new, so it goes."""
-    misspelt: set[tuple[PathKey, str]] = set()
-    for error, res in zip(errors, resolved, strict=True):
-        if error["type"] == "extra_forbidden" and res.real:
-            parent = res.real[:-1]
-            allowed = sorted({k for m in _models_at(model, parent, doc.data) for k in _field_keys(m)})
-            misspelt.update((parent, c) for c in get_close_matches(str(res.real[-1]), allowed, n=1,
-                                                                   cutoff=_KEY_CUTOFF))
-    if not misspelt:
-        return problems
-    explained = {f"{_prefix(parent)}missing required key {key!r}" for parent, key in misspelt}
-    return [p for p in problems if p.message not in explained]

@@ -1,4 +1,7 @@
-"""Sinks: where buffered readings go. :func:`build_sink` makes one from its configuration."""
+"""Sinks: where buffered readings go. :func:`build_sink` makes one from its configuration model and
+:func:`sink_names` names them (a sink's name is its cursor in the buffer). What a sink is:
+:mod:`~mos_agent.sinks.base`; one worker thread a sink: :mod:`~mos_agent.sinks.runner`; the buffer
+and the runners together: :mod:`~mos_agent.sinks.forward`."""
 
 from __future__ import annotations
 

@@ -1,22 +1,14 @@
-"""The metadata-only catalogue: what the data is, without the data.
-
-``build_catalog`` turns a loaded configuration into a JSON-LD document that is a DCAT 3
-``dcat:Catalog`` with one ``dcat:Dataset`` per device, for sharing and trading through an
-innovation data centre: data are published only after a contract, so until then only their
-description is (see docs/catalog.md for the vocabulary mapping).
+"""The catalogue as JSON-LD: ``build_catalog`` turns a loaded configuration into a DCAT 3
+``dcat:Catalog`` with one ``dcat:Dataset`` per device (see docs/catalog.md for the vocabulary
+mapping), optionally with what the store holds per dataset (:mod:`mos_agent.catalog.observe`).
 
 Everything in the output is picked field by field from the configuration (a whitelist); nothing is
 copied as a dict, so connection settings, addresses, node ids, topics, credentials and file paths
 cannot leak into it even when drivers add fields later.
-
-``observe_store`` optionally adds what a VictoriaMetrics store actually holds per dataset (time
-range, point count, quality shares) through its Prometheus-compatible query API.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import urllib.error
 import urllib.parse
@@ -29,9 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mos_agent import units
+from mos_agent.catalog.identity import dataset_identifier, device_levels
+from mos_agent.config.models import CatalogSection
 from mos_agent.taxonomy import CATEGORIES, CATEGORY_DESCRIPTIONS, DEFAULT_KIND, asset_path
 
 if TYPE_CHECKING:
+    from mos_agent.catalog.observe import Observation
     from mos_agent.config.loader import LoadedConfig
     from mos_agent.config.models import DeviceBase, LocalizedText, TagBase
     from mos_agent.driver_api import Driver
@@ -129,27 +124,6 @@ _QUALITY_METRICS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What the store holds for one dataset within the observation window."""
-
-    good: int
-    uncertain: int
-    bad: int
-    first_ns: int | None
-    last_ns: int | None
-    window_seconds: float
-    observed_at: datetime
-
-    @property
-    def points(self) -> int:
-        return self.good + self.uncertain + self.bad
-
-
-class StoreUnavailable(Exception):
-    """The store could not be queried; the message is one line and holds no credentials."""
-
-
 # ---------------------------------------------------------------- small formatters
 
 
@@ -240,8 +214,8 @@ def _standard_node(standard: Standard) -> dict[str, Any]:
 
 def protocol_standard(driver_name: str, driver_cls: type[Driver] | None) -> Standard | None:
     """The standard a driver's protocol conforms to: the driver's own declaration, else the built-in map."""
-    title = getattr(driver_cls, "standard", "") if driver_cls is not None else ""
-    uri = getattr(driver_cls, "standard_uri", "") if driver_cls is not None else ""
+    title = driver_cls.standard if driver_cls is not None else ""
+    uri = driver_cls.standard_uri if driver_cls is not None else ""
     fallback = PROTOCOL_STANDARDS.get(driver_name)
     if title or uri:
         return Standard(title or (fallback.title if fallback else driver_name), uri)
@@ -249,23 +223,6 @@ def protocol_standard(driver_name: str, driver_cls: type[Driver] | None) -> Stan
 
 
 # ---------------------------------------------------------------- the catalogue
-
-
-def device_levels(agent_enterprise: str | None, agent_site: str, device: DeviceBase) -> dict[str, str | None]:
-    return {
-        "enterprise": agent_enterprise,
-        "site": agent_site,
-        "area": device.asset.area,
-        "line": device.asset.line,
-        "cell": device.asset.cell,
-        "equipment": device.name,
-    }
-
-
-def dataset_identifier(loaded: LoadedConfig, device: DeviceBase) -> str:
-    """Stable dataset id: the ISA-95 asset path enterprise/site/area/line/cell/equipment."""
-    agent = loaded.agent.agent
-    return asset_path(device_levels(agent.enterprise, agent.site, device))
 
 
 def _variable(dataset_iri: str, tag: TagBase) -> dict[str, Any]:
@@ -376,28 +333,154 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
     store holds; when given, every dataset gets a point count (0 where the store has nothing).
     ``drivers`` maps driver names to classes; by default they come from the driver registry.
     """
-    config = loaded.agent
-    agent = config.agent
-    catalog_cfg = config.catalog
-    now = now or datetime.now(UTC)
-    base = _base_uri(catalog_cfg.base_uri if catalog_cfg else None)
-    site_path = asset_path({"enterprise": agent.enterprise, "site": agent.site})
+    catalog_cfg = loaded.agent.catalog or CatalogSection()
+    base = _base_uri(catalog_cfg.base_uri)
+    driver_classes = dict(drivers) if drivers is not None else {}
+    window_default = next(iter(observed.values())).window_seconds if observed else None
 
-    publisher_name = (catalog_cfg.publisher if catalog_cfg and catalog_cfg.publisher
-                      else agent.enterprise or agent.site)
-    publisher = {"@id": "_:publisher", "@type": "foaf:Agent", "foaf:name": publisher_name}
-    contact = _contact_point(publisher_name, catalog_cfg.contact if catalog_cfg else None)
-    access_rights = {
+    datasets: list[dict[str, Any]] = []
+    used_categories: list[str] = []
+    modified_times: list[datetime] = [t for t in [_mtime(loaded.path)] if t]
+    for device in loaded.devices:
+        if not device.enabled:
+            continue
+        driver_cls = driver_classes.get(device.driver)
+        if driver_cls is None and drivers is None:
+            from mos_agent.registry import load_driver
+
+            driver_cls = driver_classes[device.driver] = load_driver(device.driver)
+        file_time = _mtime(loaded.device_files.get(device.name))
+        if file_time:
+            modified_times.append(file_time)
+        dataset, categories = _dataset(loaded, device, driver_cls, base, file_time)
+        if observed is not None:
+            dataset.update(_observation_properties(observed.get(dataset["dct:identifier"]), window_default))
+        datasets.append(dataset)
+        used_categories.extend(c for c in categories if c not in used_categories)
+
+    catalog = _catalog_node(loaded, catalog_cfg, base, datasets, now or datetime.now(UTC),
+                            max(modified_times) if modified_times else None)
+    used_categories = [c for c in CATEGORIES if c in used_categories]  # the taxonomy's order
+    graph: list[dict[str, Any]] = [catalog, _category_scheme(used_categories)]
+    graph += [_category_concept(c) for c in used_categories]
+    if observed is not None:
+        graph += [{"@id": metric, "@type": "dqv:Metric", "skos:definition": {"@value": text, "@language": "en"}}
+                  for metric, text in _QUALITY_METRICS]
+    return {"@context": dict(CONTEXT), "@graph": graph}
+
+
+def _site_path(loaded: LoadedConfig) -> str:
+    agent = loaded.agent.agent
+    return asset_path({"enterprise": agent.enterprise, "site": agent.site})
+
+
+def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] | None, base: str,
+             modified: datetime | None) -> tuple[dict[str, Any], list[str]]:
+    """One device's ``dcat:Dataset`` (without observations), and its categories."""
+    agent = loaded.agent.agent
+    identifier = dataset_identifier(loaded, device)
+    levels = device_levels(agent.enterprise, agent.site, device)
+    dataset_iri = f"{base}dataset/{identifier}"
+    browse_entries = _browse_entries(device)
+    templates = _variable_templates(dataset_iri, browse_entries)
+    categories = list(dict.fromkeys([*(tag.category for tag in device.tags),
+                                     *(entry.category for entry in browse_entries)]))
+    protocol = PROTOCOL_LABELS.get(device.driver, device.driver)
+    conforms = [_standard_node(ISA_95)]
+    standard = protocol_standard(device.driver, driver_cls)
+    if standard:
+        conforms.append(_standard_node(standard))
+
+    dataset: dict[str, Any] = {
+        "@id": dataset_iri,
+        "@type": "dcat:Dataset",
+        "dct:identifier": identifier,
+        "dct:title": _texts(device.title, _generated_title(device)),
+        "dct:description": _texts(device.description,
+                                  _generated_description(device, _site_path(loaded), protocol, categories)),
+        "dct:publisher": {"@id": "_:publisher"},
+        "dcat:contactPoint": {"@id": "_:contact"},
+        "dct:accessRights": {"@id": "_:access-rights"},
+        "odrl:hasPolicy": {"@id": "_:offer"},
+        "mos:assetPath": identifier,
+        **{f"mos:{level}": name for level, name in levels.items() if name},
+        "mos:stage": device.stage,
+        "mos:protocol": protocol,
+        "dcat:keyword": _keywords(device, categories, protocol),
+        "dcat:theme": [{"@id": category_iri(c)} for c in categories],
+        "dct:conformsTo": conforms,
+    }
+    interval = driver_cls.publishing_interval(device) if driver_cls is not None else device.poll_interval
+    if interval:
+        dataset["dcat:temporalResolution"] = {"@value": iso_duration(interval), "@type": "xsd:duration"}
+    if modified:
+        dataset["dct:modified"] = _datetime_literal(modified)
+    dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+    if templates:
+        dataset["mos:discoveredVariables"] = templates
+    return dataset, categories
+
+
+def _keywords(device: DeviceBase, categories: list[str], protocol: str) -> list[Any]:
+    """Stage, categories (each also in Korean), protocol and the asset levels below the site."""
+    keywords: list[Any] = [device.stage]
+    if device.stage in STAGE_LABELS_KO:
+        keywords.append({"@value": STAGE_LABELS_KO[device.stage], "@language": "ko"})
+    keywords += categories
+    keywords += [{"@value": CATEGORY_LABELS_KO[c], "@language": "ko"} for c in categories]
+    keywords += [protocol, device.asset.area]
+    keywords += [level for level in (device.asset.line, device.asset.cell) if level]
+    keywords.append(device.name)
+    return keywords
+
+
+def _catalog_node(loaded: LoadedConfig, catalog_cfg: CatalogSection, base: str, datasets: list[dict[str, Any]],
+                  now: datetime, modified: datetime | None) -> dict[str, Any]:
+    """The ``dcat:Catalog`` with its publisher, contact, access rights and offer."""
+    agent = loaded.agent.agent
+    site_path = _site_path(loaded)
+    publisher_name = catalog_cfg.publisher or agent.enterprise or agent.site
+    catalog: dict[str, Any] = {
+        "@id": f"{base}catalog/{_quote(agent.id)}",
+        "@type": "dcat:Catalog",
+        "dct:identifier": agent.id,
+        "dct:title": _texts(catalog_cfg.title, f"Manufacturing data of {site_path} (edge gateway {agent.id})"),
+        "dct:description": _texts(
+            catalog_cfg.description,
+            f"Metadata of the manufacturing time series collected by edge gateway {agent.id} at {site_path}: "
+            f"ISA-95 asset paths, process stages, variables with categories, units and data types. "
+            f"{ACCESS_RIGHTS_EN}"),
+        "dct:publisher": {"@id": "_:publisher", "@type": "foaf:Agent", "foaf:name": publisher_name},
+        "dcat:contactPoint": _contact_point(publisher_name, catalog_cfg.contact),
+        "dct:accessRights": _access_rights(catalog_cfg.policy),
+        "odrl:hasPolicy": _offer(catalog_cfg.policy),
+        "dct:issued": _datetime_literal(now),
+        "dcat:themeTaxonomy": {"@id": CATEGORY_SCHEME},
+        "dct:conformsTo": _standard_node(ISA_95),
+        "dcat:dataset": datasets,
+    }
+    if modified:
+        catalog["dct:modified"] = _datetime_literal(modified)
+    if catalog_cfg.license:
+        catalog["dct:license"] = _license(catalog_cfg.license)
+    return catalog
+
+
+def _access_rights(policy_text: str | None) -> dict[str, Any]:
+    rights: dict[str, Any] = {
         "@id": "_:access-rights",
         "@type": "dct:RightsStatement",
         "rdfs:label": [{"@value": ACCESS_RIGHTS_EN, "@language": "en"},
                        {"@value": ACCESS_RIGHTS_KO, "@language": "ko"}],
     }
-    policy_text = catalog_cfg.policy if catalog_cfg and catalog_cfg.policy else None
     if policy_text:
-        access_rights["rdfs:comment"] = policy_text
-    # ODRL offer: use is permitted once the publisher's consent (the contract) is obtained.
-    policy: dict[str, Any] = {
+        rights["rdfs:comment"] = policy_text
+    return rights
+
+
+def _offer(policy_text: str | None) -> dict[str, Any]:
+    """An ODRL offer: use is permitted once the publisher's consent (the contract) is obtained."""
+    return {
         "@id": "_:offer",
         "@type": "odrl:Offer",
         "odrl:assigner": {"@id": "_:publisher"},
@@ -408,113 +491,6 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
         },
         "rdfs:comment": [{"@value": policy_text or ACCESS_RIGHTS_EN, "@language": "en"}],
     }
-
-    driver_classes = dict(drivers) if drivers is not None else {}
-    datasets: list[dict[str, Any]] = []
-    used_categories: list[str] = []
-    modified_times: list[datetime] = [t for t in [_mtime(getattr(loaded, "path", None))] if t]
-    device_files: Mapping[str, Path] = getattr(loaded, "device_files", None) or {}
-    window_default = next(iter(observed.values())).window_seconds if observed else None
-
-    for device in loaded.devices:
-        if not device.enabled:
-            continue
-        driver_cls = driver_classes.get(device.driver)
-        if driver_cls is None and drivers is None:
-            from mos_agent.registry import load_driver
-
-            driver_cls = driver_classes[device.driver] = load_driver(device.driver)
-        identifier = dataset_identifier(loaded, device)
-        levels = device_levels(agent.enterprise, agent.site, device)
-        dataset_iri = f"{base}dataset/{identifier}"
-        browse_entries = _browse_entries(device)
-        templates = _variable_templates(dataset_iri, browse_entries)
-        categories = list(dict.fromkeys([*(tag.category for tag in device.tags),
-                                         *(entry.category for entry in browse_entries)]))
-        used_categories.extend(c for c in categories if c not in used_categories)
-        protocol = PROTOCOL_LABELS.get(device.driver, device.driver)
-
-        keywords: list[Any] = [device.stage]
-        if device.stage in STAGE_LABELS_KO:
-            keywords.append({"@value": STAGE_LABELS_KO[device.stage], "@language": "ko"})
-        keywords += categories
-        keywords += [{"@value": CATEGORY_LABELS_KO[c], "@language": "ko"} for c in categories]
-        keywords += [protocol, device.asset.area]
-        keywords += [level for level in (device.asset.line, device.asset.cell) if level]
-        keywords.append(device.name)
-
-        conforms = [_standard_node(ISA_95)]
-        standard = protocol_standard(device.driver, driver_cls)
-        if standard:
-            conforms.append(_standard_node(standard))
-
-        dataset: dict[str, Any] = {
-            "@id": dataset_iri,
-            "@type": "dcat:Dataset",
-            "dct:identifier": identifier,
-            "dct:title": _texts(device.title, _generated_title(device)),
-            "dct:description": _texts(device.description,
-                                      _generated_description(device, site_path, protocol, categories)),
-            "dct:publisher": {"@id": "_:publisher"},
-            "dcat:contactPoint": {"@id": "_:contact"},
-            "dct:accessRights": {"@id": "_:access-rights"},
-            "odrl:hasPolicy": {"@id": "_:offer"},
-            "mos:assetPath": identifier,
-            **{f"mos:{level}": name for level, name in levels.items() if name},
-            "mos:stage": device.stage,
-            "mos:protocol": protocol,
-            "dcat:keyword": keywords,
-            "dcat:theme": [{"@id": category_iri(c)} for c in categories],
-            "dct:conformsTo": conforms,
-        }
-        interval = driver_cls.publishing_interval(device) if driver_cls is not None else device.poll_interval
-        if interval:
-            dataset["dcat:temporalResolution"] = {"@value": iso_duration(interval), "@type": "xsd:duration"}
-        file_time = _mtime(device_files.get(device.name))
-        if file_time:
-            dataset["dct:modified"] = _datetime_literal(file_time)
-            modified_times.append(file_time)
-        dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
-        if templates:
-            dataset["mos:discoveredVariables"] = templates
-        if observed is not None:
-            dataset.update(_observation_properties(observed.get(identifier), window_default))
-        datasets.append(dataset)
-
-    catalog_title = catalog_cfg.title if catalog_cfg else None
-    catalog_description = catalog_cfg.description if catalog_cfg else None
-    catalog: dict[str, Any] = {
-        "@id": f"{base}catalog/{_quote(agent.id)}",
-        "@type": "dcat:Catalog",
-        "dct:identifier": agent.id,
-        "dct:title": _texts(catalog_title, f"Manufacturing data of {site_path} (edge gateway {agent.id})"),
-        "dct:description": _texts(
-            catalog_description,
-            f"Metadata of the manufacturing time series collected by edge gateway {agent.id} at {site_path}: "
-            f"ISA-95 asset paths, process stages, variables with categories, units and data types. "
-            f"{ACCESS_RIGHTS_EN}"),
-        "dct:publisher": publisher,
-        "dcat:contactPoint": contact,
-        "dct:accessRights": access_rights,
-        "odrl:hasPolicy": policy,
-        "dct:issued": _datetime_literal(now),
-        "dcat:themeTaxonomy": {"@id": CATEGORY_SCHEME},
-        "dct:conformsTo": _standard_node(ISA_95),
-        "dcat:dataset": datasets,
-    }
-    if modified_times:
-        catalog["dct:modified"] = _datetime_literal(max(modified_times))
-    license_text = catalog_cfg.license if catalog_cfg else None
-    if license_text:
-        catalog["dct:license"] = _license(license_text)
-
-    used_categories = [c for c in CATEGORIES if c in used_categories]  # the taxonomy's order
-    graph: list[dict[str, Any]] = [catalog, _category_scheme(used_categories)]
-    graph += [_category_concept(c) for c in used_categories]
-    if observed is not None:
-        graph += [{"@id": metric, "@type": "dqv:Metric", "skos:definition": {"@value": text, "@language": "en"}}
-                  for metric, text in _QUALITY_METRICS]
-    return {"@context": dict(CONTEXT), "@graph": graph}
 
 
 def _contact_point(name: str, contact: str | None) -> dict[str, Any]:
@@ -562,106 +538,3 @@ def _category_concept(category: str) -> dict[str, Any]:
                            {"@value": CATEGORY_LABELS_KO[category], "@language": "ko"}],
         "skos:definition": {"@value": CATEGORY_DESCRIPTIONS[category], "@language": "en"},
     }
-
-
-# ---------------------------------------------------------------- observations from the store
-
-
-def _split_credentials(url: str) -> tuple[str, str | None]:
-    """(url without user info, so safe to print; Authorization header or None)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"store url must start with http:// or https://, got {url!r}")
-    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    if parts.port:
-        netloc += f":{parts.port}"
-    clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    auth = None
-    if parts.username is not None:
-        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        auth = "Basic " + base64.b64encode(pair.encode()).decode()
-    return clean, auth
-
-
-def _query(base: str, auth: str | None, promql: str, at: float, timeout: float) -> list[dict]:
-    body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
-    request = urllib.request.Request(f"{base}/api/v1/query", data=body, method="POST",
-                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
-    if auth:
-        request.add_header("Authorization", auth)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = ""
-        try:
-            detail = json.loads(exc.read()).get("error", "")
-        except (ValueError, OSError, AttributeError):
-            detail = ""
-        raise StoreUnavailable(f"store at {base} answered HTTP {exc.code}"
-                               f"{': ' + detail.splitlines()[0] if detail else ''}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StoreUnavailable(f"cannot reach the store at {base}: {reason}") from None
-    except ValueError:
-        raise StoreUnavailable(f"store at {base} did not answer with JSON (is it a "
-                               f"Prometheus-compatible query API such as VictoriaMetrics?)") from None
-    if not isinstance(answer, dict) or answer.get("status") != "success":
-        error = answer.get("error", "unknown error") if isinstance(answer, dict) else "unexpected answer"
-        raise StoreUnavailable(f"store at {base} rejected the query: {error}")
-    return answer.get("data", {}).get("result", [])
-
-
-_GROUP_LABELS = ("site", "area", "line", "cell", "equipment")
-
-
-def _label_key(metric: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(metric.get(label, "") for label in _GROUP_LABELS)
-
-
-def observe_store(store_url: str, loaded: LoadedConfig, since_seconds: float, *,
-                  timeout: float = 30.0, now: datetime | None = None) -> dict[str, Observation]:
-    """Per-dataset time range, point count and quality split from a VictoriaMetrics store.
-
-    Every stored point has a ``quality_code`` field, so counting the ``<category>_quality_code``
-    series counts every reading once, grouped by its ``quality`` label. Three aggregate queries
-    for the whole site, never one per series: the answer stays small however much data there is.
-    Series whose asset path was filled at run time (MQTT topic captures) match a dataset only if
-    they kept the device's configured path.
-    """
-    base, auth = _split_credentials(store_url)
-    agent = loaded.agent.agent
-    now = now or datetime.now(UTC)
-    at = now.timestamp()
-    names = "|".join(f"{category}_quality_code" for category in CATEGORIES)
-    selector = f'{{__name__=~"{names}",site="{agent.site}"}}'
-    window = f"[{max(1, math.ceil(since_seconds))}s]"
-    group = ",".join(_GROUP_LABELS)
-
-    counts: dict[tuple[str, ...], dict[str, int]] = {}
-    for row in _query(base, auth, f"sum by ({group},quality) (count_over_time({selector}{window}))",
-                      at, timeout):
-        quality = row["metric"].get("quality", "")
-        bucket = counts.setdefault(_label_key(row["metric"]), {})
-        bucket[quality] = bucket.get(quality, 0) + int(float(row["value"][1]))
-    firsts = {_label_key(row["metric"]): float(row["value"][1]) for row in _query(
-        base, auth, f"min by ({group}) (tfirst_over_time({selector}{window}))", at, timeout)}
-    lasts = {_label_key(row["metric"]): float(row["value"][1]) for row in _query(
-        base, auth, f"max by ({group}) (tlast_over_time({selector}{window}))", at, timeout)}
-
-    observed: dict[str, Observation] = {}
-    for device in loaded.devices:
-        key = (agent.site, device.asset.area, device.asset.line or "", device.asset.cell or "", device.name)
-        split = counts.get(key, {})
-        first, last = firsts.get(key), lasts.get(key)
-        observed[dataset_identifier(loaded, device)] = Observation(
-            good=split.get("good", 0),
-            uncertain=split.get("uncertain", 0),
-            bad=split.get("bad", 0),
-            # the store keeps milliseconds; rounding there avoids float noise in the nanoseconds
-            first_ns=round(first * 1000) * 1_000_000 if first is not None else None,
-            last_ns=round(last * 1000) * 1_000_000 if last is not None else None,
-            window_seconds=since_seconds,
-            observed_at=now,
-        )
-    return observed
