@@ -177,9 +177,9 @@ class ValuesView:
             mask &= index.categories == query.category
         if query.quality:
             mask &= table.last_quality[:n] == QUALITY_NAMES.index(query.quality)
-        text = query.text.lower()
-        if text and text not in name.lower():
-            mask &= np.fromiter((text in tag for tag in index.tags), dtype=bool, count=n)
+        search = query.text.lower()
+        if search and search not in name.lower():
+            mask &= np.fromiter((search in tag for tag in index.tags), dtype=bool, count=n)
         chosen = np.flatnonzero(mask)
         shown = chosen[: query.limit]
         history = self._history.get(name)
