@@ -142,7 +142,10 @@ class RecordedPage:
         self.page = self.context.new_page()
         self.requests: list[str] = []
         self.navigations: list[str] = []
+        self.errors: list[str] = []  # console errors and uncaught exceptions (a CSP violation shows here)
         self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("framenavigated",
                      lambda frame: self.navigations.append(frame.url) if frame == self.page.main_frame else None)
 
@@ -189,6 +192,7 @@ def test_values_with_units_update_live_from_the_agents_origin_only(agent: Runnin
         recorded.requests
     assert {url.removeprefix(agent.origin).split("?")[0] for url in recorded.requests} >= {
         "/", "/assets/app.js", "/assets/app.css", "/status", "/values"}
+    assert recorded.errors == []
 
 
 def test_filters_and_the_device_page(agent: RunningAgent, recorded: RecordedPage, screenshots: Path) -> None:
