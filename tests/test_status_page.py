@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -297,6 +298,10 @@ def test_off_loopback_the_token_is_asked_for(tmp_path: Path, browser: Any, scree
                             timeout=30)
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["agent"]["id"] == "gw-page"
+        table = subprocess.run([mos_agent, "status", "--url", agent.health, "--token-file", str(token_file)],
+                               capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "200"})
+        assert table.returncode == 0, table.stderr
+        assert "press-01" in table.stdout and "GB free" in table.stdout  # the disk headroom, as on the page
         refused = subprocess.run([mos_agent, "status", "--url", agent.health], capture_output=True, text=True,
                                  timeout=30)
         assert refused.returncode == 1 and "bearer token" in refused.stderr

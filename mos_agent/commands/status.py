@@ -94,8 +94,10 @@ def render(status: StatusReport, console: Console) -> None:
                         f"{_age(last)} ago" if last is not None else "—", d.last_error or "")
     console.print(devices)
     buf = status.buffer
+    disk = (f", disk {buf.disk_free_bytes / 1e9:.1f} of {buf.disk_total_bytes / 1e9:.1f} GB free"
+            if buf.disk_total_bytes else "")
     console.print(f"buffer: {buf.points} points, {buf.bytes / 1e6:.1f} MB, "
-                  f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}")
+                  f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}{disk}")
     if buf.disk_full:
         console.print(f"[red]buffer disk full[/red] ({buf.disk_full_reason}): dropping data by the overflow "
                       f"policy {buf.overflow}", markup=True, highlight=False)
