@@ -29,7 +29,7 @@ const TEXT = {
     cat_production: "production", cat_energy: "energy", cat_environment: "environment",
     cat_material: "material", cat_maintenance: "maintenance", cat_kpi: "KPI",
     not_found: "No such device.", shown_of: "{shown} of {matched} values", show_all: "show all",
-    no_match: "no value matches", kind: "kind", total_disk: "of {total}",
+    no_match: "no value matches", no_sinks: "no sink configured", kind: "kind", total_disk: "of {total}",
     stage_receiving: "receiving", stage_machining: "machining", stage_forming: "forming", stage_welding: "welding",
     stage_assembly: "assembly", stage_painting: "painting", stage_inspection: "inspection", stage_packing: "packing",
     stage_shipping: "shipping", stage_utility: "utility", language: "language",
@@ -59,7 +59,7 @@ const TEXT = {
     cat_production: "생산", cat_energy: "에너지", cat_environment: "환경",
     cat_material: "자재", cat_maintenance: "보전", cat_kpi: "핵심성과지표",
     not_found: "그런 설비가 없습니다.", shown_of: "값 {matched}개 중 {shown}개", show_all: "모두 보기",
-    no_match: "조건에 맞는 값이 없습니다", kind: "종류", total_disk: "전체 {total}",
+    no_match: "조건에 맞는 값이 없습니다", no_sinks: "설정된 싱크가 없습니다", kind: "종류", total_disk: "전체 {total}",
     stage_receiving: "입고", stage_machining: "가공", stage_forming: "성형", stage_welding: "용접",
     stage_assembly: "조립", stage_painting: "도장", stage_inspection: "검사", stage_packing: "포장",
     stage_shipping: "출하", stage_utility: "유틸리티", language: "언어",
@@ -279,7 +279,12 @@ function renderKpis(status) {
 }
 
 function renderSinks(status) {
-  $("#sinks tbody").innerHTML = (status.sinks || []).map((s) => `<tr>
+  const sinks = status.sinks || [];
+  if (sinks.length === 0) {
+    $("#sinks tbody").innerHTML = `<tr><td colspan="6" class="muted">${esc(t("no_sinks"))}</td></tr>`;
+    return;
+  }
+  $("#sinks tbody").innerHTML = sinks.map((s) => `<tr>
     <td>${esc(s.name)}</td><td>${esc(s.type)}</td><td>${stateCell(s.state)}</td>
     <td class="num">${fmtNumber(s.lag_points, 0)} · ${fmtAge(s.lag_seconds)}</td>
     <td class="num">${fmtNumber(s.sent_points, 0)}</td><td class="error">${esc(s.last_error || "")}</td></tr>`).join("");
