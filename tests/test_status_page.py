@@ -231,6 +231,10 @@ def test_korean_for_a_korean_browser_and_the_switch_to_english(agent: RunningAge
         page.goto(agent.origin + "/")
         value_cell(page, "press-01", "hydraulic_pressure").wait_for(timeout=30_000)
         assert page.locator("html").get_attribute("lang") == "ko"
+        # every label has its Korean text, and every labelled element shows one
+        assert page.evaluate("Object.keys(TEXT.en).filter((k) => !(k in TEXT.ko))") == []
+        assert page.evaluate("[...document.querySelectorAll('[data-i18n]')].filter((e) => !e.textContent.trim())"
+                             ".map((e) => e.dataset.i18n)") == []
         assert page.locator("#devices-title").inner_text() == "설비"
         assert page.locator("footer").inner_text().startswith("읽기 전용")
         row = page.locator('.device[data-device="press-01"] tr[data-tag="hydraulic_pressure"]').inner_text()
