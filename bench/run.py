@@ -29,11 +29,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "agent", "page")
+BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "kpi", "agent", "page")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "agent": 150, "page": 90},
-    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "agent": 540, "page": 240},
+    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 60, "kpi": 150,
+           "agent": 150, "page": 90},
+    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "mqtt_sink": 150, "kpi": 240,
+            "agent": 540, "page": 240},
 }
 
 Row = dict[str, Any]
@@ -111,6 +113,14 @@ def adapt_exactly_once(data: dict[str, Any]) -> list[Row]:
     return [_row("exactly_once", f, load) for f in _figures(data)]
 
 
+def adapt_mqtt_sink(data: dict[str, Any]) -> list[Row]:
+    return [_row("mqtt_sink", f) for f in _figures(data)]
+
+
+def adapt_kpi(data: dict[str, Any]) -> list[Row]:
+    return [_row("kpi", f) for f in _figures(data)]
+
+
 def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
@@ -121,7 +131,7 @@ def adapt_page(data: dict[str, Any]) -> list[Row]:
 
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "buffer": adapt_buffer, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus, "opcua": adapt_opcua,
-    "mqtt": adapt_mqtt, "agent": adapt_agent, "page": adapt_page,
+    "mqtt": adapt_mqtt, "mqtt_sink": adapt_mqtt_sink, "kpi": adapt_kpi, "agent": adapt_agent, "page": adapt_page,
 }
 
 

@@ -60,6 +60,8 @@ class Normaliser:
         self.table = table
         self.time_resolution_ns = time_resolution_ns
         self.counts = NormaliseCounts()
+        # sees every batch's normalised rows before the deadband (the KPI engine's feed)
+        self.observer: Callable[[ReadingBatch, NormalisedRows], None] | None = None
 
     def normalised(self, batch: ReadingBatch) -> NormalisedRows:
         """Scale, offset and quality rules applied; no deadband, no state change (``read`` shows
@@ -108,6 +110,8 @@ class Normaliser:
         _acquisition_times_increasing(self.table.last_time, idx, batch.timestamps, batch.source_time,
                                       self.time_resolution_ns, each_series_once)
         rows = self.normalised(batch)
+        if self.observer is not None:
+            self.observer(batch, rows)
         texts = batch.texts or {}
         keep = self._deadband(idx, rows.values, rows.quality, rows.codes, rows.numeric)
         c = self.counts

@@ -30,14 +30,16 @@ from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
 from mos_agent.config.models import DeviceBase
-from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.driver_api import DeviceState, Driver, DriverContext, build_series_table
+from mos_agent.kpi.engine import KpiEngine
 from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.series import SeriesTable
+from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
-from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
+from mos_agent.status import AgentInfo, DeviceStats, KpiEngineStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ log = logging.getLogger("mos_agent")
 HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
 DRIVER_RESTART_DELAY = 5.0
 DRIVER_STOP_TIMEOUT = 5.0
+KPI_TICK = 1.0  # seconds between KPI engine ticks (shift ends are exact regardless)
 
 
 class RateMeter:
@@ -126,6 +129,8 @@ class Agent:
         self._queue: asyncio.Queue[EncodedChunk | None] | None = None
         self._writer_task: asyncio.Task | None = None
         self._housekeeping_task: asyncio.Task | None = None
+        self.kpi: KpiEngine | None = None
+        self._kpi_task: asyncio.Task | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-writer")
         self._stop_event: asyncio.Event | None = None
         self.on_commit: list[Callable[[int], None]] = []  # metrics hooks
@@ -137,7 +142,8 @@ class Agent:
         register_secrets(collect_secrets(self.loaded))
         self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
         self._stop_event = asyncio.Event()
-        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"))
+        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"),
+                                     self._sink_context())
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
@@ -149,6 +155,7 @@ class Agent:
             self.on_commit.append(self.health_server.observe_commit)
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
+        self._start_kpi(self.loaded.devices)
         for device in self.loaded.devices:
             if device.enabled:
                 self._start_device(device)
@@ -183,6 +190,11 @@ class Agent:
         # one deadline for the whole stop: the last commits, then the sinks, whatever the disk does
         self._stop_deadline = loop.time() + self.config.agent.shutdown_timeout
         await asyncio.gather(*(self._stop_device(name) for name in list(self.devices)))
+        if self._kpi_task is not None:
+            self._kpi_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._kpi_task
+            await self._kpi_tick(save=True)  # the state as of now, saved once it is committed
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)  # the writer commits what is queued, then ends
             await self._writer_task
@@ -195,6 +207,23 @@ class Agent:
             await loop.run_in_executor(self._io, self.store.stop, timeout)
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
+
+    def _sink_context(self) -> SinkContext:
+        """The configured series of every enabled device (a Sparkplug sink announces them in its
+        births) and the devices' states, read from the sink's thread."""
+        series = [spec for device in self.loaded.devices if device.enabled
+                  for spec in build_series_table(self.config.agent, device).specs]
+        return SinkContext(self.config.agent, series, self.device_states)
+
+    def device_states(self) -> dict[str, str]:
+        """Device name → state; safe to call from another thread (a reload may change the device
+        set meanwhile: then it is read again)."""
+        for _ in range(3):
+            try:
+                return {name: rt.ctx.status.state.value for name, rt in list(self.devices.items())}
+            except RuntimeError:
+                continue
+        return {}
 
     # ------------------------------------------------------------ devices
 
@@ -210,6 +239,8 @@ class Agent:
         normaliser = Normaliser(ctx.series, ctx.time_resolution_ns)
         runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
+        if self.kpi is not None and (feed := self.kpi.attach(device, ctx.series)) is not None:
+            runtime.normaliser.observer = feed.observe
         if self.health_server is not None:
             health_server = self.health_server
             ctx.read_latency_hook = lambda seconds: health_server.observe_read(device.name, seconds)
@@ -256,6 +287,55 @@ class Agent:
             # the last await: the writer commits the chunk only after the driver next yields, which
             # DriverContext.emit promises (MQTT records a batch's stored times in between)
             await self._queue.put(chunk)
+
+    # ------------------------------------------------------------ KPIs
+
+    def _start_kpi(self, devices: list[DeviceBase]) -> None:
+        """The KPI engine once a device has a ``kpi:`` block (at start or after a reload), and
+        forgetting devices that no longer have one."""
+        with_kpi = [d.name for d in devices if d.enabled and d.kpi is not None]
+        if self.kpi is not None:
+            self.kpi.retain(with_kpi)
+            return
+        if not with_kpi:
+            return
+        if not self.config.shifts:
+            log.warning("devices %s have a kpi: block, but the agent file has no shifts: nothing is planned, "
+                        "so no KPI is computed", ", ".join(with_kpi))
+        self.kpi = KpiEngine(self.config, self.state_dir, time.time_ns())
+        self._kpi_task = asyncio.create_task(self._kpi_loop(), name="kpi")
+
+    async def _kpi_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KPI_TICK - time.time() % KPI_TICK)
+            try:
+                await self._kpi_tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in the engine must not stop acquisition
+                log.exception("KPI computation failed; retrying at the next tick")
+
+    async def _kpi_tick(self, save: bool = False) -> None:
+        """Hand the engine's records to the writer like readings; its state is saved only once they
+        are committed, so a kill -9 never leaves a saved state ahead of the buffer."""
+        if self.kpi is None or self._queue is None:
+            return
+        now = time.time_ns()
+        out = self.kpi.tick(now, save=save)
+        if out is None:
+            return
+        engine, state, io = self.kpi, out.state, self._io
+
+        def save_state() -> None:
+            try:
+                engine.save(state)
+            except OSError as exc:
+                log.error("cannot save the KPI state in %s: %s", engine.state_path, exc)
+
+        def committed() -> None:  # in the event loop: the file is written on the writer's thread
+            io.submit(save_state)
+
+        await self._queue.put(EncodedChunk(out.body, out.points, now, on_committed=[committed]))
 
     # ------------------------------------------------------------ buffer writer
 
@@ -342,6 +422,7 @@ class Agent:
         added = [n for n in new if n not in old]
         for name in removed + changed:
             await self._stop_device(name)
+        self._start_kpi(loaded.devices)
         for name in changed + added:
             self._start_device(new[name])
         self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
@@ -379,6 +460,8 @@ class Agent:
                                    commit_failures=self.commit_failures),
             buffer=store.buffer,
             sinks=store.sinks,
+            kpi=self.kpi.status() if self.kpi is not None else [],
+            kpi_engine=self.kpi.engine_stats() if self.kpi is not None else KpiEngineStats(),
             time=time.time(),
         )
 

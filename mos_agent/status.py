@@ -117,6 +117,26 @@ class SinkLag:
 
 
 @dataclass(slots=True)
+class MqttSinkStats:
+    """The northbound MQTT sink's session (``format: uns|sparkplug``)."""
+
+    format: str = ""
+    broker: str = ""  # host:port
+    connected: bool = False
+    connections: int = 0  # sessions established since start
+    messages_published: int = 0
+    # sparkplug
+    group_id: str | None = None
+    edge_node_id: str | None = None
+    bd_seq: int | None = None  # of the current (or last) connection
+    primary_host_online: bool | None = None  # None: no primary host configured
+    births: int = 0  # NBIRTH sequences published (connections and rebirths)
+    rebirth_requests: int = 0
+    device_deaths: int = 0
+    skipped_dead_points: int = 0  # failed reads of devices already declared dead (DDEATH)
+
+
+@dataclass(slots=True)
 class SinkStats:
     name: str = ""
     type: str = ""
@@ -135,6 +155,7 @@ class SinkStats:
     live_lag_seconds: float = 0.0
     backlog_points: int = 0
     dropped_points: int = 0  # of this sink's unsent points, by the buffer's overflow policy
+    mqtt: MqttSinkStats | None = None  # type: mqtt only
 
 
 @dataclass(slots=True)
@@ -146,12 +167,45 @@ class StoreStats:
 
 
 @dataclass(slots=True)
+class KpiFigures:
+    """ISO 22400 KPIs of one equipment for one shift instance, to date or final."""
+
+    shift: str = ""
+    start: float = 0.0  # the shift instance's start and end (Unix seconds)
+    end: float = 0.0
+    at: float = 0.0  # as of this time (the end for a final figure)
+    final: bool = False
+    kpi: dict[str, float] = field(default_factory=dict)  # oee availability … pq gq sq; ratios only when defined
+
+
+@dataclass(slots=True)
+class KpiStats:
+    """The KPIs of one equipment: the running shift to date and the shifts completed."""
+
+    equipment: str = ""
+    asset: str = ""  # site/area/line/cell/equipment
+    device: str = ""
+    current: KpiFigures | None = None
+    last_complete: KpiFigures | None = None
+    completed: list[KpiFigures] = field(default_factory=list)  # the last complete instance of each shift name
+
+
+@dataclass(slots=True)
+class KpiEngineStats:
+    equipment: int = 0
+    records_emitted: int = 0
+    cpu_seconds: float = 0.0  # the engine's own CPU time (feeding and ticking)
+
+
+@dataclass(slots=True)
 class StatusReport:
     agent: AgentInfo = field(default_factory=AgentInfo)
     devices: list[DeviceStats] = field(default_factory=list)
     pipeline: PipelineStats = field(default_factory=PipelineStats)
     buffer: BufferStats = field(default_factory=BufferStats)
     sinks: list[SinkStats] = field(default_factory=list)
+    kpi: list[KpiStats] = field(default_factory=list)
+    kpi_engine: KpiEngineStats = field(default_factory=KpiEngineStats)
     time: float = 0.0  # when the report was made (Unix seconds)
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,6 +31,12 @@ CATEGORY_DESCRIPTIONS: dict[str, str] = {
     "maintenance": "alarms, wear, service counters",
 }
 
+# The category of the ISO 22400 KPI records the agent itself produces (never a tag's category).
+KPI_CATEGORY = "kpi"
+CATEGORY_DESCRIPTIONS[KPI_CATEGORY] = ("ISO 22400-2 key performance indicators per equipment and shift "
+                                       "(OEE, availability, effectiveness, quality rate, time elements, quantities)")
+RECORD_CATEGORIES: tuple[str, ...] = (*CATEGORIES, KPI_CATEGORY)  # every measurement in the store
+
 KINDS: tuple[str, ...] = ("sample", "event", "condition")
 
 # Which kind a category implies when a tag does not say.

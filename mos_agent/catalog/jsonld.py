@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 from mos_agent import units
 from mos_agent.catalog.identity import dataset_identifier, device_levels
 from mos_agent.config.models import CatalogSection
-from mos_agent.taxonomy import CATEGORIES, CATEGORY_DESCRIPTIONS, DEFAULT_KIND, asset_path
+from mos_agent.kpi.figures import KPI_DESCRIPTIONS, KPI_NAMES, KPI_UNITS
+from mos_agent.taxonomy import (
+    CATEGORIES,
+    CATEGORY_DESCRIPTIONS,
+    DEFAULT_KIND,
+    KPI_CATEGORY,
+    RECORD_CATEGORIES,
+    asset_path,
+)
 
 if TYPE_CHECKING:
     from mos_agent.catalog.observe import Observation
@@ -61,6 +69,7 @@ CATEGORY_LABELS_KO: dict[str, str] = {
     "environment": "환경",
     "material": "자재",
     "maintenance": "보전",
+    "kpi": "핵심성과지표",
 }
 STAGE_LABELS_KO: dict[str, str] = {
     "receiving": "입고",
@@ -85,6 +94,12 @@ class Standard:
 ISA_95 = Standard(
     "IEC 62264-1:2013 (ISA-95) Enterprise-control system integration — Part 1: Models and terminology",
     "https://webstore.iec.ch/publication/6675",
+)
+
+ISO_22400_2 = Standard(
+    "ISO 22400-2:2014 Automation systems and integration — Key performance indicators (KPIs) for manufacturing "
+    "operations management — Part 2: Definitions and descriptions",
+    "https://www.iso.org/standard/54497.html",
 )
 
 # Used when a driver class does not declare ``standard`` / ``standard_uri`` itself.
@@ -251,6 +266,33 @@ def _variable(dataset_iri: str, tag: TagBase) -> dict[str, Any]:
     return node
 
 
+def _kpi_series(dataset_iri: str, shifts: list[str]) -> list[dict[str, Any]]:
+    """The ISO 22400-2 KPI series the agent computes for a device with a ``kpi:`` block: one per
+    KPI, each with a value per shift (the ``shift`` label), measurement ``kpi``."""
+    series = []
+    for name in KPI_NAMES:
+        unit = units.lookup(KPI_UNITS[name])
+        node: dict[str, Any] = {
+            "@id": f"{dataset_iri}/kpi/{name}",
+            "@type": "mos:Variable",
+            "mos:tagName": name,
+            "mos:category": {"@id": category_iri(KPI_CATEGORY)},
+            "mos:kind": "sample",
+            "mos:dataType": "float",
+            "mos:field": "value",
+            "mos:valueType": {"@id": "xsd:double"},
+            "mos:ucumCode": KPI_UNITS[name],
+            "mos:shift": shifts,
+            "dct:description": {"@value": KPI_DESCRIPTIONS[name], "@language": "en"},
+            "dct:conformsTo": {"@id": ISO_22400_2.uri},
+        }
+        if unit is not None:
+            node["mos:uneceCode"] = unit.unece
+            node["mos:unitName"] = unit.name
+        series.append(node)
+    return series
+
+
 def _browse_entries(device: DeviceBase) -> list[Any]:
     """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries)."""
     return [entry for entry in getattr(device, "browse", None) or [] if getattr(entry, "category", None) in CATEGORIES]
@@ -360,7 +402,7 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
 
     catalog = _catalog_node(loaded, catalog_cfg, base, datasets, now or datetime.now(UTC),
                             max(modified_times) if modified_times else None)
-    used_categories = [c for c in CATEGORIES if c in used_categories]  # the taxonomy's order
+    used_categories = [c for c in RECORD_CATEGORIES if c in used_categories]  # the taxonomy's order
     graph: list[dict[str, Any]] = [catalog, _category_scheme(used_categories)]
     graph += [_category_concept(c) for c in used_categories]
     if observed is not None:
@@ -385,11 +427,15 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     templates = _variable_templates(dataset_iri, browse_entries)
     categories = list(dict.fromkeys([*(tag.category for tag in device.tags),
                                      *(entry.category for entry in browse_entries)]))
+    if device.kpi is not None:
+        categories.append(KPI_CATEGORY)
     protocol = PROTOCOL_LABELS.get(device.driver, device.driver)
     conforms = [_standard_node(ISA_95)]
     standard = protocol_standard(device.driver, driver_cls)
     if standard:
         conforms.append(_standard_node(standard))
+    if device.kpi is not None:
+        conforms.append(_standard_node(ISO_22400_2))
 
     dataset: dict[str, Any] = {
         "@id": dataset_iri,
@@ -416,6 +462,8 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     if modified:
         dataset["dct:modified"] = _datetime_literal(modified)
     dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+    if device.kpi is not None:
+        dataset["mos:kpiSeries"] = _kpi_series(dataset_iri, [s.name for s in loaded.agent.shifts])
     if templates:
         dataset["mos:discoveredVariables"] = templates
     return dataset, categories

@@ -42,7 +42,7 @@ def _health_address(args: argparse.Namespace) -> str:
     return DEFAULT_HEALTH if address == "off" or not isinstance(address, str) else address
 
 
-def _token(args: argparse.Namespace) -> str | None:
+def token(args: argparse.Namespace) -> str | None:
     """The bearer token: ``--token-file``, else the agent file's ``agent.health_token_file``
     (relative to the agent file, as the agent reads it)."""
     file = args.token_file
@@ -57,6 +57,14 @@ def _token(args: argparse.Namespace) -> str | None:
         return read_secret(None, file)
     except OSError as exc:
         raise UsageError(f"cannot read the token file {file}: {exc.strerror or exc}") from None
+
+
+def refusal(command: str, address: str, exc: urllib.error.HTTPError) -> str:
+    """The one line a command prints when the health port answers with an error."""
+    if exc.code == 401:
+        return (f"mos-agent {command}: the agent on {address} asks for its bearer token and did not accept what "
+                "was sent: give --token-file, or -c the agent file naming agent.health_token_file")
+    return f"mos-agent {command}: the agent on {address} answered HTTP {exc.code}"
 
 
 def fetch_status(address: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
@@ -108,18 +116,24 @@ def render(status: StatusReport, console: Console) -> None:
         sinks.add_row(s.name, s.type, s.state, str(s.lag_points), _age(s.lag_seconds), str(s.sent_points),
                       str(s.retried), str(s.dead_lettered_points), s.last_error or "")
     console.print(sinks)
+    for s in status.sinks:
+        if s.mqtt is not None:
+            m = s.mqtt
+            line = (f"{s.name}: {m.format} → {m.broker}, {'connected' if m.connected else 'not connected'}, "
+                    f"{m.messages_published} messages")
+            if m.format == "sparkplug":
+                line += f", edge node {m.group_id}/{m.edge_node_id}, bdSeq {m.bd_seq}, {m.births} births"
+                if m.primary_host_online is not None:
+                    line += f", primary host {'online' if m.primary_host_online else 'offline'}"
+            console.print(line)
 
 
 def main(args: argparse.Namespace) -> int:
     address = _health_address(args)
     try:
-        data = fetch_status(address, token=_token(args))
+        data = fetch_status(address, token=token(args))
     except urllib.error.HTTPError as exc:
-        if exc.code == 401:
-            print(f"mos-agent status: the agent on {address} asks for its bearer token and did not accept what was "
-                  "sent: give --token-file, or -c the agent file naming agent.health_token_file", file=sys.stderr)
-        else:
-            print(f"mos-agent status: the agent on {address} answered HTTP {exc.code}", file=sys.stderr)
+        print(refusal("status", address, exc), file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

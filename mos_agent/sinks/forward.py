@@ -16,7 +16,7 @@ from pathlib import Path
 from mos_agent.buffer import Buffer
 from mos_agent.config.models import AgentConfig, SinkConfig
 from mos_agent.sinks import build_sink, sink_names
-from mos_agent.sinks.base import Sink
+from mos_agent.sinks.base import Sink, SinkContext
 from mos_agent.sinks.runner import SinkRunner
 from mos_agent.status import SinkStats, StoreStats
 
@@ -32,8 +32,10 @@ class StoreAndForward:
     after a crash the batch in flight is sent again, which overwrites identical points).
     """
 
-    def __init__(self, config: AgentConfig, state_dir: Path, logger: logging.Logger | None = None) -> None:
+    def __init__(self, config: AgentConfig, state_dir: Path, logger: logging.Logger | None = None,
+                 context: SinkContext | None = None) -> None:
         self.config = config
+        self.context = context or SinkContext(config.agent)
         self.state_dir = Path(state_dir)
         self.log = logger or logging.getLogger("mos_agent.buffer")
         row_points = min(MAX_ROW_POINTS, *(s.batch_size for s in config.sinks)) if config.sinks else MAX_ROW_POINTS
@@ -50,7 +52,7 @@ class StoreAndForward:
         sinks: list[tuple[Sink, SinkConfig]] = []
         try:
             for name, cfg in zip(names, configs, strict=True):
-                sinks.append((build_sink(name, cfg, self.state_dir), cfg))
+                sinks.append((build_sink(name, cfg, self.state_dir, self.context), cfg))
             self.buffer.register_sinks(names)
         except BaseException:
             for sink, _ in sinks:
