@@ -2,9 +2,8 @@
 panel's query, with the template variables substituted as Grafana would (each variable's own query
 run first; "All" and one chosen asset path; a repeated panel once per category), returns data
 from a VictoriaMetrics fed by the agent running for real with the Modbus simulators. One simulator
-is stopped on the way, so bad readings and stale series exist too. KPI records are written in the
-SPEC's form (measurement ``kpi``, tags ``site area line cell equipment stage shift tag unit
-quality``, field ``value``) beside the agent's data."""
+is stopped on the way, so bad readings and stale series exist too. The presses' KPIs are the agent's
+own (a shift calendar starting with the test; measurement ``kpi``, field ``value``)."""
 
 from __future__ import annotations
 
@@ -15,12 +14,15 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
+from mos_agent.commands.demo import DEMO_TIMEZONE, demo_shifts
 from mos_agent.localservers import free_port
 from tests.support.servers import StoreReader, VictoriaMetrics
 from tests.support.waiting import wait_until
@@ -100,23 +102,6 @@ def panel_queries(dashboard: dict[str, Any], values: dict[str, list[str]]) -> li
     return queries
 
 
-def write_kpi_records(store: str, equipment: list[str]) -> None:
-    """Shift-to-date KPIs as the agent emits them (SPEC "Edge KPIs": measurement kpi, field value)."""
-    now_ns = time.time_ns()
-    lines = []
-    for i, name in enumerate(equipment):
-        for step in range(3):
-            t = now_ns - (2 - step) * 60_000_000_000
-            for tag, value in (("availability", 90.0 - i), ("effectiveness", 85.0 + step), ("quality_rate", 98.5),
-                               ("oee", (90.0 - i) * (85.0 + step) * 98.5 / 10_000)):
-                lines.append(f"kpi,site=changwon,area=stamping,line=line-1,cell=cell-2,equipment={name},stage=forming,"
-                             f"shift=day,tag={tag},unit=%,quality=good value={value} {t}")
-    request = urllib.request.Request(f"{store}/api/v2/write?org=mdcg&bucket=factory",
-                                     data="\n".join(lines).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=30) as r:
-        assert r.status == 204
-
-
 @pytest.fixture
 def fed_store(tmp_path: Path, victoria: VictoriaMetrics) -> Iterator[str]:
     """VictoriaMetrics with a few minutes' worth of the agent's data: two presses, one of which
@@ -130,18 +115,21 @@ def fed_store(tmp_path: Path, victoria: VictoriaMetrics) -> Iterator[str]:
     health = f"127.0.0.1:{free_port()}"
     config = tmp_path / "agent.yaml"
     config.write_text(yaml.safe_dump({
-        "agent": {"id": "gw-dash", "site": "changwon", "state_dir": str(tmp_path / "state"), "health": health},
+        "agent": {"id": "gw-dash", "site": "changwon", "state_dir": str(tmp_path / "state"), "health": health,
+                  "timezone": DEMO_TIMEZONE},
         "devices": "devices/*.yaml",
+        # a shift from now on: the presses' kpi: blocks (from the simulator's device file) emit KPIs
+        "shifts": demo_shifts(datetime.now(ZoneInfo(DEMO_TIMEZONE))), "kpi": {"interval": "1s"},
         "sinks": [{"type": "influxdb", "url": victoria.url, "org": "mdcg", "bucket": "factory",
                    "token": "store-token-1234", "flush_interval": "200ms"}]}))
     agent = AgentProcess(config, tmp_path / "agent.log")
     reader = StoreReader(victoria.url)
     try:
-        wait_until(lambda: reader.count('{__name__="process_value", equipment="press-02"}') > 0, 60, what=agent.text)
+        wait_until(lambda: all(reader.count(f'{{__name__="kpi_value", tag="oee", equipment="{name}"}}') > 0
+                               for name in ("press-01", "press-02")), 60, what=agent.text)
         sims[1].terminate()  # press-02 stops answering: bad readings from now on, its values go stale
         sims[1].wait(10)
         stopped = time.monotonic()
-        write_kpi_records(victoria.url, ["press-01", "press-02"])
         # the shortest staleness the dashboard offers is 30 s
         wait_until(lambda: time.monotonic() - stopped > 35, 60)
         reader.flush()
@@ -180,9 +168,16 @@ def test_every_panel_query_returns_data(fed_store: str) -> None:
     # OEE per equipment and shift: the latest figure of each
     (oee,) = [q for title, q in queries.items() if title.startswith("OEE per equipment")]
     result = prometheus(fed_store, "query", query=oee)["result"]
-    figures = {(r["metric"]["equipment"], r["metric"]["shift"]): round(float(r["value"][1]), 2) for r in result}
-    assert figures == {("press-01", "day"): round(90.0 * 87.0 * 98.5 / 10_000, 2),
-                       ("press-02", "day"): round(89.0 * 87.0 * 98.5 / 10_000, 2)}
+    figures = {(r["metric"]["equipment"], r["metric"]["shift"]): float(r["value"][1]) for r in result}
+    # the newest OEE record of each equipment, as the agent wrote it
+    newest = {}
+    for series in StoreReader(fed_store).export('{__name__="kpi_value", tag="oee"}'):
+        key = (series["metric"]["equipment"], series["metric"]["shift"])
+        at, value = max(zip(series["timestamps"], series["values"], strict=True))
+        if key not in newest or at > newest[key][0]:
+            newest[key] = (at, value)
+    assert figures == {key: value for key, (_, value) in newest.items()}
+    assert set(figures) == {("press-01", "day"), ("press-02", "day")}
     # stale series: those of the stopped press only
     (stale,) = [q for title, q in queries.items() if title.startswith("Stale series (")]
     result = prometheus(fed_store, "query", query=stale)["result"]

@@ -21,12 +21,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
+from mos_agent.commands.demo import DEMO_TIMEZONE, demo_shifts
 from mos_agent.health import HealthServer
 from mos_agent.localservers import free_port
 from mos_agent.status import AgentInfo, DeviceState, DeviceStats, StatusReport
@@ -85,7 +88,11 @@ def start_agent(workdir: Path, host: str, *, token_file: Path | None = None, sto
     sinks = [{"type": "influxdb", "url": store_url, "org": "mdcg", "bucket": "factory", "token": "store-token-1234",
               "flush_interval": "500ms"}] if store_url else []
     config = workdir / "agent.yaml"
-    config.write_text(yaml.safe_dump({"agent": agent, "devices": "devices/*.yaml", "sinks": sinks}))
+    # a shift from now on, so the presses' kpi: blocks (from the simulator's device file) give KPI tiles
+    agent["timezone"] = DEMO_TIMEZONE
+    config.write_text(yaml.safe_dump({"agent": agent, "devices": "devices/*.yaml", "sinks": sinks,
+                                      "shifts": demo_shifts(datetime.now(ZoneInfo(DEMO_TIMEZONE))),
+                                      "kpi": {"interval": "1s"}}))
     process = AgentProcess(config, workdir / "agent.log")
     running_agent = RunningAgent(process, health, config, sims)
     token = TOKEN if token_file else None
@@ -176,6 +183,10 @@ def test_values_with_units_update_live_from_the_agents_origin_only(agent: Runnin
     assert page.locator("#agent-id").inner_text() == "gw-page"
     sinks = page.locator("#sinks tbody tr")
     assert sinks.count() == 1 and "influxdb" in sinks.inner_text()
+    # the agent's own ISO 22400 KPIs of the shift so far, one tile a press
+    wait_until(lambda: page.locator("#kpis .tile").count() == 2, 60, what="the KPI tiles")
+    tile = page.locator("#kpis .tile").first.inner_text()
+    assert "press-01" in tile and "OEE" in tile and "availability" in tile and "day" in tile
     # the sparkline grows from the history sampled while the page looks
     wait_until(lambda: page.locator('.device[data-device="press-01"] tr[data-tag="hydraulic_pressure"] '
                                     "svg.spark polyline").count() == 1, 30, what="a sparkline")
