@@ -51,6 +51,9 @@ class DeviceStatus:
     last_error_time: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # by kind: timeout, exception, payload…
     overruns: int = 0
+    # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
+    # had to be made an asset name
+    source_names: dict[str, str] = field(default_factory=dict)
 
 
 def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,

@@ -5,7 +5,10 @@ NOT_A_NUMBER); values outside a tag's ``range`` become uncertain (OUT_OF_RANGE);
 values that moved less than the tag's deadband unless the quality class changed; acquisition
 times (rows without a source time) of one series are kept strictly increasing at the stores'
 precision. Then each kept row is formatted behind its series' pre-built prefix, with the field
-templates of :mod:`mos_agent.lineprotocol` (which alone spells the store mapping).
+templates of :mod:`mos_agent.lineprotocol` (which alone spells the store mapping). Text that
+cannot be encoded as UTF-8 (lone surrogates: bytes a device's library could not decode) is found
+only when encoding fails — no check on the way there — and stored with U+FFFD in their place,
+quality uncertain, code DECODE_ERROR.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from mos_agent.batch import ReadingBatch
 from mos_agent.lineprotocol import CODE_AND_TIME, CODE_ONLY_LINE, NUMBER_LINE, TEXT_LINE, VALUE_KEY, escape_string_field
 from mos_agent.series import SeriesTable
 from mos_agent.taxonomy import CollectorCode, Quality
+from mos_agent.text import is_readable, repaired
+
+# report(kind, message, count): where the normaliser counts what it had to repair
+ReportFn = Callable[[str, str, int], None]
 
 
 @dataclass(slots=True)
@@ -50,17 +57,21 @@ class NormaliseCounts:
     not_a_number: int = 0
     out_of_range: int = 0
     suppressed: int = 0
+    text_repaired: int = 0
 
 
 class Normaliser:
-    def __init__(self, table: SeriesTable, time_resolution_ns: int = 1) -> None:
+    def __init__(self, table: SeriesTable, time_resolution_ns: int = 1, report: ReportFn | None = None) -> None:
         """``time_resolution_ns``: the coarsest time step the sinks keep (1 ms = 1,000,000 for a
         store keeping milliseconds); acquisition times of one series are kept at least that far
-        apart, so the store does not take two readings for one."""
+        apart, so the store does not take two readings for one. ``report(kind, message, count)``
+        counts what had to be repaired (text that is not valid Unicode)."""
         self.table = table
         self.time_resolution_ns = time_resolution_ns
         self.counts = NormaliseCounts()
-        # sees every batch's normalised rows before the deadband (the KPI engine's feed)
+        self.report = report
+        # sees every batch's normalised rows, deadband or not (the KPI engine's feed); called once
+        # the batch is encoded, so a batch isolated row by row after a failure is seen once
         self.observer: Callable[[ReadingBatch, NormalisedRows], None] | None = None
 
     def normalised(self, batch: ReadingBatch) -> NormalisedRows:
@@ -101,7 +112,10 @@ class Normaliser:
         values[bad] = np.nan
         return NormalisedRows(values, quality, codes, numeric, int(not_finite.sum()), int(out_of_range.sum()))
 
-    def process(self, batch: ReadingBatch) -> EncodedChunk:
+    def process(self, batch: ReadingBatch, deadband: bool = True) -> EncodedChunk:
+        """The batch normalised and encoded. ``deadband=False`` keeps every row (a batch being
+        isolated row by row after a failure: a deadband decided in the failed attempt must not drop
+        the same readings again)."""
         n = len(batch)
         if n == 0:
             return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
@@ -110,20 +124,27 @@ class Normaliser:
         _acquisition_times_increasing(self.table.last_time, idx, batch.timestamps, batch.source_time,
                                       self.time_resolution_ns, each_series_once)
         rows = self.normalised(batch)
-        if self.observer is not None:
-            self.observer(batch, rows)
         texts = batch.texts or {}
-        keep = self._deadband(idx, rows.values, rows.quality, rows.codes, rows.numeric)
+        keep = self._deadband(idx, rows.values, rows.quality, rows.codes, rows.numeric, deadband)
+        kept_rows = np.flatnonzero(keep)
+        try:
+            body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
+        except UnicodeEncodeError:
+            texts = self._readable_texts(texts, rows)
+            body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
+        if self.observer is not None:
+            try:
+                self.observer(batch, rows)
+            except Exception as exc:  # a failing feed must not cost the readings (nor isolate them)
+                if self.report is not None:
+                    self.report("observer", f"{type(exc).__name__}: {exc}", 1)
         c = self.counts
         c.read += n
         c.bad += int((rows.quality == Quality.BAD).sum())
         c.not_a_number += rows.not_a_number
         c.out_of_range += rows.out_of_range
-
-        kept_rows = np.flatnonzero(keep)
         c.kept += len(kept_rows)
         c.suppressed += n - len(kept_rows)
-        body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
         newest = int(batch.timestamps.max())
         table = self.table
         if each_series_once:
@@ -134,11 +155,30 @@ class Normaliser:
             table.last_text[int(idx[row])] = text
         return EncodedChunk(body, len(kept_rows), newest, list(batch.on_committed))
 
+    def _readable_texts(self, texts: dict[int, str], rows: NormalisedRows) -> dict[int, str]:
+        """Texts with their unencodable characters replaced; a good reading whose text needed that
+        becomes uncertain (DECODE_ERROR)."""
+        readable = dict(texts)
+        repairs = 0
+        for row, text in texts.items():
+            if not is_readable(text):
+                readable[row] = repaired(text)
+                repairs += 1
+                if rows.quality[row] == Quality.GOOD:
+                    rows.quality[row] = Quality.UNCERTAIN
+                    rows.codes[row] = CollectorCode.DECODE_ERROR
+        self.counts.text_repaired += repairs
+        if self.report is not None and repairs:
+            self.report("text", f"{repairs} text value(s) held bytes that are not valid in the device's encoding; "
+                                "stored with U+FFFD in their place (set encoding: on the tag or device if the "
+                                "device uses a legacy code page such as cp949)", repairs)
+        return readable
+
     def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray, codes: np.ndarray,
-                  numeric: np.ndarray) -> np.ndarray:
+                  numeric: np.ndarray, apply: bool = True) -> np.ndarray:
         table = self.table
         band = table.deadband[idx]
-        if not band.any():
+        if not apply or not band.any():
             table.last_value[idx] = values
             table.last_quality[idx] = quality
             table.last_code[idx] = codes

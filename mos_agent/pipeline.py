@@ -5,10 +5,13 @@
         ──▶ one sink runner per sink (sinks/runner.py, supervised by sinks/forward.py)
 
 ``emit`` waits while the hand-off queue is full, so a slow disk slows acquisition instead of
-growing memory. The writer commits everything gathered at most every ``buffer.commit_interval``
-in one transaction, then runs the batches' ``on_committed`` callbacks (MQTT acks there).
-``Agent.status()`` assembles the status report (:mod:`mos_agent.status`) that ``/status``,
-``/metrics``, ``/healthz``, ``mos-agent status`` and the demo render.
+growing memory. A batch the normaliser cannot process is split until the rows that fail are
+found; those become bad-quality rows (DECODE_ERROR) and every other row is kept — one bad reading
+never costs its neighbours nor restarts its driver. The writer commits everything gathered at
+most every ``buffer.commit_interval`` in one transaction, then runs the batches' ``on_committed``
+callbacks (MQTT acks there). ``Agent.status()`` assembles the status report
+(:mod:`mos_agent.status`) that ``/status``, ``/metrics``, ``/healthz``, ``mos-agent status`` and
+the demo render.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
@@ -33,7 +38,7 @@ from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext, build_series_table
 from mos_agent.kpi.engine import KpiEngine
 from mos_agent.logs import redact_secrets, register_secrets
-from mos_agent.normalise import EncodedChunk, Normaliser
+from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.series import SeriesTable
@@ -41,6 +46,8 @@ from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.status import AgentInfo, DeviceStats, KpiEngineStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
+from mos_agent.taxonomy import CollectorCode
+from mos_agent.text import repaired
 
 if TYPE_CHECKING:
     from mos_agent.health import HealthServer
@@ -51,6 +58,56 @@ HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
 DRIVER_RESTART_DELAY = 5.0
 DRIVER_STOP_TIMEOUT = 5.0
 KPI_TICK = 1.0  # seconds between KPI engine ticks (shift ends are exact regardless)
+
+
+def normalise_isolating(normaliser: Normaliser, batch: ReadingBatch, report: ReportFn) -> EncodedChunk:
+    """``normaliser.process(batch)``; if that fails, the batch is halved until the failing rows are
+    alone, and each of them is stored as a bad-quality row with code DECODE_ERROR (or, if even
+    that fails — a series the table does not know — left out and counted). The good path pays
+    nothing: the search starts only after a failure."""
+    try:
+        return normaliser.process(batch)
+    except Exception as exc:
+        first = exc
+    bodies: list[bytes] = []
+    points = 0
+    isolated = 0
+    lost = 0
+
+    def take(rows: np.ndarray) -> None:
+        nonlocal points, isolated, lost
+        part = batch.select(rows)
+        try:
+            chunk = normaliser.process(part, deadband=False)
+        except Exception:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                take(rows[:half])
+                take(rows[half:])
+                return
+            failed = ReadingBatch.failed(part.series, CollectorCode.DECODE_ERROR, int(part.timestamps[0]))
+            failed.source_time = part.source_time
+            try:
+                chunk = normaliser.process(failed, deadband=False)
+                isolated += 1
+            except Exception:
+                lost += 1
+                return
+            part = failed
+        # the normaliser may have moved acquisition times; the driver reads them from its batch
+        batch.timestamps[rows] = part.timestamps
+        bodies.append(chunk.body)
+        points += chunk.points
+
+    take(np.arange(len(batch)))
+    problem = repaired(f"{type(first).__name__}: {first}"[:200])  # it may quote the unencodable text
+    if isolated:
+        report("normalise", f"{isolated} reading(s) could not be normalised ({problem}); stored as bad quality "
+                            f"(code {int(CollectorCode.DECODE_ERROR)})", isolated)
+    if lost:
+        report("normalise", f"{lost} reading(s) could not be normalised nor stored as bad quality ({problem}); "
+                            "left out", lost)
+    return EncodedChunk(b"".join(bodies), points, int(batch.timestamps.max()), list(batch.on_committed))
 
 
 class RateMeter:
@@ -236,7 +293,7 @@ class Agent:
             await self._emit(runtime_holder[0], batch)
 
         ctx = DriverContext(self.config.agent, device, emit, time_resolution_ns=self.config.time_resolution_ns())
-        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns)
+        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns, ctx.report_error)
         runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.kpi is not None and (feed := self.kpi.attach(device, ctx.series)) is not None:
@@ -279,7 +336,7 @@ class Agent:
         runtime.ctx.set_state(DeviceState.STOPPED)
 
     async def _emit(self, runtime: DeviceRuntime, batch: ReadingBatch) -> None:
-        chunk = runtime.normaliser.process(batch)
+        chunk = normalise_isolating(runtime.normaliser, batch, runtime.ctx.report_error)
         if len(batch):
             runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
         assert self._queue is not None
@@ -478,6 +535,7 @@ class Agent:
             last_error_time=st.last_error_time,
             errors=dict(st.errors),
             overruns=st.overruns,
+            source_names=dict(st.source_names),
             series=len(rt.ctx.series),
             points_read=counts.read,
             points_kept=counts.kept,

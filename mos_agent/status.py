@@ -66,6 +66,9 @@ class DeviceStats:
     last_error_time: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # by kind: timeout, exception, payload…
     overruns: int = 0
+    # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
+    # had to be made an asset name (mos_agent.taxonomy.asset_name_for)
+    source_names: dict[str, str] = field(default_factory=dict)
     series: int = 0
     points_read: int = 0
     points_kept: int = 0

@@ -117,7 +117,7 @@ def test_births_then_data_by_alias(make_sink, plant: Plant, mqtt_recorder, spark
     assert [(m.name, DT(m.datatype)) for m in oven.metrics] == [("production/recipe", DT.STRING)]
     aliases = {m.name: m.alias for m in [*press.metrics, *oven.metrics]}
     assert len(set(aliases.values())) == 4  # unique across the edge node
-    assert sp.get_properties(press.metrics[0].properties) == {"Quality": 192, "unit": "bar"}
+    assert sp.get_properties(press.metrics[0].properties) == {"Quality": 192, "quality": "good", "unit": "bar"}
     assert decoded[1].js["metrics"][0]["properties"]["unit"] == {"type": "String", "value": "bar"}
     assert all(m.is_null for m in press.metrics)  # no value yet: null, not 0
     assert all(d.qos == 0 and not d.retain for d in decoded[1:3])
@@ -134,7 +134,7 @@ def test_births_then_data_by_alias(make_sink, plant: Plant, mqtt_recorder, spark
     assert sp.get_value(recipe, DT.STRING) == "PVC-3"
     [failed] = decoded[5].ours.metrics
     assert failed.is_null and failed.WhichOneof("value") is None
-    assert sp.get_properties(failed.properties) == {"Quality": 0, "quality_code": 1001}
+    assert sp.get_properties(failed.properties) == {"Quality": 0, "quality": "bad", "quality_code": 1001}
 
     # seq: 0 on NBIRTH, then one more on every message
     assert [d.seq for d in decoded] == list(range(6))

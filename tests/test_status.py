@@ -41,8 +41,9 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "kpi", "kpi_engine", "time"}
     assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
-    assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "series",
-            "points_read", "points_kept", "points_bad", "points_per_s", "last_value_time"} == set(data["devices"][0])
+    assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "source_names",
+            "series", "points_read", "points_kept", "points_bad", "points_per_s",
+            "last_value_time"} == set(data["devices"][0])
     assert {"path", "points", "bytes", "rows", "max_size", "overflow", "oldest_age_s", "dropped_points",
             "overflow_episodes", "overflowing", "dead_letter_rows", "dead_letter_points",
             "moved_aside", "disk_free_bytes", "disk_total_bytes", "min_free_space", "disk_full", "disk_full_episodes",

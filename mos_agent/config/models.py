@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -26,10 +27,13 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from mos_agent import units
+from mos_agent import text, units
 from mos_agent.kpi.calendar import WEEKDAYS, ShiftRule, overlapping_rules, parse_clock, parse_span
 from mos_agent.kpi.equipment import INTEGER_TYPES
 from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
+
+if TYPE_CHECKING:
+    from mos_agent.batch import SourceTimeWindow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 _DURATION_FACTOR = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
@@ -95,10 +99,16 @@ def _check_unit(value: str) -> str:
     return value
 
 
+def _check_encoding(value: str) -> str:
+    return text.check_encoding(value)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 AssetName = Annotated[str, AfterValidator(_check_asset_name)]
 UnitCode = Annotated[str, AfterValidator(_check_unit)]
+# How a device's text bytes are read (``cp949``, ``euc-kr``…); default UTF-8.
+TextEncoding = Annotated[str, AfterValidator(_check_encoding)]
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]
 Kind = Literal[KINDS]  # type: ignore[valid-type]
 
@@ -163,6 +173,34 @@ Weekday = Literal[WEEKDAYS]  # type: ignore[valid-type]
 # ---------------------------------------------------------------- agent file
 
 
+class SourceTimeSection(StrictModel):
+    """Source timestamps outside ``earliest`` … arrival + ``max_ahead`` are replaced by the arrival
+    time (quality uncertain, code 1009)."""
+
+    earliest: date = date(1990, 1, 1)
+    max_ahead: Duration = 86400.0
+
+    @field_validator("earliest")
+    @classmethod
+    def _earliest(cls, value: date) -> date:
+        if not date(1970, 1, 1) <= value <= date(2200, 1, 1):
+            raise ValueError(f"earliest must be between 1970-01-01 and 2200-01-01, got {value}")
+        return value
+
+    @field_validator("max_ahead")
+    @classmethod
+    def _max_ahead(cls, value: float) -> float:
+        if value > 365 * 86400.0:
+            raise ValueError("max_ahead must be at most a year (365d)")
+        return value
+
+    def window(self) -> SourceTimeWindow:
+        from mos_agent.batch import SourceTimeWindow  # the configuration stays free of numpy
+
+        start = datetime(self.earliest.year, self.earliest.month, self.earliest.day, tzinfo=UTC)
+        return SourceTimeWindow(int(start.timestamp()) * 10**9, round(self.max_ahead * 1e9))
+
+
 class AgentSection(StrictModel):
     id: str = Field(min_length=1)
     enterprise: AssetName | None = None
@@ -175,6 +213,7 @@ class AgentSection(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: Duration = 10.0
     timezone: Annotated[str, AfterValidator(_check_timezone)] | None = None  # IANA; default the system's
+    source_time: SourceTimeSection = Field(default_factory=SourceTimeSection)
 
     @field_validator("health")
     @classmethod
@@ -457,10 +496,13 @@ class SeriesFields(StrictModel):
     range: tuple[float, float] | None = None
 
 
+TAG_NAME_MAX = 200  # names a driver generates (OPC UA browse paths) are shortened to fit
+
+
 class TagBase(SeriesFields):
     """Fields every driver's tag has. ``data_type()`` names the value's type for the catalogue."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=TAG_NAME_MAX)
     description: str | None = None
 
     def effective_kind(self) -> str:

@@ -8,9 +8,10 @@ and the payloads of its births, data and deaths. No network code: the session in
 - ``seq`` is 0 on every NBIRTH and one more (mod 256) on every later message of the session;
   NDEATH has none. DATA metrics carry only the alias (no name, no datatype).
 - DBIRTH carries every metric with its current value (``is_null`` before the first), datatype and
-  properties ``unit`` (UCUM code) and ``Quality`` (the specification's Int32 codes: 192 good, 0
-  bad; uncertain readings are not good, so 0). DATA metrics add ``Quality`` when it differs from
-  the last one sent, and ``quality_code`` (the source's code) when it is not 0.
+  properties ``unit`` (UCUM code), ``quality`` (the taxonomy's class: good, uncertain or bad) and
+  ``Quality`` (the specification's Int32 codes: 192 good, 0 bad; uncertain readings are not good,
+  so 0). DATA metrics add ``Quality`` and ``quality`` when they differ from the last ones sent, and
+  ``quality_code`` (the source's code) when it is not 0.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ from mos_agent.status import MqttSinkStats
 BDSEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
 UNIT_PROPERTY = "unit"
+# The taxonomy's quality class (good | uncertain | bad) beside the specification's Int32 ``Quality``,
+# so a host sees the same three classes as every other sink.
+QUALITY_CLASS_PROPERTY = "quality"
 CODE_PROPERTY = "quality_code"
 # Metrics per DDATA message: keeps a message well below brokers' packet limits (EMQX: 1 MB).
 MAX_METRICS_PER_MESSAGE = 2000
@@ -203,10 +207,12 @@ class EdgeNode:
         payload = Payload(timestamp=now, seq=self._next_seq())
         for state in book.metrics.values():
             spec = state.spec
-            properties: dict[str, tuple[int, Value]] = {QUALITY_PROPERTY: (DataType.INT32, state.quality)}
+            last = state.last
+            quality_class = last[0].quality if last is not None else ("good" if state.good else "bad")
+            properties: dict[str, tuple[int, Value]] = {QUALITY_PROPERTY: (DataType.INT32, state.quality),
+                                                        QUALITY_CLASS_PROPERTY: (DataType.STRING, quality_class)}
             if spec.unit:
                 properties[UNIT_PROPERTY] = (DataType.STRING, spec.unit)
-            last = state.last
             add_metric(payload, name=spec.name, alias=state.alias, datatype=spec.datatype,
                        value=None if last is None else _convert(spec.datatype, last),
                        timestamp_ms=now if last is None else last[4] // 1_000_000, properties=properties)
@@ -295,7 +301,8 @@ class EdgeNode:
             else:
                 properties: dict[str, tuple[int, Value]] | None = None
                 if not same_quality or code:
-                    properties = {QUALITY_PROPERTY: (DataType.INT32, QUALITY_GOOD if series.good else QUALITY_BAD)}
+                    properties = {QUALITY_PROPERTY: (DataType.INT32, QUALITY_GOOD if series.good else QUALITY_BAD),
+                                  QUALITY_CLASS_PROPERTY: (DataType.STRING, series.quality)}
                     if code:
                         properties[CODE_PROPERTY] = (DataType.INT64, code)
                 add_metric(entry[0], alias=state.alias, datatype=datatype, value=_convert(datatype, r),
