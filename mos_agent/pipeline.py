@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
@@ -156,7 +157,7 @@ def collect_secrets(loaded: LoadedConfig) -> set[str]:
                     secret = read_secret(None, Path(value))
                     if secret:
                         secrets.add(secret)
-            elif hasattr(value, "model_fields"):
+            elif isinstance(value, BaseModel):
                 visit(value)
 
     visit(loaded.agent.agent)  # the health port's token
