@@ -43,6 +43,7 @@ from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.series import SeriesTable
+from mos_agent.sharing.report import contract_stats
 from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.status import AgentInfo, DeviceStats, KpiEngineStats, PipelineStats, StatusReport, StoreStats
@@ -201,7 +202,7 @@ class Agent:
         self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
         self._stop_event = asyncio.Event()
         self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"),
-                                     self._sink_context())
+                                     self._sink_context(), contracts=self.loaded.contracts)
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
@@ -459,7 +460,8 @@ class Agent:
 
     async def reload(self) -> bool:
         """Re-read device files: start added, restart changed, stop removed devices; buffer and
-        sinks keep running. A configuration that does not validate leaves everything as it was."""
+        sinks keep running, except contract sinks whose sharing contracts changed, which restart
+        with the new ones. A configuration that does not validate leaves everything as it was."""
         log.info("reload: re-reading %s", self.loaded.path)
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
@@ -483,8 +485,13 @@ class Agent:
         self._start_kpi(loaded.devices)
         for name in changed + added:
             self._start_device(new[name])
+        if self.store is not None and loaded.contracts != self.loaded.contracts:
+            restarted = await asyncio.get_running_loop().run_in_executor(None, self.store.replace_contracts,
+                                                                         loaded.contracts)
+            log.info("reload: sharing contracts re-read; sinks restarted with their new contracts: %s",
+                     ", ".join(restarted) or "none")
         self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
-                                      "device_files": loaded.device_files})
+                                      "device_files": loaded.device_files, "contracts": loaded.contracts})
         register_secrets(collect_secrets(self.loaded))
         log.info("reload done: %d added, %d changed, %d removed, %d unchanged", len(added), len(changed),
                  len(removed), len(new) - len(added) - len(changed))
@@ -518,6 +525,8 @@ class Agent:
                                    commit_failures=self.commit_failures),
             buffer=store.buffer,
             sinks=store.sinks,
+            contracts=contract_stats(self.loaded.contracts, self.loaded.devices, self.state_dir)
+            if self.loaded.contracts else [],
             kpi=self.kpi.status() if self.kpi is not None else [],
             kpi_engine=self.kpi.engine_stats() if self.kpi is not None else KpiEngineStats(),
             time=time.time(),

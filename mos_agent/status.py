@@ -158,7 +158,27 @@ class SinkStats:
     live_lag_seconds: float = 0.0
     backlog_points: int = 0
     dropped_points: int = 0  # of this sink's unsent points, by the buffer's overflow policy
+    # share: contracts sinks only — readings that came after their window was released, and the
+    # windows still open
+    late_points: int = 0
+    open_windows: int = 0
     mqtt: MqttSinkStats | None = None  # type: mqtt only
+
+
+@dataclass(slots=True)
+class ContractStats:
+    """A sharing contract and what it has released (from the audit, so earlier runs count)."""
+
+    id: str = ""
+    consumer: str = ""
+    sink: str = ""
+    status: str = ""  # pending | active | expired
+    valid_from: str | None = None  # RFC 3339, UTC
+    valid_to: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    resolution: str = ""  # raw | 1m …
+    points_released: int = 0
+    last_release: str | None = None
 
 
 @dataclass(slots=True)
@@ -207,6 +227,7 @@ class StatusReport:
     pipeline: PipelineStats = field(default_factory=PipelineStats)
     buffer: BufferStats = field(default_factory=BufferStats)
     sinks: list[SinkStats] = field(default_factory=list)
+    contracts: list[ContractStats] = field(default_factory=list)
     kpi: list[KpiStats] = field(default_factory=list)
     kpi_engine: KpiEngineStats = field(default_factory=KpiEngineStats)
     time: float = 0.0  # when the report was made (Unix seconds)

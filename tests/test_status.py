@@ -8,6 +8,7 @@ import json
 from mos_agent.status import (
     AgentInfo,
     BufferStats,
+    ContractStats,
     DeviceState,
     DeviceStats,
     KpiFigures,
@@ -28,6 +29,8 @@ def _report() -> StatusReport:
         buffer=BufferStats(path="/s/buffer.sqlite", points=5, moved_aside=["/s/old"]),
         sinks=[SinkStats(name="influxdb", type="influxdb", state=SinkState.DRAINING, lag_points=5,
                          last_error="HTTP 503")],
+        contracts=[ContractStats(id="mdcg-2026-017", consumer="MDCG", sink="datacentre", status="active",
+                                 datasets=["press-01"], resolution="1m", points_released=3)],
         kpi=[KpiStats(equipment="press-01", asset="plant/stamping/press-01", device="press-01",
                       current=KpiFigures(shift="night", start=10.0, end=20.0, at=15.0, kpi={"oee": 61.5, "pq": 120}),
                       completed=[KpiFigures(shift="day", start=0.0, end=10.0, at=10.0, final=True,
@@ -38,7 +41,8 @@ def _report() -> StatusReport:
 
 def test_the_json_keeps_the_keys_scripts_read() -> None:
     data = json.loads(json.dumps(_report().to_dict()))
-    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "kpi", "kpi_engine", "time"}
+    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "contracts", "kpi", "kpi_engine",
+                         "time"}
     assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
     assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "source_names",
@@ -51,7 +55,9 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
             "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
-            "dropped_points", "mqtt"} == set(data["sinks"][0])
+            "dropped_points", "late_points", "open_windows", "mqtt"} == set(data["sinks"][0])
+    assert {"id", "consumer", "sink", "status", "valid_from", "valid_to", "datasets", "resolution",
+            "points_released", "last_release"} == set(data["contracts"][0])
     assert {"equipment", "asset", "device", "current", "last_complete", "completed"} == set(data["kpi"][0])
     assert data["kpi"][0]["current"]["kpi"] == {"oee": 61.5, "pq": 120} and data["kpi"][0]["last_complete"] is None
     # enums travel as their plain values

@@ -126,6 +126,14 @@ def render(status: StatusReport, console: Console) -> None:
                 if m.primary_host_online is not None:
                     line += f", primary host {'online' if m.primary_host_online else 'offline'}"
             console.print(line)
+    if status.contracts:
+        contracts = Table(title="sharing contracts")
+        for column in ("contract", "consumer", "sink", "status", "datasets", "resolution", "released", "last release"):
+            contracts.add_column(column)
+        for c in status.contracts:
+            contracts.add_row(c.id, c.consumer, c.sink, c.status, ", ".join(c.datasets), c.resolution,
+                              str(c.points_released), c.last_release or "never")
+        console.print(contracts)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -50,9 +50,14 @@ def summary(loaded: LoadedConfig) -> str:
     if agent.sinks:
         for sink in agent.sinks:
             where = _destination(sink, agent.agent.state_dir)
-            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}")
+            shared = " (only what contracts release)" if sink.share == "contracts" else ""
+            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}{shared}")
     else:
         lines.append("sink       none (readings stay in the local buffer)")
+    for contract in loaded.contracts:
+        datasets = ", ".join(d.name for d in contract.released_devices(devices))
+        lines.append(f"contract   {contract.id} → {contract.sink}: {contract.resolution} of {datasets}"
+                     + (", pseudonymised" if contract.pseudonymise else ""))
     lines.append(f"buffer     {agent.buffer.max_size / 2**20:,.0f} MiB in {agent.agent.state_dir}, "
                  f"overflow {agent.buffer.overflow}")
     with_kpi = [d.name for d in enabled if d.kpi is not None]

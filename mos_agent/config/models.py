@@ -30,7 +30,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from mos_agent import text, units
 from mos_agent.kpi.calendar import WEEKDAYS, ShiftRule, overlapping_rules, parse_clock, parse_span
 from mos_agent.kpi.equipment import INTEGER_TYPES
-from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
+from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS, KPI_CATEGORY
 
 if TYPE_CHECKING:
     from mos_agent.batch import SourceTimeWindow
@@ -248,6 +248,15 @@ class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
     # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
     max_retry_delay: Duration = 60.0
+    # "contracts": the sink receives only what a sharing contract naming it releases
+    share: Literal["contracts"] | None = None
+
+    @model_validator(mode="after")
+    def _share_needs_name(self) -> SinkBase:
+        if self.share is not None and not self.name:
+            raise ValueError("a sink with share: contracts needs a name: (contracts name the sink that "
+                             "receives what they release)")
+        return self
 
 
 class InfluxSinkConfig(SinkBase):
@@ -394,6 +403,10 @@ class CatalogSection(StrictModel):
     base_uri: str | None = None
 
 
+class SharingSection(StrictModel):
+    contracts: str | list[str]  # glob(s) of contract files, relative to the agent file
+
+
 class ShiftConfig(StrictModel):
     """One shift of the calendar: wall-clock times in ``agent.timezone``; ``end`` not after
     ``start`` crosses midnight; ``days`` are the weekdays the shift starts on (default: every day)."""
@@ -426,6 +439,7 @@ class AgentConfig(StrictModel):
     buffer: BufferSection = Field(default_factory=BufferSection)
     sinks: list[SinkConfig] = Field(default_factory=list)
     catalog: CatalogSection | None = None
+    sharing: SharingSection | None = None
     shifts: list[ShiftConfig] = Field(default_factory=list)  # planned operating time for KPIs
     kpi: KpiSection = Field(default_factory=KpiSection)
 
@@ -630,3 +644,60 @@ class DeviceBase(StrictModel):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown stage {value!r} (expected one of: {', '.join(stages)}{hint})")
         return value
+
+
+# ---------------------------------------------------------------- sharing contracts
+
+# What a contract may release: the taxonomy's categories and the agent's own KPIs.
+SHAREABLE_CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys((*CATEGORIES, KPI_CATEGORY)))
+ShareableCategory = Literal[SHAREABLE_CATEGORIES]  # type: ignore[valid-type]
+
+
+def parse_instant(value: Any) -> date | datetime:
+    """A contract's validity bound: a date (``2026-12-01``) or a date-time with or without an
+    offset (``2027-11-30T23:59:59+09:00``); YAML may already have made either."""
+    if isinstance(value, datetime | date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            pass
+    raise ValueError(f"bad date {value!r}: expected a date like 2026-12-01 or a date-time like "
+                     f"2026-12-01T08:00:00+09:00")
+
+
+def parse_resolution(value: Any) -> float | None:
+    """``raw`` → None (every reading as it is); a duration → window length in seconds."""
+    if value == "raw":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"bad resolution {value!r}: expected 'raw' or a duration like 10s, 1m or 1h") from None
+
+
+Instant = Annotated[date | datetime, BeforeValidator(parse_instant)]
+Resolution = Annotated[float | None, BeforeValidator(parse_resolution)]
+
+
+class ValidityPeriod(StrictModel):
+    start: Instant = Field(alias="from")
+    end: Instant = Field(alias="to")
+
+
+class ContractConfig(StrictModel):
+    """A sharing contract file: what one consumer receives, through which sink, for how long."""
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    title: LocalizedText | None = None
+    consumer: str = Field(min_length=1)
+    sink: str = Field(min_length=1)
+    valid: ValidityPeriod
+    datasets: list[str] = Field(min_length=1)
+    categories: list[ShareableCategory] = Field(default_factory=lambda: list(SHAREABLE_CATEGORIES))
+    resolution: Resolution = None
+    pseudonymise: bool = False
