@@ -87,12 +87,22 @@ def start_agent(workdir: Path, host: str, *, token_file: Path | None = None, sto
         agent["health_token_file"] = str(token_file)
     sinks = [{"type": "influxdb", "url": store_url, "org": "mdcg", "bucket": "factory", "token": "store-token-1234",
               "flush_interval": "500ms"}] if store_url else []
+    sharing: dict[str, Any] = {}
+    if store_url:  # and a data centre receiving press-01 under a contract
+        sinks.append({**sinks[0], "name": "datacentre", "share": "contracts", "bucket": "shared"})
+        (workdir / "contracts").mkdir(exist_ok=True)
+        (workdir / "contracts" / "mdcg-test-001.yaml").write_text(yaml.safe_dump({
+            "id": "mdcg-test-001", "title": {"en": "Press line data", "ko": "프레스 라인 데이터"},
+            "consumer": "MDCG innovation data centre", "sink": "datacentre",
+            "valid": {"from": "2020-01-01", "to": "2099-12-31"}, "datasets": ["press-01"], "resolution": "raw"},
+            allow_unicode=True))
+        sharing = {"sharing": {"contracts": "contracts/*.yaml"}}
     config = workdir / "agent.yaml"
     # a shift from now on, so the presses' kpi: blocks (from the simulator's device file) give KPI tiles
     agent["timezone"] = DEMO_TIMEZONE
     config.write_text(yaml.safe_dump({"agent": agent, "devices": "devices/*.yaml", "sinks": sinks,
                                       "shifts": demo_shifts(datetime.now(ZoneInfo(DEMO_TIMEZONE))),
-                                      "kpi": {"interval": "1s"}}))
+                                      "kpi": {"interval": "1s"}, **sharing}))
     process = AgentProcess(config, workdir / "agent.log")
     running_agent = RunningAgent(process, health, config, sims)
     token = TOKEN if token_file else None
@@ -182,7 +192,12 @@ def test_values_with_units_update_live_from_the_agents_origin_only(agent: Runnin
     assert value_cell(page, "press-01", "oil_temperature").locator(".unit").inner_text() == "°C"
     assert page.locator("#agent-id").inner_text() == "gw-page"
     sinks = page.locator("#sinks tbody tr")
-    assert sinks.count() == 1 and "influxdb" in sinks.inner_text()
+    assert sinks.count() == 2 and "datacentre" in sinks.nth(1).inner_text()
+    # the contract and what it released so far
+    contract = page.locator("#contracts tbody tr")
+    wait_until(lambda: contract.count() == 1 and "mdcg-test-001" in contract.inner_text()
+               and int(contract.locator("td.num").inner_text().replace(",", "")) > 0, 60, what="the contract")
+    assert "active" in contract.inner_text() and "press-01" in contract.inner_text()
     # the agent's own ISO 22400 KPIs of the shift so far, one tile a press
     wait_until(lambda: page.locator("#kpis .tile").count() == 2, 60, what="the KPI tiles")
     tile = page.locator("#kpis .tile").first.inner_text()
