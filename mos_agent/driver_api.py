@@ -56,9 +56,9 @@ class DeviceStatus:
     source_names: dict[str, str] = field(default_factory=dict)
 
 
-def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
-                    asset_overrides: dict[str, str] | None = None, tag_name: str | None = None) -> SeriesSpec:
-    """The series a configured tag produces, with optional asset levels filled at run time."""
+def device_asset(agent: AgentSection, device: DeviceBase,
+                 asset_overrides: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The asset path of a device's series, with optional levels filled at run time."""
     levels: dict[str, str | None] = {
         "enterprise": agent.enterprise,
         "site": agent.site,
@@ -69,8 +69,16 @@ def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
     }
     if asset_overrides:
         levels.update(asset_overrides)
+    return make_asset(levels)
+
+
+def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
+                    asset_overrides: dict[str, str] | None = None, tag_name: str | None = None,
+                    asset: tuple[tuple[str, str], ...] | None = None) -> SeriesSpec:
+    """The series a configured tag produces, with optional asset levels filled at run time
+    (``asset``, when given, is the device's :func:`device_asset`, computed once for all its tags)."""
     return SeriesSpec(
-        asset=make_asset(levels),
+        asset=asset if asset is not None else device_asset(agent, device, asset_overrides),
         tag=tag_name or tag.name,
         category=tag.category,
         kind=tag.effective_kind(),
@@ -86,8 +94,8 @@ def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
 
 def build_series_table(agent: AgentSection, device: DeviceBase) -> SeriesTable:
     table = SeriesTable()
-    for tag in device.tags:
-        table.add(series_spec_for(agent, device, tag))
+    asset = device_asset(agent, device)
+    table.add_many(series_spec_for(agent, device, tag, asset=asset) for tag in device.tags)
     return table
 
 

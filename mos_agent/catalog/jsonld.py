@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mos_agent.catalog.observe import Observation
     from mos_agent.config.loader import LoadedConfig
     from mos_agent.config.models import DeviceBase, LocalizedText, TagBase
+    from mos_agent.config.profiles import ProfileInfo
     from mos_agent.driver_api import Driver
     from mos_agent.sharing.contracts import Contract
 
@@ -234,6 +235,11 @@ def _standard_node(standard: Standard) -> dict[str, Any]:
     return node
 
 
+def _profile_node(base: str, name: str) -> dict[str, Any]:
+    return {"@id": f"{base}profile/{_quote(name)}", "@type": ["dct:Standard", "mos:DeviceProfile"],
+            "dct:identifier": name, "dct:title": f"Device profile {name}"}
+
+
 def protocol_standard(driver_name: str, driver_cls: type[Driver] | None) -> Standard | None:
     """The standard a driver's protocol conforms to: the driver's own declaration, else the built-in map."""
     title = driver_cls.standard if driver_cls is not None else ""
@@ -399,6 +405,7 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
     datasets: list[dict[str, Any]] = []
     used_categories: list[str] = []
     modified_times: list[datetime] = [t for t in [_mtime(loaded.path)] if t]
+    profile_of = {device: info for info in loaded.profiles.values() for device in info.devices}
     for device in loaded.devices:
         if not device.enabled:
             continue
@@ -407,10 +414,12 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
             from mos_agent.registry import load_driver
 
             driver_cls = driver_classes[device.driver] = load_driver(device.driver)
-        file_time = _mtime(loaded.device_files.get(device.name))
+        profile = profile_of.get(device.name)
+        file_times = [_mtime(loaded.device_files.get(device.name)), _mtime(profile.path if profile else None)]
+        file_time = max((t for t in file_times if t), default=None)
         if file_time:
             modified_times.append(file_time)
-        dataset, categories = _dataset(loaded, device, driver_cls, base, file_time)
+        dataset, categories = _dataset(loaded, device, driver_cls, base, file_time, profile)
         if observed is not None:
             dataset.update(_observation_properties(observed.get(dataset["dct:identifier"]), window_default))
         attached = agreements.get(device.name, ())
@@ -441,7 +450,7 @@ def _site_path(loaded: LoadedConfig) -> str:
 
 
 def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] | None, base: str,
-             modified: datetime | None) -> tuple[dict[str, Any], list[str]]:
+             modified: datetime | None, profile: ProfileInfo | None) -> tuple[dict[str, Any], list[str]]:
     """One device's ``dcat:Dataset`` (without observations), and its categories."""
     agent = loaded.agent.agent
     identifier = dataset_identifier(loaded, device)
@@ -458,6 +467,9 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     standard = protocol_standard(device.driver, driver_cls)
     if standard:
         conforms.append(_standard_node(standard))
+    if profile is not None:
+        # machines of one model share a profile: the data centre sees their datasets as comparable
+        conforms.append(_profile_node(base, profile.name))
     if device.kpi is not None:
         conforms.append(_standard_node(ISO_22400_2))
 
@@ -476,7 +488,7 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
         **{f"mos:{level}": name for level, name in levels.items() if name},
         "mos:stage": device.stage,
         "mos:protocol": protocol,
-        "dcat:keyword": _keywords(device, categories, protocol),
+        "dcat:keyword": _keywords(device, categories, protocol, profile),
         "dcat:theme": [{"@id": category_iri(c)} for c in categories],
         "dct:conformsTo": conforms,
     }
@@ -493,8 +505,9 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     return dataset, categories
 
 
-def _keywords(device: DeviceBase, categories: list[str], protocol: str) -> list[Any]:
-    """Stage, categories (each also in Korean), protocol and the asset levels below the site."""
+def _keywords(device: DeviceBase, categories: list[str], protocol: str, profile: ProfileInfo | None) -> list[Any]:
+    """Stage, categories (each also in Korean), protocol, the asset levels below the site and the
+    device's profile."""
     keywords: list[Any] = [device.stage]
     if device.stage in STAGE_LABELS_KO:
         keywords.append({"@value": STAGE_LABELS_KO[device.stage], "@language": "ko"})
@@ -503,6 +516,8 @@ def _keywords(device: DeviceBase, categories: list[str], protocol: str) -> list[
     keywords += [protocol, device.asset.area]
     keywords += [level for level in (device.asset.line, device.asset.cell) if level]
     keywords.append(device.name)
+    if profile is not None:
+        keywords.append(profile.name)
     return keywords
 
 

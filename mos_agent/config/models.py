@@ -625,6 +625,10 @@ class DeviceBase(StrictModel):
     poll_interval: Duration = 1.0
     connection: dict[str, Any] = Field(default_factory=dict)
     tags: list[TagBase] = Field(default_factory=list)
+    # A device profile (mos_agent.config.profiles) merged into this device when loaded: its file,
+    # and the profile's tags this machine lacks.
+    profile: Path | None = None
+    exclude: list[str] = Field(default_factory=list)
     kpi: DeviceKpi | None = None  # ISO 22400 KPIs of this equipment per shift
 
     @model_validator(mode="after")
