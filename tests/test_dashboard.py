@@ -167,15 +167,19 @@ def test_every_panel_query_returns_data(fed_store: str) -> None:
     queries = {title: expr for title, _, expr in panel_queries(dashboard, values)}
     # OEE per equipment and shift: the latest figure of each
     (oee,) = [q for title, q in queries.items() if title.startswith("OEE per equipment")]
-    result = prometheus(fed_store, "query", query=oee)["result"]
+    # at a moment a few seconds back, whose records have all reached the store (the agent goes on
+    # writing KPIs while the test runs)
+    at = round(time.time()) - 5
+    result = prometheus(fed_store, "query", query=oee, time=str(at))["result"]
     figures = {(r["metric"]["equipment"], r["metric"]["shift"]): float(r["value"][1]) for r in result}
-    # the newest OEE record of each equipment, as the agent wrote it
-    newest = {}
+    # the newest OEE record of each equipment at that moment, as the agent wrote it
+    newest: dict[tuple[str, str], tuple[int, float]] = {}
     for series in StoreReader(fed_store).export('{__name__="kpi_value", tag="oee"}'):
         key = (series["metric"]["equipment"], series["metric"]["shift"])
-        at, value = max(zip(series["timestamps"], series["values"], strict=True))
-        if key not in newest or at > newest[key][0]:
-            newest[key] = (at, value)
+        samples = [(ms, v) for ms, v in zip(series["timestamps"], series["values"], strict=True) if ms <= at * 1000]
+        ms, value = max(samples)
+        if key not in newest or ms > newest[key][0]:
+            newest[key] = (ms, value)
     assert figures == {key: value for key, (_, value) in newest.items()}
     assert set(figures) == {("press-01", "day"), ("press-02", "day")}
     # stale series: those of the stopped press only
