@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection, DeviceBase, TagBase
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
-from mos_agent.status import DeviceState
+from mos_agent.status import DeviceState, SparkplugInStats
 
 __all__ = ["DeviceState", "DeviceStatus", "Driver", "DriverContext", "build_series_table", "raise_if_cancelled",
            "series_spec_for"]
@@ -54,6 +54,7 @@ class DeviceStatus:
     # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
     # had to be made an asset name
     source_names: dict[str, str] = field(default_factory=dict)
+    sparkplug: SparkplugInStats | None = None  # set by a driver reading Sparkplug B edge nodes
 
 
 def device_asset(agent: AgentSection, device: DeviceBase,
@@ -95,7 +96,7 @@ def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
 def build_series_table(agent: AgentSection, device: DeviceBase) -> SeriesTable:
     table = SeriesTable()
     asset = device_asset(agent, device)
-    table.add_many(series_spec_for(agent, device, tag, asset=asset) for tag in device.tags)
+    table.add_many(series_spec_for(agent, device, tag, asset=asset) for tag in device.configured_tags())
     return table
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import logging
 import os
@@ -563,6 +564,7 @@ class Agent:
             points_bad=counts.bad,
             points_per_s=round(rt.rate.rate(), 1),
             last_value_time=rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
+            sparkplug=copy.deepcopy(st.sparkplug),
         )
 
     def series_tables(self) -> dict[str, SeriesTable]:

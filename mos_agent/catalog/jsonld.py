@@ -307,8 +307,10 @@ def _kpi_series(dataset_iri: str, shifts: list[str]) -> list[dict[str, Any]]:
 
 
 def _browse_entries(device: DeviceBase) -> list[Any]:
-    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries)."""
-    return [entry for entry in getattr(device, "browse", None) or [] if getattr(entry, "category", None) in CATEGORIES]
+    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries,
+    Sparkplug B metric name patterns)."""
+    entries = [*(getattr(device, "browse", None) or []), *(getattr(device, "metric_tags", None) or [])]
+    return [entry for entry in entries if getattr(entry, "category", None) in CATEGORIES]
 
 
 def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, Any]]:
@@ -327,6 +329,9 @@ def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, 
         prefix = getattr(entry, "prefix", None)
         if isinstance(prefix, str) and prefix:
             node["mos:namePrefix"] = prefix
+        pattern = getattr(entry, "metric", None)
+        if isinstance(pattern, str) and pattern:
+            node["mos:sourceNamePattern"] = pattern  # Sparkplug metric names, before the name mapping
         unit_code = getattr(entry, "unit", None)
         if isinstance(unit_code, str) and (unit := units.lookup(unit_code)) is not None:
             node["mos:ucumCode"] = unit.ucum
@@ -342,7 +347,7 @@ def _generated_title(device: DeviceBase) -> str:
 
 
 def _generated_description(device: DeviceBase, site_path: str, protocol: str, categories: list[str]) -> str:
-    count = len(device.tags)
+    count = len(device.configured_tags())
     return (f"{count} configured {'variable' if count == 1 else 'variables'} of equipment {device.name} at "
             f"{site_path}, read over {protocol}; process stage {device.stage}; categories: "
             f"{', '.join(categories) or 'none'}. {ACCESS_RIGHTS_EN}")
@@ -497,7 +502,7 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
         dataset["dcat:temporalResolution"] = {"@value": iso_duration(interval), "@type": "xsd:duration"}
     if modified:
         dataset["dct:modified"] = _datetime_literal(modified)
-    dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+    dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.configured_tags()]
     if device.kpi is not None:
         dataset["mos:kpiSeries"] = _kpi_series(dataset_iri, [s.name for s in loaded.agent.shifts])
     if templates:

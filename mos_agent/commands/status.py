@@ -101,6 +101,19 @@ def render(status: StatusReport, console: Console) -> None:
                         f"{d.points_per_s:.0f}", str(d.series), str(d.points_bad),
                         f"{_age(last)} ago" if last is not None else "—", d.last_error or "")
     console.print(devices)
+    for d in status.devices:
+        if d.sparkplug is not None:
+            p = d.sparkplug
+            line = (f"{d.name}: Sparkplug B {p.group_id}/{p.edge_node}, {p.edge_nodes_online} edge node(s) online, "
+                    f"{p.births} births, {p.deaths} deaths, {p.metrics} metrics stored, "
+                    f"{p.rebirth_requests} rebirth requests ({p.seq_gaps} seq gaps, {p.unknown_aliases} unknown "
+                    f"aliases, {p.data_before_birth} data before birth), {p.dropped_points} values unnamed")
+            if p.unmatched_metrics:
+                shown = ", ".join(p.unmatched_examples[:5])
+                more = "…" if p.unmatched_metrics > 5 else ""
+                line += (f"; {p.unmatched_metrics} metrics match no pattern ({shown}{more}), "
+                         f"{p.ignored_points} values ignored")
+            console.print(line, markup=False, highlight=False)
     buf = status.buffer
     disk = (f", disk {buf.disk_free_bytes / 1e9:.1f} of {buf.disk_total_bytes / 1e9:.1f} GB free"
             if buf.disk_total_bytes else "")

@@ -637,6 +637,11 @@ class DeviceBase(StrictModel):
             raise located_errors(type(self).__name__, problems)
         return self
 
+    def configured_tags(self) -> list[TagBase]:
+        """The tags that are series from the start (configured tag ``i`` is series ``i``). A
+        device whose tags are only patterns for series found at run time has none."""
+        return self.tags
+
     @field_validator("stage")
     @classmethod
     def _stage(cls, value: str, info: ValidationInfo) -> str:
