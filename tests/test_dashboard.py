@@ -25,8 +25,9 @@ import yaml
 from mos_agent.commands.demo import DEMO_TIMEZONE, demo_shifts
 from mos_agent.localservers import free_port
 from tests.support.servers import StoreReader, VictoriaMetrics
+from tests.support.simulators import start_modbus_sim
 from tests.support.waiting import wait_until
-from tests.test_service import AgentProcess, start_modbus_sim, write_device
+from tests.test_service import AgentProcess, write_device
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "mos-agent-taxonomy.json"
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")

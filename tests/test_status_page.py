@@ -34,8 +34,9 @@ from mos_agent.health import HealthServer
 from mos_agent.localservers import free_port
 from mos_agent.status import AgentInfo, DeviceState, DeviceStats, StatusReport
 from tests.support.servers import VictoriaMetrics, running
+from tests.support.simulators import start_modbus_sim
 from tests.support.waiting import wait_until
-from tests.test_service import AgentProcess, start_modbus_sim, write_device
+from tests.test_service import AgentProcess, write_device
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
