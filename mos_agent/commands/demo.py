@@ -230,6 +230,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         await agent.start()
+        console.print(f"status page: http://{agent.config.agent.health}/", highlight=False)
         started = time.monotonic()
         deadline = started + duration if duration else None
 
