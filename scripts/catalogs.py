@@ -48,11 +48,15 @@ def main() -> int:
     for po_path in sorted(LOCALE.glob("*/LC_MESSAGES/mos_agent.po")):
         with po_path.open("rb") as handle:
             catalog = read_po(handle)
+        created = catalog.creation_date
         catalog.update(template, no_fuzzy_matching=True)
+        catalog.creation_date = created  # a run that changes no message leaves the file as it was
         with po_path.open("wb") as handle:
-            write_po(handle, catalog, width=100, omit_header=False, ignore_obsolete=True)
+            # no line numbers: they change with every edit above a message, and each such edit
+            # would otherwise rewrite the catalog and collide with the next merge
+            write_po(handle, catalog, width=100, omit_header=False, ignore_obsolete=True, include_lineno=False)
         po_path.with_suffix(".mo").write_bytes(compiled(po_path))
-        missing = [m.id for m in catalog if m.id and not m.string]
+        missing = [m.id for m in catalog if m.id and not (all(m.string) if isinstance(m.string, tuple) else m.string)]
         print(f"{po_path.relative_to(REPO)}: {len(catalog)} messages, {len(missing)} untranslated")
     return 0
 
