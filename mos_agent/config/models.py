@@ -551,7 +551,11 @@ class DeviceKpi(StrictModel):
     def _good_or_scrap(self) -> DeviceKpi:
         if (self.good is None) == (self.scrap is None):
             which = "both are given" if self.good else "neither is given"
-            raise ValueError(f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}")
+            message = f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}"
+            if self.scrap is None:
+                raise ValueError(message)
+            # both: point at the second of the two keys, the one to remove or keep
+            raise located_errors(type(self).__name__, [(("scrap",), message)])
         return self
 
 
