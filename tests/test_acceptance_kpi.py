@@ -174,8 +174,8 @@ async def test_a_shift_with_a_break_in_the_store_the_command_and_metrics(
             sinks:
               - {{type: influxdb, url: "{victoria.url}", org: mdcg, bucket: factory, token: t, flush_interval: 200ms}}
             shifts:
-              - {{name: day, start: "{start:%H:%M:%S}", end: "{end:%H:%M:%S}", breaks: ["{pause:%H:%M:%S}-{resume:%H:%M:%S}"],
-                 days: [{start.strftime('%a').lower()}]}}
+              - {{name: day, start: "{start:%H:%M:%S}", end: "{end:%H:%M:%S}",
+                 breaks: ["{pause:%H:%M:%S}-{resume:%H:%M:%S}"], days: [{start.strftime('%a').lower()}]}}
             kpi: {{interval: 2s}}
             """))
         agent = Agent(load_config(tmp_path / "agent.yaml"))
@@ -230,4 +230,4 @@ async def test_a_shift_with_a_break_in_the_store_the_command_and_metrics(
     assert item["equipment"] == "press-01" and item["last_complete"]["shift"] == "day"
     assert item["last_complete"]["final"] and item["last_complete"]["kpi"]["pot"] == 12
     assert "press-01" in table and "day" in table
-    assert f'mos_agent_kpi{{equipment="press-01",kpi="pot",shift="day"}} 12.0' in metrics
+    assert 'mos_agent_kpi{equipment="press-01",kpi="pot",shift="day"} 12.0' in metrics
