@@ -222,3 +222,11 @@ async def test_an_expiring_contract_releases_pseudonymised_windows(tmp_path: Pat
     assert entry["last_release"]
     table = _mos_agent("sharing", "-c", str(config))
     assert table.returncode == 0 and "mdcg-2026-017" in table.stdout and "expired" in table.stdout
+
+    # the consumer's view of the catalogue names the datasets by the pseudonyms the data carry
+    view = _mos_agent("catalog", "-c", str(config), "--for", "mdcg-2026-017")
+    assert view.returncode == 0, view.stderr
+    assert not any(real in view.stdout for real in ("changwon", "stamping", "line-1", "cell-2", "press-01"))
+    graph = Graph().parse(data=view.stdout, format="json-ld")
+    (dataset,) = graph.subjects(RDF.type, URIRef("http://www.w3.org/ns/dcat#Dataset"))
+    assert str(graph.value(dataset, URIRef("http://purl.org/dc/terms/identifier"))) == "/".join(names.values())
