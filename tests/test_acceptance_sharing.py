@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -220,6 +221,13 @@ async def test_an_expiring_contract_releases_pseudonymised_windows(tmp_path: Pat
     assert entry["datasets"] == ["press-01"]
     assert entry["points_released"] == sum(len(w) for w in fields["count"].values())
     assert entry["last_release"]
+    # the audit in state_dir: contract, dataset, points, period
+    with sqlite3.connect(tmp_path / "state" / "sharing.sqlite") as ledger:
+        audited = ledger.execute("SELECT contract, dataset, SUM(points), MIN(first_ns), MAX(last_ns) FROM releases "
+                                 "GROUP BY contract, dataset").fetchall()
+    assert [row[:3] for row in audited] == [("mdcg-2026-017", "press-01", entry["points_released"])]
+    # a window counts with its whole length
+    assert min(windows) * 1_000_000 <= audited[0][3] < audited[0][4] < (end.timestamp() + WINDOW_S) * S
     table = _mos_agent("sharing", "-c", str(config))
     assert table.returncode == 0 and "mdcg-2026-017" in table.stdout and "expired" in table.stdout
 
