@@ -582,10 +582,13 @@ class DeviceKpi(StrictModel):
     @model_validator(mode="after")
     def _good_or_scrap(self) -> DeviceKpi:
         if (self.good is None) == (self.scrap is None):
-            raise ValueError(_("give exactly one of good (good-parts counter) or scrap (scrap counter); both are given")
-                             if self.good else
-                             _("give exactly one of good (good-parts counter) or scrap (scrap counter); neither is "
-                               "given"))
+            message = _("give exactly one of good (good-parts counter) or scrap (scrap counter); both are given") \
+                if self.good else _("give exactly one of good (good-parts counter) or scrap (scrap counter); neither "
+                                    "is given")
+            if self.scrap is None:
+                raise ValueError(message)
+            # both: point at the second of the two keys, the one to remove or keep
+            raise located_errors(type(self).__name__, [(("scrap",), message)])
         return self
 
 
