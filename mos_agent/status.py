@@ -123,6 +123,7 @@ class SinkStats:
     sent_points: int = 0
     sent_batches: int = 0  # buffer batches fully handled
     sent_requests: int = 0  # successful writes (a split batch takes several)
+    sent_bytes: int = 0  # request bodies the store accepted, as sent (compressed when gzip is on)
     retried: int = 0
     dead_lettered_points: int = 0
     last_error: str | None = None

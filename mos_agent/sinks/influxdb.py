@@ -115,6 +115,7 @@ class InfluxSink(Sink):
             raise self._map_status(exc) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise SinkRetryable(self.redact(f"{self.url}: {type(exc).__name__}: {exc}")) from None
+        self.sent_bytes += len(body)
 
     def _map_status(self, exc: ApiException) -> Exception:
         status = int(exc.status or 0)

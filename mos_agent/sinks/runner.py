@@ -118,7 +118,8 @@ class SinkRunner:
     def status(self) -> SinkStats:
         """The runner's own counters; the lag comes from the buffer (see StoreAndForward.status)."""
         return SinkStats(name=self.name, type=self.sink.type, state=self.state, sent_points=self.sent_points,
-                         sent_batches=self.sent_batches, sent_requests=self.sent_requests, retried=self.retried,
+                         sent_batches=self.sent_batches, sent_requests=self.sent_requests,
+                         sent_bytes=self.sink.sent_bytes, retried=self.retried,
                          dead_lettered_points=self.dead_lettered_points, last_error=self.last_error,
                          last_error_time=self.last_error_time, last_success_time=self.last_success_time)
 
