@@ -262,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                                       load=f"{load}; ratio {ratio(light['cpu_ms_per_s'], bare['cpu_ms_per_s'])}×"))
                 figures.append(figure("bytes sent to the store per point", light["sent_bytes_per_point"], "B",
                                       load=f"{load}; influxdb sink, gzip on, batches of ≤ 5,000 points"))
-                figures.append(figure("store rows per point", light["store_rows_per_point"], "rows",
+                rows = light["store_rows_per_point"]
+                figures.append(figure("store rows per point", rows, "rows",
                                       reference="VictoriaMetrics vm_rows_inserted_total", target="1 (good points)",
-                                      ok=light["store_rows_per_point"] == 1.0 if light["store_rows_per_point"] else None,
-                                      load=f"{load}; every point good"))
+                                      ok=rows == 1.0 if rows else None, load=f"{load}; every point good"))
             except Exception as exc:
                 failures["light"] = f"{type(exc).__name__}: {exc}"
                 log(f"light FAILED: {failures['light']}")

@@ -40,6 +40,10 @@ class StatusCollector:
                                      labels=[*labels, "kind"])
         overruns = CounterMetricFamily("mos_agent_poll_overruns", "Poll cycles that overran their interval",
                                        labels=labels)
+        skipped_polls = CounterMetricFamily("mos_agent_polls_skipped", "Polls skipped because a cycle overran",
+                                            labels=labels)
+        skipped_points = CounterMetricFamily("mos_agent_points_skipped",
+                                             "Readings the skipped polls would have made", labels=labels)
         state = GaugeMetricFamily("mos_agent_device_state", "1 for the device's current state",
                                   labels=[*labels, "state"])
         series = GaugeMetricFamily("mos_agent_device_series", "Series per device", labels=labels)
@@ -48,12 +52,14 @@ class StatusCollector:
             read.add_metric(lv, d.points_read)
             bad.add_metric(lv, d.points_bad)
             overruns.add_metric(lv, d.overruns)
+            skipped_polls.add_metric(lv, d.skipped_polls)
+            skipped_points.add_metric(lv, d.skipped_points)
             series.add_metric(lv, d.series)
             for kind, count in d.errors.items():
                 errors.add_metric([*lv, kind], count)
             for s in DeviceState:
                 state.add_metric([*lv, s.value], 1.0 if d.state == s else 0.0)
-        yield from (read, bad, errors, overruns, state, series)
+        yield from (read, bad, errors, overruns, skipped_polls, skipped_points, state, series)
 
         yield CounterMetricFamily("mos_agent_points_committed", "Points committed to the on-disk buffer",
                                   value=status.pipeline.committed_points)
@@ -67,6 +73,8 @@ class StatusCollector:
 
         sink_labels = ["sink", "type"]
         sent = CounterMetricFamily("mos_agent_points_sent", "Points delivered to a sink", labels=sink_labels)
+        sent_bytes = CounterMetricFamily("mos_agent_bytes_sent", "Request body bytes a sink's store accepted",
+                                         labels=sink_labels)
         dead = CounterMetricFamily("mos_agent_points_dead_lettered", "Points a sink rejected (dead letter)",
                                    labels=sink_labels)
         retried = CounterMetricFamily("mos_agent_sink_retries", "Sink write retries", labels=sink_labels)
@@ -77,11 +85,12 @@ class StatusCollector:
         for sink in status.sinks:
             lv = [sink.name, sink.type]
             sent.add_metric(lv, sink.sent_points)
+            sent_bytes.add_metric(lv, sink.sent_bytes)
             dead.add_metric(lv, sink.dead_lettered_points)
             retried.add_metric(lv, sink.retried)
             lag.add_metric(lv, sink.lag_points)
             lag_s.add_metric(lv, sink.lag_seconds)
-        yield from (sent, dead, retried, lag, lag_s)
+        yield from (sent, sent_bytes, dead, retried, lag, lag_s)
 
 
 class HealthServer:

@@ -68,10 +68,11 @@ class SeriesTable:
     last_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     last_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_text: dict[int, str] = field(default_factory=dict)
-    # how many series scale or shift their values, and how many have a plausible range: a device
+    # how many series scale or shift their values, have a plausible range or a deadband: a device
     # with none skips that arithmetic
     transformed: int = 0
     ranged: int = 0
+    deadbanded: int = 0
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -111,6 +112,7 @@ class SeriesTable:
         self.range_high[idx] = high
         self.transformed += spec.scale != 1.0 or spec.offset != 0.0
         self.ranged += spec.range is not None
+        self.deadbanded += spec.deadband > 0
         self.last_value[idx] = np.nan
         self.last_quality[idx] = -1
         return idx

@@ -65,7 +65,9 @@ class DeviceStats:
     last_error: str | None = None
     last_error_time: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # by kind: timeout, exception, payload…
-    overruns: int = 0
+    overruns: int = 0  # poll cycles that ran past the next tick
+    skipped_polls: int = 0  # polls those overruns skipped
+    skipped_points: int = 0  # readings the skipped polls would have made
     series: int = 0
     points_read: int = 0
     points_kept: int = 0

@@ -148,6 +148,10 @@ class InfluxSinkConfig(SinkBase):
     # The finest time step the store keeps: readings of one series without a source time are
     # kept at least one step apart so the store does not merge them (VictoriaMetrics: ms).
     precision: Precision = "ns"
+    # quality_code 0 (good) is not written: the quality tag says it, and stores keeping a series
+    # per field would hold two rows a point. ``always`` writes it on every line, for stores whose
+    # queries want it.
+    quality_code: Literal["nonzero", "always"] = "nonzero"
 
     @field_validator("url")
     @classmethod
