@@ -29,11 +29,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "agent")
+BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "agent", "light")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "agent": 150},
-    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "agent": 540},
+    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "agent": 150, "light": 90},
+    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "agent": 540,
+            "light": 200},
 }
 
 Row = dict[str, Any]
@@ -115,9 +116,13 @@ def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
 
+def adapt_light(data: dict[str, Any]) -> list[Row]:
+    return [_row("light", f) for f in _figures(data)]
+
+
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "buffer": adapt_buffer, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus, "opcua": adapt_opcua,
-    "mqtt": adapt_mqtt, "agent": adapt_agent,
+    "mqtt": adapt_mqtt, "agent": adapt_agent, "light": adapt_light,
 }
 
 

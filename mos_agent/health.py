@@ -7,7 +7,7 @@ latency histograms are fed by the ``observe_*`` hooks the agent calls."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -115,8 +115,10 @@ class HealthServer:
     def observe_commit(self, points: int) -> None:
         self.commit_size.observe(points)
 
-    def observe_read(self, device: str, seconds: float) -> None:
-        self.read_latency.labels(device).observe(seconds)
+    def read_observer(self, device: str) -> Callable[[float], None]:
+        """Records one read round trip of ``device`` (its histogram child looked up once, not per
+        read)."""
+        return self.read_latency.labels(device).observe
 
     def observe_send(self, sink: str, seconds: float) -> None:
         self.send_latency.labels(sink).observe(seconds)

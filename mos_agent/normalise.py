@@ -75,12 +75,12 @@ class Normaliser:
         self.time_resolution_ns = time_resolution_ns
         self.counts = NormaliseCounts()
 
-    def normalised(self, batch: ReadingBatch) -> NormalisedRows:
+    def normalised(self, batch: ReadingBatch, where: slice | np.ndarray | None = None) -> NormalisedRows:
         """Scale, offset and quality rules applied; no deadband, no state change (``read`` shows
-        this)."""
+        this). ``where``: the batch's series as :func:`_series_at` gives them."""
         table = self.table
         n = len(batch)
-        idx = batch.series
+        idx = batch.series if where is None else where
         if table.transformed:
             values = batch.values * table.scale[idx] + table.offset[idx]
         else:
@@ -122,11 +122,12 @@ class Normaliser:
             return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
         idx = batch.series
         each_series_once = n < 2 or bool((idx[1:] > idx[:-1]).all())  # a polled block is in series order
+        where = _series_at(idx) if each_series_once else idx
         _acquisition_times_increasing(self.table.last_time, idx, batch.timestamps, batch.source_time,
                                       self.time_resolution_ns, each_series_once)
-        rows = self.normalised(batch)
+        rows = self.normalised(batch, where)
         texts = batch.texts or {}
-        keep = self._deadband(idx, rows.values, rows.quality, rows.numeric, each_series_once)
+        keep = self._deadband(idx, where, rows.values, rows.quality, rows.numeric, each_series_once)
         c = self.counts
         c.read += n
         c.bad += rows.bad
@@ -142,26 +143,26 @@ class Normaliser:
         newest = int(batch.timestamps.max())
         table = self.table
         if each_series_once:
-            table.last_time[idx] = np.maximum(table.last_time[idx], batch.timestamps)
+            table.last_time[where] = np.maximum(table.last_time[where], batch.timestamps)
         else:
             np.maximum.at(table.last_time, idx, batch.timestamps)
         for row, text in texts.items():
             table.last_text[int(idx[row])] = text
         return EncodedChunk(body, kept, newest, list(batch.on_committed) if batch.on_committed else [])
 
-    def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+    def _deadband(self, idx: np.ndarray, where: slice | np.ndarray, values: np.ndarray, quality: np.ndarray,
                   numeric: np.ndarray, each_series_once: bool) -> np.ndarray | None:
         """The rows to keep, or ``None`` for all of them."""
         table = self.table
-        band = table.deadband[idx] if table.deadbanded else None
+        band = table.deadband[where] if table.deadbanded else None
         if band is None or not band.any():
-            table.last_value[idx] = values
-            table.last_quality[idx] = quality
+            table.last_value[where] = values
+            table.last_quality[where] = quality
             return None
         if not each_series_once and len(np.unique(idx)) != len(idx):
             return self._deadband_sequential(idx, values, quality, numeric)
-        last = table.last_value[idx]
-        changed_quality = quality != table.last_quality[idx]
+        last = table.last_value[where]
+        changed_quality = quality != table.last_quality[where]
         moved = ~(np.abs(values - last) < band)  # NaN on either side counts as moved
         keep = (band == 0) | changed_quality | moved | ~numeric
         rows = idx[keep]
@@ -223,6 +224,13 @@ class Normaliser:
                 else:
                     lines.append(code_only_line(prefix, c, t))
         return "".join(lines).encode()
+
+
+def _series_at(series: np.ndarray) -> slice | np.ndarray:
+    """How to index the series table for a batch whose series increase: a slice (views, no
+    gathering) when they are consecutive — a polled block — else the series themselves."""
+    first, last = int(series[0]), int(series[-1])
+    return slice(first, last + 1) if last - first == len(series) - 1 else series
 
 
 def _acquisition_times_increasing(last_time: np.ndarray, series: np.ndarray, times: np.ndarray,

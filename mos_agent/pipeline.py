@@ -217,8 +217,7 @@ class Agent:
         runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
         if self.health_server is not None:
-            health_server = self.health_server
-            ctx.read_latency_hook = lambda seconds: health_server.observe_read(device.name, seconds)
+            ctx.read_latency_hook = self.health_server.read_observer(device.name)
         runtime.task = asyncio.create_task(self._supervise(runtime), name=f"device:{device.name}")
         self.devices[device.name] = runtime
         return runtime
