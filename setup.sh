@@ -41,6 +41,16 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-*-"$job"; touch "$stamp"
 fi
 
+# The Sparkplug tests decode with an independent codec (Eclipse Tahu's JavaScript sparkplug-payload,
+# pinned in tests/sparkplug_js/package-lock.json); without Node.js those tests skip and say why.
+if [ "$job" = test ] && command -v node >/dev/null && command -v npm >/dev/null; then
+  js=tests/sparkplug_js
+  js_stamp="$js/node_modules/.installed-$(sha256sum "$js/package-lock.json" | cut -c1-16)"
+  if [ ! -f "$js_stamp" ]; then
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) && touch "$js_stamp"
+  fi
+fi
+
 case "$job" in
   demo)  exec "$VENV/bin/mos-agent" demo "$@" ;;
   test)  exec "$VENV/bin/python" -m pytest "$@" ;;

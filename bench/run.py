@@ -29,12 +29,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "agent", "light")
+BENCHES = ("buffer", "sharing", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "kpi", "agent", "light")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "agent": 150, "light": 90},
-    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "agent": 540,
-            "light": 200},
+    True: {"buffer": 40, "sharing": 30, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 60,
+           "kpi": 150, "agent": 150, "light": 90},
+    False: {"buffer": 120, "sharing": 60, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120,
+            "mqtt_sink": 150, "kpi": 240, "agent": 540, "light": 200},
 }
 
 Row = dict[str, Any]
@@ -82,6 +83,15 @@ def adapt_buffer(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def adapt_sharing(data: dict[str, Any]) -> list[Row]:
+    d = data.get("details", {})
+    load = ""
+    if d.get("rows"):
+        load = (f"{d['rows']} buffer rows of {d.get('chunk_points', '?'):,} points over {d.get('series', '?'):,} "
+                f"series, one core")
+    return [_row("sharing", f, load) for f in _figures(data)]
+
+
 def adapt_modbus(data: dict[str, Any]) -> list[Row]:
     d = data.get("details", {})
     load = ""
@@ -112,6 +122,14 @@ def adapt_exactly_once(data: dict[str, Any]) -> list[Row]:
     return [_row("exactly_once", f, load) for f in _figures(data)]
 
 
+def adapt_mqtt_sink(data: dict[str, Any]) -> list[Row]:
+    return [_row("mqtt_sink", f) for f in _figures(data)]
+
+
+def adapt_kpi(data: dict[str, Any]) -> list[Row]:
+    return [_row("kpi", f) for f in _figures(data)]
+
+
 def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
@@ -121,8 +139,9 @@ def adapt_light(data: dict[str, Any]) -> list[Row]:
 
 
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
-    "buffer": adapt_buffer, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus, "opcua": adapt_opcua,
-    "mqtt": adapt_mqtt, "agent": adapt_agent, "light": adapt_light,
+    "buffer": adapt_buffer, "sharing": adapt_sharing, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus,
+    "opcua": adapt_opcua, "mqtt": adapt_mqtt, "mqtt_sink": adapt_mqtt_sink, "kpi": adapt_kpi, "agent": adapt_agent,
+    "light": adapt_light,
 }
 
 

@@ -15,6 +15,21 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+@dataclass(frozen=True, slots=True)
+class SourceTimeWindow:
+    """Source timestamps a driver believes: from ``earliest_ns`` to ``ahead_ns`` past the reading's
+    arrival. Outside it (a clock never set, a year-9999 placeholder, epoch seconds read as
+    nanoseconds) a reading keeps its value at its arrival time, flagged uncertain with code
+    :attr:`CollectorCode.SOURCE_TIME_REPLACED`. The window also keeps every timestamp within the
+    int64 nanoseconds of the time column (years 1678 to 2262)."""
+
+    earliest_ns: int = 631_152_000 * 10**9  # 1990-01-01
+    ahead_ns: int = 86_400 * 10**9  # a day
+
+    def accepts(self, source_ns: int, arrival_ns: int) -> bool:
+        return self.earliest_ns <= source_ns <= arrival_ns + self.ahead_ns
+
+
 @dataclass(slots=True)
 class ReadingBatch:
     """Readings of one device.
@@ -83,6 +98,15 @@ class ReadingBatch:
         """Bad-quality readings for tags whose read failed: a failed read is a record, not silence."""
         return cls.build(series, np.nan, timestamp_ns if timestamp_ns is not None else now_ns(),
                          int(quality), code)
+
+    def select(self, rows: np.ndarray) -> ReadingBatch:
+        """The batch of the given row indexes (in that order), without commit callbacks."""
+        texts = None
+        if self.texts:
+            texts = {new: self.texts[old] for new, old in enumerate(rows.tolist()) if old in self.texts} or None
+        return ReadingBatch(self.series[rows], self.values[rows], self.timestamps[rows], self.quality[rows],
+                            self.codes[rows], texts,
+                            source_time=None if self.source_time is None else self.source_time[rows])
 
     @classmethod
     def concat(cls, batches: Sequence[ReadingBatch]) -> ReadingBatch:

@@ -12,7 +12,9 @@ Invariants (what the rest of the agent relies on):
    against every reader that never receives it (a row taken from a batch a reader is sending
    counts for it only if that batch is given up).
 4. A cursor moves only forward and only through :meth:`SinkCursor.advance` (or the backlog
-   bookkeeping), in the same transaction that deletes the rows no reader needs: a crash re-sends
+   bookkeeping, or :meth:`SinkCursor.advance_to` for a reader that reads rows in order from a
+   position of its own and holds its cursor where it can resume — a contract sink's release
+   stage), in the same transaction that deletes the rows no reader needs: a crash re-sends
    at most the batch in flight, never skips one. (On a disk too full to save it, a cursor moves
    on in memory and is saved later: after a crash meanwhile more is re-sent, never skipped.)
 5. The buffered bytes stay within ``max_size`` after every append, and the append leaves
@@ -148,6 +150,7 @@ class Batch:
     rows: int
     payload: Payload
     oldest_created_ns: int
+    newest_created_ns: int = 0  # commit time of the newest row
 
     @property
     def points(self) -> int:
@@ -853,9 +856,12 @@ class SinkCursor:
             self.conn.close()
 
     def pending_live(self) -> Pending:
+        return self.pending_after(self.live)
+
+    def pending_after(self, row: int) -> Pending:
         rows, points, oldest, head = self.conn.execute(
             "SELECT count(*), coalesce(sum(points), 0), min(created_ns), max(id) FROM chunks WHERE id > ?",
-            (self.live,)).fetchone()
+            (row,)).fetchone()
         return Pending(rows, points, oldest, head)
 
     def _read(self, kind: BatchKind, lo: int, hi: int | None, max_points: int) -> Batch | None:
@@ -865,7 +871,7 @@ class SinkCursor:
             sql += " AND id <= ?"
             args = (lo, hi)
         parts: list[bytes] = []
-        first = last = oldest = 0
+        first = last = oldest = newest = 0
         points = 0
         self.buffer.flight_begin(self.sink, lo)
         rows = self.conn.execute(sql + " ORDER BY id", args)
@@ -878,7 +884,7 @@ class SinkCursor:
                 parts.append(body if is_gzipped(body) else compress(body))
                 last = row_id
                 points += n
-                oldest = min(oldest, created)
+                oldest, newest = min(oldest, created), max(newest, created)
                 if points >= max_points:
                     break
         finally:
@@ -887,11 +893,30 @@ class SinkCursor:
             self.buffer.flight_settle(self.sink, first if parts else None, last if parts else None)
         if not parts:
             return None
-        return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest)
+        return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest, newest)
 
     def read_live(self, max_points: int) -> Batch | None:
         """The next rows after the live cursor: up to ``max_points`` points, at least one row."""
         return self._read(BatchKind.LIVE, self.live + 1, None, max_points)
+
+    def read_after(self, row: int, max_points: int, until: int | None = None) -> Batch | None:
+        """The rows after ``row`` (up to ``until``, if given), for a reader ahead of its cursor."""
+        return self._read(BatchKind.LIVE, row + 1, until, max_points)
+
+    def delivered_ahead(self) -> None:
+        """The batch just read was delivered, though the cursor stays behind it (a reader that
+        holds its cursor, see :meth:`advance_to`): rows deleted from it meanwhile were not lost."""
+        with self.buffer._drop_lock:
+            self.buffer.flight_end(self.sink, delivered=True)
+
+    def advance_to(self, row: int) -> None:
+        """Record every row up to ``row`` as delivered (a backlog range is consumed as far as it
+        goes), for a reader that reads in row order; never moves the cursor back."""
+        live, backlog = max(self.live, row), self.backlog
+        if backlog is not None and row >= backlog[0]:
+            backlog = (row + 1, backlog[1]) if row < backlog[1] else None
+        if (live, backlog) != (self.live, self.backlog):
+            self._persist(live, backlog)
 
     def read_backlog(self, max_points: int) -> Batch | None:
         """The next rows of the backlog range; ``None`` (and the range cleared) when it is done."""

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("kpi", help="ISO 22400 KPIs per equipment: current and last complete shift")
+    p.add_argument("--url", default=None, help="health address (default: from the agent file, or 127.0.0.1:9750)")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("query", help="read back the local sqlite history")
     _config_arg(p)
     p.add_argument("device")
@@ -74,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--store-url", default=None, help="add observed time range and counts from this store")
     p.add_argument("--since", default="30d", help="with --store-url: how far back to look (default 30d)")
+    p.add_argument("--for", dest="for_contract", default=None, metavar="CONTRACT",
+                   help="the catalogue as this contract's consumer may see it (its datasets, pseudonyms if it says so)")
+
+    p = sub.add_parser("sharing", help="per sharing contract: status, datasets, points released, last release")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help="simulators + agent + local store with a live view")
     p.add_argument("--duration", default=None, help="stop after this long (e.g. 30s); default: until Ctrl-C")

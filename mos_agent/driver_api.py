@@ -62,6 +62,9 @@ class DeviceStatus:
     overruns: int = 0  # poll cycles that ran past the next tick
     skipped_polls: int = 0  # ticks those cycles skipped: polls that never happened
     skipped_points: int = 0  # the readings those polls would have made
+    # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
+    # had to be made an asset name
+    source_names: dict[str, str] = field(default_factory=dict)
 
 
 def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,

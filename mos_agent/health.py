@@ -92,6 +92,40 @@ class StatusCollector:
             lag_s.add_metric(lv, sink.lag_seconds)
         yield from (sent, sent_bytes, dead, retried, lag, lag_s)
 
+        mqtt_labels = ["sink", "format"]
+        connected = GaugeMetricFamily("mos_agent_mqtt_connected", "1 while the MQTT sink is connected to its broker",
+                                      labels=mqtt_labels)
+        published = CounterMetricFamily("mos_agent_mqtt_messages_published", "Messages an MQTT sink published",
+                                        labels=mqtt_labels)
+        births = CounterMetricFamily("mos_agent_sparkplug_births", "Sparkplug NBIRTH sequences published",
+                                     labels=mqtt_labels)
+        for sink in status.sinks:
+            if sink.mqtt is not None:
+                lv = [sink.name, sink.mqtt.format]
+                connected.add_metric(lv, 1.0 if sink.mqtt.connected else 0.0)
+                published.add_metric(lv, sink.mqtt.messages_published)
+                births.add_metric(lv, sink.mqtt.births)
+        yield from (connected, published, births)
+
+        kpi = GaugeMetricFamily("mos_agent_kpi", "ISO 22400-2 KPIs per equipment and shift: the running shift "
+                                                 "to date, the last complete figures of every other shift "
+                                                 "(ratios in %, times in s, quantities in counts)",
+                                labels=["equipment", "kpi", "shift"])
+        for item in status.kpi:
+            latest = {figures.shift: figures for figures in item.completed}
+            if item.current is not None:
+                latest[item.current.shift] = item.current
+            for shift, figures in latest.items():
+                for name, value in figures.kpi.items():
+                    kpi.add_metric([item.equipment, name, shift], value)
+        yield kpi
+        if status.kpi:
+            engine = status.kpi_engine
+            yield CounterMetricFamily("mos_agent_kpi_records", "KPI records written to the buffer",
+                                      value=engine.records_emitted)
+            yield CounterMetricFamily("mos_agent_kpi_engine_cpu_seconds", "CPU time of the KPI engine",
+                                      value=engine.cpu_seconds)
+
 
 class HealthServer:
     def __init__(self, source: StatusSource, address: str, request_timeout: float = REQUEST_TIMEOUT) -> None:

@@ -5,7 +5,10 @@ NOT_A_NUMBER); values outside a tag's ``range`` become uncertain (OUT_OF_RANGE);
 values that moved less than the tag's deadband unless the quality class changed; acquisition
 times (rows without a source time) of one series are kept strictly increasing at the stores'
 precision. Then each kept row is formatted behind its series' pre-built prefix, with the field
-templates of :mod:`mos_agent.lineprotocol` (which alone spells the store mapping).
+templates of :mod:`mos_agent.lineprotocol` (which alone spells the store mapping). Text that
+cannot be encoded as UTF-8 (lone surrogates: bytes a device's library could not decode) is found
+only when encoding fails — no check on the way there — and stored with U+FFFD in their place,
+quality uncertain, code DECODE_ERROR.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from mos_agent.lineprotocol import (
 )
 from mos_agent.series import SeriesTable
 from mos_agent.taxonomy import CollectorCode, Quality
+from mos_agent.text import is_readable, repaired
+
+# report(kind, message, count): where the normaliser counts what it had to repair
+ReportFn = Callable[[str, str, int], None]
 
 # Plain ints: an enum member looked up on its class costs a microsecond or so, several a batch.
 _GOOD, _UNCERTAIN, _BAD = int(Quality.GOOD), int(Quality.UNCERTAIN), int(Quality.BAD)
@@ -64,16 +71,22 @@ class NormaliseCounts:
     not_a_number: int = 0
     out_of_range: int = 0
     suppressed: int = 0
+    text_repaired: int = 0
 
 
 class Normaliser:
-    def __init__(self, table: SeriesTable, time_resolution_ns: int = 1) -> None:
+    def __init__(self, table: SeriesTable, time_resolution_ns: int = 1, report: ReportFn | None = None) -> None:
         """``time_resolution_ns``: the coarsest time step the sinks keep (1 ms = 1,000,000 for a
         store keeping milliseconds); acquisition times of one series are kept at least that far
-        apart, so the store does not take two readings for one."""
+        apart, so the store does not take two readings for one. ``report(kind, message, count)``
+        counts what had to be repaired (text that is not valid Unicode)."""
         self.table = table
         self.time_resolution_ns = time_resolution_ns
         self.counts = NormaliseCounts()
+        self.report = report
+        # sees every batch's normalised rows, deadband or not (the KPI engine's feed); called once
+        # the batch is encoded, so a batch isolated row by row after a failure is seen once
+        self.observer: Callable[[ReadingBatch, NormalisedRows], None] | None = None
 
     def normalised(self, batch: ReadingBatch, where: slice | np.ndarray | None = None) -> NormalisedRows:
         """Scale, offset and quality rules applied; no deadband, no state change (``read`` shows
@@ -116,7 +129,10 @@ class Normaliser:
             values[bad] = np.nan
         return NormalisedRows(values, quality, codes, numeric, not_a_number, out_of_range, bad_rows)
 
-    def process(self, batch: ReadingBatch) -> EncodedChunk:
+    def process(self, batch: ReadingBatch, deadband: bool = True) -> EncodedChunk:
+        """The batch normalised and encoded. ``deadband=False`` keeps every row (a batch being
+        isolated row by row after a failure: a deadband decided in the failed attempt must not drop
+        the same readings again)."""
         n = len(batch)
         if n == 0:
             return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
@@ -127,19 +143,29 @@ class Normaliser:
                                       self.time_resolution_ns, each_series_once)
         rows = self.normalised(batch, where)
         texts = batch.texts or {}
-        keep = self._deadband(idx, where, rows.values, rows.quality, rows.numeric, each_series_once)
+        keep = self._deadband(idx, where, rows.values, rows.quality, rows.numeric, each_series_once, deadband)
+        kept_rows = np.flatnonzero(keep) if keep is not None else None
+        kept = n if kept_rows is None else len(kept_rows)
+        body = b""
+        if kept:
+            try:
+                body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
+            except UnicodeEncodeError:
+                texts = self._readable_texts(texts, rows)
+                body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
+        if self.observer is not None:
+            try:
+                self.observer(batch, rows)
+            except Exception as exc:  # a failing feed must not cost the readings (nor isolate them)
+                if self.report is not None:
+                    self.report("observer", f"{type(exc).__name__}: {exc}", 1)
         c = self.counts
         c.read += n
         c.bad += rows.bad
         c.not_a_number += rows.not_a_number
         c.out_of_range += rows.out_of_range
-
-        kept_rows = np.flatnonzero(keep) if keep is not None else None
-        kept = n if kept_rows is None else len(kept_rows)
         c.kept += kept
         c.suppressed += n - kept
-        body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts) \
-            if kept else b""
         newest = int(batch.timestamps.max())
         table = self.table
         if each_series_once:
@@ -150,12 +176,32 @@ class Normaliser:
             table.last_text[int(idx[row])] = text
         return EncodedChunk(body, kept, newest, list(batch.on_committed) if batch.on_committed else [])
 
+    def _readable_texts(self, texts: dict[int, str], rows: NormalisedRows) -> dict[int, str]:
+        """Texts with their unencodable characters replaced; a good reading whose text needed that
+        becomes uncertain (DECODE_ERROR)."""
+        readable = dict(texts)
+        repairs = 0
+        for row, text in texts.items():
+            if not is_readable(text):
+                readable[row] = repaired(text)
+                repairs += 1
+                if rows.quality[row] == _GOOD:
+                    rows.quality[row] = _UNCERTAIN
+                    rows.codes[row] = CollectorCode.DECODE_ERROR
+        self.counts.text_repaired += repairs
+        if self.report is not None and repairs:
+            self.report("text", f"{repairs} text value(s) held bytes that are not valid in the device's encoding; "
+                                "stored with U+FFFD in their place (set encoding: on the tag or device if the "
+                                "device uses a legacy code page such as cp949)", repairs)
+        return readable
+
     def _deadband(self, idx: np.ndarray, where: slice | np.ndarray, values: np.ndarray, quality: np.ndarray,
-                  numeric: np.ndarray, each_series_once: bool) -> np.ndarray | None:
-        """The rows to keep, or ``None`` for all of them."""
+                  numeric: np.ndarray, each_series_once: bool, apply: bool = True) -> np.ndarray | None:
+        """The rows to keep, or ``None`` for all of them (``apply=False``: all of them, the
+        deadband state updated as if they had passed)."""
         table = self.table
         band = table.deadband[where] if table.deadbanded else None
-        if band is None or not band.any():
+        if not apply or band is None or not band.any():
             table.last_value[where] = values
             table.last_quality[where] = quality
             return None

@@ -5,14 +5,17 @@
         ──▶ one sink runner per sink (sinks/runner.py, supervised by sinks/forward.py)
 
 ``emit`` waits while the hand-off queue is full, so a slow disk slows acquisition instead of
-growing memory. The writer commits everything gathered at most every ``buffer.commit_interval``
-in one transaction, then runs the batches' ``on_committed`` callbacks (MQTT acks there).
-``Agent.status()`` assembles the status report (:mod:`mos_agent.status`) that ``/status``,
-``/metrics``, ``/healthz``, ``mos-agent status`` and the demo render.
+growing memory. A batch the normaliser cannot process is split until the rows that fail are
+found; those become bad-quality rows (DECODE_ERROR) and every other row is kept — one bad reading
+never costs its neighbours nor restarts its driver. The writer commits everything gathered at
+most every ``buffer.commit_interval`` in one transaction, then runs the batches' ``on_committed``
+callbacks (MQTT acks there). ``Agent.status()`` assembles the status report
+(:mod:`mos_agent.status`) that ``/status``, ``/metrics``, ``/healthz``, ``mos-agent status`` and
+the demo render.
 
 Nothing here wakes up on a timer when there is nothing to do: the writer waits for a chunk, rates
-are worked out when the status is asked for, and the only periodic task is the systemd watchdog
-ping, and only when systemd asks for one.
+are worked out when the status is asked for, and the only periodic tasks are the systemd watchdog
+ping (only when systemd asks for one) and the KPI engine's tick (only when KPIs are configured).
 """
 
 from __future__ import annotations
@@ -30,18 +33,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
 from mos_agent.config.models import DeviceBase
-from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.driver_api import DeviceState, Driver, DriverContext, build_series_table
+from mos_agent.kpi.engine import KpiEngine
 from mos_agent.logs import redact_secrets, register_secrets
-from mos_agent.normalise import EncodedChunk, Normaliser
+from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
+from mos_agent.sharing.report import contract_stats
+from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
-from mos_agent.status import AgentInfo, DeviceStats, PipelineStats, StatusReport, StoreStats
+from mos_agent.status import AgentInfo, DeviceStats, KpiEngineStats, PipelineStats, StatusReport, StoreStats
 from mos_agent.systemd import SystemdNotifier
+from mos_agent.taxonomy import CollectorCode
+from mos_agent.text import repaired
 
 if TYPE_CHECKING:
     from mos_agent.health import HealthServer
@@ -55,6 +65,57 @@ HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
 COMMIT_GATHER = 0.02
 DRIVER_RESTART_DELAY = 5.0
 DRIVER_STOP_TIMEOUT = 5.0
+KPI_TICK = 1.0  # seconds between KPI engine ticks (shift ends are exact regardless)
+
+
+def normalise_isolating(normaliser: Normaliser, batch: ReadingBatch, report: ReportFn) -> EncodedChunk:
+    """``normaliser.process(batch)``; if that fails, the batch is halved until the failing rows are
+    alone, and each of them is stored as a bad-quality row with code DECODE_ERROR (or, if even
+    that fails — a series the table does not know — left out and counted). The good path pays
+    nothing: the search starts only after a failure."""
+    try:
+        return normaliser.process(batch)
+    except Exception as exc:
+        first = exc
+    bodies: list[bytes] = []
+    points = 0
+    isolated = 0
+    lost = 0
+
+    def take(rows: np.ndarray) -> None:
+        nonlocal points, isolated, lost
+        part = batch.select(rows)
+        try:
+            chunk = normaliser.process(part, deadband=False)
+        except Exception:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                take(rows[:half])
+                take(rows[half:])
+                return
+            failed = ReadingBatch.failed(part.series, CollectorCode.DECODE_ERROR, int(part.timestamps[0]))
+            failed.source_time = part.source_time
+            try:
+                chunk = normaliser.process(failed, deadband=False)
+                isolated += 1
+            except Exception:
+                lost += 1
+                return
+            part = failed
+        # the normaliser may have moved acquisition times; the driver reads them from its batch
+        batch.timestamps[rows] = part.timestamps
+        bodies.append(chunk.body)
+        points += chunk.points
+
+    take(np.arange(len(batch)))
+    problem = repaired(f"{type(first).__name__}: {first}"[:200])  # it may quote the unencodable text
+    if isolated:
+        report("normalise", f"{isolated} reading(s) could not be normalised ({problem}); stored as bad quality "
+                            f"(code {int(CollectorCode.DECODE_ERROR)})", isolated)
+    if lost:
+        report("normalise", f"{lost} reading(s) could not be normalised nor stored as bad quality ({problem}); "
+                            "left out", lost)
+    return EncodedChunk(b"".join(bodies), points, int(batch.timestamps.max()), list(batch.on_committed))
 
 
 class RateMeter:
@@ -132,6 +193,8 @@ class Agent:
         self._queue: asyncio.Queue[EncodedChunk | None] | None = None
         self._writer_task: asyncio.Task | None = None
         self._watchdog_task: asyncio.Task | None = None
+        self.kpi: KpiEngine | None = None
+        self._kpi_task: asyncio.Task | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-writer")
         self._stop_event: asyncio.Event | None = None
         self.on_commit: list[Callable[[int], None]] = []  # metrics hooks
@@ -143,7 +206,8 @@ class Agent:
         register_secrets(collect_secrets(self.loaded))
         self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
         self._stop_event = asyncio.Event()
-        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"))
+        self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"),
+                                     self._sink_context(), contracts=self.loaded.contracts)
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
@@ -153,6 +217,7 @@ class Agent:
             self.on_commit.append(self.health_server.observe_commit)
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
+        self._start_kpi(self.loaded.devices)
         for device in self.loaded.devices:
             if device.enabled:
                 self._start_device(device)
@@ -189,6 +254,11 @@ class Agent:
         # one deadline for the whole stop: the last commits, then the sinks, whatever the disk does
         self._stop_deadline = loop.time() + self.config.agent.shutdown_timeout
         await asyncio.gather(*(self._stop_device(name) for name in list(self.devices)))
+        if self._kpi_task is not None:
+            self._kpi_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._kpi_task
+            await self._kpi_tick(save=True)  # the state as of now, saved once it is committed
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)  # the writer commits what is queued, then ends
             await self._writer_task
@@ -202,6 +272,23 @@ class Agent:
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
 
+    def _sink_context(self) -> SinkContext:
+        """The configured series of every enabled device (a Sparkplug sink announces them in its
+        births) and the devices' states, read from the sink's thread."""
+        series = [spec for device in self.loaded.devices if device.enabled
+                  for spec in build_series_table(self.config.agent, device).specs]
+        return SinkContext(self.config.agent, series, self.device_states)
+
+    def device_states(self) -> dict[str, str]:
+        """Device name → state; safe to call from another thread (a reload may change the device
+        set meanwhile: then it is read again)."""
+        for _ in range(3):
+            try:
+                return {name: rt.ctx.status.state.value for name, rt in list(self.devices.items())}
+            except RuntimeError:
+                continue
+        return {}
+
     # ------------------------------------------------------------ devices
 
     def _start_device(self, device: DeviceBase) -> DeviceRuntime:
@@ -213,9 +300,11 @@ class Agent:
             await self._emit(runtime_holder[0], batch)
 
         ctx = DriverContext(self.config.agent, device, emit, time_resolution_ns=self.config.time_resolution_ns())
-        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns)
+        normaliser = Normaliser(ctx.series, ctx.time_resolution_ns, ctx.report_error)
         runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
+        if self.kpi is not None and (feed := self.kpi.attach(device, ctx.series)) is not None:
+            runtime.normaliser.observer = feed.observe
         if self.health_server is not None:
             ctx.read_latency_hook = self.health_server.read_observer(device.name)
         runtime.task = asyncio.create_task(self._supervise(runtime), name=f"device:{device.name}")
@@ -253,7 +342,7 @@ class Agent:
         runtime.ctx.set_state(DeviceState.STOPPED)
 
     async def _emit(self, runtime: DeviceRuntime, batch: ReadingBatch) -> None:
-        chunk = runtime.normaliser.process(batch)
+        chunk = normalise_isolating(runtime.normaliser, batch, runtime.ctx.report_error)
         if len(batch):
             runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
         assert self._queue is not None
@@ -261,6 +350,55 @@ class Agent:
             # the last await: the writer commits the chunk only after the driver next yields, which
             # DriverContext.emit promises (MQTT records a batch's stored times in between)
             await self._queue.put(chunk)
+
+    # ------------------------------------------------------------ KPIs
+
+    def _start_kpi(self, devices: list[DeviceBase]) -> None:
+        """The KPI engine once a device has a ``kpi:`` block (at start or after a reload), and
+        forgetting devices that no longer have one."""
+        with_kpi = [d.name for d in devices if d.enabled and d.kpi is not None]
+        if self.kpi is not None:
+            self.kpi.retain(with_kpi)
+            return
+        if not with_kpi:
+            return
+        if not self.config.shifts:
+            log.warning("devices %s have a kpi: block, but the agent file has no shifts: nothing is planned, "
+                        "so no KPI is computed", ", ".join(with_kpi))
+        self.kpi = KpiEngine(self.config, self.state_dir, time.time_ns())
+        self._kpi_task = asyncio.create_task(self._kpi_loop(), name="kpi")
+
+    async def _kpi_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KPI_TICK - time.time() % KPI_TICK)
+            try:
+                await self._kpi_tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in the engine must not stop acquisition
+                log.exception("KPI computation failed; retrying at the next tick")
+
+    async def _kpi_tick(self, save: bool = False) -> None:
+        """Hand the engine's records to the writer like readings; its state is saved only once they
+        are committed, so a kill -9 never leaves a saved state ahead of the buffer."""
+        if self.kpi is None or self._queue is None:
+            return
+        now = time.time_ns()
+        out = self.kpi.tick(now, save=save)
+        if out is None:
+            return
+        engine, state, io = self.kpi, out.state, self._io
+
+        def save_state() -> None:
+            try:
+                engine.save(state)
+            except OSError as exc:
+                log.error("cannot save the KPI state in %s: %s", engine.state_path, exc)
+
+        def committed() -> None:  # in the event loop: the file is written on the writer's thread
+            io.submit(save_state)
+
+        await self._queue.put(EncodedChunk(out.body, out.points, now, on_committed=[committed]))
 
     # ------------------------------------------------------------ buffer writer
 
@@ -328,7 +466,8 @@ class Agent:
 
     async def reload(self) -> bool:
         """Re-read device files: start added, restart changed, stop removed devices; buffer and
-        sinks keep running. A configuration that does not validate leaves everything as it was."""
+        sinks keep running, except contract sinks whose sharing contracts changed, which restart
+        with the new ones. A configuration that does not validate leaves everything as it was."""
         log.info("reload: re-reading %s", self.loaded.path)
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
@@ -349,10 +488,16 @@ class Agent:
         added = [n for n in new if n not in old]
         for name in removed + changed:
             await self._stop_device(name)
+        self._start_kpi(loaded.devices)
         for name in changed + added:
             self._start_device(new[name])
+        if self.store is not None and loaded.contracts != self.loaded.contracts:
+            restarted = await asyncio.get_running_loop().run_in_executor(None, self.store.replace_contracts,
+                                                                         loaded.contracts)
+            log.info("reload: sharing contracts re-read; sinks restarted with their new contracts: %s",
+                     ", ".join(restarted) or "none")
         self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
-                                      "device_files": loaded.device_files})
+                                      "device_files": loaded.device_files, "contracts": loaded.contracts})
         register_secrets(collect_secrets(self.loaded))
         log.info("reload done: %d added, %d changed, %d removed, %d unchanged", len(added), len(changed),
                  len(removed), len(new) - len(added) - len(changed))
@@ -363,8 +508,9 @@ class Agent:
 
     async def _watchdog(self, interval: float) -> None:
         """Pings systemd at half its watchdog interval (its own advice), from the event loop
-        itself: a wedged loop stops the pings and systemd restarts us. The one timer the agent
-        keeps, and only when systemd asks for it."""
+        itself: a wedged loop stops the pings and systemd restarts us. Only when systemd asks for
+        it; nothing else of the agent's wakes on a timer but the KPI engine's tick, when KPIs
+        are configured."""
         while True:
             self.notifier.notify("WATCHDOG=1")
             await asyncio.sleep(interval / 2)
@@ -381,6 +527,10 @@ class Agent:
                                    commit_failures=self.commit_failures),
             buffer=store.buffer,
             sinks=store.sinks,
+            contracts=contract_stats(self.loaded.contracts, self.loaded.devices, self.state_dir)
+            if self.loaded.contracts else [],
+            kpi=self.kpi.status() if self.kpi is not None else [],
+            kpi_engine=self.kpi.engine_stats() if self.kpi is not None else KpiEngineStats(),
             time=time.time(),
         )
 
@@ -399,6 +549,7 @@ class Agent:
             overruns=st.overruns,
             skipped_polls=st.skipped_polls,
             skipped_points=st.skipped_points,
+            source_names=dict(st.source_names),
             series=len(rt.ctx.series),
             points_read=counts.read,
             points_kept=counts.kept,

@@ -15,6 +15,7 @@ import numpy as np
 
 from mos_agent.lineprotocol import series_prefix
 from mos_agent.taxonomy import ASSET_LEVELS, QUALITY_NAMES
+from mos_agent.text import repaired
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,9 @@ class SeriesTable:
             ("unit", spec.unit),
         ]
         for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
-            by_series.append(series_prefix(spec.category, [*base, ("quality", quality)]))
+            # repaired: a name taken from a device (a browse name in a legacy code page) must not
+            # make every reading of the series unencodable
+            by_series.append(repaired(series_prefix(spec.category, [*base, ("quality", quality)])))
         if idx >= len(self.scale):
             self._grow(idx + _GROW)
         self.scale[idx] = spec.scale

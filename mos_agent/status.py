@@ -68,6 +68,9 @@ class DeviceStats:
     overruns: int = 0  # poll cycles that ran past the next tick
     skipped_polls: int = 0  # polls those overruns skipped
     skipped_points: int = 0  # readings the skipped polls would have made
+    # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
+    # had to be made an asset name (mos_agent.taxonomy.asset_name_for)
+    source_names: dict[str, str] = field(default_factory=dict)
     series: int = 0
     points_read: int = 0
     points_kept: int = 0
@@ -118,6 +121,26 @@ class SinkLag:
 
 
 @dataclass(slots=True)
+class MqttSinkStats:
+    """The northbound MQTT sink's session (``format: uns|sparkplug``)."""
+
+    format: str = ""
+    broker: str = ""  # host:port
+    connected: bool = False
+    connections: int = 0  # sessions established since start
+    messages_published: int = 0
+    # sparkplug
+    group_id: str | None = None
+    edge_node_id: str | None = None
+    bd_seq: int | None = None  # of the current (or last) connection
+    primary_host_online: bool | None = None  # None: no primary host configured
+    births: int = 0  # NBIRTH sequences published (connections and rebirths)
+    rebirth_requests: int = 0
+    device_deaths: int = 0
+    skipped_dead_points: int = 0  # failed reads of devices already declared dead (DDEATH)
+
+
+@dataclass(slots=True)
 class SinkStats:
     name: str = ""
     type: str = ""
@@ -137,6 +160,27 @@ class SinkStats:
     live_lag_seconds: float = 0.0
     backlog_points: int = 0
     dropped_points: int = 0  # of this sink's unsent points, by the buffer's overflow policy
+    # share: contracts sinks only — readings that came after their window was released, and the
+    # windows still open
+    late_points: int = 0
+    open_windows: int = 0
+    mqtt: MqttSinkStats | None = None  # type: mqtt only
+
+
+@dataclass(slots=True)
+class ContractStats:
+    """A sharing contract and what it has released (from the audit, so earlier runs count)."""
+
+    id: str = ""
+    consumer: str = ""
+    sink: str = ""
+    status: str = ""  # pending | active | expired
+    valid_from: str | None = None  # RFC 3339, UTC
+    valid_to: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    resolution: str = ""  # raw | 1m …
+    points_released: int = 0
+    last_release: str | None = None
 
 
 @dataclass(slots=True)
@@ -148,12 +192,46 @@ class StoreStats:
 
 
 @dataclass(slots=True)
+class KpiFigures:
+    """ISO 22400 KPIs of one equipment for one shift instance, to date or final."""
+
+    shift: str = ""
+    start: float = 0.0  # the shift instance's start and end (Unix seconds)
+    end: float = 0.0
+    at: float = 0.0  # as of this time (the end for a final figure)
+    final: bool = False
+    kpi: dict[str, float] = field(default_factory=dict)  # oee availability … pq gq sq; ratios only when defined
+
+
+@dataclass(slots=True)
+class KpiStats:
+    """The KPIs of one equipment: the running shift to date and the shifts completed."""
+
+    equipment: str = ""
+    asset: str = ""  # site/area/line/cell/equipment
+    device: str = ""
+    current: KpiFigures | None = None
+    last_complete: KpiFigures | None = None
+    completed: list[KpiFigures] = field(default_factory=list)  # the last complete instance of each shift name
+
+
+@dataclass(slots=True)
+class KpiEngineStats:
+    equipment: int = 0
+    records_emitted: int = 0
+    cpu_seconds: float = 0.0  # the engine's own CPU time (feeding and ticking)
+
+
+@dataclass(slots=True)
 class StatusReport:
     agent: AgentInfo = field(default_factory=AgentInfo)
     devices: list[DeviceStats] = field(default_factory=list)
     pipeline: PipelineStats = field(default_factory=PipelineStats)
     buffer: BufferStats = field(default_factory=BufferStats)
     sinks: list[SinkStats] = field(default_factory=list)
+    contracts: list[ContractStats] = field(default_factory=list)
+    kpi: list[KpiStats] = field(default_factory=list)
+    kpi_engine: KpiEngineStats = field(default_factory=KpiEngineStats)
     time: float = 0.0  # when the report was made (Unix seconds)
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ with the default list below. Quality is a class (good/uncertain/bad) plus the so
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import IntEnum
 
@@ -30,6 +31,12 @@ CATEGORY_DESCRIPTIONS: dict[str, str] = {
     "material": "lots, batches, material consumption",
     "maintenance": "alarms, wear, service counters",
 }
+
+# The category of the ISO 22400 KPI records the agent itself produces (never a tag's category).
+KPI_CATEGORY = "kpi"
+CATEGORY_DESCRIPTIONS[KPI_CATEGORY] = ("ISO 22400-2 key performance indicators per equipment and shift "
+                                       "(OEE, availability, effectiveness, quality rate, time elements, quantities)")
+RECORD_CATEGORIES: tuple[str, ...] = (*CATEGORIES, KPI_CATEGORY)  # every measurement in the store
 
 KINDS: tuple[str, ...] = ("sample", "event", "condition")
 
@@ -86,6 +93,47 @@ class CollectorCode(IntEnum):
     DECODE_ERROR = 1006
     PAYLOAD_ERROR = 1007
     NOT_CONNECTED = 1008
+    SOURCE_TIME_REPLACED = 1009  # the source's timestamp was outside the plausible window
+
+
+NAME_DIGEST_CHARS = 10  # 40 bits: 10,000 names sharing a readable part collide with odds of 1 in 20,000
+_NOT_ASSET_CHARS = re.compile(r"[^a-z0-9_-]+")
+_READABLE_ASSET_CHARS = 48
+
+
+def name_digest(raw: str) -> str:
+    """A short, stable hash of a name as it came from the source (the same on every run and
+    machine, unlike ``hash()``)."""
+    data = raw.encode("utf-8", "surrogatepass")  # even text that is not valid Unicode hashes
+    return hashlib.blake2b(data, digest_size=8).hexdigest()[:NAME_DIGEST_CHARS]
+
+
+def asset_name_for(raw: str) -> str:
+    """The asset name (``[a-z0-9_-]``) of a name taken from the source at run time: an MQTT topic
+    level captured into the asset path (and Sparkplug device ids and metric names).
+
+    A valid name of at most 48 characters stays as it is. Any other name becomes its readable
+    ASCII part (lower case, runs of other characters as ``_``, at most 48 characters) plus ``-``
+    and a hash of the whole original, so ``plant/온도계1`` and ``plant/습도계1`` stay two
+    pieces of equipment (``1-<hash>``, ``1-<other hash>``), and ``Press01`` does not merge with
+    ``press01``. The mapping is a pure function: the same on every restart."""
+    if len(raw) <= _READABLE_ASSET_CHARS and ASSET_NAME.match(raw):
+        return raw
+    readable = _NOT_ASSET_CHARS.sub("_", raw.lower()).strip("_")[:_READABLE_ASSET_CHARS].rstrip("_")
+    digest = name_digest(raw)
+    return f"{readable}-{digest}" if readable else digest
+
+
+def shortened_name(name: str, limit: int) -> str:
+    """``name`` itself when it fits in ``limit`` characters, else its start and its end around a
+    hash of the whole (``head~<hash>~tail``): deterministic, distinct for distinct names, and
+    the end of a long path — usually the variable's own name — still readable."""
+    if len(name) <= limit:
+        return name
+    digest = name_digest(name)
+    room = limit - len(digest) - 2
+    head = room // 3
+    return f"{name[:head]}~{digest}~{name[len(name) - (room - head):]}"
 
 
 def asset_path(levels: dict[str, str | None]) -> str:

@@ -1,9 +1,11 @@
 """``mos-sim modbus``: a Modbus PLC simulator on a real pymodbus server.
 
 By default it is a stamping press (``simulators/scenarios/press.yaml``): a machine-state cycle
-(run / idle / fault), stroke and part counters that only count while running, hydraulic pressure
-and motor current that pulse with every stroke, oil and motor temperatures drifting, alarm bits
-raised in the fault state, a die id string. A scenario is a register map — each point with tag
+(run / idle / fault / die change / planned maintenance: a shift's pattern compressed into ten
+minutes), a 16-bit stroke counter that wraps and a scrap counter, both counting only while
+running, hydraulic pressure and motor current that pulse with every stroke, oil and motor
+temperatures drifting, alarm bits raised in the fault state, a die id string; its device file
+carries the ``kpi:`` block for ISO 22400 KPIs. A scenario is a register map — each point with tag
 name, address (``hr:0``, ``co:3``, ``hr:5.3``), type, unit, category — and a value model per point:
 ``constant``, ``sine``, ``ramp``, ``counter``, ``random_walk`` or ``state`` (a value per machine
 state), optionally different models ``when`` the machine is in a given state, plus ``noise``.
@@ -185,6 +187,7 @@ class Scenario(StrictModel):
     tables: dict[Literal["hr", "ir", "co", "di"], int] = Field(default_factory=dict)  # sizes
     refresh: Duration = 0.05  # how often the values move (at most; computed when read)
     points: list[PointSpec]
+    kpi: dict[str, Any] | None = None  # the device file's kpi: block (ISO 22400 KPIs), copied as written
 
     @classmethod
     def load(cls, path: Path | str) -> Scenario:
@@ -728,6 +731,8 @@ def _flow(data: Any) -> str:
     """A YAML flow mapping (``{a: 1, b: "hr:0"}``) for plain data; quick enough for 10,000 tags."""
     if isinstance(data, dict):
         return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in data.items()) + "}"
+    if isinstance(data, list):
+        return "[" + ", ".join(_flow(v) for v in data) + "]"
     if isinstance(data, bool):
         return "true" if data else "false"
     if isinstance(data, int | float):
@@ -785,6 +790,8 @@ def device_file_text(scenario: Scenario, *, name: str | None = None, host: str =
             if p.description:
                 tag["description"] = p.description
             lines.append(f"  - {flow(tag)}")
+    if scenario.kpi:
+        lines.append(f"kpi: {flow(scenario.kpi)}")
     # scenario-wide orders other than big/big apply to the whole device
     if scenario.byte_order != "big" or scenario.word_order != "big":
         lines.insert(lines.index("tags:"), f"# registers are {scenario.byte_order}-endian bytes, "

@@ -23,7 +23,7 @@ from mos_agent.config.loader import load_config
 from mos_agent.driver_api import build_series_table
 from mos_agent.localservers import free_port
 from mos_agent.normalise import Normaliser
-from mos_agent.taxonomy import CATEGORIES, DEFAULT_STAGES, Quality
+from mos_agent.taxonomy import DEFAULT_STAGES, RECORD_CATEGORIES, Quality
 from tests.support.servers import StoreReader, VictoriaMetrics
 
 # rdflib's own JSON-LD parser still builds a ConjunctiveGraph internally
@@ -424,12 +424,14 @@ def test_store_observations_count_points_and_quality_shares(plant: Path, victori
             values.append(float(poll * 10 + tag))  # always moving: nothing is held back by a deadband
             stamps.append((start_ms + poll * 500) * 1_000_000)
             quality.append(Quality.BAD if poll in (3, 4) else Quality.UNCERTAIN if poll in (7, 8) else Quality.GOOD)
-    batch = ReadingBatch.build(series, values, stamps, quality, [1001 if q == Quality.BAD else 0 for q in quality])
+    batch = ReadingBatch.build(series, values, stamps, quality, [1001 if q == Quality.BAD else 0 for q in quality],
+                               source_time=True)
     chunk = normaliser.process(batch)
     assert chunk.points == 60
     # Older points outside the --since window must not be counted.
+    # Source times: without them the normaliser keeps each series' acquisition times increasing.
     old = normaliser.process(ReadingBatch.build([0, 1], [1.0, 2.0], (start_ms - 7_200_000) * 1_000_000,
-                                                source_time=True))  # kept as given: not acquisition times
+                                                source_time=True))
     assert old.points == 2
     _write(victoria.url, chunk.body + old.body)
     # one row a point: good and uncertain ones by their value (code 0 is not written), bad ones by
@@ -500,5 +502,5 @@ def test_iso_durations(seconds: float, expected: str) -> None:
 
 
 def test_korean_labels_cover_the_taxonomy() -> None:
-    assert set(CATEGORY_LABELS_KO) == set(CATEGORIES)
+    assert set(CATEGORY_LABELS_KO) == set(RECORD_CATEGORIES)
     assert set(STAGE_LABELS_KO) == set(DEFAULT_STAGES)

@@ -40,3 +40,22 @@ def test_driver_sample_validates(sample: Path, tmp_path: Path) -> None:
 
 def test_every_bundled_driver_has_a_sample() -> None:
     assert {p.parent.name for p in SAMPLES} == {"modbus", "opcua", "mqtt"}
+
+
+def test_readme_northbound_mqtt_example_validates(tmp_path: Path) -> None:
+    import re
+
+    import yaml
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Northbound MQTT: UNS and Sparkplug B", 1)[1].split("\n## ", 1)[0]
+    [snippet] = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    # the example's files, made where the test can write
+    snippet = snippet.replace("/etc/mos-agent/", f"{tmp_path}/")
+    (tmp_path / "mqtt.password").write_text("secret\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    agent = {"agent": {"id": "gw-changwon-01", "enterprise": "acme", "site": "changwon", "state_dir": str(tmp_path)},
+             "devices": [], **yaml.safe_load(snippet)}
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(agent))
+    loaded = load_config(tmp_path / "agent.yaml")
+    assert [(s.type, s.format) for s in loaded.agent.sinks] == [("mqtt", "uns"), ("mqtt", "sparkplug")]

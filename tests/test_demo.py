@@ -57,6 +57,12 @@ def test_demo_shows_live_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert not missing, screen[-4000:]
         # a live value with its unit and good quality
         assert re.search(r"hydraulic_pressure\s*│\s*[0-9.]+\s*│\s*bar\s*│\s*good", screen), screen[-4000:]
+        # live OEE of the press in the running shift of the demo's two-shift calendar
+        # (the calendar starts with the demo, so the OEE is the press's, not diluted by unobserved hours)
+        live_oee = re.compile(r"press-01\s*│\s*day \(current\)\s*│[^│]+│\s*([0-9.]+)%\s*│\s*[0-9.]+%")
+        while not any(float(oee) > 10 for oee in live_oee.findall(screen)) and time.monotonic() - view_started < 30:
+            read_for(0.5)
+        assert any(float(oee) > 10 for oee in live_oee.findall(screen)), screen[-4000:]
 
         os.killpg(proc.pid, signal.SIGINT)
         deadline = time.monotonic() + 40

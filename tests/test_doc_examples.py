@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mos_agent.config.models import AgentConfig
+from mos_agent.config.models import AgentConfig, ContractConfig
 from mos_agent.config.validation import pydantic_problems
 from mos_agent.config.yamlmarks import load_yaml
 from mos_agent.registry import load_driver
@@ -53,7 +53,8 @@ BLOCKS = yaml_blocks()
 
 def problems_in(text: str) -> list[tuple[int, int, str]]:
     """What validating the block reports: an agent file (a block of agent-file sections without
-    the ``agent:`` one gets a placeholder for it) or a device file of its driver."""
+    the ``agent:`` one gets a placeholder for it), a device file of its driver, or a sharing
+    contract (it names a ``consumer``)."""
     doc = load_yaml(text, AnyVariable())
     found = [(p.line, p.col, p.message) for p in doc.problems]
     data = doc.data
@@ -64,6 +65,8 @@ def problems_in(text: str) -> list[tuple[int, int, str]]:
     if "driver" in data:
         model = load_driver(str(data["driver"])).device_model
         context = {"stages": list(DEFAULT_STAGES)}
+    elif "consumer" in data:
+        model = ContractConfig
     elif set(data) <= set(AgentConfig.model_fields):
         model = AgentConfig
         data = {"agent": PLACEHOLDER_AGENT, **data}

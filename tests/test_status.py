@@ -8,8 +8,11 @@ import json
 from mos_agent.status import (
     AgentInfo,
     BufferStats,
+    ContractStats,
     DeviceState,
     DeviceStats,
+    KpiFigures,
+    KpiStats,
     PipelineStats,
     SinkState,
     SinkStats,
@@ -26,17 +29,25 @@ def _report() -> StatusReport:
         buffer=BufferStats(path="/s/buffer.sqlite", points=5, moved_aside=["/s/old"]),
         sinks=[SinkStats(name="influxdb", type="influxdb", state=SinkState.DRAINING, lag_points=5,
                          last_error="HTTP 503")],
+        contracts=[ContractStats(id="mdcg-2026-017", consumer="MDCG", sink="datacentre", status="active",
+                                 datasets=["press-01"], resolution="1m", points_released=3)],
+        kpi=[KpiStats(equipment="press-01", asset="plant/stamping/press-01", device="press-01",
+                      current=KpiFigures(shift="night", start=10.0, end=20.0, at=15.0, kpi={"oee": 61.5, "pq": 120}),
+                      completed=[KpiFigures(shift="day", start=0.0, end=10.0, at=10.0, final=True,
+                                            kpi={"availability": 90.0})])],
         time=100.0,
     )
 
 
 def test_the_json_keeps_the_keys_scripts_read() -> None:
     data = json.loads(json.dumps(_report().to_dict()))
-    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "time"}
+    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "contracts", "kpi", "kpi_engine",
+                         "time"}
     assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
-    assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "series",
-            "points_read", "points_kept", "points_bad", "points_per_s", "last_value_time"} == set(data["devices"][0])
+    assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "source_names",
+            "series", "points_read", "points_kept", "points_bad", "points_per_s",
+            "last_value_time"} == set(data["devices"][0])
     assert {"path", "points", "bytes", "rows", "max_size", "overflow", "oldest_age_s", "dropped_points",
             "overflow_episodes", "overflowing", "dead_letter_rows", "dead_letter_points",
             "moved_aside", "disk_free_bytes", "min_free_space", "disk_full", "disk_full_episodes",
@@ -44,7 +55,11 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
             "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
-            "dropped_points"} == set(data["sinks"][0])
+            "dropped_points", "late_points", "open_windows", "mqtt"} == set(data["sinks"][0])
+    assert {"id", "consumer", "sink", "status", "valid_from", "valid_to", "datasets", "resolution",
+            "points_released", "last_release"} == set(data["contracts"][0])
+    assert {"equipment", "asset", "device", "current", "last_complete", "completed"} == set(data["kpi"][0])
+    assert data["kpi"][0]["current"]["kpi"] == {"oee": 61.5, "pq": 120} and data["kpi"][0]["last_complete"] is None
     # enums travel as their plain values
     assert data["devices"][0]["state"] == "running" and data["sinks"][0]["state"] == "draining"
 
@@ -77,3 +92,25 @@ def test_problems_name_what_is_unhealthy() -> None:
     report.agent.ready = False
     assert report.problems() == ["not ready", "device press-01 down: connection refused",
                                  "sink influxdb auth_failed: HTTP 503"]
+
+
+def test_an_mqtt_sink_reports_its_session_and_reads_back() -> None:
+    from mos_agent.status import MqttSinkStats, SinkStats
+
+    report = _report()
+    report.sinks.append(SinkStats(name="scada", type="mqtt", mqtt=MqttSinkStats(
+        format="sparkplug", broker="127.0.0.1:1883", connected=True, connections=2, messages_published=40,
+        group_id="changwon", edge_node_id="gw-1", bd_seq=7, births=3, rebirth_requests=1)))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["sinks"][-1]["mqtt"]["bd_seq"] == 7 and data["sinks"][0]["mqtt"] is None
+    again = StatusReport.from_dict(data)
+    assert again == report and isinstance(again.sinks[-1].mqtt, MqttSinkStats)
+
+    from rich.console import Console
+
+    from mos_agent.commands.status import render
+
+    console = Console(record=True, width=200)
+    render(again, console)
+    assert ("scada: sparkplug → 127.0.0.1:1883, connected, 40 messages, edge node changwon/gw-1, bdSeq 7, 3 births"
+            in console.export_text())

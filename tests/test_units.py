@@ -11,13 +11,13 @@ import pytest
 from mos_agent import units
 from mos_agent.config.models import TagBase
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "data" / "UNECE_to_OPCUA.csv"
+# the OPC Foundation's UNECE → UnitId table, kept in the repository (tests/data/SOURCE.md)
+REFERENCE = Path(__file__).resolve().parent / "data" / "UNECE_to_OPCUA.csv"
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, dict[str, str]]:
-    assert REFERENCE.exists(), f"reference table missing: {REFERENCE} (shared/ must sit beside the clone)"
+    assert REFERENCE.exists(), f"reference table missing: {REFERENCE}"
     # the file starts with a UTF-8 byte-order mark; utf-8-sig drops it so the first column is
     # named "UNECECode" and not "\ufeffUNECECode"
     with REFERENCE.open(encoding="utf-8-sig", newline="") as f:

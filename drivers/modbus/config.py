@@ -15,9 +15,8 @@ from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from mos_agent.config.models import DeviceBase, Duration, StrictModel, TagBase
+from mos_agent.config.models import DeviceBase, Duration, StrictModel, TagBase, located_errors
 
 Table = Literal["hr", "ir", "co", "di"]
 Order = Literal["big", "little"]
@@ -285,15 +284,6 @@ class ModbusTag(TagBase):
         return self._type
 
 
-def _located_errors(title: str, problems: list[tuple[tuple[str | int, ...], str]]) -> ValidationError:
-    """A ValidationError whose entries point at the exact keys (a model validator's own errors would
-    all point at the device as a whole, and ``validate`` maps locations to lines)."""
-    return ValidationError.from_exception_data(title, [
-        InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=None)
-        for loc, message in problems
-    ])
-
-
 class ModbusDevice(DeviceBase):
     driver_name = "modbus"
 
@@ -316,7 +306,7 @@ class ModbusDevice(DeviceBase):
                                  f"{tag.value_type} needs {tag.width} registers, more than this connection's "
                                  f"max_registers_per_request ({limit})"))
         if problems:
-            raise _located_errors(type(self).__name__, problems)
+            raise located_errors(type(self).__name__, problems)
         return self
 
     def tag_interval(self, tag: ModbusTag) -> float:

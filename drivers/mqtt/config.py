@@ -18,7 +18,7 @@ from drivers.mqtt.paths import (
     compile_topic,
 )
 from mos_agent.config.loader import read_secret
-from mos_agent.config.models import DeviceBase, Duration, Size, StrictModel, TagBase
+from mos_agent.config.models import DeviceBase, Duration, Size, StrictModel, TagBase, TextEncoding
 
 
 def _protocol(value: Any) -> Any:
@@ -96,6 +96,7 @@ class MqttTag(TagBase):
     # readings per second this tag is expected to produce over all its captured series
     # (for `validate`); default: one per poll_interval
     expected_rate: float | None = Field(default=None, gt=0)
+    encoding: TextEncoding | None = None  # how the payload's bytes are read (cp949…); default: the device's
 
     _topic: TopicTemplate = PrivateAttr()
     _path: JsonPath = PrivateAttr()
@@ -141,6 +142,9 @@ class MqttDevice(DeviceBase):
     driver: Literal["mqtt"] = "mqtt"
     connection: MqttConnection  # type: ignore[assignment]
     tags: list[MqttTag] = Field(min_length=1)  # type: ignore[assignment]
+    # How payload bytes are read when sources do not send UTF-8 (cp949, euc-kr, shift_jis…);
+    # default UTF-8, with bytes that are not valid UTF-8 replaced by U+FFFD.
+    encoding: TextEncoding | None = None
 
     @field_validator("tags")
     @classmethod

@@ -7,14 +7,17 @@ is parsed once and each tag's JSON path, type and timestamp path applied. A top-
 is a list of samples: a tag whose path starts with a key (or is ``$``) reads every element.
 
 Nothing here raises for bad input: a payload that is not JSON, lacks a required path, holds the
-wrong type or is too big becomes a bad-quality row (code PAYLOAD_ERROR) for each tag the topic
-carries, each counted as one error of kind ``payload`` — the flow never stops.
+wrong type, is too big or nested too deep becomes a bad-quality row (code PAYLOAD_ERROR) for each
+tag the topic carries, each counted as one error of kind ``payload`` — the flow never stops. A
+source time outside the agent's ``source_time`` window is replaced by the arrival time (quality
+uncertain, code SOURCE_TIME_REPLACED, counted as a ``timestamp`` error). Payload bytes are read
+in the tag's (or device's) ``encoding`` when it declares one, else as UTF-8 with undecodable
+bytes replaced; captured topic levels become asset names through :func:`asset_name_for`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,19 +27,20 @@ import numpy as np
 from drivers.mqtt.config import MqttDevice, MqttTag
 from drivers.mqtt.paths import CAPTURE_LEVELS, MISSING, JsonPath, TopicTemplate, timestamp_to_ns
 from drivers.mqtt.redelivery import Remembered
-from mos_agent.batch import ReadingBatch
-from mos_agent.taxonomy import CollectorCode, Quality
+from mos_agent.batch import ReadingBatch, SourceTimeWindow
+from mos_agent.taxonomy import CollectorCode, Quality, asset_name_for
 
 GOOD = int(Quality.GOOD)
+UNCERTAIN = int(Quality.UNCERTAIN)
 BAD = int(Quality.BAD)
 PAYLOAD_ERROR = int(CollectorCode.PAYLOAD_ERROR)
+SOURCE_TIME_REPLACED = int(CollectorCode.SOURCE_TIME_REPLACED)
 NAN = float("nan")
 TOPIC_CACHE_LIMIT = 100_000
 
 _NUMBER, _BOOL, _STRING = 0, 1, 2
 _TYPE_CODES = {"number": _NUMBER, "bool": _BOOL, "string": _STRING}
 _BOOL_WORDS = {"true": 1.0, "on": 1.0, "yes": 1.0, "1": 1.0, "false": 0.0, "off": 0.0, "no": 0.0, "0": 0.0}
-_NOT_ASSET_CHAR = re.compile(r"[^a-z0-9_-]")
 # Asset levels that group the ones after them: a captured line makes the device's own cell meaningless.
 _GROUPING = ("area", "line", "cell")
 
@@ -59,6 +63,7 @@ class Route:
     type_code: int
     required: bool
     per_element: bool  # applies to every element of a top-level array
+    encoding: str | None  # how the payload's bytes are read; None: UTF-8
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +130,10 @@ class Rows:
         return batch
 
 
-def asset_name(level: str) -> str:
-    """A topic level as an ISA-95 asset name: lower case, anything outside ``[a-z0-9_-]`` → '_'."""
-    name = level.lower()
-    return name if not _NOT_ASSET_CHAR.search(name) else _NOT_ASSET_CHAR.sub("_", name)
-
-
 def asset_overrides(captured: dict[str, str]) -> dict[str, str]:
     """Captured levels replace the device's; grouping levels below the deepest captured one are
     emptied (the device's own cell does not belong to a line taken from the topic)."""
-    overrides = {level: asset_name(value) for level, value in captured.items()}
+    overrides = {level: asset_name_for(value) for level, value in captured.items()}
     deepest = max((_GROUPING.index(level) for level in captured if level in _GROUPING), default=None)
     if deepest is not None:
         for level in _GROUPING[deepest + 1:]:
@@ -142,14 +141,37 @@ def asset_overrides(captured: dict[str, str]) -> dict[str, str]:
     return overrides
 
 
+def parse_payload(payload: bytes | bytearray, encoding: str | None) -> tuple[object, bool]:
+    """The payload as JSON (True second) or, if it is not JSON, as stripped text (False).
+    Bytes that are not valid in the encoding (UTF-8 unless declared) become U+FFFD; JSON nested
+    deeper than Python's recursion limit raises RecursionError."""
+    if encoding is None:
+        try:
+            return json.loads(payload), True
+        except UnicodeDecodeError:
+            text = payload.decode("utf-8", "replace")
+        except ValueError:
+            return payload.decode("utf-8", "replace").strip(), False
+    else:
+        text = payload.decode(encoding, "replace")
+    try:
+        return json.loads(text), True
+    except ValueError:
+        return text.strip(), False
+
+
 class Decoder:
-    def __init__(self, device: MqttDevice, register: RegisterFn, max_payload: int | None = None) -> None:
+    def __init__(self, device: MqttDevice, register: RegisterFn, max_payload: int | None = None,
+                 window: SourceTimeWindow | None = None, source_names: dict[str, str] | None = None) -> None:
         self.device = device
         self.register = register
+        # asset name → captured text, for the names asset_name_for changed (shown in the status)
+        self.source_names = source_names if source_names is not None else {}
         self.max_payload = max_payload if max_payload is not None else device.connection.max_payload
+        self.window = window if window is not None else SourceTimeWindow()
         self.routes = [
             Route(i, tag, tag.template, tag.path, tag.timestamp_path, _TYPE_CODES[tag.type], tag.required,
-                  tag.path.is_root or tag.path.starts_with_key)
+                  tag.path.is_root or tag.path.starts_with_key, tag.encoding or device.encoding)
             for i, tag in enumerate(device.tags)
         ]
         self._targets: dict[str, tuple[Target, ...]] = {}
@@ -179,10 +201,16 @@ class Decoder:
             if empty:
                 rows.error("topic", f"topic {topic!r}: empty level where {route.tag.topic!r} captures {empty[0]}")
                 continue
+            overrides = asset_overrides(captured)
             try:
-                found.append(Target(route, self.register(route.index, asset_overrides(captured))))
+                found.append(Target(route, self.register(route.index, overrides)))
             except SeriesLimitReached as exc:
                 rows.error("series_limit", str(exc))
+                continue
+            for level, text in captured.items():
+                name = overrides[level]
+                if name != text and len(self.source_names) < self.device.connection.max_series:
+                    self.source_names[name] = text
         return tuple(found)
 
     # ------------------------------------------------------------ payloads
@@ -200,20 +228,25 @@ class Decoder:
             for target in targets:
                 rows.bad(target.series, arrival_ns)
             return
-        is_json = True
+        encoding = targets[0].route.encoding
         try:
-            doc = json.loads(payload)
-        except ValueError:  # also UnicodeDecodeError
-            is_json = False
-            try:
-                doc = payload.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                rows.error("payload", f"{topic}: payload is neither JSON nor UTF-8 text", len(targets))
-                for target in targets:
-                    rows.bad(target.series, arrival_ns)
-                return
+            if encoding is None:  # the common case inline: UTF-8 JSON, parsed straight from bytes
+                try:
+                    doc, is_json = json.loads(payload), True
+                except ValueError:
+                    doc, is_json = parse_payload(payload, encoding)
+            else:
+                doc, is_json = parse_payload(payload, encoding)
+        except RecursionError:
+            rows.error("payload", f"{topic}: JSON nested too deep to read", len(targets))
+            for target in targets:
+                rows.bad(target.series, arrival_ns)
+            return
         for target in targets:
             route = target.route
+            if route.encoding != encoding:  # tags of one topic reading its bytes differently: rare
+                encoding = route.encoding
+                doc, is_json = parse_payload(payload, encoding)
             if route.per_element and type(doc) is list:
                 # Samples without a source time would all land on the arrival time and overwrite
                 # each other in the store; a nanosecond apart they stay distinct, in order.
@@ -227,14 +260,21 @@ class Decoder:
         # any JSON value; the branches below look at its exact type
         value: Any = route.path.get(doc) if route.path.steps else doc
         stamp = arrival_ns
+        quality, code = GOOD, 0
         sourced = False
         stamp_path = route.timestamp
         if stamp_path is not None:
             raw = stamp_path.get(doc)
             source = timestamp_to_ns(raw) if raw is not MISSING else None
             if source is not None:
-                stamp = source
-                sourced = True
+                if self.window.accepts(source, arrival_ns):
+                    stamp = source
+                    sourced = True
+                else:
+                    quality, code = UNCERTAIN, SOURCE_TIME_REPLACED
+                    if value is not MISSING:
+                        rows.error("timestamp", f"{topic}: {stamp_path.source} ({raw!r:.40}) is outside the "
+                                                f"plausible time window; arrival time used, quality uncertain")
             elif value is not MISSING:  # a payload without the value is reported as such below
                 rows.error("timestamp", f"{topic}: {stamp_path.source} is "
                                         f"{'missing' if raw is MISSING else f'not a timestamp ({raw!r:.40})'}; "
@@ -250,8 +290,8 @@ class Decoder:
             rows.bad(series, stamp, sourced)
             return
         kind = type(value)
-        code = route.type_code
-        if code == _NUMBER:
+        type_code = route.type_code
+        if type_code == _NUMBER:
             if kind is float or kind is bool:
                 number = float(value)
             elif kind is int or kind is str:
@@ -263,7 +303,7 @@ class Decoder:
             else:
                 self._wrong_type(topic, route, value, series, stamp, sourced, rows)
                 return
-        elif code == _BOOL:
+        elif type_code == _BOOL:
             if kind is bool or kind is int or kind is float:
                 number = 1.0 if value else 0.0
             elif kind is str and value.strip().lower() in _BOOL_WORDS:
@@ -288,8 +328,8 @@ class Decoder:
         rows.series.append(series)
         rows.values.append(number)
         rows.stamps.append(stamp)
-        rows.quality.append(GOOD)
-        rows.codes.append(0)
+        rows.quality.append(quality)
+        rows.codes.append(code)
 
     @staticmethod
     def _wrong_type(topic: str, route: Route, value: object, series: int, stamp: int, sourced: bool,

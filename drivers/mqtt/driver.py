@@ -152,7 +152,8 @@ class MqttDriver(Driver):
         self._unacked_batches = 0
         self._disconnect_once = threading.Lock()
         self._disconnected = False
-        self._decoder = Decoder(self.device_config, self._register)
+        self._decoder = Decoder(self.device_config, self._register, window=ctx.agent.source_time.window(),
+                                source_names=ctx.status.source_names)
         self._recent: RecentMessages | None = None  # with QoS 1 and a persistent session
         self._arrival_floor = 0  # no arrival time before this (see run)
 
@@ -519,10 +520,7 @@ class MqttDriver(Driver):
         newest: dict[int, int] = {}
         for row, series in enumerate(batch.series.tolist()):
             newest[series] = row
-        keep = np.array(sorted(newest.values()), dtype=np.int64)
-        texts = {new: batch.texts[old] for new, old in enumerate(keep.tolist()) if batch.texts and old in batch.texts}
-        result = ReadingBatch(batch.series[keep], batch.values[keep], batch.timestamps[keep], batch.quality[keep],
-                              batch.codes[keep], texts or None)
+        result = batch.select(np.array(sorted(newest.values()), dtype=np.int64))
         missing = [i for i in range(len(device.tags)) if i not in seen]
         if missing:
             result = ReadingBatch.concat([result, ReadingBatch.failed(missing, CollectorCode.TIMEOUT)])

@@ -8,7 +8,8 @@ hot path runs, so a mistake is reported with its position before the agent start
 * JSON path — ``$``, ``.key``, ``['key with space']``, ``[index]`` (negative counts from the
   end): ``$.axes[0].load``.
 * Timestamp — epoch seconds, milliseconds, microseconds or nanoseconds (told apart by
-  magnitude), or an ISO 8601 string (no offset means UTC).
+  magnitude), or an ISO 8601 string (no offset means UTC). Whether the time is plausible is the
+  decoder's question (the agent's ``source_time`` window), not the parser's.
 """
 
 from __future__ import annotations
@@ -246,13 +247,13 @@ def _bracket(path: str, start: int) -> int:
 
 # ---------------------------------------------------------------- timestamps
 
-_EARLIEST_NS = 946_684_800 * 10**9  # 2000-01-01: anything older is a device clock that was never set
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FRACTION = re.compile(r"([T ]\d{2}:?\d{2}:?\d{2})[.,](\d+)")
 
 
-def epoch_to_ns(value: float | int) -> int | None:
-    """Epoch seconds / ms / µs / ns, told apart by magnitude (valid from 2000 to ~5000)."""
+def epoch_to_ns(value: float | int) -> int:
+    """Epoch seconds / ms / µs / ns, told apart by magnitude (unambiguous from 1973 to ~5000; any
+    number gives some time, which may lie far outside int64 nanoseconds)."""
     magnitude = abs(value)
     if magnitude < 1e11:
         unit, resolution = 1_000_000_000, 1_000  # a float second near 2e9 resolves ~0.2 µs
@@ -268,7 +269,7 @@ def epoch_to_ns(value: float | int) -> int | None:
         ns = whole * unit + round((value - whole) * unit / resolution) * resolution
     else:
         ns = value * unit
-    return ns if ns >= _EARLIEST_NS else None
+    return ns
 
 
 def iso_to_ns(text: str) -> int | None:
@@ -281,17 +282,17 @@ def iso_to_ns(text: str) -> int | None:
         text = text[: m.start(2)] + digits[:6] + text[m.end(2):]
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        delta = dt - _EPOCH
+    except (ValueError, OverflowError):  # not ISO 8601, or beyond year 9999 once its offset is applied
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000 + extra_ns
-    return ns if ns >= _EARLIEST_NS else None
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000 + extra_ns
 
 
 def timestamp_to_ns(value: Any) -> int | None:
-    """A source timestamp in nanoseconds, or None if ``value`` is not a plausible one."""
+    """A source timestamp in nanoseconds (unbounded: check it against a window), or None if
+    ``value`` is not a timestamp at all."""
     kind = type(value)
     if kind is int or kind is float:
         if value != value or value in (float("inf"), float("-inf")):

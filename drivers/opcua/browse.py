@@ -24,6 +24,9 @@ from pydantic import ValidationError
 from drivers.opcua import client as uac
 from drivers.opcua.decode import status_name
 from mos_agent import units
+from mos_agent.config.models import TAG_NAME_MAX
+from mos_agent.taxonomy import shortened_name
+from mos_agent.text import decoded, repaired
 
 OBJECTS = ua.NodeId(ua.ObjectIds.ObjectsFolder)
 ROOT = ua.NodeId(ua.ObjectIds.RootFolder)
@@ -134,6 +137,16 @@ async def describe(client: Client, found: Sequence[Found]) -> None:
                 f.eu_range = (float(value.Low), float(value.High))
 
 
+def tag_name_for(path: Sequence[str], prefix: str | None = None, encoding: str | None = None) -> str:
+    """The tag name of a variable found by browsing: its browse path joined with '.', after
+    ``prefix``. Browse names in a legacy code page are read in ``encoding`` (else undecodable
+    bytes become U+FFFD); a name over the tag name limit is shortened with a hash of the whole
+    (deep folders with long names are common), so every generated name validates."""
+    joined = ".".join(path)
+    name = decoded(joined, encoding) if encoding else repaired(joined)
+    return shortened_name(f"{prefix}.{name}" if prefix else name, TAG_NAME_MAX)
+
+
 # ---------------------------------------------------------------- category guess
 
 _CATEGORY_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -226,10 +239,10 @@ def to_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: 
     ]
     used: dict[str, int] = {}
     for f in readable:
-        tag_name = f.name
+        tag_name = tag_name_for(f.path)
         if tag_name in used:  # two variables of one browse path (different reference types)
             used[tag_name] += 1
-            tag_name = f"{tag_name}_{used[tag_name]}"
+            tag_name = tag_name_for([f"{tag_name}_{used[tag_name]}"])
         else:
             used[tag_name] = 1
         fields = [f"name: {_scalar(tag_name)}", f"node: {json.dumps(f.node_id.to_string())}"]
@@ -240,7 +253,7 @@ def to_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: 
             fields.append(f"range: [{_number(f.eu_range[0])}, {_number(f.eu_range[1])}]")
         fields.append(f"category: {guess_category(f.name, f.unit)}")
         if f.description:
-            fields.append(f"description: {json.dumps(f.description, ensure_ascii=False)}")
+            fields.append(f"description: {json.dumps(repaired(f.description), ensure_ascii=False)}")
         notes = [f.type_name + ("[]" if f.value_rank >= 0 else "") if f.type_name else ""]
         if f.unit_label and not f.unit:
             notes.append(f"unit {f.unit_label!r} has no UCUM code in the unit table")
@@ -248,7 +261,7 @@ def to_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: 
         out.append(f"  - {{{', '.join(fields)}}}" + (f"   # {note}" if note else ""))
     for f in skipped:
         why = "a structure: configure its fields" if f.kind == "struct" else "a ByteString: no reading in it"
-        out.append(f"  # left out {f.name} ({f.node_id.to_string()}): {f.type_name or f.kind}, {why}")
+        out.append(f"  # left out {repaired(f.name)} ({f.node_id.to_string()}): {f.type_name or f.kind}, {why}")
     if truncated:
         out.append(f"  # stopped after {len(found)} variables: browse a narrower --node")
     return "\n".join(out) + "\n"

@@ -24,6 +24,7 @@ from mos_agent.config.models import (
     SeriesFields,
     StrictModel,
     TagBase,
+    TextEncoding,
 )
 
 # OPC UA node id string forms (Part 6, 5.3.1.10): ns=<index>; or nsu=<namespace uri>; then
@@ -31,7 +32,8 @@ from mos_agent.config.models import (
 _NODE_ID = re.compile(
     r"^(?:(?:ns=(?P<ns>\d+)|nsu=(?P<nsu>[^;]+));)?"
     r"(?:i=(?P<i>\d+)|s=(?P<s>.+)|g=(?P<g>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-    r"|b=(?P<b>[A-Za-z0-9+/]+={0,2}))$"
+    r"|b=(?P<b>[A-Za-z0-9+/]+={0,2}))$",
+    re.DOTALL,  # a string identifier may hold any character, a line break too
 )
 
 TagType = Literal["auto", "number", "bool", "string", "enum", "struct"]
@@ -193,6 +195,9 @@ class _NodeAndType(StrictModel):
 
     node: str
     type: TagType = "auto"  # auto: decided by the value the server sends
+    # the code page the server's String bytes are in (cp949 on many older Korean PLCs); default:
+    # the device's, else UTF-8
+    encoding: TextEncoding | None = None
 
     @field_validator("node")
     @classmethod
@@ -230,7 +235,7 @@ class BrowseEntry(SeriesFields, _NodeAndType):
         return OpcUaTag(
             name=name, node=node, category=self.category, kind=self.kind, unit=self.unit or unit,
             scale=self.scale, offset=self.offset, deadband=self.deadband, range=self.range,
-            type=type_ if self.type == "auto" and type_ else self.type,
+            type=type_ if self.type == "auto" and type_ else self.type, encoding=self.encoding,
         )
 
 
@@ -243,6 +248,9 @@ class OpcUaDevice(DeviceBase):
     poll: PollConfig = Field(default_factory=PollConfig)
     tags: list[OpcUaTag] = Field(default_factory=list)  # type: ignore[assignment]
     browse: list[BrowseEntry] = Field(default_factory=list)
+    # the code page of the server's String values and browse names when they are not UTF-8
+    # (cp949, euc-kr, shift_jis…); a tag or browse entry may say otherwise
+    encoding: TextEncoding | None = None
 
     @model_validator(mode="after")
     def _something_to_read(self) -> OpcUaDevice:

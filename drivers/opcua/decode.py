@@ -6,8 +6,12 @@ time, the server timestamp stands in when the source sent none, else the acquisi
 
 Arrays become one series per element (``name[i]``, flattened for multi-dimensional arrays),
 registered the first time an element index is seen. Strings, localized texts and enumerations
-(``type: enum``) go to the batch's texts. Values with no reading in them (structures, byte strings)
-become bad rows with :attr:`CollectorCode.DECODE_ERROR` — never silently dropped.
+(``type: enum``) go to the batch's texts, read in the tag's ``encoding`` when it declares one
+(asyncua keeps bytes that are not UTF-8 as surrogates, so the original bytes are recovered). Values
+with no reading in them (structures, byte strings) become bad rows with
+:attr:`CollectorCode.DECODE_ERROR` — never silently dropped. A timestamp outside the agent's
+``source_time`` window (a server clock in 2300, beyond what int64 nanoseconds hold) is replaced by
+the acquisition time: quality uncertain, :attr:`CollectorCode.SOURCE_TIME_REPLACED`.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import numpy as np
 from asyncua import ua
 
 from drivers.opcua.config import OpcUaTag
-from mos_agent.batch import ReadingBatch
+from mos_agent.batch import ReadingBatch, SourceTimeWindow
 from mos_agent.taxonomy import CollectorCode, Quality
+from mos_agent.text import decoded
 
 _NO_TIME_BEFORE = dt.datetime(1700, 1, 1, tzinfo=dt.UTC)  # OPC UA "no timestamp" is 1601-01-01
 
@@ -63,6 +68,7 @@ class Item:
     enum_names: dict[int, str] | None = None
     elements: list[int] = field(default_factory=list)  # series of array elements, by flat index
     numeric_type: bool | None = None  # from the node's DataType, when read at connect
+    encoding: str | None = None  # the code page of its text values; None: UTF-8
 
     def all_series(self) -> list[int]:
         return self.elements if self.elements else [self.series]
@@ -153,16 +159,19 @@ class Rows:
                     self.error("decode", f"{item.name}: {_describe(value)}")
                     self.failed([series], CollectorCode.DECODE_ERROR, t)
                     return
-            elif kind == "number" or kind == "bool":
-                try:
-                    number = float(text)
-                except ValueError:
-                    self.error("decode", f"{item.name}: {text[:40]!r} is not a number (tag type {kind})")
-                    self.failed([series], CollectorCode.DECODE_ERROR, t)
-                    return
             else:
-                self._text(series, text, t, q, code)
-                return
+                if item.encoding is not None and isinstance(value, str | ua.LocalizedText):
+                    text = decoded(text, item.encoding)
+                if kind == "number" or kind == "bool":
+                    try:
+                        number = float(text)
+                    except ValueError:
+                        self.error("decode", f"{item.name}: {text[:40]!r} is not a number (tag type {kind})")
+                        self.failed([series], CollectorCode.DECODE_ERROR, t)
+                        return
+                else:
+                    self._text(series, text, t, q, code)
+                    return
         self.series.append(series)
         self.values.append(number)
         self.times.append(t)
@@ -177,22 +186,34 @@ class Rows:
         self.quality.append(q)
         self.codes.append(code)
 
-    def add(self, item: Item, dv: ua.DataValue, now_ns: int, add_element: Callable[[Item, int], int]) -> None:
+    def add(self, item: Item, dv: ua.DataValue, now_ns: int, add_element: Callable[[Item, int], int],
+            window: SourceTimeWindow) -> None:
         """One DataValue of ``item``: ``add_element(item, index)`` registers an array element's
         series the first time it is seen."""
         status = dv.StatusCode
         code = status.value if status is not None else 0
+        q = _SEVERITY[(code >> 30) & 3]
         t = time_ns(dv.SourceTimestamp)
         if t is None:
             t = time_ns(dv.ServerTimestamp) or now_ns
-        q = _SEVERITY[(code >> 30) & 3]
+        if not window.accepts(t, now_ns):
+            self.error("timestamp", f"{item.name}: timestamp {t // 10**9} s since 1970 is outside the plausible "
+                                    "window; acquisition time used, quality uncertain")
+            t = now_ns
+            if q == Quality.GOOD:
+                q, code = Quality.UNCERTAIN, int(CollectorCode.SOURCE_TIME_REPLACED)
         variant = dv.Value
         value = variant.Value if variant is not None else None
         if q == Quality.BAD:
             self.failed(item.all_series(), code, t)
             return
         if isinstance(value, list):
-            flat = _flatten(value)
+            try:
+                flat = _flatten(value)
+            except RecursionError:  # an array of more dimensions than anyone uses: not a reading
+                self.error("decode", f"{item.name}: an array nested too deep to read")
+                self.failed(item.all_series(), CollectorCode.DECODE_ERROR, t)
+                return
             elements = item.elements
             while len(elements) < len(flat):
                 elements.append(add_element(item, len(elements)))

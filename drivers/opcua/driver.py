@@ -29,6 +29,7 @@ from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
+from pydantic import ValidationError
 
 from drivers.opcua import browse as browsing
 from drivers.opcua import client as uac
@@ -84,6 +85,7 @@ class OpcUaDriver(Driver):
         self.failed: dict[int, int] = {}  # item index → StatusCode that kept it from being read/monitored
         self._lost: asyncio.Future[str] | None = None
         self._pending = Rows()
+        self._window = ctx.agent.source_time.window()
         self._data_ready = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -241,7 +243,8 @@ class OpcUaDriver(Driver):
                 self.ctx.report_error("node", f"{tag.name}: {exc}")
                 node = unresolved
                 failed[len(items)] = ua.StatusCodes.BadNodeIdUnknown
-            items.append(Item(node, i, tag, tag.name, config.tag_interval(tag)))
+            items.append(Item(node, i, tag, tag.name, config.tag_interval(tag),
+                              encoding=tag.encoding or config.encoding))
         configured = {item.node_id for item in items}
         enum_types = await self._describe_configured(client, items)
         for entry in config.browse:
@@ -268,8 +271,14 @@ class OpcUaDriver(Driver):
                 if f.kind in ("struct", "bytes"):
                     left_out.append(f.name)
                     continue
-                name = f"{entry.prefix}.{f.name}" if entry.prefix else f.name
-                tag = entry.tag_for(name, f.node_id.to_string(), f.unit, "enum" if f.kind == "enum" else None)
+                encoding = entry.encoding or config.encoding
+                name = browsing.tag_name_for(f.path, entry.prefix, encoding)
+                try:
+                    tag = entry.tag_for(name, f.node_id.to_string(), f.unit, "enum" if f.kind == "enum" else None)
+                except ValidationError as exc:  # what the server named cannot make a tag: skip it, not the device
+                    problem = "; ".join(err["msg"] for err in exc.errors())
+                    self.ctx.report_error("browse", f"browse {entry.node}: {name}: left out: {problem}")
+                    continue
                 if tag.type == "enum" and f.data_type is not None:
                     enum_types[len(items)] = f.data_type
                 series = self.ctx.add_series(tag)
@@ -279,7 +288,7 @@ class OpcUaDriver(Driver):
                     continue
                 taken_series.add(series)
                 configured.add(f.node_id)
-                item = Item(f.node_id, series, tag, name, config.tag_interval(tag))
+                item = Item(f.node_id, series, tag, name, config.tag_interval(tag), encoding=encoding)
                 item.numeric_type = f.kind in ("number", "bool")
                 items.append(item)
             if left_out:
@@ -348,8 +357,9 @@ class OpcUaDriver(Driver):
         now_ns = time.time_ns()
         add_element = self._add_element
         items = self.items
+        window = self._window
         for i, dv in zip(readable, values, strict=True):
-            rows.add(items[i], dv, now_ns, add_element)
+            rows.add(items[i], dv, now_ns, add_element, window)
 
     async def _poll(self, client: Client) -> None:
         ctx = self.ctx
@@ -554,12 +564,13 @@ class OpcUaDriver(Driver):
         rows = self._pending
         items = self.items
         add_element = self._add_element
+        window = self._window
         for notification in data:
             if isinstance(notification, ua.DataChangeNotification):
                 for monitored in notification.MonitoredItems:
                     index = monitored.ClientHandle - 1
                     if 0 <= index < len(items):
-                        rows.add(items[index], monitored.Value, now_ns, add_element)
+                        rows.add(items[index], monitored.Value, now_ns, add_element, window)
             elif isinstance(notification, ua.StatusChangeNotification):
                 status = notification.Status
                 if status is not None and not status.is_good():

@@ -13,7 +13,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,13 +23,22 @@ from typing import TYPE_CHECKING, Any
 from mos_agent import units
 from mos_agent.catalog.identity import dataset_identifier, device_levels
 from mos_agent.config.models import CatalogSection
-from mos_agent.taxonomy import CATEGORIES, CATEGORY_DESCRIPTIONS, DEFAULT_KIND, asset_path
+from mos_agent.kpi.figures import KPI_DESCRIPTIONS, KPI_NAMES, KPI_UNITS
+from mos_agent.taxonomy import (
+    CATEGORIES,
+    CATEGORY_DESCRIPTIONS,
+    DEFAULT_KIND,
+    KPI_CATEGORY,
+    RECORD_CATEGORIES,
+    asset_path,
+)
 
 if TYPE_CHECKING:
     from mos_agent.catalog.observe import Observation
     from mos_agent.config.loader import LoadedConfig
     from mos_agent.config.models import DeviceBase, LocalizedText, TagBase
     from mos_agent.driver_api import Driver
+    from mos_agent.sharing.contracts import Contract
 
 # Project vocabulary. w3id.org gives a permanent, redirectable namespace that does not depend on
 # where the project is hosted; the terms are listed in docs/catalog.md.
@@ -61,6 +70,7 @@ CATEGORY_LABELS_KO: dict[str, str] = {
     "environment": "환경",
     "material": "자재",
     "maintenance": "보전",
+    "kpi": "핵심성과지표",
 }
 STAGE_LABELS_KO: dict[str, str] = {
     "receiving": "입고",
@@ -85,6 +95,12 @@ class Standard:
 ISA_95 = Standard(
     "IEC 62264-1:2013 (ISA-95) Enterprise-control system integration — Part 1: Models and terminology",
     "https://webstore.iec.ch/publication/6675",
+)
+
+ISO_22400_2 = Standard(
+    "ISO 22400-2:2014 Automation systems and integration — Key performance indicators (KPIs) for manufacturing "
+    "operations management — Part 2: Definitions and descriptions",
+    "https://www.iso.org/standard/54497.html",
 )
 
 # Used when a driver class does not declare ``standard`` / ``standard_uri`` itself.
@@ -150,13 +166,19 @@ def _plain_decimal(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def rfc3339(moment: datetime) -> str:
+    """UTC with milliseconds: ``2026-12-01T00:00:00.000Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _datetime_literal(moment: datetime) -> dict[str, str]:
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"@value": text, "@type": "xsd:dateTime"}
+    return {"@value": rfc3339(moment), "@type": "xsd:dateTime"}
 
 
-def _ns_to_datetime(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, UTC)
+def datetime_from_ns(ns: int) -> datetime:
+    """Exact to the microsecond (through a float, the last instant of a day could round to the next)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
 
 
 def _share(part: int, whole: int) -> dict[str, str]:
@@ -251,6 +273,33 @@ def _variable(dataset_iri: str, tag: TagBase) -> dict[str, Any]:
     return node
 
 
+def _kpi_series(dataset_iri: str, shifts: list[str]) -> list[dict[str, Any]]:
+    """The ISO 22400-2 KPI series the agent computes for a device with a ``kpi:`` block: one per
+    KPI, each with a value per shift (the ``shift`` label), measurement ``kpi``."""
+    series = []
+    for name in KPI_NAMES:
+        unit = units.lookup(KPI_UNITS[name])
+        node: dict[str, Any] = {
+            "@id": f"{dataset_iri}/kpi/{name}",
+            "@type": "mos:Variable",
+            "mos:tagName": name,
+            "mos:category": {"@id": category_iri(KPI_CATEGORY)},
+            "mos:kind": "sample",
+            "mos:dataType": "float",
+            "mos:field": "value",
+            "mos:valueType": {"@id": "xsd:double"},
+            "mos:ucumCode": KPI_UNITS[name],
+            "mos:shift": shifts,
+            "dct:description": {"@value": KPI_DESCRIPTIONS[name], "@language": "en"},
+            "dct:conformsTo": {"@id": ISO_22400_2.uri},
+        }
+        if unit is not None:
+            node["mos:uneceCode"] = unit.unece
+            node["mos:unitName"] = unit.name
+        series.append(node)
+    return series
+
+
 def _browse_entries(device: DeviceBase) -> list[Any]:
     """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries)."""
     return [entry for entry in getattr(device, "browse", None) or [] if getattr(entry, "category", None) in CATEGORIES]
@@ -313,8 +362,8 @@ def _observation_properties(observation: Observation | None, window_default: flo
     if observation and observation.first_ns is not None and observation.last_ns is not None:
         props["dct:temporal"] = {
             "@type": "dct:PeriodOfTime",
-            "dcat:startDate": _datetime_literal(_ns_to_datetime(observation.first_ns)),
-            "dcat:endDate": _datetime_literal(_ns_to_datetime(observation.last_ns)),
+            "dcat:startDate": _datetime_literal(datetime_from_ns(observation.first_ns)),
+            "dcat:endDate": _datetime_literal(datetime_from_ns(observation.last_ns)),
         }
     window = observation.window_seconds if observation else window_default
     if window:
@@ -326,13 +375,22 @@ def _observation_properties(observation: Observation | None, window_default: flo
 
 def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | None = None, *,
                   drivers: Mapping[str, type[Driver]] | None = None,
-                  now: datetime | None = None) -> dict[str, Any]:
+                  now: datetime | None = None,
+                  agreements: Mapping[str, Sequence[Contract]] | None = None) -> dict[str, Any]:
     """The JSON-LD catalogue of ``loaded``'s devices.
 
     ``observed`` maps a dataset identifier (asset path, see :func:`dataset_identifier`) to what the
     store holds; when given, every dataset gets a point count (0 where the store has nothing).
     ``drivers`` maps driver names to classes; by default they come from the driver registry.
+    ``agreements`` maps a device name to the contracts whose ODRL agreement its dataset carries
+    (default: every contract covering it that has not expired); a dataset without one carries the
+    offer, which permits nothing.
     """
+    now = now or datetime.now(UTC)
+    if agreements is None:
+        agreements = covering_contracts(loaded, now)
+    agreement_targets: dict[str, list[str]] = {}
+    agreement_contracts: dict[str, Contract] = {}
     catalog_cfg = loaded.agent.catalog or CatalogSection()
     base = _base_uri(catalog_cfg.base_uri)
     driver_classes = dict(drivers) if drivers is not None else {}
@@ -355,14 +413,22 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
         dataset, categories = _dataset(loaded, device, driver_cls, base, file_time)
         if observed is not None:
             dataset.update(_observation_properties(observed.get(dataset["dct:identifier"]), window_default))
+        attached = agreements.get(device.name, ())
+        if attached:
+            dataset["odrl:hasPolicy"] = [{"@id": agreement_iri(base, c)} for c in attached]
+            for contract in attached:
+                agreement_contracts[contract.id] = contract
+                agreement_targets.setdefault(contract.id, []).append(dataset["@id"])
         datasets.append(dataset)
         used_categories.extend(c for c in categories if c not in used_categories)
 
-    catalog = _catalog_node(loaded, catalog_cfg, base, datasets, now or datetime.now(UTC),
+    catalog = _catalog_node(loaded, catalog_cfg, base, datasets, now,
                             max(modified_times) if modified_times else None)
-    used_categories = [c for c in CATEGORIES if c in used_categories]  # the taxonomy's order
+    used_categories = [c for c in RECORD_CATEGORIES if c in used_categories]  # the taxonomy's order
     graph: list[dict[str, Any]] = [catalog, _category_scheme(used_categories)]
     graph += [_category_concept(c) for c in used_categories]
+    graph += [_agreement(base, contract, agreement_targets[contract_id])
+              for contract_id, contract in agreement_contracts.items()]
     if observed is not None:
         graph += [{"@id": metric, "@type": "dqv:Metric", "skos:definition": {"@value": text, "@language": "en"}}
                   for metric, text in _QUALITY_METRICS]
@@ -385,11 +451,15 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     templates = _variable_templates(dataset_iri, browse_entries)
     categories = list(dict.fromkeys([*(tag.category for tag in device.tags),
                                      *(entry.category for entry in browse_entries)]))
+    if device.kpi is not None:
+        categories.append(KPI_CATEGORY)
     protocol = PROTOCOL_LABELS.get(device.driver, device.driver)
     conforms = [_standard_node(ISA_95)]
     standard = protocol_standard(device.driver, driver_cls)
     if standard:
         conforms.append(_standard_node(standard))
+    if device.kpi is not None:
+        conforms.append(_standard_node(ISO_22400_2))
 
     dataset: dict[str, Any] = {
         "@id": dataset_iri,
@@ -416,6 +486,8 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     if modified:
         dataset["dct:modified"] = _datetime_literal(modified)
     dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+    if device.kpi is not None:
+        dataset["mos:kpiSeries"] = _kpi_series(dataset_iri, [s.name for s in loaded.agent.shifts])
     if templates:
         dataset["mos:discoveredVariables"] = templates
     return dataset, categories
@@ -479,16 +551,12 @@ def _access_rights(policy_text: str | None) -> dict[str, Any]:
 
 
 def _offer(policy_text: str | None) -> dict[str, Any]:
-    """An ODRL offer: use is permitted once the publisher's consent (the contract) is obtained."""
+    """An ODRL offer without a permission: nothing may be used until a contract (an agreement)
+    says so."""
     return {
         "@id": "_:offer",
         "@type": "odrl:Offer",
         "odrl:assigner": {"@id": "_:publisher"},
-        "odrl:permission": {
-            "@type": "odrl:Permission",
-            "odrl:action": {"@id": "odrl:use"},
-            "odrl:duty": {"@type": "odrl:Duty", "odrl:action": {"@id": "odrl:obtainConsent"}},
-        },
         "rdfs:comment": [{"@value": policy_text or ACCESS_RIGHTS_EN, "@language": "en"}],
     }
 
@@ -538,3 +606,54 @@ def _category_concept(category: str) -> dict[str, Any]:
                            {"@value": CATEGORY_LABELS_KO[category], "@language": "ko"}],
         "skos:definition": {"@value": CATEGORY_DESCRIPTIONS[category], "@language": "en"},
     }
+
+
+# ---------------------------------------------------------------- contracts: ODRL agreements
+
+
+def covering_contracts(loaded: LoadedConfig, now: datetime) -> dict[str, list[Contract]]:
+    """Device name → the contracts releasing it that have not expired at ``now``."""
+    from mos_agent.sharing.contracts import ContractStatus
+
+    now_ns = int(now.timestamp() * 1e9)
+    contracts = [c for c in getattr(loaded, "contracts", None) or [] if c.status(now_ns) != ContractStatus.EXPIRED]
+    return {device.name: [c for c in contracts if c.covers_equipment(device.name)] for device in loaded.devices}
+
+
+def agreement_iri(base: str, contract: Contract) -> str:
+    return f"{base}agreement/{_quote(contract.id)}"
+
+
+def _agreement(base: str, contract: Contract, targets: list[str]) -> dict[str, Any]:
+    """The contract as an ODRL agreement: the plant (assigner) lets the consumer (assignee) use
+    the target datasets within the validity, in the released categories and resolution."""
+    from mos_agent.sharing.contracts import describe_categories
+
+    def bound(operator: str, ns: int) -> dict[str, Any]:
+        return {"@type": "odrl:Constraint", "odrl:leftOperand": {"@id": "odrl:dateTime"},
+                "odrl:operator": {"@id": operator}, "odrl:rightOperand": _datetime_literal(datetime_from_ns(ns))}
+
+    resolution: dict[str, str] | str = "raw"
+    if contract.resolution_ns is not None:
+        resolution = {"@value": iso_duration(contract.resolution_ns / 1e9), "@type": "xsd:duration"}
+    node: dict[str, Any] = {
+        "@id": agreement_iri(base, contract),
+        "@type": "odrl:Agreement",
+        "odrl:uid": contract.id,
+        "dct:identifier": contract.id,
+        "odrl:assigner": {"@id": "_:publisher"},
+        "odrl:assignee": {"@type": ["odrl:Party", "foaf:Agent"], "foaf:name": contract.consumer},
+        "odrl:permission": {
+            "@type": "odrl:Permission",
+            "odrl:target": [{"@id": target} for target in targets],
+            "odrl:action": {"@id": "odrl:use"},
+            "odrl:constraint": [bound("odrl:gteq", contract.valid_from_ns), bound("odrl:lteq", contract.valid_to_ns)],
+            "mos:releasedCategory": [{"@id": category_iri(c)} for c in describe_categories(contract)],
+            "mos:resolution": resolution,
+            "mos:pseudonymised": contract.pseudonymise,
+        },
+    }
+    title = _texts(contract.title)
+    if title:
+        node["dct:title"] = title
+    return node

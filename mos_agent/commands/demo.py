@@ -1,6 +1,7 @@
 """``mos-agent demo``: the demo plant on loopback — a stamping press (Modbus), a CNC machining
 centre (OPC UA) and environment/energy sensors (MQTT) from the bundled simulators, an agent with
-the local ``sqlite`` history as its store, and a live terminal view. Needs nothing beyond the
+the local ``sqlite`` history as its store, and a live terminal view with the press's ISO 22400
+KPIs (OEE) in a two-shift calendar that starts with the demo. Needs nothing beyond the
 installation: the MQTT broker is Mosquitto where installed, else an embedded amqtt broker.
 """
 
@@ -15,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 from rich.console import Console, Group
@@ -27,12 +29,26 @@ from rich.text import Text
 
 from mos_agent.child_process import die_with_parent
 from mos_agent.cli import UsageError
+from mos_agent.commands.kpi import kpi_view
 from mos_agent.config.loader import load_config
 from mos_agent.config.models import parse_duration
 from mos_agent.localservers import Mosquitto, free_port, wait_for_port
 from mos_agent.logs import setup_logging
 from mos_agent.pipeline import Agent
 from mos_agent.taxonomy import QUALITY_NAMES
+
+DEMO_TIMEZONE = "Asia/Seoul"
+
+
+def demo_shifts(now: datetime) -> list[dict[str, str]]:
+    """Two 12-hour shifts, the pattern of Korean plants, the first starting now: the KPIs of a shift
+    count from its start, so a demo joining a shift in the middle would show its unobserved hours
+    as unknown time and an OEE near 0. (The press's device file from the simulator carries its
+    kpi: block.)"""
+    start = now.replace(microsecond=0)
+    night = start + timedelta(hours=12)
+    return [{"name": "day", "start": f"{start:%H:%M:%S}", "end": f"{night:%H:%M:%S}"},
+            {"name": "night", "start": f"{night:%H:%M:%S}", "end": f"{start:%H:%M:%S}"}]
 
 
 class DemoPlant:
@@ -110,11 +126,13 @@ class DemoPlant:
                 sink["token_file"] = str(Path(self.args.influx_token_file).resolve())
             sinks.append(sink)
         agent = {
-            "agent": {"id": "gw-demo", "enterprise": "acme", "site": "changwon",
+            "agent": {"id": "gw-demo", "enterprise": "acme", "site": "changwon", "timezone": DEMO_TIMEZONE,
                       "state_dir": str(self.workdir / "state"), "health": f"127.0.0.1:{free_port()}"},
             "devices": "devices/*.yaml",
             "buffer": {"max_size": "256MiB", "overflow": "drop_oldest"},
             "sinks": sinks,
+            "shifts": demo_shifts(datetime.now(ZoneInfo(DEMO_TIMEZONE))),
+            "kpi": {"interval": "10s"},
         }
         path = self.workdir / "agent.yaml"
         path.write_text(yaml.safe_dump(agent, sort_keys=False))
@@ -147,7 +165,7 @@ def _format_value(value: float, text: str | None) -> str:
     return f"{value:.6g}"
 
 
-def live_view(agent: Agent, workdir: Path, started: float) -> Group:
+def live_view(agent: Agent, workdir: Path, started: float, width: int = 160) -> Group:
     status = agent.status()
     pipe = status.pipeline
     header = Text.assemble(
@@ -183,6 +201,8 @@ def live_view(agent: Agent, workdir: Path, started: float) -> Group:
         if st.last_error:
             table.caption = f"last error: {st.last_error}"
         tables.append(table)
+    if status.kpi:
+        tables.insert(1, kpi_view(status.kpi, width))
     tables.append(Text(f"files in {workdir} · Ctrl-C stops everything", style="dim"))
     return Group(*tables)
 
@@ -216,13 +236,15 @@ async def run_demo(args: argparse.Namespace) -> int:
             while not await wait_tick(2.0):
                 s = agent.status()
                 states = ", ".join(f"{d.name} {d.state} {d.points_per_s:.0f}/s" for d in s.devices)
+                oee = "".join(f"; {k.equipment} {k.current.shift} shift OEE {k.current.kpi['oee']:.1f}%"
+                              for k in s.kpi if k.current is not None and "oee" in k.current.kpi)
                 print(f"{datetime.now():%H:%M:%S} {s.pipeline.points_per_s:.0f} points/s committed, "
-                      f"{s.pipeline.committed_points} total; {states}", flush=True)
+                      f"{s.pipeline.committed_points} total; {states}{oee}", flush=True)
         else:
-            with Live(live_view(agent, workdir, started), console=console, refresh_per_second=2,
+            with Live(live_view(agent, workdir, started, console.width), console=console, refresh_per_second=2,
                       screen=False) as live:
                 while not await wait_tick(0.5):
-                    live.update(live_view(agent, workdir, started))
+                    live.update(live_view(agent, workdir, started, console.width))
         await agent.stop()
         status = agent.status()
         console.print(f"demo stopped: {status.pipeline.committed_points} points committed; "

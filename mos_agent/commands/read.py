@@ -19,6 +19,7 @@ from mos_agent.driver_api import DriverContext
 from mos_agent.normalise import Normaliser
 from mos_agent.registry import load_driver
 from mos_agent.taxonomy import QUALITY_NAMES
+from mos_agent.text import repaired
 
 
 async def _discard(batch: ReadingBatch) -> None:
@@ -43,7 +44,8 @@ def read_rows(config_path: Path, device_name: str) -> list[dict]:
         out.append({
             "tag": spec.tag,
             "asset": spec.asset_path,
-            "value": text if text is not None else (None if value != value else float(value)),
+            # repaired: text that is not valid Unicode would fail printing (stored the same way)
+            "value": repaired(text) if text is not None else (None if value != value else float(value)),
             "unit": spec.unit,
             "quality": QUALITY_NAMES[int(rows.quality[row])],
             "quality_code": int(rows.codes[row]),

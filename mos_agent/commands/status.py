@@ -83,6 +83,24 @@ def render(status: StatusReport, console: Console) -> None:
         sinks.add_row(s.name, s.type, s.state, str(s.lag_points), _age(s.lag_seconds), str(s.sent_points),
                       str(s.retried), str(s.dead_lettered_points), s.last_error or "")
     console.print(sinks)
+    for s in status.sinks:
+        if s.mqtt is not None:
+            m = s.mqtt
+            line = (f"{s.name}: {m.format} → {m.broker}, {'connected' if m.connected else 'not connected'}, "
+                    f"{m.messages_published} messages")
+            if m.format == "sparkplug":
+                line += f", edge node {m.group_id}/{m.edge_node_id}, bdSeq {m.bd_seq}, {m.births} births"
+                if m.primary_host_online is not None:
+                    line += f", primary host {'online' if m.primary_host_online else 'offline'}"
+            console.print(line)
+    if status.contracts:
+        contracts = Table(title="sharing contracts")
+        for column in ("contract", "consumer", "sink", "status", "datasets", "resolution", "released", "last release"):
+            contracts.add_column(column)
+        for c in status.contracts:
+            contracts.add_row(c.id, c.consumer, c.sink, c.status, ", ".join(c.datasets), c.resolution,
+                              str(c.points_released), c.last_release or "never")
+        console.print(contracts)
 
 
 def main(args: argparse.Namespace) -> int:

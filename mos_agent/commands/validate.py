@@ -14,6 +14,7 @@ from mos_agent.cli import UsageError
 from mos_agent.config.loader import LoadedConfig, load_config
 from mos_agent.config.models import InfluxSinkConfig, SinkConfig, SqliteSinkConfig
 from mos_agent.i18n import _
+from mos_agent.kpi.calendar import system_timezone
 from mos_agent.registry import load_driver
 from mos_agent.sinks.sqlite import history_path
 from mos_agent.taxonomy import CATEGORIES
@@ -49,11 +50,22 @@ def summary(loaded: LoadedConfig) -> str:
     if agent.sinks:
         for sink in agent.sinks:
             where = _destination(sink, agent.agent.state_dir)
-            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}")
+            shared = " (only what contracts release)" if sink.share == "contracts" else ""
+            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}{shared}")
     else:
         lines.append("sink       none (readings stay in the local buffer)")
+    for contract in loaded.contracts:
+        datasets = ", ".join(d.name for d in contract.released_devices(devices))
+        lines.append(f"contract   {contract.id} → {contract.sink}: {contract.resolution} of {datasets}"
+                     + (", pseudonymised" if contract.pseudonymise else ""))
     lines.append(f"buffer     {agent.buffer.max_size / 2**20:,.0f} MiB in {agent.agent.state_dir}, "
                  f"overflow {agent.buffer.overflow}")
+    with_kpi = [d.name for d in enabled if d.kpi is not None]
+    if with_kpi or agent.shifts:
+        shifts = ", ".join(f"{s.name} {s.rule().describe()}" for s in agent.shifts) or \
+            "none: nothing is planned, no KPI is computed"
+        lines.append(f"kpi        {len(with_kpi)} equipment ({', '.join(with_kpi) or 'none'}), every "
+                     f"{agent.kpi.interval:g}s; shifts {shifts} ({agent.agent.timezone or system_timezone()})")
     return "\n".join(lines)
 
 

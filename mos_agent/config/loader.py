@@ -12,10 +12,10 @@ import glob
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,6 +25,9 @@ from mos_agent.config.validation import VALUE_CUTOFF, describe_input, pydantic_p
 from mos_agent.config.yamlmarks import Mark, MarkedDocument, PathKey, describe_path, load_yaml
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.taxonomy import DEFAULT_STAGES
+
+if TYPE_CHECKING:
+    from mos_agent.sharing.contracts import Contract
 
 DEFAULT_DEVICES_GLOB = "devices/*.yaml"
 
@@ -69,6 +72,7 @@ class LoadedConfig:
     agent: AgentConfig
     devices: list[DeviceBase]
     device_files: dict[str, Path]
+    contracts: list[Contract] = field(default_factory=list)  # sharing contracts (mos_agent.sharing)
 
 
 def read_secret(value: str | None, file: Path | str | None) -> str | None:
@@ -114,10 +118,15 @@ def load_config(path: Path) -> LoadedConfig:
     # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
     # carry for nothing.
     devices, device_files = _load_devices(device_paths, stages, collector)
+    contracts: list[Contract] = []
+    if agent is not None and doc is not None:
+        from mos_agent.sharing.contracts import load_contracts
+
+        contracts = load_contracts(path, doc, agent, devices, collector)
 
     if collector.problems or agent is None:
         raise ConfigErrors(collector.sorted())
-    return LoadedConfig(path, agent, devices, device_files)
+    return LoadedConfig(path, agent, devices, device_files, contracts)
 
 
 def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
@@ -295,6 +304,13 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
     if doc is not None and doc.data is None and doc.problems:
         # The agent file did not parse: still check the device files where they usually are.
         patterns, default = [(DEFAULT_DEVICES_GLOB, ())], True
+    return files_matching(agent_path, doc, patterns, collector, report_no_match=not default)
+
+
+def files_matching(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
+                   collector: _Collector, *, report_no_match: bool = True) -> list[Path]:
+    """The files the agent file's glob patterns (relative to it) name, each once and never the
+    agent file itself; an empty pattern, or one matching nothing, is a located problem."""
     base = agent_path.parent
     agent_real = os.path.realpath(agent_path)
     files: list[Path] = []
@@ -307,7 +323,7 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
         expanded = os.path.expanduser(pattern)
         full = expanded if os.path.isabs(expanded) else str(base / expanded)
         matched = sorted(Path(m) for m in glob.glob(full) if os.path.isfile(m))
-        if not matched and not default and doc is not None:
+        if not matched and report_no_match and doc is not None:
             collector.add(agent_path, doc.value_mark(key_path),
                           f"{describe_path(key_path)}: no file matches {full!r}")
         for match in matched:

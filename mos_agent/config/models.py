@@ -8,8 +8,10 @@ Parsed durations are float seconds and sizes are int bytes.
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -17,12 +19,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from mos_agent import units
-from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
+from mos_agent import text, units
+from mos_agent.kpi.calendar import WEEKDAYS, ShiftRule, overlapping_rules, parse_clock, parse_span
+from mos_agent.kpi.equipment import INTEGER_TYPES
+from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS, KPI_CATEGORY
+
+if TYPE_CHECKING:
+    from mos_agent.batch import SourceTimeWindow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 _DURATION_FACTOR = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
@@ -76,10 +86,16 @@ def _check_unit(value: str) -> str:
     return value
 
 
+def _check_encoding(value: str) -> str:
+    return text.check_encoding(value)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 AssetName = Annotated[str, AfterValidator(_check_asset_name)]
 UnitCode = Annotated[str, AfterValidator(_check_unit)]
+# How a device's text bytes are read (``cp949``, ``euc-kr``…); default UTF-8.
+TextEncoding = Annotated[str, AfterValidator(_check_encoding)]
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]
 Kind = Literal[KINDS]  # type: ignore[valid-type]
 
@@ -88,7 +104,88 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
 
 
+def located_errors(title: str, problems: list[tuple[tuple[str | int, ...], str]]) -> ValidationError:
+    """A ValidationError whose entries point at the exact keys (a model validator's own errors would
+    all point at the model as a whole, and ``validate`` maps locations to lines)."""
+    return ValidationError.from_exception_data(title, [
+        InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=None)
+        for loc, message in problems
+    ])
+
+
+def _check_clock(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 22:00 as the base-60 number 1320
+        raise ValueError(f"expected a time of day like \"22:00\" in quotes, got the number {value} "
+                         "(YAML reads unquoted 22:00 as a number)")
+    if not isinstance(value, str):
+        raise ValueError(f"expected a time of day like \"22:00\", got {value!r}")
+    parse_clock(value)
+    return value
+
+
+def _check_span(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a break like \"12:00-13:00\", got {value!r}")
+    parse_span(value)
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: expected an IANA name like Asia/Seoul or UTC") from None
+    return value
+
+
+def _state_value(value: Any) -> float | str:
+    """A raw state value as the engine compares it: numbers (and YAML booleans, for bit tags) as
+    floats, text as written."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise ValueError(f"a state value is a number or a text, got {value!r}")
+
+
+ClockTime = Annotated[str, BeforeValidator(_check_clock)]
+ClockSpan = Annotated[str, BeforeValidator(_check_span)]
+StateValue = Annotated[float | str, BeforeValidator(_state_value)]
+Weekday = Literal[WEEKDAYS]  # type: ignore[valid-type]
+
+
 # ---------------------------------------------------------------- agent file
+
+
+class SourceTimeSection(StrictModel):
+    """Source timestamps outside ``earliest`` … arrival + ``max_ahead`` are replaced by the arrival
+    time (quality uncertain, code 1009)."""
+
+    earliest: date = date(1990, 1, 1)
+    max_ahead: Duration = 86400.0
+
+    @field_validator("earliest")
+    @classmethod
+    def _earliest(cls, value: date) -> date:
+        if not date(1970, 1, 1) <= value <= date(2200, 1, 1):
+            raise ValueError(f"earliest must be between 1970-01-01 and 2200-01-01, got {value}")
+        return value
+
+    @field_validator("max_ahead")
+    @classmethod
+    def _max_ahead(cls, value: float) -> float:
+        if value > 365 * 86400.0:
+            raise ValueError("max_ahead must be at most a year (365d)")
+        return value
+
+    def window(self) -> SourceTimeWindow:
+        from mos_agent.batch import SourceTimeWindow  # the configuration stays free of numpy
+
+        start = datetime(self.earliest.year, self.earliest.month, self.earliest.day, tzinfo=UTC)
+        return SourceTimeWindow(int(start.timestamp()) * 10**9, round(self.max_ahead * 1e9))
 
 
 class AgentSection(StrictModel):
@@ -100,6 +197,8 @@ class AgentSection(StrictModel):
     stages: list[AssetName] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: Duration = 10.0
+    timezone: Annotated[str, AfterValidator(_check_timezone)] | None = None  # IANA; default the system's
+    source_time: SourceTimeSection = Field(default_factory=SourceTimeSection)
 
     @field_validator("health")
     @classmethod
@@ -129,6 +228,15 @@ class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
     # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
     max_retry_delay: Duration = 60.0
+    # "contracts": the sink receives only what a sharing contract naming it releases
+    share: Literal["contracts"] | None = None
+
+    @model_validator(mode="after")
+    def _share_needs_name(self) -> SinkBase:
+        if self.share is not None and not self.name:
+            raise ValueError("a sink with share: contracts needs a name: (contracts name the sink that "
+                             "receives what they release)")
+        return self
 
 
 class InfluxSinkConfig(SinkBase):
@@ -169,7 +277,99 @@ class SqliteSinkConfig(SinkBase):
     flush_interval: Duration = 1.0
 
 
-SinkConfig = Annotated[InfluxSinkConfig | SqliteSinkConfig, Field(discriminator="type")]
+_MQTT_URL = re.compile(r"^(mqtts?)://([^/:\s]+|\[[0-9a-fA-F:]+\])(?::(\d+))?/?$")
+# MQTT topic separators and wildcards cannot be part of a topic level we write
+_TOPIC_SPECIALS = frozenset("+#")
+
+
+class MqttTls(StrictModel):
+    ca_file: Path | None = None  # default: the system's trusted CAs
+    cert_file: Path | None = None  # client certificate, with key_file
+    key_file: Path | None = Field(default=None, validate_default=True)
+
+    @field_validator("key_file")
+    @classmethod
+    def _pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("cert_file") is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        return value
+
+
+class MqttSinkConfig(SinkBase):
+    """Northbound MQTT: the plant as a Unified Namespace (``format: uns``, JSON a value) or as a
+    Sparkplug B 3.0 edge node (``format: sparkplug``)."""
+
+    type: Literal["mqtt"]
+    url: str
+    format: Literal["uns", "sparkplug"]
+    prefix: str | None = Field(default=None, validate_default=True)  # uns: first topic level(s)
+    group_id: str | None = Field(default=None, validate_default=True)  # sparkplug
+    # sparkplug: publish only while this primary host application says it is online (STATE topic)
+    primary_host_id: str | None = Field(default=None, validate_default=True)
+    client_id: str | None = None  # default: mos-agent-<agent id>-<sink name>
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    password_file: Path | None = None
+    tls: MqttTls | None = None
+    qos: Literal[0, 1] = 1
+    keepalive: Duration = 30.0
+    # how long a batch may wait for the broker's acknowledgements before it is sent again
+    ack_timeout: Duration = 30.0
+    batch_size: int = Field(default=5000, gt=0, le=1_000_000)
+    flush_interval: Duration = 1.0
+    max_retry_delay: Duration = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        m = _MQTT_URL.match(value)
+        if not m:
+            raise ValueError(f"url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {value!r}")
+        if m.group(3) is not None and not 0 < int(m.group(3)) < 65536:
+            raise ValueError(f"port {m.group(3)} in {value!r} is out of range")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("format") == "sparkplug":
+            raise ValueError("prefix is for format: uns (Sparkplug topics start with spBv1.0)")
+        if not value.strip("/") or set(value) & _TOPIC_SPECIALS or "//" in value:
+            raise ValueError(f"prefix {value!r} must be topic levels without '+', '#' or empty levels")
+        return value.strip("/")
+
+    @field_validator("group_id", "primary_host_id")
+    @classmethod
+    def _sparkplug_ids(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from mos_agent.sparkplug.topic import id_problem
+
+        sparkplug = info.data.get("format") == "sparkplug"
+        if value is None:
+            if sparkplug and info.field_name == "group_id":
+                raise ValueError("group_id is required with format: sparkplug")
+            return value
+        if not sparkplug and "format" in info.data:
+            raise ValueError(f"{info.field_name} is for format: sparkplug")
+        problem = id_problem(value)
+        if problem:
+            raise ValueError(f"{info.field_name} {value!r} {problem}")
+        return value
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        m = _MQTT_URL.match(self.url)
+        assert m is not None
+        host = m.group(2).strip("[]")
+        return host, int(m.group(3)) if m.group(3) else (8883 if m.group(1) == "mqtts" else 1883)
+
+
+SinkConfig = Annotated[InfluxSinkConfig | SqliteSinkConfig | MqttSinkConfig, Field(discriminator="type")]
 
 
 class LocalizedText(StrictModel):
@@ -187,17 +387,89 @@ class CatalogSection(StrictModel):
     base_uri: str | None = None
 
 
+class SharingSection(StrictModel):
+    contracts: str | list[str]  # glob(s) of contract files, relative to the agent file
+
+
+class ShiftConfig(StrictModel):
+    """One shift of the calendar: wall-clock times in ``agent.timezone``; ``end`` not after
+    ``start`` crosses midnight; ``days`` are the weekdays the shift starts on (default: every day)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    start: ClockTime
+    end: ClockTime
+    breaks: list[ClockSpan] = Field(default_factory=list)
+    days: list[Weekday] | None = Field(default=None, min_length=1)
+
+    def rule(self) -> ShiftRule:
+        return ShiftRule.build(self.name, parse_clock(self.start), parse_clock(self.end),
+                               [parse_span(b) for b in self.breaks], self.days)
+
+
+class KpiSection(StrictModel):
+    interval: Duration = 60.0  # how often shift-to-date KPIs are emitted
+
+    @field_validator("interval")
+    @classmethod
+    def _at_least_a_second(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError(f"interval must be at least 1s (the KPIs are computed once a second), got {value:g}s")
+        return value
+
+
 class AgentConfig(StrictModel):
     agent: AgentSection
     devices: str | list[str] = "devices/*.yaml"
     buffer: BufferSection = Field(default_factory=BufferSection)
     sinks: list[SinkConfig] = Field(default_factory=list)
     catalog: CatalogSection | None = None
+    sharing: SharingSection | None = None
+    shifts: list[ShiftConfig] = Field(default_factory=list)  # planned operating time for KPIs
+    kpi: KpiSection = Field(default_factory=KpiSection)
+
+    @model_validator(mode="after")
+    def _shift_calendar(self) -> AgentConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        rules: list[ShiftRule] = []
+        first_named: dict[str, int] = {}
+        for i, shift in enumerate(self.shifts):
+            if shift.name in first_named:
+                problems.append((("shifts", i, "name"), f"duplicate shift name {shift.name!r} "
+                                                        f"(also shifts[{first_named[shift.name]}])"))
+            first_named.setdefault(shift.name, i)
+            try:
+                rules.append(shift.rule())
+            except ValueError as exc:
+                problems.append((("shifts", i, "breaks"), str(exc)))
+        if problems:
+            raise located_errors(type(self).__name__, problems)
+        for i, j, day in overlapping_rules(rules):
+            problems.append((("shifts", j, "start"), f"shift {rules[j].name!r} ({rules[j].describe()}) overlaps "
+                                                     f"shift {rules[i].name!r} ({rules[i].describe()}) on "
+                                                     f"{WEEKDAYS[day]}"))
+        if problems:
+            raise located_errors(type(self).__name__, problems)
+        return self
 
     def time_resolution_ns(self) -> int:
         """The coarsest precision of the sinks, in ns: readings without a source time are kept
         that far apart (a sink without ``precision`` keeps nanoseconds)."""
         return max((PRECISION_NS[getattr(sink, "precision", "ns")] for sink in self.sinks), default=1)
+
+    @field_validator("sinks")
+    @classmethod
+    def _edge_node_id(cls, sinks: list[Any], info: ValidationInfo) -> list[Any]:
+        """A Sparkplug sink publishes under the agent id (its edge node id), which must then be a
+        valid topic level."""
+        from mos_agent.sparkplug.topic import id_problem
+
+        agent = info.data.get("agent")
+        if agent is not None and any(isinstance(s, MqttSinkConfig) and s.format == "sparkplug" for s in sinks):
+            problem = id_problem(agent.id)
+            if problem:
+                raise ValueError(f"a format: sparkplug sink uses agent.id {agent.id!r} as its edge node id, "
+                                 f"which {problem}")
+        return sinks
 
 
 # ---------------------------------------------------------------- device files
@@ -222,10 +494,13 @@ class SeriesFields(StrictModel):
     range: tuple[float, float] | None = None
 
 
+TAG_NAME_MAX = 200  # names a driver generates (OPC UA browse paths) are shortened to fit
+
+
 class TagBase(SeriesFields):
     """Fields every driver's tag has. ``data_type()`` names the value's type for the catalogue."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=TAG_NAME_MAX)
     description: str | None = None
 
     def effective_kind(self) -> str:
@@ -233,6 +508,90 @@ class TagBase(SeriesFields):
 
     def data_type(self) -> str:
         return "float"
+
+
+class KpiClasses(StrictModel):
+    """Raw state values → ISO 22400 time class; a value in none of them is ``unknown``."""
+
+    production: list[StateValue] = Field(default_factory=list)  # APT
+    setup: list[StateValue] = Field(default_factory=list)  # AUST
+    delay: list[StateValue] = Field(default_factory=list)  # ADET
+    down: list[StateValue] = Field(default_factory=list)  # ADOT
+    planned_down: list[StateValue] = Field(default_factory=list)  # PDOT
+
+    unknown_key_noun: ClassVar[str] = "time class"
+
+    @model_validator(mode="after")
+    def _one_class_a_value(self) -> KpiClasses:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        first_class: dict[float | str, str] = {}
+        for cls in type(self).model_fields:
+            for i, value in enumerate(getattr(self, cls)):
+                if value in first_class:
+                    problems.append(((cls, i), f"state value {format_state_value(value)} is listed under "
+                                               f"{first_class[value]} and {cls}: a value belongs to one class"))
+                else:
+                    first_class[value] = cls
+        if problems:
+            raise located_errors(type(self).__name__, problems)
+        return self
+
+
+class KpiState(StrictModel):
+    tag: str = Field(min_length=1)
+    classes: KpiClasses
+
+
+class DeviceKpi(StrictModel):
+    """A device's ``kpi:`` block (ISO 22400-2 work-unit KPIs per shift)."""
+
+    state: KpiState
+    produced: str = Field(min_length=1)  # counter tag: produced quantity PQ
+    good: str | None = Field(default=None, min_length=1)  # counter tag: good quantity GQ
+    scrap: str | None = Field(default=None, min_length=1)  # counter tag: scrap quantity SQ
+    ideal_cycle_time: Duration  # PRI, planned run time per item
+
+    @model_validator(mode="after")
+    def _good_or_scrap(self) -> DeviceKpi:
+        if (self.good is None) == (self.scrap is None):
+            which = "both are given" if self.good else "neither is given"
+            raise ValueError(f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}")
+        return self
+
+
+def kpi_problems(kpi: DeviceKpi, tags: list[TagBase]) -> list[tuple[tuple[str | int, ...], str]]:
+    """A ``kpi:`` block checked against the device's tags: every tag it names exists and counters
+    are integer tags."""
+    from difflib import get_close_matches
+
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    by_name = {tag.name: tag for tag in tags}
+
+    def known(loc: tuple[str | int, ...], name: str) -> TagBase | None:
+        tag = by_name.get(name)
+        if tag is None:
+            close = get_close_matches(name, list(by_name), n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append((loc, f"unknown tag {name!r}: the KPIs use tags of this device{hint}"))
+        return tag
+
+    known(("kpi", "state", "tag"), kpi.state.tag)
+    for role in ("produced", "good", "scrap"):
+        name = getattr(kpi, role)
+        if name is None:
+            continue
+        tag = known(("kpi", role), name)
+        # "float" is a number whose type the source decides (OPC UA auto/number, MQTT number)
+        if tag is not None and tag.data_type() not in INTEGER_TYPES and tag.data_type() != "float":
+            problems.append((("kpi", role), f"counter tag {name!r} is {tag.data_type()}: a counter must be "
+                                            f"an integer type ({', '.join(sorted(INTEGER_TYPES))})"))
+    return problems
+
+
+def format_state_value(value: float | str) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
 
 
 class DeviceBase(StrictModel):
@@ -250,6 +609,13 @@ class DeviceBase(StrictModel):
     poll_interval: Duration = 1.0
     connection: dict[str, Any] = Field(default_factory=dict)
     tags: list[TagBase] = Field(default_factory=list)
+    kpi: DeviceKpi | None = None  # ISO 22400 KPIs of this equipment per shift
+
+    @model_validator(mode="after")
+    def _kpi_references(self) -> DeviceBase:
+        if self.kpi is not None and (problems := kpi_problems(self.kpi, list(self.tags))):
+            raise located_errors(type(self).__name__, problems)
+        return self
 
     @field_validator("stage")
     @classmethod
@@ -262,3 +628,60 @@ class DeviceBase(StrictModel):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown stage {value!r} (expected one of: {', '.join(stages)}{hint})")
         return value
+
+
+# ---------------------------------------------------------------- sharing contracts
+
+# What a contract may release: the taxonomy's categories and the agent's own KPIs.
+SHAREABLE_CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys((*CATEGORIES, KPI_CATEGORY)))
+ShareableCategory = Literal[SHAREABLE_CATEGORIES]  # type: ignore[valid-type]
+
+
+def parse_instant(value: Any) -> date | datetime:
+    """A contract's validity bound: a date (``2026-12-01``) or a date-time with or without an
+    offset (``2027-11-30T23:59:59+09:00``); YAML may already have made either."""
+    if isinstance(value, datetime | date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            pass
+    raise ValueError(f"bad date {value!r}: expected a date like 2026-12-01 or a date-time like "
+                     f"2026-12-01T08:00:00+09:00")
+
+
+def parse_resolution(value: Any) -> float | None:
+    """``raw`` → None (every reading as it is); a duration → window length in seconds."""
+    if value == "raw":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"bad resolution {value!r}: expected 'raw' or a duration like 10s, 1m or 1h") from None
+
+
+Instant = Annotated[date | datetime, BeforeValidator(parse_instant)]
+Resolution = Annotated[float | None, BeforeValidator(parse_resolution)]
+
+
+class ValidityPeriod(StrictModel):
+    start: Instant = Field(alias="from")
+    end: Instant = Field(alias="to")
+
+
+class ContractConfig(StrictModel):
+    """A sharing contract file: what one consumer receives, through which sink, for how long."""
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    title: LocalizedText | None = None
+    consumer: str = Field(min_length=1)
+    sink: str = Field(min_length=1)
+    valid: ValidityPeriod
+    datasets: list[str] = Field(min_length=1)
+    categories: list[ShareableCategory] = Field(default_factory=lambda: list(SHAREABLE_CATEGORIES))
+    resolution: Resolution = None
+    pseudonymise: bool = False

@@ -179,6 +179,8 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
         value = error.get("input")
         key_name = next((p for p in reversed(real) if isinstance(p, str)), "value")
         secret = is_secret_key(key_name)
+        if real and isinstance(real[-1], int):  # an item of a list: "categories[1]" is a category
+            key_name = re.sub(r"ies$", "y", key_name) if key_name.endswith("ies") else key_name.removesuffix("s")
 
         if kind == "missing":
             where = doc.key_mark(real) if real else Mark(1, 1)
@@ -186,10 +188,13 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
         elif kind == "extra_forbidden":
             key = real[-1] if real else value
             parent = real[:-1]
-            allowed = sorted({k for m in _models_at(model, parent, doc.data) for k in _field_keys(m)})
+            models = _models_at(model, parent, doc.data)
+            allowed = sorted({k for m in models for k in _field_keys(m)})
             close = get_close_matches(str(key), allowed, n=1, cutoff=KEY_CUTOFF)
             hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            problems.append(Located(*doc.key_mark(real), f"{_prefix(parent)}unknown key {key!r} ({hint})"))
+            # a model whose keys are names of things (time classes) says so instead of "key"
+            noun = next((m.unknown_key_noun for m in models if hasattr(m, "unknown_key_noun")), "key")
+            problems.append(Located(*doc.key_mark(real), f"{_prefix(parent)}unknown {noun} {key!r} ({hint})"))
         elif kind in ("literal_error", "enum"):
             expected = _expected_values(ctx, "expected")
             close = get_close_matches(str(value), expected, n=1, cutoff=VALUE_CUTOFF) if isinstance(value, str) else []

@@ -8,14 +8,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mos_agent.config.models import InfluxSinkConfig, SinkConfig, SqliteSinkConfig
-from mos_agent.sinks.base import Sink, SinkAuthError, SinkError, SinkRejected, SinkRetryable, SinkTooLarge
+from mos_agent.config.models import InfluxSinkConfig, MqttSinkConfig, SinkConfig, SqliteSinkConfig
+from mos_agent.sinks.base import (
+    Sink,
+    SinkAuthError,
+    SinkContext,
+    SinkError,
+    SinkRejected,
+    SinkRetryable,
+    SinkTooLarge,
+)
 
-__all__ = ["Sink", "SinkAuthError", "SinkError", "SinkRejected", "SinkRetryable", "SinkTooLarge", "build_sink",
-           "sink_names"]
+__all__ = ["Sink", "SinkAuthError", "SinkContext", "SinkError", "SinkRejected", "SinkRetryable", "SinkTooLarge",
+           "build_sink", "sink_names"]
 
 
-def build_sink(name: str, config: SinkConfig, state_dir: Path) -> Sink:
+def build_sink(name: str, config: SinkConfig, state_dir: Path, context: SinkContext) -> Sink:
     """The sink a configuration section describes; its client library is imported only when used."""
     if isinstance(config, InfluxSinkConfig):
         from mos_agent.sinks.influxdb import InfluxSink
@@ -25,6 +33,11 @@ def build_sink(name: str, config: SinkConfig, state_dir: Path) -> Sink:
         from mos_agent.sinks.sqlite import SqliteHistorySink
 
         return SqliteHistorySink(name, config, state_dir)
+    if isinstance(config, MqttSinkConfig):
+        from mos_agent.sinks.mqtt import MqttSink
+
+        return MqttSink(name, config, agent=context.agent, state_dir=state_dir, series=context.series,
+                        device_states=context.device_states)
     raise ValueError(f"unknown sink type {config.type!r}")
 
 

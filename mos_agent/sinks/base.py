@@ -8,8 +8,31 @@ below, which tell the runner what to do with the batch.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from mos_agent.buffer import BatchKind
 from mos_agent.payload import Payload
+from mos_agent.status import SinkStats
+
+if TYPE_CHECKING:
+    from mos_agent.config.models import AgentSection
+    from mos_agent.series import SeriesSpec
+
+DeviceStates = Callable[[], Mapping[str, str]]
+"""Device name → the agent's state of it (``running``, ``down``, …); callable from any thread."""
+
+
+@dataclass(slots=True)
+class SinkContext:
+    """What a sink may need of the agent beyond its own configuration section: the agent section,
+    the configured series of every device (a Sparkplug sink announces them in its births) and the
+    devices' states (a Sparkplug sink publishes a DDEATH for a device that is down)."""
+
+    agent: AgentSection
+    series: Sequence[SeriesSpec] = field(default_factory=list)
+    device_states: DeviceStates | None = None
 
 
 class SinkError(Exception):
@@ -58,10 +81,14 @@ class Sink(ABC):
     sent_bytes: int = 0
 
     @abstractmethod
-    def write(self, payload: Payload) -> None:
+    def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:
         """Store ``payload`` (``payload.points`` lines of line protocol, each ending in a newline;
         ``payload.gzipped`` costs nothing, ``payload.plain`` a decompression) or raise a
-        :class:`SinkError`. Called from the sink's worker thread only."""
+        :class:`SinkError`. ``kind`` says whether it is fresh data or backlog replayed after an
+        outage. Called from the sink's worker thread only."""
+
+    def fill_status(self, stats: SinkStats) -> None:  # noqa: B027 - optional: most sinks add nothing
+        """Add the sink's own part to its status (called from any thread)."""
 
     def redact(self, text: str) -> str:
         """``text`` with any secret this sink holds removed; the runner passes every message it

@@ -31,6 +31,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
+from mos_agent.buffer import BatchKind
 from mos_agent.config.loader import read_secret
 from mos_agent.config.models import InfluxSinkConfig
 from mos_agent.lineprotocol import with_quality_codes
@@ -98,7 +99,7 @@ class InfluxSink(Sink):
     def redact(self, text: str) -> str:
         return redact(text, self._token_forms)
 
-    def write(self, payload: Payload) -> None:
+    def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:
         if self.all_quality_codes:
             payload = Payload(payload.points, plain=with_quality_codes(payload.plain))
         options: dict[str, str] = {}

@@ -116,11 +116,13 @@ class SinkRunner:
 
     def status(self) -> SinkStats:
         """The runner's own counters; the lag comes from the buffer (see StoreAndForward.status)."""
-        return SinkStats(name=self.name, type=self.sink.type, state=self.state, sent_points=self.sent_points,
-                         sent_batches=self.sent_batches, sent_requests=self.sent_requests,
-                         sent_bytes=self.sink.sent_bytes, retried=self.retried,
-                         dead_lettered_points=self.dead_lettered_points, last_error=self.last_error,
-                         last_error_time=self.last_error_time, last_success_time=self.last_success_time)
+        stats = SinkStats(name=self.name, type=self.sink.type, state=self.state, sent_points=self.sent_points,
+                          sent_batches=self.sent_batches, sent_requests=self.sent_requests,
+                          sent_bytes=self.sink.sent_bytes, retried=self.retried,
+                          dead_lettered_points=self.dead_lettered_points, last_error=self.last_error,
+                          last_error_time=self.last_error_time, last_success_time=self.last_success_time)
+        self.sink.fill_status(stats)
+        return stats
 
     # ------------------------------------------------------------ main loop
 
@@ -216,22 +218,22 @@ class SinkRunner:
         """Send a batch (splitting and dead-lettering as needed), then advance the cursor. Raises
         :class:`_Aborted` if stopping ran out of time; the batch then stays buffered."""
         budget = [REJECT_SPLIT_BUDGET]
-        self._send(cursor, batch.payload, budget)
+        self._send(cursor, batch.payload, batch.kind, budget)
         cursor.advance(batch)
         self.sent_batches += 1
         if cursor.backlog is None and batch.kind is BatchKind.BACKLOG:
             self.log.info("sink %s: backlog drained", self.name)
 
-    def _send(self, cursor: SinkCursor, payload: Payload, budget: list[int]) -> None:
+    def _send(self, cursor: SinkCursor, payload: Payload, kind: BatchKind, budget: list[int]) -> None:
         try:
-            self._write_with_retry(payload)
+            self._write_with_retry(payload, kind)
         except SinkTooLarge as exc:
             halves = _split(payload)
             if halves is None:
                 self._dead_letter(cursor, f"too large for the sink even as a single line: {exc}", 413, payload)
                 return
             for half in halves:
-                self._send(cursor, half, budget)
+                self._send(cursor, half, kind, budget)
         except SinkRejected as exc:
             halves = _split(payload) if budget[0] > 0 else None
             if halves is None:
@@ -239,7 +241,7 @@ class SinkRunner:
                 return
             budget[0] -= 1
             for half in halves:
-                self._send(cursor, half, budget)
+                self._send(cursor, half, kind, budget)
 
     def _dead_letter(self, cursor: SinkCursor, reason: str, status: int | None, payload: Payload) -> None:
         reason = self.sink.redact(reason)
@@ -253,7 +255,7 @@ class SinkRunner:
                        "delivery continues", self.name, points, status if status is not None else "-",
                        reason[:300])
 
-    def _write_with_retry(self, payload: Payload) -> None:
+    def _write_with_retry(self, payload: Payload, kind: BatchKind) -> None:
         """Write until the sink accepts (returns), refuses the data (raises SinkTooLarge or
         SinkRejected), or stopping runs out of time (raises _Aborted)."""
         while True:
@@ -261,7 +263,7 @@ class SinkRunner:
                 raise _Aborted()
             started = time.monotonic()
             try:
-                self.sink.write(payload)
+                self.sink.write(payload, kind)
             except (SinkTooLarge, SinkRejected):
                 raise
             except SinkAuthError as exc:

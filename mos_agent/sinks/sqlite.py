@@ -22,6 +22,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from mos_agent.buffer import BatchKind
 from mos_agent.config.models import SqliteSinkConfig
 from mos_agent.lineprotocol import LineProtocolError, parse_lines, parse_number
 from mos_agent.payload import Payload
@@ -117,7 +118,7 @@ class SqliteHistorySink(Sink):
         self._prefixes: dict[bytes, tuple[int, str | None]] = {}
         self._next_retention = 0.0
 
-    def write(self, payload: Payload) -> None:
+    def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:
         try:
             rows = self._rows(payload.plain)
         except (LineProtocolError, UnicodeDecodeError) as exc:

@@ -75,6 +75,7 @@ def device_for(sim: ModbusSimulator, tags: list[dict[str, Any]] | None = None, p
     data["poll_interval"] = poll_interval
     if tags is not None:
         data["tags"] = [{"category": "process", **t} for t in tags]
+        data.pop("kpi", None)  # it names tags of the press this replaces
     data["connection"] = {**data["connection"], "timeout": "300ms", "reconnect_delay": "100ms",
                           "max_reconnect_delay": "400ms", **connection}
     return ModbusDevice.model_validate(data)
@@ -522,10 +523,10 @@ async def test_rtu_framing_over_tcp_and_late_answers() -> None:
     for r in good:
         by_tag.setdefault(r["tag"], []).append(r["text"] if r["tag"] == "die_id" else r["value"])
     assert set(by_tag["die_id"]) == {"DIE-4711"}
-    assert set(by_tag["machine_state"]) <= {1.0, 2.0, 3.0}
+    assert set(by_tag["machine_state"]) <= {1.0, 2.0, 3.0, 4.0, 5.0}
     assert all(1.0 < v < 3.5 for v in by_tag["vibration_rms"] if v > 0.5)
     assert set(by_tag["running"]) <= {0.0, 1.0}
-    assert all(1_000_000 < v < 2_000_000 for v in by_tag["stroke_count"])
+    assert all(0 <= v <= 65535 and v == int(v) for v in by_tag["stroke_count"])  # a 16-bit counter
 
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
@@ -554,7 +555,7 @@ async def test_rtu_over_a_serial_pty_pair() -> None:
             latest = collector.latest(device)
             assert {r["quality"] for r in latest.values()} == {GOOD}
             assert latest["die_id"]["text"] == "DIE-4711"
-            assert latest["machine_state"]["value"] in (1.0, 2.0, 3.0)
+            assert latest["machine_state"]["value"] in (1.0, 2.0, 3.0, 4.0, 5.0)
             assert ctx.status.errors == {}
     finally:
         proc.terminate()

@@ -56,7 +56,8 @@ def test_messages_decode_to_expected_readings(case: Path) -> None:
     spec = yaml.safe_load((case / "case.yaml").read_text())
     device = load_device(case)
     ctx = DriverContext(AGENT, device, _discard)
-    decoder = Decoder(device, lambda i, overrides: ctx.add_series(device.tags[i], asset_overrides=overrides))
+    decoder = Decoder(device, lambda i, overrides: ctx.add_series(device.tags[i], asset_overrides=overrides),
+                      window=AGENT.source_time.window())
     rows = Rows()
     for message in spec["messages"]:
         decoder.decode(message["topic"], payload_of(message), ARRIVAL_NS, rows)

@@ -11,6 +11,7 @@ from asyncua import ua
 
 from drivers.opcua.config import OpcUaTag
 from drivers.opcua.decode import Item, Rows, quality_of, time_ns
+from mos_agent.batch import SourceTimeWindow
 from mos_agent.taxonomy import CollectorCode, Quality
 
 T_SOURCE = dt.datetime(2025, 3, 1, 8, 30, 0, 123456, tzinfo=dt.UTC)
@@ -18,14 +19,16 @@ T_SERVER = dt.datetime(2025, 3, 1, 8, 30, 1, tzinfo=dt.UTC)
 NOW_NS = 1_750_000_000_000_000_000
 
 
-def item(type_: str = "auto", series: int = 0, enum: dict[int, str] | None = None) -> Item:
+def item(type_: str = "auto", series: int = 0, enum: dict[int, str] | None = None,
+         encoding: str | None = None) -> Item:
     tag = OpcUaTag(name="t", node="ns=2;s=X", category="process", type=type_)
-    return Item(ua.NodeId("X", 2), series, tag, "t", 1.0, enum_names=enum)
+    return Item(ua.NodeId("X", 2), series, tag, "t", 1.0, enum_names=enum, encoding=encoding)
 
 
 def one(value: object, type_: str = "auto", status: int = 0, source: dt.datetime | None = T_SOURCE,
         server: dt.datetime | None = T_SERVER, enum: dict[int, str] | None = None,
-        variant: ua.VariantType | None = None) -> tuple[list[tuple[float | str | None, int, int, int]], Rows]:
+        variant: ua.VariantType | None = None,
+        encoding: str | None = None) -> tuple[list[tuple[float | str | None, int, int, int]], Rows]:
     rows = Rows()
     added: list[int] = []
 
@@ -35,7 +38,7 @@ def one(value: object, type_: str = "auto", status: int = 0, source: dt.datetime
 
     dv = ua.DataValue(Value=ua.Variant(value, variant), StatusCode=ua.StatusCode(status),
                       SourceTimestamp=source, ServerTimestamp=server)
-    rows.add(item(type_, enum=enum), dv, NOW_NS, add_element)
+    rows.add(item(type_, enum=enum, encoding=encoding), dv, NOW_NS, add_element, SourceTimeWindow())
     out = []
     for row in range(len(rows)):
         v = rows.texts.get(row, rows.values[row])
@@ -110,3 +113,37 @@ def test_batch_columns() -> None:
     assert batch.series.tolist() == [100, 101, 5]
     assert batch.quality.tolist() == [0, 0, 2] and batch.codes.tolist() == [0, 0, 1002]
     assert batch.timestamps.tolist() == [time_ns(T_SOURCE)] * 2 + [NOW_NS]
+
+
+def test_a_timestamp_outside_the_window_becomes_the_acquisition_time_flagged_uncertain() -> None:
+    """A SourceTimestamp in 2300 is beyond int64 nanoseconds: building the time column used to
+    raise OverflowError and restart the driver, losing every other reading of the batch."""
+    future = dt.datetime(2300, 1, 1, tzinfo=dt.UTC)
+    out, rows = one(1.5, source=future)
+    assert out == [(1.5, Quality.UNCERTAIN, CollectorCode.SOURCE_TIME_REPLACED, 0)]
+    assert rows.times == [NOW_NS] and rows.errors["timestamp"][0] == 1
+    rows.to_batch()  # fits the int64 column
+    # the server's timestamp stands in only when it is plausible itself
+    assert one(1.5, source=None, server=future)[1].times == [NOW_NS]
+    assert one(1.5, source=dt.datetime(1985, 1, 1, tzinfo=dt.UTC))[1].times == [NOW_NS]
+    # a bad or uncertain status keeps its own code; only the time is replaced
+    out, rows = one(1.5, status=0x40000000, source=future)
+    assert out == [(1.5, Quality.UNCERTAIN, 0x40000000, 0)] and rows.times == [NOW_NS]
+    out, rows = one(None, status=0x80000000, source=future)
+    assert out == [(None, Quality.BAD, 0x80000000, 0)] and rows.times == [NOW_NS]
+
+
+def test_strings_in_a_declared_code_page_are_read_in_it() -> None:
+    raw = "온도 센서".encode("cp949").decode("utf-8", "surrogateescape")  # as asyncua decodes it
+    assert one(raw, encoding="cp949")[0] == [("온도 센서", Quality.GOOD, 0, 0)]
+    assert one(ua.LocalizedText(raw, "ko"), encoding="euc_kr")[0] == [("온도 센서", Quality.GOOD, 0, 0)]
+    # undeclared: handed on as it came (the normaliser stores U+FFFD for what is not Unicode)
+    assert one(raw)[0] == [(raw, Quality.GOOD, 0, 0)]
+
+
+def test_an_array_nested_deeper_than_python_recurses_is_a_decode_error() -> None:
+    value: list = [1.0]
+    for _ in range(5000):
+        value = [value]
+    out, rows = one(value)
+    assert out == [(None, Quality.BAD, CollectorCode.DECODE_ERROR, 0)] and rows.errors["decode"][0] == 1
