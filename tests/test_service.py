@@ -163,13 +163,15 @@ def test_sigterm_under_load_delivers_everything_committed(tmp_path: Path, sims: 
     log = agent.text()
     committed = int(log.rsplit("stopped: ", 1)[1].split(" points committed")[0])
     assert committed > 2000
-    # every committed point is in the store: a value sample a point with a value, a quality_code
-    # sample a bad one (it has no value; code 0 is not written)
+    # every committed point is in the store, one row a point: its value or text, or (a bad reading,
+    # which has neither) its quality_code; code 0 is not written
 
     def stored() -> int:
-        return store.count('{__name__=~".+_value"}') + store.count('{__name__=~".+_quality_code",quality="bad"}')
+        return (store.count('{__name__=~".+_value|.+_text"}')
+                + store.count('{__name__=~".+_quality_code",quality="bad"}'))
 
-    wait_until(lambda: stored() >= committed, 30, what="every committed point in the store")
+    wait_until(lambda: stored() >= committed, 30,
+               what=lambda: f"all {committed} committed points in the store: {stored()}")
     assert stored() == committed, log[-2000:]
 
 

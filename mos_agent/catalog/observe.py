@@ -99,11 +99,10 @@ def observe_store(store_url: str, loaded: LoadedConfig, since_seconds: float, *,
     """Per-dataset time range, point count and quality split from a VictoriaMetrics store.
 
     A reading is counted once, by its ``quality`` label: a good or uncertain one by its
-    ``<category>_value`` row, a bad one (which carries no value) by its ``<category>_quality_code``
-    row — quality_code 0 is not written, so good readings have no code row unless a sink writes
-    them all. Text readings count only when bad (the store keeps no strings). Three aggregate
-    queries for the whole site, never one per series: the answer stays small however much data
-    there is.
+    ``<category>_value`` or ``<category>_text`` row, a bad one (which carries neither) by its
+    ``<category>_quality_code`` row — quality_code 0 is not written, so good readings have no code
+    row unless a sink writes them all. Three aggregate queries for the whole site, never one per
+    series: the answer stays small however much data there is.
     Series whose asset path was filled at run time (MQTT topic captures) match a dataset only if
     they kept the device's configured path.
     """
@@ -113,9 +112,9 @@ def observe_store(store_url: str, loaded: LoadedConfig, since_seconds: float, *,
     at = now.timestamp()
     categories = "|".join(CATEGORIES)
     site = f'site="{agent.site}"'
-    valued = f'{{__name__=~"({categories})_value",quality!="bad",{site}}}'
+    valued = f'{{__name__=~"({categories})_(value|text)",quality!="bad",{site}}}'
     bad = f'{{__name__=~"({categories})_quality_code",quality="bad",{site}}}'
-    selector = f'{{__name__=~"({categories})_(value|quality_code)",{site}}}'
+    selector = f'{{__name__=~"({categories})_(value|text|quality_code)",{site}}}'
     window = f"[{max(1, math.ceil(since_seconds))}s]"
     group = ",".join(_GROUP_LABELS)
 
