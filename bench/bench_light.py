@@ -116,6 +116,10 @@ class World:
         directory = self.workdir / name
         health = f"127.0.0.1:{free_port()}"
         config = write_agent(directory, devices, self.vm.url, health)
+        # info: the agent logs how many points it committed when it stops (nothing per point)
+        data = yaml.safe_load(config.read_text())
+        data["agent"]["log_level"] = "info"
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
         agent = AgentRun(config, health, directory / "agent.log")
         self.agents.append(agent)
         return agent
@@ -160,12 +164,12 @@ def windows(quick: bool) -> tuple[float, float]:
 def measure_agent(w: World, name: str, devices: list[dict[str, Any]]) -> dict[str, Any]:
     """Agent CPU over a window, /status read just before and just after it (not inside)."""
     warmup, window = windows(w.quick)
+    rows0 = w.vm_rows()
     agent = w.start_agent(name, devices)
     try:
         agent.wait_flowing()
         time.sleep(warmup)
         first = agent.status()
-        rows0 = w.vm_rows()
         cpu0, t0 = process_cpu_seconds_exact(agent.pid), time.monotonic()
         time.sleep(window)
         cpu1, t1 = process_cpu_seconds_exact(agent.pid), time.monotonic()
@@ -173,11 +177,16 @@ def measure_agent(w: World, name: str, devices: list[dict[str, Any]]) -> dict[st
         # what was committed in the window reaches the store within a flush interval or two
         time.sleep(2.5)
         settled = agent.status()
-        rows1 = w.vm_rows()
     finally:
         code = agent.stop()
     if first is None or last is None or settled is None:
         raise RuntimeError(f"agent /status not answering: {agent.tail()}")
+    # rows the store took in over the agent's whole run, against every point it committed (all
+    # of them are delivered by the time it stops)
+    stopped = re.search(r"stopped: (\d+) points committed", agent.tail(20000))
+    total_committed = int(stopped.group(1)) if stopped else 0
+    time.sleep(1.0)
+    rows1 = w.vm_rows()
     seconds = t1 - t0
     cpu = cpu1 - cpu0
     read = sum(d["points_read"] for d in last["devices"]) - sum(d["points_read"] for d in first["devices"])
@@ -191,7 +200,8 @@ def measure_agent(w: World, name: str, devices: list[dict[str, Any]]) -> dict[st
             "cpu_us_per_point": round(cpu / read * 1e6, 2) if read else None,
             "sent_points": sent, "sent_bytes": sent_bytes,
             "sent_bytes_per_point": round(sent_bytes / sent, 2) if sent and sent_bytes else None,
-            "store_rows": rows1 - rows0, "store_rows_per_point": round((rows1 - rows0) / sent, 3) if sent else None,
+            "store_rows": rows1 - rows0, "points_committed_in_run": total_committed,
+            "store_rows_per_point": round((rows1 - rows0) / total_committed, 3) if total_committed else None,
             "overruns": sum(d["overruns"] for d in last["devices"]) - sum(d["overruns"] for d in first["devices"]),
             "agent_exit": code}
 
