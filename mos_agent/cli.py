@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="device name for the generated file")
     p.add_argument("--username", default=None)
     p.add_argument("--password-file", default=None)
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="write a profile NAME (the tags) plus a short device file naming it, into --dir")
+    p.add_argument("--dir", default=".", help="with --profile: the folder holding profiles/ and devices/ "
+                                              "(default: the current folder)")
     p.add_argument("--allow-plaintext-password", action="store_true",
                    help="send the password although browse uses no message security (trusted networks only)")
 

@@ -57,6 +57,26 @@ class AgentInfo:
 
 
 @dataclass(slots=True)
+class SparkplugInStats:
+    """An MQTT device reading Sparkplug B edge nodes (``format: sparkplug``)."""
+
+    group_id: str = ""
+    edge_node: str = ""  # "+": every edge node of the group
+    edge_nodes_online: int = 0  # born and not dead
+    births: int = 0  # NBIRTH and DBIRTH messages received
+    deaths: int = 0  # NDEATH and DDEATH messages received
+    metrics: int = 0  # metrics learnt from births and stored as series
+    unmatched_metrics: int = 0  # metric names (from births) that match no pattern: ignored
+    unmatched_examples: list[str] = field(default_factory=list)  # the first of those names
+    ignored_points: int = 0  # values of unmatched metrics
+    rebirth_requests: int = 0  # NCMD Node Control/Rebirth sent
+    seq_gaps: int = 0
+    unknown_aliases: int = 0  # DATA messages with metrics no birth named
+    data_before_birth: int = 0  # DATA messages of a node or device not (or no longer) born
+    dropped_points: int = 0  # values that could not be named, so not stored
+
+
+@dataclass(slots=True)
 class DeviceStats:
     name: str = ""
     driver: str = ""
@@ -77,6 +97,7 @@ class DeviceStats:
     points_bad: int = 0
     points_per_s: float = 0.0
     last_value_time: float | None = None
+    sparkplug: SparkplugInStats | None = None  # MQTT devices with format: sparkplug
 
 
 @dataclass(slots=True)

@@ -47,7 +47,7 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
     assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "source_names",
             "skipped_polls", "skipped_points", "series", "points_read", "points_kept", "points_bad", "points_per_s",
-            "last_value_time"} == set(data["devices"][0])
+            "last_value_time", "sparkplug"} == set(data["devices"][0])
     assert {"path", "points", "bytes", "rows", "max_size", "overflow", "oldest_age_s", "dropped_points",
             "overflow_episodes", "overflowing", "dead_letter_rows", "dead_letter_points",
             "moved_aside", "disk_free_bytes", "min_free_space", "disk_full", "disk_full_episodes",
@@ -146,3 +146,30 @@ def test_polls_lost_to_overruns_show_as_numbers_in_status_and_metrics() -> None:
     console = Console(record=True, width=200)
     render(StatusReport.from_dict(json.loads(json.dumps(report.to_dict()))), console)
     assert "1900 (19 polls)" in console.export_text()
+
+
+def test_a_sparkplug_device_reports_what_it_learnt_and_ignored_and_reads_back() -> None:
+    import io
+
+    from rich.console import Console
+
+    from mos_agent.commands.status import render
+    from mos_agent.status import SparkplugInStats
+
+    report = _report()
+    sparkplug = SparkplugInStats(
+        group_id="plant-b", edge_node="+", edge_nodes_online=2, births=5, metrics=40, unmatched_metrics=7,
+        unmatched_examples=["Vibration/RMS", "Secret Recipe"], ignored_points=120, rebirth_requests=3, seq_gaps=1,
+        unknown_aliases=2, dropped_points=4)
+    report.devices.append(DeviceStats(name="node-7", driver="mqtt", state=DeviceState.RUNNING, sparkplug=sparkplug))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["devices"][0]["sparkplug"] is None and data["devices"][1]["sparkplug"]["unmatched_metrics"] == 7
+    again = StatusReport.from_dict(data)
+    assert again == report
+    console = Console(file=io.StringIO(), width=300)
+    render(again, console)
+    shown = console.file.getvalue()
+    assert "node-7: Sparkplug B plant-b/+, 2 edge node(s) online" in shown
+    assert "3 rebirth requests (1 seq gaps, 2 unknown aliases" in shown
+    assert "7 metrics match no pattern (Vibration/RMS, Secret Recipe…), 120 values ignored" in shown
+

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mos_agent.catalog.observe import Observation
     from mos_agent.config.loader import LoadedConfig
     from mos_agent.config.models import DeviceBase, LocalizedText, TagBase
+    from mos_agent.config.profiles import ProfileInfo
     from mos_agent.driver_api import Driver
     from mos_agent.sharing.contracts import Contract
 
@@ -234,6 +235,11 @@ def _standard_node(standard: Standard) -> dict[str, Any]:
     return node
 
 
+def _profile_node(base: str, name: str) -> dict[str, Any]:
+    return {"@id": f"{base}profile/{_quote(name)}", "@type": ["dct:Standard", "mos:DeviceProfile"],
+            "dct:identifier": name, "dct:title": f"Device profile {name}"}
+
+
 def protocol_standard(driver_name: str, driver_cls: type[Driver] | None) -> Standard | None:
     """The standard a driver's protocol conforms to: the driver's own declaration, else the built-in map."""
     title = driver_cls.standard if driver_cls is not None else ""
@@ -301,8 +307,10 @@ def _kpi_series(dataset_iri: str, shifts: list[str]) -> list[dict[str, Any]]:
 
 
 def _browse_entries(device: DeviceBase) -> list[Any]:
-    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries)."""
-    return [entry for entry in getattr(device, "browse", None) or [] if getattr(entry, "category", None) in CATEGORIES]
+    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries,
+    Sparkplug B metric name patterns)."""
+    entries = [*(getattr(device, "browse", None) or []), *(getattr(device, "metric_tags", None) or [])]
+    return [entry for entry in entries if getattr(entry, "category", None) in CATEGORIES]
 
 
 def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, Any]]:
@@ -321,6 +329,9 @@ def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, 
         prefix = getattr(entry, "prefix", None)
         if isinstance(prefix, str) and prefix:
             node["mos:namePrefix"] = prefix
+        pattern = getattr(entry, "metric", None)
+        if isinstance(pattern, str) and pattern:
+            node["mos:sourceNamePattern"] = pattern  # Sparkplug metric names, before the name mapping
         unit_code = getattr(entry, "unit", None)
         if isinstance(unit_code, str) and (unit := units.lookup(unit_code)) is not None:
             node["mos:ucumCode"] = unit.ucum
@@ -336,7 +347,7 @@ def _generated_title(device: DeviceBase) -> str:
 
 
 def _generated_description(device: DeviceBase, site_path: str, protocol: str, categories: list[str]) -> str:
-    count = len(device.tags)
+    count = len(device.configured_tags())
     return (f"{count} configured {'variable' if count == 1 else 'variables'} of equipment {device.name} at "
             f"{site_path}, read over {protocol}; process stage {device.stage}; categories: "
             f"{', '.join(categories) or 'none'}. {ACCESS_RIGHTS_EN}")
@@ -399,6 +410,7 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
     datasets: list[dict[str, Any]] = []
     used_categories: list[str] = []
     modified_times: list[datetime] = [t for t in [_mtime(loaded.path)] if t]
+    profile_of = {device: info for info in loaded.profiles.values() for device in info.devices}
     for device in loaded.devices:
         if not device.enabled:
             continue
@@ -407,10 +419,12 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
             from mos_agent.registry import load_driver
 
             driver_cls = driver_classes[device.driver] = load_driver(device.driver)
-        file_time = _mtime(loaded.device_files.get(device.name))
+        profile = profile_of.get(device.name)
+        file_times = [_mtime(loaded.device_files.get(device.name)), _mtime(profile.path if profile else None)]
+        file_time = max((t for t in file_times if t), default=None)
         if file_time:
             modified_times.append(file_time)
-        dataset, categories = _dataset(loaded, device, driver_cls, base, file_time)
+        dataset, categories = _dataset(loaded, device, driver_cls, base, file_time, profile)
         if observed is not None:
             dataset.update(_observation_properties(observed.get(dataset["dct:identifier"]), window_default))
         attached = agreements.get(device.name, ())
@@ -441,7 +455,7 @@ def _site_path(loaded: LoadedConfig) -> str:
 
 
 def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] | None, base: str,
-             modified: datetime | None) -> tuple[dict[str, Any], list[str]]:
+             modified: datetime | None, profile: ProfileInfo | None) -> tuple[dict[str, Any], list[str]]:
     """One device's ``dcat:Dataset`` (without observations), and its categories."""
     agent = loaded.agent.agent
     identifier = dataset_identifier(loaded, device)
@@ -458,6 +472,9 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     standard = protocol_standard(device.driver, driver_cls)
     if standard:
         conforms.append(_standard_node(standard))
+    if profile is not None:
+        # machines of one model share a profile: the data centre sees their datasets as comparable
+        conforms.append(_profile_node(base, profile.name))
     if device.kpi is not None:
         conforms.append(_standard_node(ISO_22400_2))
 
@@ -476,7 +493,7 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
         **{f"mos:{level}": name for level, name in levels.items() if name},
         "mos:stage": device.stage,
         "mos:protocol": protocol,
-        "dcat:keyword": _keywords(device, categories, protocol),
+        "dcat:keyword": _keywords(device, categories, protocol, profile),
         "dcat:theme": [{"@id": category_iri(c)} for c in categories],
         "dct:conformsTo": conforms,
     }
@@ -485,7 +502,7 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
         dataset["dcat:temporalResolution"] = {"@value": iso_duration(interval), "@type": "xsd:duration"}
     if modified:
         dataset["dct:modified"] = _datetime_literal(modified)
-    dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+    dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.configured_tags()]
     if device.kpi is not None:
         dataset["mos:kpiSeries"] = _kpi_series(dataset_iri, [s.name for s in loaded.agent.shifts])
     if templates:
@@ -493,8 +510,9 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     return dataset, categories
 
 
-def _keywords(device: DeviceBase, categories: list[str], protocol: str) -> list[Any]:
-    """Stage, categories (each also in Korean), protocol and the asset levels below the site."""
+def _keywords(device: DeviceBase, categories: list[str], protocol: str, profile: ProfileInfo | None) -> list[Any]:
+    """Stage, categories (each also in Korean), protocol, the asset levels below the site and the
+    device's profile."""
     keywords: list[Any] = [device.stage]
     if device.stage in STAGE_LABELS_KO:
         keywords.append({"@value": STAGE_LABELS_KO[device.stage], "@language": "ko"})
@@ -503,6 +521,8 @@ def _keywords(device: DeviceBase, categories: list[str], protocol: str) -> list[
     keywords += [protocol, device.asset.area]
     keywords += [level for level in (device.asset.line, device.asset.cell) if level]
     keywords.append(device.name)
+    if profile is not None:
+        keywords.append(profile.name)
     return keywords
 
 

@@ -70,6 +70,19 @@ def render(status: StatusReport, console: Console) -> None:
                         _skipped(d.skipped_points, d.skipped_polls),
                         f"{_age(last)} ago" if last is not None else "—", d.last_error or "")
     console.print(devices)
+    for d in status.devices:
+        if d.sparkplug is not None:
+            p = d.sparkplug
+            line = (f"{d.name}: Sparkplug B {p.group_id}/{p.edge_node}, {p.edge_nodes_online} edge node(s) online, "
+                    f"{p.births} births, {p.deaths} deaths, {p.metrics} metrics stored, "
+                    f"{p.rebirth_requests} rebirth requests ({p.seq_gaps} seq gaps, {p.unknown_aliases} unknown "
+                    f"aliases, {p.data_before_birth} data before birth), {p.dropped_points} values unnamed")
+            if p.unmatched_metrics:
+                shown = ", ".join(p.unmatched_examples[:5])
+                more = "…" if p.unmatched_metrics > 5 else ""
+                line += (f"; {p.unmatched_metrics} metrics match no pattern ({shown}{more}), "
+                         f"{p.ignored_points} values ignored")
+            console.print(line, markup=False, highlight=False)
     buf = status.buffer
     console.print(f"buffer: {buf.points} points, {buf.bytes / 1e6:.1f} MB, "
                   f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}")

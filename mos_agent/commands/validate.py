@@ -1,7 +1,8 @@
 """``mos-agent validate -c FILE``: check the agent file and every device file.
 
 Each problem is one ``PATH:LINE:COL: message`` line on stderr and the exit code is 2; a clean
-configuration prints what it would run (devices, tags, expected points/s, sinks) and exits 0.
+configuration prints what it would run (devices, the profiles they share, tags, expected points/s,
+sinks) and exits 0.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def summary(loaded: LoadedConfig) -> str:
     disabled = len(devices) - len(enabled)
     lines.append(f"devices    {len(devices)}" + (f" ({drivers})" if drivers else "")
                  + (f", {disabled} disabled" if disabled else ""))
+    if loaded.profiles:
+        on_each = ", ".join(f"{name}: {len(info.devices)} device{'' if len(info.devices) == 1 else 's'}"
+                            for name, info in sorted(loaded.profiles.items()))
+        lines.append(f"profiles   {len(loaded.profiles)} ({on_each})")
     categories = ", ".join(f"{per_category[c]} {c}" for c in CATEGORIES if per_category[c])
     lines.append(f"tags       {tags}" + (f" ({categories})" if categories else ""))
     lines.append(f"expected   {rate:,.1f} points/s")

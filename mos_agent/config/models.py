@@ -609,6 +609,10 @@ class DeviceBase(StrictModel):
     poll_interval: Duration = 1.0
     connection: dict[str, Any] = Field(default_factory=dict)
     tags: list[TagBase] = Field(default_factory=list)
+    # A device profile (mos_agent.config.profiles) merged into this device when loaded: its file,
+    # and the profile's tags this machine lacks.
+    profile: Path | None = None
+    exclude: list[str] = Field(default_factory=list)
     kpi: DeviceKpi | None = None  # ISO 22400 KPIs of this equipment per shift
 
     @model_validator(mode="after")
@@ -616,6 +620,11 @@ class DeviceBase(StrictModel):
         if self.kpi is not None and (problems := kpi_problems(self.kpi, list(self.tags))):
             raise located_errors(type(self).__name__, problems)
         return self
+
+    def configured_tags(self) -> list[TagBase]:
+        """The tags that are series from the start (configured tag ``i`` is series ``i``). A
+        device whose tags are only patterns for series found at run time has none."""
+        return self.tags
 
     @field_validator("stage")
     @classmethod
