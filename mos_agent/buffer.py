@@ -287,6 +287,7 @@ class Buffer:
         self._in_flight: dict[str, tuple[int, int | None]] = {}  # sink -> ids of its batch (None: still reading)
         self._held: dict[int, _HeldRow] = {}
         self.disk_free = 0  # bytes free on the state directory's filesystem, at the last append
+        self.disk_total = 0  # that filesystem's size
         self.disk_full = False
         self.disk_full_episodes = 0
         self.disk_full_reason: str | None = None
@@ -641,6 +642,7 @@ class Buffer:
         can reuse, less the headroom."""
         fs = os.statvfs(self.directory)
         self.disk_free = fs.f_bavail * fs.f_frsize
+        self.disk_total = fs.f_blocks * fs.f_frsize
         reusable = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
         return self.disk_free + reusable - self.min_free_space
 
@@ -813,6 +815,7 @@ class Buffer:
             dead_letter_points=dead[1],
             moved_aside=[str(p) for p in self.moved_aside],
             disk_free_bytes=self.disk_free,
+            disk_total_bytes=self.disk_total,
             min_free_space=self.min_free_space,
             disk_full=self.disk_full,
             disk_full_episodes=self.disk_full_episodes,

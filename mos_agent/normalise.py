@@ -143,7 +143,8 @@ class Normaliser:
                                       self.time_resolution_ns, each_series_once)
         rows = self.normalised(batch, where)
         texts = batch.texts or {}
-        keep = self._deadband(idx, where, rows.values, rows.quality, rows.numeric, each_series_once, deadband)
+        keep = self._deadband(idx, where, rows.values, rows.quality, rows.codes, rows.numeric, each_series_once,
+                              deadband)
         kept_rows = np.flatnonzero(keep) if keep is not None else None
         kept = n if kept_rows is None else len(kept_rows)
         body = b""
@@ -196,7 +197,8 @@ class Normaliser:
         return readable
 
     def _deadband(self, idx: np.ndarray, where: slice | np.ndarray, values: np.ndarray, quality: np.ndarray,
-                  numeric: np.ndarray, each_series_once: bool, apply: bool = True) -> np.ndarray | None:
+                  codes: np.ndarray, numeric: np.ndarray, each_series_once: bool,
+                  apply: bool = True) -> np.ndarray | None:
         """The rows to keep, or ``None`` for all of them (``apply=False``: all of them, the
         deadband state updated as if they had passed)."""
         table = self.table
@@ -204,9 +206,10 @@ class Normaliser:
         if not apply or band is None or not band.any():
             table.last_value[where] = values
             table.last_quality[where] = quality
+            table.last_code[where] = codes
             return None
         if not each_series_once and len(np.unique(idx)) != len(idx):
-            return self._deadband_sequential(idx, values, quality, numeric)
+            return self._deadband_sequential(idx, values, quality, codes, numeric)
         last = table.last_value[where]
         changed_quality = quality != table.last_quality[where]
         moved = ~(np.abs(values - last) < band)  # NaN on either side counts as moved
@@ -214,9 +217,10 @@ class Normaliser:
         rows = idx[keep]
         table.last_value[rows] = values[keep]
         table.last_quality[rows] = quality[keep]
+        table.last_code[rows] = codes[keep]
         return keep
 
-    def _deadband_sequential(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+    def _deadband_sequential(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray, codes: np.ndarray,
                              numeric: np.ndarray) -> np.ndarray:
         table = self.table
         keep = np.zeros(len(idx), dtype=bool)
@@ -228,6 +232,7 @@ class Normaliser:
                 keep[row] = True
                 table.last_value[s] = v
                 table.last_quality[s] = quality[row]
+                table.last_code[s] = codes[row]
         return keep
 
     def _encode(self, rows: np.ndarray | None, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
