@@ -74,12 +74,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mos_agent.payload import Payload, compress, is_gzipped
+from mos_agent.sqlitetx import transaction
 from mos_agent.status import BufferStats, SinkLag
 
 APP_ID = "mos-agent-buffer"
@@ -198,18 +199,6 @@ def _is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _deletable_ranges(cursors: Sequence[tuple[int, int | None, int | None]]) -> list[tuple[int, int]]:
     """Row-id ranges no sink needs any more: at or below every sink's live cursor and outside
     every backlog range still being drained."""
@@ -298,6 +287,7 @@ class Buffer:
         self._in_flight: dict[str, tuple[int, int | None]] = {}  # sink -> ids of its batch (None: still reading)
         self._held: dict[int, _HeldRow] = {}
         self.disk_free = 0  # bytes free on the state directory's filesystem, at the last append
+        self.disk_total = 0  # that filesystem's size
         self.disk_full = False
         self.disk_full_episodes = 0
         self.disk_full_reason: str | None = None
@@ -341,7 +331,7 @@ class Buffer:
             problem = "new"
         conn = _connect(self.path, "FULL")
         if problem == "new":
-            with _transaction(conn):
+            with transaction(conn):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -430,7 +420,7 @@ class Buffer:
         assert self._conn is not None
         wanted = list(names)
         with self._write_lock:
-            with _transaction(self._conn):
+            with transaction(self._conn):
                 existing = {r[0]: (r[1], r[2], r[3]) for r in
                             self._conn.execute("SELECT sink, live, backlog_from, backlog_to FROM cursors")}
                 for name in wanted:
@@ -621,7 +611,7 @@ class Buffer:
 
     def _append_in(self, conn: sqlite3.Connection, rows: list[tuple]) -> tuple[list[tuple], _Freed]:
         incoming = sum(r[2] for r in rows)
-        with _transaction(conn):
+        with transaction(conn):
             room = self._disk_room(conn)
             with self._totals_lock:
                 stored_bytes = self.bytes
@@ -652,6 +642,7 @@ class Buffer:
         can reuse, less the headroom."""
         fs = os.statvfs(self.directory)
         self.disk_free = fs.f_bavail * fs.f_frsize
+        self.disk_total = fs.f_blocks * fs.f_frsize
         reusable = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
         return self.disk_free + reusable - self.min_free_space
 
@@ -824,6 +815,7 @@ class Buffer:
             dead_letter_points=dead[1],
             moved_aside=[str(p) for p in self.moved_aside],
             disk_free_bytes=self.disk_free,
+            disk_total_bytes=self.disk_total,
             min_free_space=self.min_free_space,
             disk_full=self.disk_full,
             disk_full_episodes=self.disk_full_episodes,
@@ -977,14 +969,14 @@ class SinkCursor:
 
     def _save(self, live: int, backlog: tuple[int, int] | None) -> _Freed:
         lo, hi = backlog if backlog is not None else (None, None)
-        with _transaction(self.conn):
+        with transaction(self.conn):
             self.conn.execute("UPDATE cursors SET live = ?, backlog_from = ?, backlog_to = ? WHERE sink = ?",
                               (live, lo, hi, self.sink))
             return self.buffer.cleanup_in(self.conn)
 
     def dead_letter(self, reason: str, http_status: int | None, points: int, body: bytes) -> None:
         buffer = self.buffer
-        with _transaction(self.conn):
+        with transaction(self.conn):
             self.conn.execute(
                 "INSERT INTO dead_letters(sink, reason, http_status, points, body, created_ns) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (self.sink, reason[:2000], http_status, points, body, time.time_ns()))

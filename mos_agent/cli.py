@@ -64,11 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="ask a running agent for its state")
     p.add_argument("--url", default=None, help="health address (default: from the agent file, or 127.0.0.1:9750)")
     _config_arg(p)
+    p.add_argument("--token-file", default=None,
+                   help="bearer token for the health port (default: the agent file's agent.health_token_file)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("kpi", help="ISO 22400 KPIs per equipment: current and last complete shift")
     p.add_argument("--url", default=None, help="health address (default: from the agent file, or 127.0.0.1:9750)")
     _config_arg(p)
+    p.add_argument("--token-file", default=None,
+                   help="bearer token for the health port (default: the agent file's agent.health_token_file)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("query", help="read back the local sqlite history")

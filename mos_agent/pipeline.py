@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
@@ -43,6 +44,7 @@ from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
+from mos_agent.series import SeriesTable
 from mos_agent.sharing.report import contract_stats
 from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
@@ -158,9 +160,10 @@ def collect_secrets(loaded: LoadedConfig) -> set[str]:
                     secret = read_secret(None, Path(value))
                     if secret:
                         secrets.add(secret)
-            elif hasattr(value, "model_fields"):
+            elif isinstance(value, BaseModel):
                 visit(value)
 
+    visit(loaded.agent.agent)  # the health port's token
     for sink in loaded.agent.sinks:
         visit(sink)
     for device in loaded.devices:
@@ -207,7 +210,9 @@ class Agent:
         if self.config.agent.health != "off":
             from mos_agent.health import HealthServer  # aiohttp and prometheus only when serving
 
-            self.health_server = HealthServer(self, self.config.agent.health)
+            token_file = self.config.agent.health_token_file
+            self.health_server = HealthServer(self, self.config.agent.health, values_source=self,
+                                              token=read_secret(None, token_file) if token_file else None)
             self.on_commit.append(self.health_server.observe_commit)
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
@@ -561,6 +566,10 @@ class Agent:
             last_value_time=rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
             sparkplug=copy.deepcopy(st.sparkplug),
         )
+
+    def series_tables(self) -> dict[str, SeriesTable]:
+        """Each running device's series table, for the status page's latest values."""
+        return {name: rt.ctx.series for name, rt in self.devices.items()}
 
     def health(self) -> tuple[bool, list[str]]:
         """Healthy unless not ready, a device is down, or a sink is failing to deliver."""

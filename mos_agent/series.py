@@ -71,9 +71,11 @@ class SeriesTable:
     deadband: np.ndarray = field(default_factory=lambda: np.zeros(0))
     range_low: np.ndarray = field(default_factory=lambda: np.zeros(0))
     range_high: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # state for deadband and change detection
+    # state for deadband and change detection, and the latest values the status page shows: the
+    # last value, quality class and code a series kept (within its deadband of the newest reading)
     last_value: np.ndarray = field(default_factory=lambda: np.zeros(0))
     last_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    last_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_text: dict[int, str] = field(default_factory=dict)
     # how many series scale or shift their values, and how many have a plausible range: a device
@@ -169,4 +171,5 @@ class SeriesTable:
         self.range_high = grown(self.range_high, np.inf)
         self.last_value = grown(self.last_value, np.nan)
         self.last_quality = grown(self.last_quality, -1)
+        self.last_code = grown(self.last_code, 0)
         self.last_time = grown(self.last_time, 0)

@@ -122,6 +122,7 @@ class BufferStats:
     dead_letter_points: int = 0
     moved_aside: list[str] = field(default_factory=list)
     disk_free_bytes: int = 0  # free on the state directory's filesystem, at the last append
+    disk_total_bytes: int = 0  # that filesystem's size (the status page shows the headroom)
     min_free_space: int = 0  # kept free: below it the disk is the buffer's cap
     disk_full: bool = False  # a disk-full episode is on (the overflow policy applies)
     disk_full_episodes: int = 0

@@ -20,21 +20,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mos_agent.localservers import free_port, wait_for_port
+from mos_agent.localservers import free_port
 from tests.support.servers import StoreReader, VictoriaMetrics
+from tests.support.simulators import start_modbus_sim
 from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
-
-
-def start_modbus_sim(tmp_path: Path, name: str) -> tuple[subprocess.Popen, dict]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port)],
-                            stdout=(tmp_path / f"sim-{name}.log").open("wb"), stderr=subprocess.STDOUT)
-    out = subprocess.run([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port),
-                          "--print-device-file", "--name", name], capture_output=True, text=True, check=True)
-    wait_for_port(port)
-    return proc, yaml.safe_load(out.stdout)
 
 
 def write_agent(tmp_path: Path, store_url: str | None, health: str) -> Path:

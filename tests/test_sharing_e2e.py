@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mos_agent.localservers import free_port, wait_for_port
 from mos_agent.sharing.pseudonyms import Pseudonymiser, load_or_create_key
 from tests.support.servers import StoreReader, VictoriaMetrics, running
+from tests.support.simulators import start_modbus_sim
 
 BIN = Path(sys.executable).parent
 S = 1_000_000_000
@@ -36,13 +36,7 @@ pytestmark = pytest.mark.slow
 
 
 def start_sim(tmp_path: Path, name: str, area: str) -> tuple[subprocess.Popen, dict]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port)],
-                            stdout=(tmp_path / f"sim-{name}.log").open("wb"), stderr=subprocess.STDOUT)
-    out = subprocess.run([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port),
-                          "--print-device-file", "--name", name], capture_output=True, text=True, check=True)
-    wait_for_port(port)
-    device = yaml.safe_load(out.stdout)
+    proc, device = start_modbus_sim(tmp_path, name)
     device["asset"]["area"] = area
     device["poll_interval"] = "200ms"
     return proc, device

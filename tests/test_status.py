@@ -50,7 +50,7 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
             "last_value_time", "sparkplug"} == set(data["devices"][0])
     assert {"path", "points", "bytes", "rows", "max_size", "overflow", "oldest_age_s", "dropped_points",
             "overflow_episodes", "overflowing", "dead_letter_rows", "dead_letter_points",
-            "moved_aside", "disk_free_bytes", "min_free_space", "disk_full", "disk_full_episodes",
+            "moved_aside", "disk_free_bytes", "disk_total_bytes", "min_free_space", "disk_full", "disk_full_episodes",
             "disk_full_reason"} == set(data["buffer"])
     assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",

@@ -141,12 +141,14 @@ def _load_config(path: Path) -> LoadedConfig:
     # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
     # carry for nothing.
     profiles: dict[str, Profile] = {}
-    devices, device_files = _load_devices(device_paths, stages, collector, profiles)
+    devices, device_files, device_names = _load_devices(device_paths, stages, collector, profiles)
     contracts: list[Contract] = []
     if agent is not None and doc is not None:
         from mos_agent.sharing.contracts import load_contracts
 
-        contracts = load_contracts(path, doc, agent, devices, collector)
+        # a device file with a mistake still names its equipment: contracts are checked against
+        # every name, so that one mistake is not reported a second time as an unknown dataset
+        contracts = load_contracts(path, doc, agent, devices, collector, device_names)
 
     if collector.problems or agent is None:
         raise ConfigErrors(collector.sorted())
@@ -374,7 +376,8 @@ def files_matching(agent_path: Path, doc: MarkedDocument | None, patterns: list[
 
 
 def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _Collector,
-                  profiles: dict[str, Profile]) -> tuple[list[DeviceBase], dict[str, Path]]:
+                  profiles: dict[str, Profile]) -> tuple[list[DeviceBase], dict[str, Path], list[str]]:
+    """The valid devices, their files, and the name of every device file (valid or not)."""
     devices: list[DeviceBase] = []
     device_files: dict[str, Path] = {}
     first_named: dict[str, tuple[Path, Mark]] = {}
@@ -395,7 +398,7 @@ def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _C
             devices.append(device)
             device_files[device.name] = path
     _report_profiles(profiles, collector)
-    return devices, device_files
+    return devices, device_files, list(first_named)
 
 
 def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector, profiles: dict[str, Profile]

@@ -7,6 +7,7 @@ Parsed durations are float seconds and sizes are int bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -70,6 +71,18 @@ def parse_size(value: Any) -> int:
     if size <= 0:
         raise ValueError(f"size {value!r} must be greater than zero")
     return size
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); any other name or address (0.0.0.0
+    too) lets other machines in."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_asset_name(value: str) -> str:
@@ -193,6 +206,8 @@ class AgentSection(StrictModel):
     enterprise: AssetName | None = None
     site: AssetName
     state_dir: Path = Path("/var/lib/mos-agent")
+    # the bearer token the health port asks for (before ``health``: its check reads this)
+    health_token_file: Path | None = None
     health: str = "127.0.0.1:9750"
     stages: list[AssetName] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -202,12 +217,17 @@ class AgentSection(StrictModel):
 
     @field_validator("health")
     @classmethod
-    def _health_address(cls, value: str) -> str:
+    def _health_address(cls, value: str, info: ValidationInfo) -> str:
         if value == "off":
             return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"health must be HOST:PORT or 'off', got {value!r}")
+        # (a health_token_file that failed its own check is missing from info.data: reported there)
+        if not is_loopback(host) and "health_token_file" in info.data and info.data["health_token_file"] is None:
+            raise ValueError(f"health binds to {host}, which other machines can reach: set agent.health_token_file "
+                             "(a file holding the bearer token the status page and `mos-agent status` send) or "
+                             "bind to 127.0.0.1")
         return value
 
 
@@ -560,7 +580,11 @@ class DeviceKpi(StrictModel):
     def _good_or_scrap(self) -> DeviceKpi:
         if (self.good is None) == (self.scrap is None):
             which = "both are given" if self.good else "neither is given"
-            raise ValueError(f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}")
+            message = f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}"
+            if self.scrap is None:
+                raise ValueError(message)
+            # both: point at the second of the two keys, the one to remove or keep
+            raise located_errors(type(self).__name__, [(("scrap",), message)])
         return self
 
 

@@ -131,10 +131,12 @@ def _raw_patterns(data: Any) -> list[tuple[str, tuple[str | int, ...]]]:
 
 
 def load_contracts(agent_path: Path, agent_doc: MarkedDocument, agent: AgentConfig,
-                   devices: Sequence[DeviceBase], collector: _Collector) -> list[Contract]:
+                   devices: Sequence[DeviceBase], collector: _Collector,
+                   device_names: Sequence[str] | None = None) -> list[Contract]:
     """Every contract file the agent file names, each problem added to ``collector`` with its
     location: unknown keys and values, a sink that is not a ``share: contracts`` sink, a dataset
-    pattern that matches no device, a validity that ends before it starts, a duplicate id."""
+    pattern that matches no device (of ``device_names``, default the names of ``devices``), a
+    validity that ends before it starts, a duplicate id."""
     if agent.sharing is None:
         return []
     from mos_agent.sinks import sink_names
@@ -142,7 +144,7 @@ def load_contracts(agent_path: Path, agent_doc: MarkedDocument, agent: AgentConf
     share_sinks = {name for name, cfg in zip(sink_names(agent.sinks), agent.sinks, strict=True)
                    if cfg.share == "contracts"}
     other_sinks = set(sink_names(agent.sinks)) - share_sinks
-    device_names = [d.name for d in devices]
+    device_names = list(device_names) if device_names is not None else [d.name for d in devices]
     zone = agent_timezone(agent)
     contracts: list[Contract] = []
     first_seen: dict[str, tuple[Path, int]] = {}

@@ -24,10 +24,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mos_agent.sqlitetx import transaction
 
 LEDGER_FILE = "sharing.sqlite"
 HOUR_NS = 3600 * 1_000_000_000
@@ -90,18 +92,6 @@ class ContractTotals:
     datasets: dict[str, int]  # dataset → points
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def connect_ledger(state_dir: Path) -> sqlite3.Connection:
     path = Path(state_dir) / LEDGER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +136,7 @@ class Ledger:
         covered and, when due, a checkpoint of the open windows — in one transaction."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         hour = now_ns - now_ns % HOUR_NS
-        with self._lock, _transaction(self._conn):
+        with self._lock, transaction(self._conn):
             self._conn.executemany(
                 "INSERT INTO releases(contract, dataset, hour_ns, points, first_ns, last_ns, last_release_ns) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contract, dataset, hour_ns) DO UPDATE SET "
