@@ -11,6 +11,7 @@ kills it with SIGKILL; elsewhere in the test process."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,13 +29,15 @@ from mos_agent import sparkplug as sp
 from mos_agent.batch import ReadingBatch
 from mos_agent.buffer import BatchKind
 from mos_agent.config.models import AgentSection, MqttSinkConfig
+from mos_agent.localservers import Mosquitto, free_port
 from mos_agent.normalise import Normaliser
 from mos_agent.payload import Payload
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
 from mos_agent.sinks.base import SinkRetryable
 from mos_agent.sinks.mqtt import MqttSink
 from mos_agent.taxonomy import Quality
-from tests.support.mqtt import by_type, decode_all, from_node, metric
+from tests.support.mqtt import MqttRecorder, by_type, decode_all, from_node, metric
+from tests.support.servers import running
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT_ID, ENTERPRISE, SITE, GROUP = "gw-changwon-01", "acme", "changwon", "changwon"
@@ -173,6 +176,56 @@ def test_the_spec_configuration_validates_and_mistakes_are_located(tmp_path: Pat
     # TLS files with a plain mqtt:// url would not be used and the password would travel in clear
     assert any(e.startswith(f"{where}:{_line(text, 'tls:')}:10: sinks[1].tls:") and "mqtts://" in e
                for e in errors), errors
+
+
+def _pki(directory: Path) -> dict[str, Path]:
+    """A throw-away CA, a broker certificate for 127.0.0.1 and a client certificate, by openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: no test certificates")
+    files = {name: directory / name for name in ("ca.key", "ca.pem", "san.cnf")}
+    files["san.cnf"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files["ca.key"]), "-out",
+        str(files["ca.pem"]), "-days", "2", "-subj", "/CN=acceptance CA")
+    for who in ("broker", "client"):
+        key, csr, pem = (directory / f"{who}.{ext}" for ext in ("key", "csr", "pem"))
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={who}")
+        run("x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
+            "-CAcreateserial", "-out", str(pem), "-days", "2", "-extfile", str(files["san.cnf"]))
+        files[f"{who}.key"], files[f"{who}.pem"] = key, pem
+    return files
+
+
+def test_mqtts_with_a_client_certificate_and_a_password_file(tmp_path: Path, sinks) -> None:
+    pki = _pki(tmp_path)
+    tls_port = free_port()
+    (tmp_path / "passwords").write_text("")
+    subprocess.run(["mosquitto_passwd", "-b", str(tmp_path / "passwords"), "gateway", "s3cret-pw"], check=True,
+                   capture_output=True, timeout=60)
+    (tmp_path / "mqtt.password").write_text("s3cret-pw\n")
+    # a client presenting a user name must give its password (the test's anonymous recorder needs none)
+    conf = (f"password_file {tmp_path / 'passwords'}\nlistener {tls_port} 127.0.0.1\ncafile {pki['ca.pem']}\n"
+            f"certfile {pki['broker.pem']}\nkeyfile {pki['broker.key']}\nrequire_certificate true\n")
+    with running(Mosquitto.start(tmp_path / "broker", extra_conf=conf)) as broker:
+        recorder = MqttRecorder(broker.port, "factory/#")  # the plain listener, for the test
+        try:
+            agent = AgentSection(id=AGENT_ID, enterprise=ENTERPRISE, site=SITE, state_dir=tmp_path / "state")
+            config = MqttSinkConfig(type="mqtt", url=f"mqtts://127.0.0.1:{tls_port}", format="uns", prefix="factory",
+                                    client_id="gw-uns", username="gateway",
+                                    password_file=tmp_path / "mqtt.password",
+                                    tls={"ca_file": pki["ca.pem"], "cert_file": pki["client.pem"],
+                                         "key_file": pki["client.key"]})
+            sinks.append(sink := MqttSink("uns", config, agent=agent, state_dir=tmp_path / "state"))
+            sink.write(press_batch())
+            got = recorder.wait_for(lambda ms: any(m.topic.endswith("/process/hydraulic_pressure") for m in ms))
+            assert any(json.loads(m.payload).get("value") == 182.4 for m in got)
+            assert sink.status().connected and "s3cret-pw" not in repr(sink.status())
+        finally:
+            recorder.close()
 
 
 # ---------------------------------------------------------------- uns
