@@ -349,6 +349,15 @@ class MqttSinkConfig(SinkBase):
             raise ValueError(f"port {m.group(3)} in {value!r} is out of range")
         return value
 
+    @field_validator("tls")
+    @classmethod
+    def _tls_needs_mqtts(cls, value: MqttTls | None, info: ValidationInfo) -> MqttTls | None:
+        # with mqtt:// the files would be ignored and the password sent in clear
+        if value is not None and str(info.data.get("url", "")).startswith("mqtt://"):
+            raise ValueError("tls is for mqtts:// urls; with mqtt:// the connection is not encrypted "
+                             "(use mqtts://HOST[:PORT], default port 8883)")
+        return value
+
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str | None, info: ValidationInfo) -> str | None:
