@@ -187,11 +187,12 @@ def live_view(agent: Agent, workdir: Path, started: float, width: int = 160) -> 
             for s in status.sinks)),
     )
     tables: list[Any] = [header]
+    rates = {d.name: d.points_per_s for d in status.devices}
     for runtime in agent.devices.values():
         st = runtime.ctx.status
         series = runtime.ctx.series
         table = Table(title=f"{runtime.config.name} ({runtime.config.driver}, {word(st.state.value)}) · "
-                            + _("{rate} points/s").format(rate=f"{runtime.rate.rate():.0f}"),
+                            + _("{rate} points/s").format(rate=f"{rates.get(runtime.config.name, 0.0):.0f}"),
                       title_justify="left", expand=True)
         right = (_("value"), _("age"))
         for column in (_("asset"), _("tag"), _("value"), _("unit"), _("quality"), _("category"), _("age")):
@@ -238,7 +239,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         await agent.start()
-        console.print(f"status page: http://{agent.config.agent.health}/", highlight=False)
+        console.print(_("status page: {url}").format(url=f"http://{agent.config.agent.health}/"), highlight=False)
         started = time.monotonic()
         deadline = started + duration if duration else None
 

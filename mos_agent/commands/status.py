@@ -18,7 +18,7 @@ from rich.table import Table
 from mos_agent.cli import UsageError
 from mos_agent.commands.words import word
 from mos_agent.config.loader import read_secret
-from mos_agent.i18n import _
+from mos_agent.i18n import _, ngettext
 from mos_agent.status import StatusReport
 
 DEFAULT_HEALTH = "127.0.0.1:9750"
@@ -91,6 +91,11 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _skipped(points: int, polls: int) -> str:
+    """Readings lost to poll overruns, with the polls they were in."""
+    return f"{points} (" + ngettext("{count} poll", "{count} polls", polls).format(count=polls) + ")" if polls else "0"
+
+
 def render(status: StatusReport, console: Console) -> None:
     agent = status.agent
     console.print(f"[bold]{agent.id}[/bold] " + _("site {site} · mos-agent {version} · up {uptime} · {rate} points/s "
@@ -98,8 +103,8 @@ def render(status: StatusReport, console: Console) -> None:
                                                                       uptime=_age(agent.uptime_s),
                                                                       rate=f"{status.pipeline.points_per_s:.0f}"))
     devices = Table(title=_("devices"))
-    for column in (_("device"), _("driver"), _("state"), _("points/s"), _("series"), _("bad"), _("last value"),
-                   _("last error")):
+    for column in (_("device"), _("driver"), _("state"), _("points/s"), _("series"), _("bad"), _("skipped"),
+                   _("last value"), _("last error")):
         devices.add_column(column)
     now = status.time or time.time()
     for d in status.devices:
@@ -108,6 +113,7 @@ def render(status: StatusReport, console: Console) -> None:
         state = word(d.state)
         devices.add_row(d.name, d.driver, f"[{style}]{state}[/{style}]" if style else state,
                         f"{d.points_per_s:.0f}", str(d.series), str(d.points_bad),
+                        _skipped(d.skipped_points, d.skipped_polls),
                         _("{age} ago").format(age=_age(last)) if last is not None else "—", d.last_error or "")
     console.print(devices)
     for d in status.devices:

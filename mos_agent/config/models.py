@@ -282,6 +282,10 @@ class InfluxSinkConfig(SinkBase):
     # The finest time step the store keeps: readings of one series without a source time are
     # kept at least one step apart so the store does not merge them (VictoriaMetrics: ms).
     precision: Precision = "ns"
+    # quality_code 0 (good) is not written: the quality tag says it, and stores keeping a series
+    # per field would hold two rows a point. ``always`` writes it on every line, for stores whose
+    # queries want it.
+    quality_code: Literal["nonzero", "always"] = "nonzero"
 
     @field_validator("url")
     @classmethod
@@ -350,6 +354,15 @@ class MqttSinkConfig(SinkBase):
                 value=repr(value)))
         if m.group(3) is not None and not 0 < int(m.group(3)) < 65536:
             raise ValueError(_("port {port} in {value} is out of range").format(port=m.group(3), value=repr(value)))
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_needs_mqtts(cls, value: MqttTls | None, info: ValidationInfo) -> MqttTls | None:
+        # with mqtt:// the files would be ignored and the password sent in clear
+        if value is not None and str(info.data.get("url", "")).startswith("mqtt://"):
+            raise ValueError(_("tls is for mqtts:// urls; with mqtt:// the connection is not encrypted "
+                               "(use mqtts://HOST[:PORT], default port 8883)"))
         return value
 
     @field_validator("prefix")

@@ -202,7 +202,9 @@ def load_contracts(agent_path: Path, agent_doc: MarkedDocument, agent: AgentConf
 def _contract_files(agent_path: Path, doc: MarkedDocument, collector: _Collector) -> list[Path]:
     from mos_agent.config.loader import files_matching
 
-    return files_matching(agent_path, doc, _raw_patterns(doc.data), collector)
+    # No contract file yet is a valid state, not a mistake: metadata only until a contract exists,
+    # and a `share: contracts` sink then receives nothing.
+    return files_matching(agent_path, doc, _raw_patterns(doc.data), collector, report_no_match=False)
 
 
 def contract_by_id(contracts: Sequence[Contract], contract_id: str) -> Contract | None:

@@ -76,9 +76,10 @@ class ReadingParser:
         return self._parse_lines(text, plain)
 
     def _parse_numbers(self, text: str) -> list[Reading] | None:
-        """The common body — every line a known head with ``value=V,quality_code=0i`` — at C speed:
-        the body's tokens split once and read by column. ``None`` for any other body (the line by
-        line parser then reads it, and learns its heads)."""
+        """The common body — every line a known head with ``value=V`` (code 0 is not written; rows
+        an earlier version buffered say ``value=V,quality_code=0i``) — at C speed: the body's
+        tokens split once and read by column. ``None`` for any other body (the line by line parser
+        then reads it, and learns its heads)."""
         tokens = text.replace("\n", " ").split(" ")
         if tokens and not tokens[-1]:
             tokens.pop()
@@ -89,11 +90,12 @@ class ReadingParser:
         if None in series:
             return None
         fields = "\n".join(tokens[1::3])
-        if not (fields.startswith("value=") and fields.count("\nvalue=") == n - 1
-                and fields.endswith(_NO_CODE_TAIL) and fields.count(_NO_CODE_TAIL + "\n") == n - 1):
+        if _NO_CODE_TAIL in fields:
+            fields = fields.replace(_NO_CODE_TAIL, "")
+        if not (fields.startswith("value=") and fields.count("\nvalue=") == n - 1 and "," not in fields):
             return None
         try:
-            values = list(map(float, fields.replace(_NO_CODE_TAIL, "").replace("value=", "").split("\n")))
+            values = list(map(float, fields.replace("value=", "").split("\n")))
             times = list(map(int, tokens[2::3]))
         except ValueError:
             return None
@@ -115,7 +117,7 @@ class ReadingParser:
                 continue
             field_text = parts[1]
             try:
-                # what the normaliser writes: "value=V,quality_code=Ci" or "quality_code=Ci"
+                # what the normaliser writes: "value=V", "value=V,quality_code=Ci" or "quality_code=Ci"
                 value: float | None = None
                 if field_text[:6] == "value=":
                     value_text, _, field_text = field_text[6:].partition(",")
