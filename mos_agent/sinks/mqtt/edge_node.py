@@ -248,19 +248,15 @@ class EdgeNode:
             state_of[series] = state
         return grown
 
-    def _find_plain(self, series: Iterable[Series]) -> bool:
+    def _find_plain(self, series: Iterable[Series]) -> None:
         """Enter the plain series among ``series`` (learnt ones) in the plain alias table: of good
-        quality, of a Double metric whose hosts were last told good quality. ``True`` if any was
-        new there."""
+        quality, of a Double metric whose hosts were last told good quality."""
         plain = self._plain_alias
         state_of = self._state_of
-        found = False
         for s in set(series).difference(plain):
             state = state_of[s]
             if s.good and state.good and state.spec.datatype == DataType.DOUBLE:
                 plain[s] = state.alias
-                found = True
-        return found
 
     def data(self, readings: Readings, historical: bool,
              dead: Callable[[str], bool]) -> tuple[list[tuple[MessageType, str, Payload]], int]:
@@ -277,12 +273,16 @@ class EdgeNode:
         reading (:meth:`_add_readings`)."""
         series = readings.series
         plain = self._plain_alias
-        aliases = list(map(plain.get, series))
         grown: set[str] = set()
-        if None in aliases:
+        aliases: list[int | None]
+        try:  # the steady state: every series plain, every reading a number with code 0
+            aliases = list(map(plain.__getitem__, series))
+            all_plain = readings.numbers_only
+        except KeyError:
             grown = self.learn(readings)
-            if self._find_plain(series):
-                aliases = list(map(plain.get, series))
+            self._find_plain(series)
+            aliases = list(map(plain.get, series))
+            all_plain = False
         times = readings.times
         # a driver's batch shares one time: each distinct one is converted once
         ms_of = {t: t // 1_000_000 for t in set(times)}
@@ -296,8 +296,8 @@ class EdgeNode:
         start = 0
         for device, run in groupby(series, key=_device):
             stop = start + len(list(run))
-            if (None not in aliases[start:stop] and None not in values[start:stop]
-                    and (codes is None or not any(codes[start:stop]))):
+            if all_plain or (None not in aliases[start:stop] and None not in values[start:stop]
+                             and (codes is None or not any(codes[start:stop]))):
                 entry = open_.get(device)
                 if entry is None:  # not open: met first, or only failed reads skipped so far
                     if not self.devices[device].born or device in grown:

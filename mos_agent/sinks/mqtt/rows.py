@@ -62,9 +62,9 @@ _VALUE = "value="
 
 class Readings(Sequence[Reading]):
     """The readings of one body by columns, in body order: ``series``, ``values`` (``None`` where
-    a reading has no number), ``texts`` and ``codes`` (``None``: no reading has a text, every
-    quality code is 0 — a body of plain numbers) and ``times`` (ns). Iterating or indexing gives
-    :data:`Reading` tuples."""
+    a reading has no number), ``texts``, ``codes`` and ``times`` (ns). A body of plain numbers —
+    every reading a number, none with a text, every quality code 0 — has ``texts`` and ``codes``
+    ``None`` (:attr:`numbers_only`). Iterating or indexing gives :data:`Reading` tuples."""
 
     __slots__ = ("codes", "series", "texts", "times", "values")
 
@@ -79,9 +79,13 @@ class Readings(Sequence[Reading]):
     @classmethod
     def of(cls, rows: Sequence[Reading]) -> Readings:
         if not rows:
-            return cls([], [], [])
+            return cls([], [], [], [], [])
         series, values, texts, codes, times = map(list, zip(*rows, strict=True))
         return cls(series, values, times, texts, codes)
+
+    @property
+    def numbers_only(self) -> bool:
+        return self.texts is None and self.codes is None
 
     def __len__(self) -> int:
         return len(self.series)
@@ -144,8 +148,9 @@ class ReadingParser:
         n, odd = divmod(len(tokens), 3)
         if odd or not n:
             return None
-        series = list(map(self._heads.get, tokens[0::3]))
-        if None in series:
+        try:
+            series = list(map(self._heads.__getitem__, tokens[0::3]))
+        except KeyError:
             return None
         # Tokens hold no newline, so in the joined field tokens every separator's newline is a
         # token boundary: n pieces means every token is "value=" + piece + ",quality_code=0i",
@@ -163,8 +168,7 @@ class ReadingParser:
             parsed_times = {t: int(t) for t in dict.fromkeys(time_texts)}
         except ValueError:
             return None
-        return Readings(cast(list[Series], series), cast(list[float | None], values),
-                        list(map(parsed_times.__getitem__, time_texts)))
+        return Readings(series, cast(list[float | None], values), list(map(parsed_times.__getitem__, time_texts)))
 
     def _parse_lines(self, text: str, plain: bool) -> list[Reading]:
         heads = self._heads
