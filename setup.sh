@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command per job on a fresh Debian-based machine (root or sudo, Python 3.11+):
 #   ./setup.sh demo    install what the demo needs, then run `mos-agent demo`
-#   ./setup.sh test    install what the tests need (Mosquitto, VictoriaMetrics, socat), then run them
+#   ./setup.sh test    install what the tests need (Mosquitto, VictoriaMetrics, socat, chromium), then run them
 #   ./setup.sh bench   install like test, then run the benchmarks (bench/run.py; --quick for 2 minutes)
 # Extra arguments go to the command (pytest, mos-agent demo, bench/run.py).
 set -euo pipefail
@@ -19,6 +19,10 @@ if [ "$job" != demo ]; then
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_debs+=(mosquitto)
   command -v victoria-metrics >/dev/null || need_debs+=(victoria-metrics)
   command -v socat >/dev/null || need_debs+=(socat)
+  # the status page's browser tests (Playwright drives this chromium; no browser download)
+  [ -x /usr/bin/chromium ] || need_debs+=(chromium)
+  # a Korean font, so the Korean page's screenshots show Hangul rather than empty boxes
+  { command -v fc-list >/dev/null && [ -n "$(fc-list :lang=ko 2>/dev/null)" ]; } || need_debs+=(fonts-nanum)
 fi
 if [ ${#need_debs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_debs[*]}"

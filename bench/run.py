@@ -29,13 +29,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
-BENCHES = ("buffer", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "kpi", "agent")
+BENCHES = ("buffer", "sharing", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "sparkplug_in", "kpi",
+           "config", "agent", "page")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
-    True: {"buffer": 40, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 60, "kpi": 150,
-           "agent": 150},
-    False: {"buffer": 120, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120, "mqtt_sink": 150, "kpi": 240,
-            "agent": 540},
+    True: {"buffer": 40, "sharing": 30, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 60,
+           "sparkplug_in": 60, "kpi": 150, "config": 60, "agent": 150, "page": 90},
+    False: {"buffer": 120, "sharing": 60, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120,
+            "mqtt_sink": 150, "sparkplug_in": 120, "kpi": 240, "config": 300, "agent": 540, "page": 240},
 }
 
 Row = dict[str, Any]
@@ -83,6 +84,15 @@ def adapt_buffer(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def adapt_sharing(data: dict[str, Any]) -> list[Row]:
+    d = data.get("details", {})
+    load = ""
+    if d.get("rows"):
+        load = (f"{d['rows']} buffer rows of {d.get('chunk_points', '?'):,} points over {d.get('series', '?'):,} "
+                f"series, one core")
+    return [_row("sharing", f, load) for f in _figures(data)]
+
+
 def adapt_modbus(data: dict[str, Any]) -> list[Row]:
     d = data.get("details", {})
     load = ""
@@ -117,6 +127,10 @@ def adapt_mqtt_sink(data: dict[str, Any]) -> list[Row]:
     return [_row("mqtt_sink", f) for f in _figures(data)]
 
 
+def adapt_sparkplug_in(data: dict[str, Any]) -> list[Row]:
+    return [_row("sparkplug_in", f) for f in _figures(data)]
+
+
 def adapt_kpi(data: dict[str, Any]) -> list[Row]:
     return [_row("kpi", f) for f in _figures(data)]
 
@@ -125,9 +139,18 @@ def adapt_agent(data: dict[str, Any]) -> list[Row]:
     return [_row("agent", f) for f in _figures(data)]
 
 
+def adapt_page(data: dict[str, Any]) -> list[Row]:
+    return [_row("page", f) for f in _figures(data)]
+
+
+def adapt_config(data: dict[str, Any]) -> list[Row]:
+    return [_row("config", f) for f in _figures(data)]
+
+
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
-    "buffer": adapt_buffer, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus, "opcua": adapt_opcua,
-    "mqtt": adapt_mqtt, "mqtt_sink": adapt_mqtt_sink, "kpi": adapt_kpi, "agent": adapt_agent,
+    "buffer": adapt_buffer, "sharing": adapt_sharing, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus,
+    "opcua": adapt_opcua, "mqtt": adapt_mqtt, "mqtt_sink": adapt_mqtt_sink, "sparkplug_in": adapt_sparkplug_in,
+    "kpi": adapt_kpi, "config": adapt_config, "agent": adapt_agent, "page": adapt_page,
 }
 
 

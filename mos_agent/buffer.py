@@ -12,7 +12,9 @@ Invariants (what the rest of the agent relies on):
    against every reader that never receives it (a row taken from a batch a reader is sending
    counts for it only if that batch is given up).
 4. A cursor moves only forward and only through :meth:`SinkCursor.advance` (or the backlog
-   bookkeeping), in the same transaction that deletes the rows no reader needs: a crash re-sends
+   bookkeeping, or :meth:`SinkCursor.advance_to` for a reader that reads rows in order from a
+   position of its own and holds its cursor where it can resume — a contract sink's release
+   stage), in the same transaction that deletes the rows no reader needs: a crash re-sends
    at most the batch in flight, never skips one. (On a disk too full to save it, a cursor moves
    on in memory and is saved later: after a crash meanwhile more is re-sent, never skipped.)
 5. The buffered bytes stay within ``max_size`` after every append, and the append leaves
@@ -72,12 +74,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mos_agent.payload import Payload, compress, is_gzipped
+from mos_agent.sqlitetx import transaction
 from mos_agent.status import BufferStats, SinkLag
 
 APP_ID = "mos-agent-buffer"
@@ -148,6 +151,7 @@ class Batch:
     rows: int
     payload: Payload
     oldest_created_ns: int
+    newest_created_ns: int = 0  # commit time of the newest row
 
     @property
     def points(self) -> int:
@@ -193,18 +197,6 @@ def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _deletable_ranges(cursors: Sequence[tuple[int, int | None, int | None]]) -> list[tuple[int, int]]:
@@ -295,6 +287,7 @@ class Buffer:
         self._in_flight: dict[str, tuple[int, int | None]] = {}  # sink -> ids of its batch (None: still reading)
         self._held: dict[int, _HeldRow] = {}
         self.disk_free = 0  # bytes free on the state directory's filesystem, at the last append
+        self.disk_total = 0  # that filesystem's size
         self.disk_full = False
         self.disk_full_episodes = 0
         self.disk_full_reason: str | None = None
@@ -338,7 +331,7 @@ class Buffer:
             problem = "new"
         conn = _connect(self.path, "FULL")
         if problem == "new":
-            with _transaction(conn):
+            with transaction(conn):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -427,7 +420,7 @@ class Buffer:
         assert self._conn is not None
         wanted = list(names)
         with self._write_lock:
-            with _transaction(self._conn):
+            with transaction(self._conn):
                 existing = {r[0]: (r[1], r[2], r[3]) for r in
                             self._conn.execute("SELECT sink, live, backlog_from, backlog_to FROM cursors")}
                 for name in wanted:
@@ -618,7 +611,7 @@ class Buffer:
 
     def _append_in(self, conn: sqlite3.Connection, rows: list[tuple]) -> tuple[list[tuple], _Freed]:
         incoming = sum(r[2] for r in rows)
-        with _transaction(conn):
+        with transaction(conn):
             room = self._disk_room(conn)
             with self._totals_lock:
                 stored_bytes = self.bytes
@@ -649,6 +642,7 @@ class Buffer:
         can reuse, less the headroom."""
         fs = os.statvfs(self.directory)
         self.disk_free = fs.f_bavail * fs.f_frsize
+        self.disk_total = fs.f_blocks * fs.f_frsize
         reusable = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
         return self.disk_free + reusable - self.min_free_space
 
@@ -821,6 +815,7 @@ class Buffer:
             dead_letter_points=dead[1],
             moved_aside=[str(p) for p in self.moved_aside],
             disk_free_bytes=self.disk_free,
+            disk_total_bytes=self.disk_total,
             min_free_space=self.min_free_space,
             disk_full=self.disk_full,
             disk_full_episodes=self.disk_full_episodes,
@@ -853,9 +848,12 @@ class SinkCursor:
             self.conn.close()
 
     def pending_live(self) -> Pending:
+        return self.pending_after(self.live)
+
+    def pending_after(self, row: int) -> Pending:
         rows, points, oldest, head = self.conn.execute(
             "SELECT count(*), coalesce(sum(points), 0), min(created_ns), max(id) FROM chunks WHERE id > ?",
-            (self.live,)).fetchone()
+            (row,)).fetchone()
         return Pending(rows, points, oldest, head)
 
     def _read(self, kind: BatchKind, lo: int, hi: int | None, max_points: int) -> Batch | None:
@@ -865,7 +863,7 @@ class SinkCursor:
             sql += " AND id <= ?"
             args = (lo, hi)
         parts: list[bytes] = []
-        first = last = oldest = 0
+        first = last = oldest = newest = 0
         points = 0
         self.buffer.flight_begin(self.sink, lo)
         rows = self.conn.execute(sql + " ORDER BY id", args)
@@ -878,7 +876,7 @@ class SinkCursor:
                 parts.append(body if is_gzipped(body) else compress(body))
                 last = row_id
                 points += n
-                oldest = min(oldest, created)
+                oldest, newest = min(oldest, created), max(newest, created)
                 if points >= max_points:
                     break
         finally:
@@ -887,11 +885,30 @@ class SinkCursor:
             self.buffer.flight_settle(self.sink, first if parts else None, last if parts else None)
         if not parts:
             return None
-        return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest)
+        return Batch(kind, first, last, len(parts), Payload(points, gzipped=b"".join(parts)), oldest, newest)
 
     def read_live(self, max_points: int) -> Batch | None:
         """The next rows after the live cursor: up to ``max_points`` points, at least one row."""
         return self._read(BatchKind.LIVE, self.live + 1, None, max_points)
+
+    def read_after(self, row: int, max_points: int, until: int | None = None) -> Batch | None:
+        """The rows after ``row`` (up to ``until``, if given), for a reader ahead of its cursor."""
+        return self._read(BatchKind.LIVE, row + 1, until, max_points)
+
+    def delivered_ahead(self) -> None:
+        """The batch just read was delivered, though the cursor stays behind it (a reader that
+        holds its cursor, see :meth:`advance_to`): rows deleted from it meanwhile were not lost."""
+        with self.buffer._drop_lock:
+            self.buffer.flight_end(self.sink, delivered=True)
+
+    def advance_to(self, row: int) -> None:
+        """Record every row up to ``row`` as delivered (a backlog range is consumed as far as it
+        goes), for a reader that reads in row order; never moves the cursor back."""
+        live, backlog = max(self.live, row), self.backlog
+        if backlog is not None and row >= backlog[0]:
+            backlog = (row + 1, backlog[1]) if row < backlog[1] else None
+        if (live, backlog) != (self.live, self.backlog):
+            self._persist(live, backlog)
 
     def read_backlog(self, max_points: int) -> Batch | None:
         """The next rows of the backlog range; ``None`` (and the range cleared) when it is done."""
@@ -952,14 +969,14 @@ class SinkCursor:
 
     def _save(self, live: int, backlog: tuple[int, int] | None) -> _Freed:
         lo, hi = backlog if backlog is not None else (None, None)
-        with _transaction(self.conn):
+        with transaction(self.conn):
             self.conn.execute("UPDATE cursors SET live = ?, backlog_from = ?, backlog_to = ? WHERE sink = ?",
                               (live, lo, hi, self.sink))
             return self.buffer.cleanup_in(self.conn)
 
     def dead_letter(self, reason: str, http_status: int | None, points: int, body: bytes) -> None:
         buffer = self.buffer
-        with _transaction(self.conn):
+        with transaction(self.conn):
             self.conn.execute(
                 "INSERT INTO dead_letters(sink, reason, http_status, points, body, created_ns) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (self.sink, reason[:2000], http_status, points, body, time.time_ns()))

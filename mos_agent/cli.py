@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="device name for the generated file")
     p.add_argument("--username", default=None)
     p.add_argument("--password-file", default=None)
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help="write a profile NAME (the tags) plus a short device file naming it, into --dir")
+    p.add_argument("--dir", default=".", help="with --profile: the folder holding profiles/ and devices/ "
+                                              "(default: the current folder)")
     p.add_argument("--allow-plaintext-password", action="store_true",
                    help="send the password although browse uses no message security (trusted networks only)")
 
@@ -60,11 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="ask a running agent for its state")
     p.add_argument("--url", default=None, help="health address (default: from the agent file, or 127.0.0.1:9750)")
     _config_arg(p)
+    p.add_argument("--token-file", default=None,
+                   help="bearer token for the health port (default: the agent file's agent.health_token_file)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("kpi", help="ISO 22400 KPIs per equipment: current and last complete shift")
     p.add_argument("--url", default=None, help="health address (default: from the agent file, or 127.0.0.1:9750)")
     _config_arg(p)
+    p.add_argument("--token-file", default=None,
+                   help="bearer token for the health port (default: the agent file's agent.health_token_file)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("query", help="read back the local sqlite history")
@@ -79,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("--store-url", default=None, help="add observed time range and counts from this store")
     p.add_argument("--since", default="30d", help="with --store-url: how far back to look (default 30d)")
+    p.add_argument("--for", dest="for_contract", default=None, metavar="CONTRACT",
+                   help="the catalogue as this contract's consumer may see it (its datasets, pseudonyms if it says so)")
+
+    p = sub.add_parser("sharing", help="per sharing contract: status, datasets, points released, last release")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help="simulators + agent + local store with a live view")
     p.add_argument("--duration", default=None, help="stop after this long (e.g. 30s); default: until Ctrl-C")

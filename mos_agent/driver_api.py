@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import AgentSection, DeviceBase, TagBase
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
-from mos_agent.status import DeviceState
+from mos_agent.status import DeviceState, SparkplugInStats
 
 __all__ = ["DeviceState", "DeviceStatus", "Driver", "DriverContext", "build_series_table", "raise_if_cancelled",
            "series_spec_for"]
@@ -54,11 +54,12 @@ class DeviceStatus:
     # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
     # had to be made an asset name
     source_names: dict[str, str] = field(default_factory=dict)
+    sparkplug: SparkplugInStats | None = None  # set by a driver reading Sparkplug B edge nodes
 
 
-def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
-                    asset_overrides: dict[str, str] | None = None, tag_name: str | None = None) -> SeriesSpec:
-    """The series a configured tag produces, with optional asset levels filled at run time."""
+def device_asset(agent: AgentSection, device: DeviceBase,
+                 asset_overrides: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The asset path of a device's series, with optional levels filled at run time."""
     levels: dict[str, str | None] = {
         "enterprise": agent.enterprise,
         "site": agent.site,
@@ -69,8 +70,16 @@ def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
     }
     if asset_overrides:
         levels.update(asset_overrides)
+    return make_asset(levels)
+
+
+def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
+                    asset_overrides: dict[str, str] | None = None, tag_name: str | None = None,
+                    asset: tuple[tuple[str, str], ...] | None = None) -> SeriesSpec:
+    """The series a configured tag produces, with optional asset levels filled at run time
+    (``asset``, when given, is the device's :func:`device_asset`, computed once for all its tags)."""
     return SeriesSpec(
-        asset=make_asset(levels),
+        asset=asset if asset is not None else device_asset(agent, device, asset_overrides),
         tag=tag_name or tag.name,
         category=tag.category,
         kind=tag.effective_kind(),
@@ -86,8 +95,8 @@ def series_spec_for(agent: AgentSection, device: DeviceBase, tag: TagBase,
 
 def build_series_table(agent: AgentSection, device: DeviceBase) -> SeriesTable:
     table = SeriesTable()
-    for tag in device.tags:
-        table.add(series_spec_for(agent, device, tag))
+    asset = device_asset(agent, device)
+    table.add_many(series_spec_for(agent, device, tag, asset=asset) for tag in device.configured_tags())
     return table
 
 

@@ -1,13 +1,22 @@
-"""HTTP health endpoint: ``/healthz`` (200 ok / 503 with reasons), ``/status`` (JSON) and
-``/metrics`` (Prometheus text). Metrics are read from the agent's own status report
-(:mod:`mos_agent.status`) at scrape time, so there is one source of truth and no per-point
-bookkeeping for them. The server knows the agent only as a :class:`~mos_agent.status.StatusSource`;
-latency histograms are fed by the ``observe_*`` hooks the agent calls."""
+"""HTTP health endpoint: ``/healthz`` (200 ok / 503 with reasons), ``/status`` (JSON), ``/metrics``
+(Prometheus text), ``/values`` (latest values per series, :mod:`mos_agent.values`) and the operator's
+status page (``/``, ``/devices/<name>``, ``/assets/*`` from :mod:`mos_agent.web`). Metrics are read
+from the agent's own status report (:mod:`mos_agent.status`) at scrape time, so there is one source
+of truth and no per-point bookkeeping for them. The server knows the agent only as a
+:class:`~mos_agent.status.StatusSource` (and a :class:`~mos_agent.values.ValuesSource`); latency
+histograms are fed by the ``observe_*`` hooks the agent calls.
+
+Read-only: only GET (and HEAD) routes exist. With a token every data endpoint — all but
+``/healthz`` and the page shell and its assets, which carry no data and must load for the page to
+offer its sign-in — asks for ``Authorization: Bearer <token>``.
+"""
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +24,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from mos_agent import web as page
 from mos_agent.status import DeviceState, StatusSource
+from mos_agent.values import ValueQuery, ValuesSource, ValuesView
 
 log = logging.getLogger("mos_agent.health")
 
@@ -23,6 +34,17 @@ log = logging.getLogger("mos_agent.health")
 # finishes its headers, or an idle keep-alive one (aiohttp's own default keeps them an hour, so a
 # handful of silent connections would hold the port's resources for good).
 REQUEST_TIMEOUT = 10.0
+# What the page and its assets may load: their own origin only (no CDN, no request elsewhere).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+# Served without the token: they carry no data, and the page must load to offer its sign-in.
+OPEN_PATHS = ("/healthz", "/assets/")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class StatusCollector:
@@ -119,12 +141,15 @@ class StatusCollector:
 
 
 class HealthServer:
-    def __init__(self, source: StatusSource, address: str, request_timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(self, source: StatusSource, address: str, request_timeout: float = REQUEST_TIMEOUT, *,
+                 values_source: ValuesSource | None = None, token: str | None = None) -> None:
         self.source = source
         self.request_timeout = request_timeout
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
+        self.values = ValuesView(values_source) if values_source is not None else None
+        self._token = token.encode() if token else None
         self.registry = CollectorRegistry()
         self.registry.register(StatusCollector(source))
         self.commit_size = Histogram("mos_agent_commit_points", "Points per buffer commit",
@@ -147,21 +172,41 @@ class HealthServer:
         self.send_latency.labels(sink).observe(seconds)
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorise] if self._token else [])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
+        app.router.add_get("/values", self._values)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/devices/{name}", self._page)
+        app.router.add_get("/assets/{name}", self._asset)
         # keepalive_timeout runs from the connection's start until a request is complete, and
         # again after each response: it is the header timeout as well as the idle timeout
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.request_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        log.info("health on http://%s:%d (/healthz /status /metrics)", self.host, self.port)
+        log.info("health on http://%s:%d (status page at /, /healthz /status /values /metrics)%s", self.host,
+                 self.port, "; a bearer token is required for all but /healthz" if self._token else "")
 
     async def stop(self) -> None:
+        if self.values is not None:
+            self.values.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _authorise(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every data endpoint asks for the bearer token (compared in constant time)."""
+        path = request.path
+        if path.startswith(OPEN_PATHS) or path == "/" or path.startswith("/devices/"):
+            return await handler(request)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        assert self._token is not None
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self._token):
+            return web.json_response({"error": "a bearer token is required (agent.health_token_file)"},
+                                     status=401, headers={"WWW-Authenticate": 'Bearer realm="mos-agent"'})
+        return await handler(request)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         ok, reasons = self.source.health()
@@ -170,8 +215,39 @@ class HealthServer:
         return web.Response(status=503, text="".join(f"{r}\n" for r in reasons))
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.source.status().to_dict())
+        started = time.thread_time()
+        return _timed(web.json_response(self.source.status().to_dict()), started)
+
+    async def _values(self, request: web.Request) -> web.Response:
+        started = time.thread_time()
+        try:
+            query = ValueQuery.from_params(request.query)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if self.values is None:
+            return web.json_response({"time": None, "devices": {}})
+        return _timed(web.json_response(self.values.values(query)), started)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return self._asset_response("index.html")
+
+    async def _asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in page.ASSETS or name == "index.html":
+            raise web.HTTPNotFound()
+        return self._asset_response(name)
+
+    def _asset_response(self, name: str) -> web.Response:
+        body, content_type = page.asset(name)
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=PAGE_HEADERS)
+
+
+def _timed(response: web.Response, started: float) -> web.Response:
+    """``Server-Timing: cpu;dur=<ms>``: the CPU the event loop spent making this answer (the
+    report and its JSON), so what the page costs the agent can be measured from outside."""
+    response.headers["Server-Timing"] = f"cpu;dur={(time.thread_time() - started) * 1000:.3f}"
+    return response

@@ -109,6 +109,17 @@ def _scan_string(text: str, i: int) -> tuple[str, int]:
     return value, end + 1
 
 
+def split_series(line: bytes) -> tuple[bytes, bytes]:
+    """A line's ``measurement,tags`` and the rest (fields and timestamp), split at the first
+    unescaped space."""
+    if b"\\" not in line:
+        prefix, _, rest = line.partition(b" ")
+        return prefix, rest
+    text = line.decode("utf-8")
+    _, end = _scan(text, 0, " ")
+    return text[:end].encode("utf-8"), text[end + 1:].encode("utf-8")
+
+
 def parse_number(raw: str) -> FieldValue:
     """A numeric or boolean field value: ``1.5`` ``3i`` ``3u`` ``t``; NaN and inf are refused."""
     if not raw:

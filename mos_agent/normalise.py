@@ -125,7 +125,7 @@ class Normaliser:
                                       self.time_resolution_ns, each_series_once)
         rows = self.normalised(batch)
         texts = batch.texts or {}
-        keep = self._deadband(idx, rows.values, rows.quality, rows.numeric, deadband)
+        keep = self._deadband(idx, rows.values, rows.quality, rows.codes, rows.numeric, deadband)
         kept_rows = np.flatnonzero(keep)
         try:
             body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
@@ -174,16 +174,17 @@ class Normaliser:
                                 "device uses a legacy code page such as cp949)", repairs)
         return readable
 
-    def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+    def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray, codes: np.ndarray,
                   numeric: np.ndarray, apply: bool = True) -> np.ndarray:
         table = self.table
         band = table.deadband[idx]
         if not apply or not band.any():
             table.last_value[idx] = values
             table.last_quality[idx] = quality
+            table.last_code[idx] = codes
             return np.ones(len(idx), dtype=bool)
         if len(np.unique(idx)) != len(idx):
-            return self._deadband_sequential(idx, values, quality, numeric)
+            return self._deadband_sequential(idx, values, quality, codes, numeric)
         last = table.last_value[idx]
         changed_quality = quality != table.last_quality[idx]
         moved = ~(np.abs(values - last) < band)  # NaN on either side counts as moved
@@ -191,9 +192,10 @@ class Normaliser:
         rows = idx[keep]
         table.last_value[rows] = values[keep]
         table.last_quality[rows] = quality[keep]
+        table.last_code[rows] = codes[keep]
         return keep
 
-    def _deadband_sequential(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+    def _deadband_sequential(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray, codes: np.ndarray,
                              numeric: np.ndarray) -> np.ndarray:
         table = self.table
         keep = np.zeros(len(idx), dtype=bool)
@@ -205,6 +207,7 @@ class Normaliser:
                 keep[row] = True
                 table.last_value[s] = v
                 table.last_quality[s] = quality[row]
+                table.last_code[s] = codes[row]
         return keep
 
     def _encode(self, rows: np.ndarray, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,

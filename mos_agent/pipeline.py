@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import gc
 import logging
 import os
 import signal
@@ -30,10 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from mos_agent import __version__
 from mos_agent.batch import ReadingBatch
-from mos_agent.config.loader import ConfigErrors, LoadedConfig, load_config, read_secret
+from mos_agent.config.loader import ConfigErrors, LoadedConfig, collector_paused, load_config, read_secret
 from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext, build_series_table
 from mos_agent.kpi.engine import KpiEngine
@@ -41,6 +44,8 @@ from mos_agent.logs import redact_secrets, register_secrets
 from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
+from mos_agent.series import SeriesTable
+from mos_agent.sharing.report import contract_stats
 from mos_agent.sinks.base import SinkContext
 from mos_agent.sinks.forward import StoreAndForward
 from mos_agent.status import AgentInfo, DeviceStats, KpiEngineStats, PipelineStats, StatusReport, StoreStats
@@ -155,9 +160,10 @@ def collect_secrets(loaded: LoadedConfig) -> set[str]:
                     secret = read_secret(None, Path(value))
                     if secret:
                         secrets.add(secret)
-            elif hasattr(value, "model_fields"):
+            elif isinstance(value, BaseModel):
                 visit(value)
 
+    visit(loaded.agent.agent)  # the health port's token
     for sink in loaded.agent.sinks:
         visit(sink)
     for device in loaded.devices:
@@ -198,20 +204,23 @@ class Agent:
         self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
         self._stop_event = asyncio.Event()
         self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"),
-                                     self._sink_context())
+                                     self._sink_context(), contracts=self.loaded.contracts)
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
             from mos_agent.health import HealthServer  # aiohttp and prometheus only when serving
 
-            self.health_server = HealthServer(self, self.config.agent.health)
+            token_file = self.config.agent.health_token_file
+            self.health_server = HealthServer(self, self.config.agent.health, values_source=self,
+                                              token=read_secret(None, token_file) if token_file else None)
             self.on_commit.append(self.health_server.observe_commit)
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
         self._start_kpi(self.loaded.devices)
-        for device in self.loaded.devices:
-            if device.enabled:
-                self._start_device(device)
+        with collector_paused():  # series tables and request plans live as long as their device
+            for device in self.loaded.devices:
+                if device.enabled:
+                    self._start_device(device)
         self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
         self.ready = True
         self.notifier.notify("READY=1", f"STATUS=running {len(self.devices)} devices")
@@ -453,8 +462,10 @@ class Agent:
     # ------------------------------------------------------------ reload
 
     async def reload(self) -> bool:
-        """Re-read device files: start added, restart changed, stop removed devices; buffer and
-        sinks keep running. A configuration that does not validate leaves everything as it was."""
+        """Re-read device files and their profiles: start added, restart changed (also through a
+        changed profile), stop removed devices; buffer and sinks keep running, except contract sinks
+        whose sharing contracts changed, which restart with the new ones. A configuration that does
+        not validate leaves everything as it was."""
         log.info("reload: re-reading %s", self.loaded.path)
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
@@ -473,13 +484,26 @@ class Agent:
         removed = [n for n in old if n not in new]
         changed = [n for n in old if n in new and new[n].model_dump() != old[n].model_dump()]
         added = [n for n in new if n not in old]
+        # a changed profile changes the devices built on it; the comparison above finds exactly them
+        for profile in loaded.profiles.values():
+            before = self.loaded.profiles.get(profile.name)
+            if before is not None and before.digest != profile.digest:
+                restarted = [n for n in changed if n in profile.devices]
+                log.info("reload: profile %s changed: %s", profile.name,
+                         f"restarting {', '.join(restarted)}" if restarted else "no device of it changed")
         for name in removed + changed:
             await self._stop_device(name)
         self._start_kpi(loaded.devices)
         for name in changed + added:
             self._start_device(new[name])
+        if self.store is not None and loaded.contracts != self.loaded.contracts:
+            restarted = await asyncio.get_running_loop().run_in_executor(None, self.store.replace_contracts,
+                                                                         loaded.contracts)
+            log.info("reload: sharing contracts re-read; sinks restarted with their new contracts: %s",
+                     ", ".join(restarted) or "none")
         self.loaded = LoadedConfig(**{**self.loaded.__dict__, "devices": loaded.devices,
-                                      "device_files": loaded.device_files})
+                                      "device_files": loaded.device_files, "contracts": loaded.contracts,
+                                      "profiles": loaded.profiles})
         register_secrets(collect_secrets(self.loaded))
         log.info("reload done: %d added, %d changed, %d removed, %d unchanged", len(added), len(changed),
                  len(removed), len(new) - len(added) - len(changed))
@@ -513,6 +537,8 @@ class Agent:
                                    commit_failures=self.commit_failures),
             buffer=store.buffer,
             sinks=store.sinks,
+            contracts=contract_stats(self.loaded.contracts, self.loaded.devices, self.state_dir)
+            if self.loaded.contracts else [],
             kpi=self.kpi.status() if self.kpi is not None else [],
             kpi_engine=self.kpi.engine_stats() if self.kpi is not None else KpiEngineStats(),
             time=time.time(),
@@ -538,7 +564,12 @@ class Agent:
             points_bad=counts.bad,
             points_per_s=round(rt.rate.rate(), 1),
             last_value_time=rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
+            sparkplug=copy.deepcopy(st.sparkplug),
         )
+
+    def series_tables(self) -> dict[str, SeriesTable]:
+        """Each running device's series table, for the status page's latest values."""
+        return {name: rt.ctx.series for name, rt in self.devices.items()}
 
     def health(self) -> tuple[bool, list[str]]:
         """Healthy unless not ready, a device is down, or a sink is failing to deliver."""
@@ -548,6 +579,9 @@ class Agent:
 
 def run_agent(config_path: Path) -> int:
     loaded = load_config(config_path)
+    # The configuration lives as long as the process: the collector need not walk it again (with
+    # 100,000 tags that is millions of objects on every full collection).
+    gc.freeze()
     agent = Agent(loaded)
     asyncio.run(agent.run_until_stopped())
     return 0

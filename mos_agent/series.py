@@ -4,16 +4,19 @@ A series is one tag at one asset path. Configured tags are registered in file or
 (tag ``i`` of the device file is series ``i``); drivers that discover series at run time (MQTT topic
 captures, OPC UA ``browse:``) add more through :meth:`SeriesTable.add`. Per-series parameters
 (scale, offset, deadband, range) live in numpy arrays so a batch is normalised with vector
-operations, and each series' line-protocol prefix per quality class is built once here.
+operations, and each series' line-protocol prefix per quality class is built once here, from
+parts shared by every series of one asset and one stage/kind/unit (a device's tags differ mostly
+in their names, so 100,000 tags cost 100,000 escaped names, not 900,000 escaped tags).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mos_agent.lineprotocol import series_prefix
+from mos_agent.lineprotocol import escape_tag, series_prefix
 from mos_agent.taxonomy import ASSET_LEVELS, QUALITY_NAMES
 from mos_agent.text import repaired
 
@@ -45,11 +48,15 @@ class SeriesSpec:
         return (self.asset, self.tag)
 
 
+# the asset levels a series' prefix names (the enterprise is the store's concern, not the series')
+_PREFIX_LEVELS = ("site", "area", "line", "cell", "equipment")
+
+
 def make_asset(levels: dict[str, str | None]) -> tuple[tuple[str, str], ...]:
     return tuple((k, levels[k]) for k in ASSET_LEVELS if levels.get(k))  # type: ignore[misc]
 
 
-_GROW = 64
+_INITIAL_ROWS = 64
 
 
 @dataclass
@@ -64,15 +71,21 @@ class SeriesTable:
     deadband: np.ndarray = field(default_factory=lambda: np.zeros(0))
     range_low: np.ndarray = field(default_factory=lambda: np.zeros(0))
     range_high: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # state for deadband and change detection
+    # state for deadband and change detection, and the latest values the status page shows: the
+    # last value, quality class and code a series kept (within its deadband of the newest reading)
     last_value: np.ndarray = field(default_factory=lambda: np.zeros(0))
     last_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    last_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_text: dict[int, str] = field(default_factory=dict)
     # how many series scale or shift their values, and how many have a plausible range: a device
     # with none skips that arithmetic
     transformed: int = 0
     ranged: int = 0
+    # prefix parts shared by many series: "measurement,site=…,equipment=…" by (category, asset)
+    # and ",stage=…,kind=…,unit=…,quality=" by (stage, kind, unit)
+    _heads: dict[tuple, str] = field(default_factory=dict)
+    _tails: dict[tuple, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -82,41 +95,68 @@ class SeriesTable:
 
     def add(self, spec: SeriesSpec) -> int:
         """Register a series (idempotent by asset path and tag name) and return its index."""
-        existing = self._index.get(spec.key)
-        if existing is not None:
-            return existing
-        idx = len(self.specs)
-        self.specs.append(spec)
-        self._index[spec.key] = idx
-        levels = spec.asset_levels
-        base = [
-            ("site", levels.get("site")),
-            ("area", levels.get("area")),
-            ("line", levels.get("line")),
-            ("cell", levels.get("cell")),
-            ("equipment", levels.get("equipment")),
-            ("tag", spec.tag),
-            ("stage", spec.stage),
-            ("kind", spec.kind),
-            ("unit", spec.unit),
-        ]
-        for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
-            # repaired: a name taken from a device (a browse name in a legacy code page) must not
-            # make every reading of the series unencodable
-            by_series.append(repaired(series_prefix(spec.category, [*base, ("quality", quality)])))
-        if idx >= len(self.scale):
-            self._grow(idx + _GROW)
-        self.scale[idx] = spec.scale
-        self.offset[idx] = spec.offset
-        self.deadband[idx] = spec.deadband
-        low, high = spec.range if spec.range else (-np.inf, np.inf)
-        self.range_low[idx] = low
-        self.range_high[idx] = high
-        self.transformed += spec.scale != 1.0 or spec.offset != 0.0
-        self.ranged += spec.range is not None
-        self.last_value[idx] = np.nan
-        self.last_quality[idx] = -1
-        return idx
+        return self.add_many([spec])[0]
+
+    def add_many(self, specs: Iterable[SeriesSpec]) -> list[int]:
+        """Register series (a device's configured tags at start-up, in one go: the arrays are
+        filled a slice at a time, not an element at a time) and return their indices."""
+        indices: list[int] = []
+        fresh: list[SeriesSpec] = []
+        for spec in specs:
+            existing = self._index.get(spec.key)
+            if existing is None:
+                existing = len(self.specs)
+                self.specs.append(spec)
+                self._index[spec.key] = existing
+                # repaired: a name taken from a device (a browse name in a legacy code page) must
+                # not make every reading of the series unencodable
+                middle = repaired(self._head(spec) + (f",tag={escape_tag(spec.tag)}" if spec.tag else "")
+                                  + self._tail(spec))
+                for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
+                    by_series.append(f"{middle}{quality} ")
+                fresh.append(spec)
+            indices.append(existing)
+        if fresh:
+            self._fill(len(self.specs) - len(fresh), fresh)
+        return indices
+
+    def _fill(self, start: int, specs: list[SeriesSpec]) -> None:
+        end = start + len(specs)
+        if end > len(self.scale):
+            # geometric: a table that grows to n series (MQTT discovery of a large namespace)
+            # copies its arrays O(log n) times, not n / 64 times
+            self._grow(max(_INITIAL_ROWS, 2 * len(self.scale), end))
+        rows = slice(start, end)
+        self.scale[rows] = [spec.scale for spec in specs]
+        self.offset[rows] = [spec.offset for spec in specs]
+        self.deadband[rows] = [spec.deadband for spec in specs]
+        ranged = [spec.range for spec in specs if spec.range is not None]
+        if ranged:
+            self.range_low[rows] = [spec.range[0] if spec.range else -np.inf for spec in specs]
+            self.range_high[rows] = [spec.range[1] if spec.range else np.inf for spec in specs]
+        self.ranged += len(ranged)
+        self.transformed += sum(spec.scale != 1.0 or spec.offset != 0.0 for spec in specs)
+
+    def _head(self, spec: SeriesSpec) -> str:
+        """``measurement,site=…,…,equipment=…`` — the same for every tag of a device."""
+        key = (spec.category, spec.asset)
+        head = self._heads.get(key)
+        if head is None:
+            levels = spec.asset_levels
+            head = series_prefix(spec.category, [(level, levels.get(level)) for level in _PREFIX_LEVELS])[:-1]
+            self._heads[key] = head
+        return head
+
+    def _tail(self, spec: SeriesSpec) -> str:
+        """``,stage=…,kind=…,unit=…,quality=`` (absent values left out, as line protocol wants)."""
+        key = (spec.stage, spec.kind, spec.unit)
+        tail = self._tails.get(key)
+        if tail is None:
+            parts = [f"{k}={escape_tag(v)}" for k, v in (("stage", spec.stage), ("kind", spec.kind),
+                                                          ("unit", spec.unit)) if v]
+            tail = "".join(f",{part}" for part in parts) + ",quality="
+            self._tails[key] = tail
+        return tail
 
     def _grow(self, capacity: int) -> None:
         def grown(arr: np.ndarray, fill) -> np.ndarray:
@@ -131,4 +171,5 @@ class SeriesTable:
         self.range_high = grown(self.range_high, np.inf)
         self.last_value = grown(self.last_value, np.nan)
         self.last_quality = grown(self.last_quality, -1)
+        self.last_code = grown(self.last_code, 0)
         self.last_time = grown(self.last_time, 0)

@@ -57,6 +57,26 @@ class AgentInfo:
 
 
 @dataclass(slots=True)
+class SparkplugInStats:
+    """An MQTT device reading Sparkplug B edge nodes (``format: sparkplug``)."""
+
+    group_id: str = ""
+    edge_node: str = ""  # "+": every edge node of the group
+    edge_nodes_online: int = 0  # born and not dead
+    births: int = 0  # NBIRTH and DBIRTH messages received
+    deaths: int = 0  # NDEATH and DDEATH messages received
+    metrics: int = 0  # metrics learnt from births and stored as series
+    unmatched_metrics: int = 0  # metric names (from births) that match no pattern: ignored
+    unmatched_examples: list[str] = field(default_factory=list)  # the first of those names
+    ignored_points: int = 0  # values of unmatched metrics
+    rebirth_requests: int = 0  # NCMD Node Control/Rebirth sent
+    seq_gaps: int = 0
+    unknown_aliases: int = 0  # DATA messages with metrics no birth named
+    data_before_birth: int = 0  # DATA messages of a node or device not (or no longer) born
+    dropped_points: int = 0  # values that could not be named, so not stored
+
+
+@dataclass(slots=True)
 class DeviceStats:
     name: str = ""
     driver: str = ""
@@ -75,6 +95,7 @@ class DeviceStats:
     points_bad: int = 0
     points_per_s: float = 0.0
     last_value_time: float | None = None
+    sparkplug: SparkplugInStats | None = None  # MQTT devices with format: sparkplug
 
 
 @dataclass(slots=True)
@@ -101,6 +122,7 @@ class BufferStats:
     dead_letter_points: int = 0
     moved_aside: list[str] = field(default_factory=list)
     disk_free_bytes: int = 0  # free on the state directory's filesystem, at the last append
+    disk_total_bytes: int = 0  # that filesystem's size (the status page shows the headroom)
     min_free_space: int = 0  # kept free: below it the disk is the buffer's cap
     disk_full: bool = False  # a disk-full episode is on (the overflow policy applies)
     disk_full_episodes: int = 0
@@ -157,7 +179,27 @@ class SinkStats:
     live_lag_seconds: float = 0.0
     backlog_points: int = 0
     dropped_points: int = 0  # of this sink's unsent points, by the buffer's overflow policy
+    # share: contracts sinks only — readings that came after their window was released, and the
+    # windows still open
+    late_points: int = 0
+    open_windows: int = 0
     mqtt: MqttSinkStats | None = None  # type: mqtt only
+
+
+@dataclass(slots=True)
+class ContractStats:
+    """A sharing contract and what it has released (from the audit, so earlier runs count)."""
+
+    id: str = ""
+    consumer: str = ""
+    sink: str = ""
+    status: str = ""  # pending | active | expired
+    valid_from: str | None = None  # RFC 3339, UTC
+    valid_to: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    resolution: str = ""  # raw | 1m …
+    points_released: int = 0
+    last_release: str | None = None
 
 
 @dataclass(slots=True)
@@ -206,6 +248,7 @@ class StatusReport:
     pipeline: PipelineStats = field(default_factory=PipelineStats)
     buffer: BufferStats = field(default_factory=BufferStats)
     sinks: list[SinkStats] = field(default_factory=list)
+    contracts: list[ContractStats] = field(default_factory=list)
     kpi: list[KpiStats] = field(default_factory=list)
     kpi_engine: KpiEngineStats = field(default_factory=KpiEngineStats)
     time: float = 0.0  # when the report was made (Unix seconds)

@@ -1,7 +1,8 @@
 """``mos-sim all``: the whole demo plant at once — the stamping press (Modbus), the CNC machining
-centre (OPC UA) and the plant's environment and energy sensors (MQTT) — each in its own process,
-stopped together on Ctrl-C or SIGTERM. ``--devices-dir DIR`` writes a matching device file for
-each, ready for an agent's ``devices:`` glob."""
+centre (OPC UA), the plant's environment and energy sensors (MQTT) and an assembly line's Sparkplug B
+edge node ``node-7`` (MQTT, same broker) — each in its own process, stopped together on Ctrl-C or
+SIGTERM. ``--devices-dir DIR`` writes a matching device file for each, ready for an agent's
+``devices:`` glob."""
 
 from __future__ import annotations
 
@@ -28,13 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker (default 127.0.0.1)")
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--mqtt-rate", default="10", help="MQTT messages per second (default 10)")
-    p.add_argument("--devices-dir", type=Path, help="write press-01.yaml, cnc-01.yaml and plant-sensors.yaml here")
+    p.add_argument("--devices-dir", type=Path,
+                   help="write press-01.yaml, cnc-01.yaml, plant-sensors.yaml and node-7.yaml here")
     args = p.parse_args(argv)
 
     parts = {
         "press-01": ["modbus", "--port", str(args.modbus_port)],
         "cnc-01": ["opcua", "--port", str(args.opcua_port)],
         "plant-sensors": ["mqtt", "--host", args.mqtt_host, "--port", str(args.mqtt_port), "--rate", args.mqtt_rate],
+        "node-7": ["mqtt", "--sparkplug", "--host", args.mqtt_host, "--port", str(args.mqtt_port)],
     }
     if args.devices_dir:
         args.devices_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -746,27 +746,88 @@ def _flow(data: Any) -> str:
 def device_file_text(scenario: Scenario, *, name: str | None = None, host: str = "127.0.0.1", port: int = 5020,
                      unit_id: int = 1, transport: str = "tcp", serial: SerialOptions | None = None) -> str:
     info = scenario.device
-    flow = _flow
-
-    if transport == "rtu":
-        assert serial is not None
-        connection: dict[str, Any] = {"transport": "rtu", "serial": {
-            "port": serial.port, "baudrate": serial.baudrate, "parity": serial.parity,
-            "stopbits": serial.stopbits, "bytesize": serial.bytesize}, "unit_id": unit_id, "timeout": "1s"}
-    else:
-        connection = {"host": host, "port": port, "unit_id": unit_id, "timeout": "1s"}
-        if transport != "tcp":
-            connection = {"transport": transport, **connection}
     lines = [
         f"# Device file for the simulated {scenario.name} (mos-sim modbus, scenario {scenario.name!r}).",
         f"name: {name or info.name}",
         "driver: modbus",
-        f"asset: {flow(info.asset)}",
-        f"stage: {info.stage}",
+        *_placement_lines(scenario),
+        f"poll_interval: {info.poll_interval}",
+        f"connection: {_flow(_connection(host, port, unit_id, transport, serial))}",
+        *_tag_lines(scenario),
+        *_kpi_lines(scenario),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def profile_name(scenario: Scenario) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", scenario.name.lower()).strip("-") or "modbus-machine"
+
+
+def machine_files(scenario: Scenario, *, name: str | None = None, host: str = "127.0.0.1", ports: Sequence[int],
+                  unit_ids: Sequence[int], transport: str = "tcp", serial: SerialOptions | None = None
+                  ) -> dict[str, str]:
+    """Several identical machines: a profile with the tags and one short device file each, as
+    ``{"profiles/<model>.yaml": text, "devices/<name>.yaml": text, ...}``."""
+    profile = profile_name(scenario)
+    files = {f"profiles/{profile}.yaml": "\n".join([
+        f"# Profile of the simulated {scenario.name} (mos-sim modbus, scenario {scenario.name!r}): what every",
+        "# machine of this model has. Each device file names it and adds its own place and connection.",
+        f"profile: {profile}",
+        "driver: modbus",
+        f"poll_interval: {scenario.device.poll_interval}",
+        *_tag_lines(scenario),
+        *_kpi_lines(scenario),
+    ]) + "\n"}
+    machines = [(port, unit_id) for port in ports for unit_id in unit_ids]
+    for index, (port, unit_id) in enumerate(machines):
+        device = _numbered(name or scenario.device.name, index)
+        files[f"devices/{device}.yaml"] = "\n".join([
+            f"# Machine {index + 1} of {len(machines)} simulated (mos-sim modbus, {scenario.name}): its tags are in "
+            f"profile {profile}.",
+            f"name: {device}",
+            f"profile: ../profiles/{profile}.yaml",
+            *_placement_lines(scenario),
+            f"connection: {_flow(_connection(host, port, unit_id, transport, serial))}",
+        ]) + "\n"
+    return files
+
+
+def _numbered(name: str, index: int) -> str:
+    """``press-01`` → ``press-01``, ``press-02``, …; a name without a number gets ``-01``, ``-02``, …"""
+    found = re.match(r"^(.*?)(\d+)$", name)
+    if found is None:
+        return f"{name}-{index + 1:02d}"
+    digits = found.group(2)
+    return f"{found.group(1)}{int(digits) + index:0{len(digits)}d}"
+
+
+def _placement_lines(scenario: Scenario) -> list[str]:
+    info = scenario.device
+    lines = [f"asset: {_flow(info.asset)}", f"stage: {info.stage}"]
     if info.title:
-        lines.append(f"title: {flow({'en': info.title})}")
-    lines += [f"poll_interval: {info.poll_interval}", f"connection: {flow(connection)}", "tags:"]
+        lines.append(f"title: {_flow({'en': info.title})}")
+    return lines
+
+
+def _connection(host: str, port: int, unit_id: int, transport: str, serial: SerialOptions | None) -> dict[str, Any]:
+    if transport == "rtu":
+        assert serial is not None
+        return {"transport": "rtu", "serial": {
+            "port": serial.port, "baudrate": serial.baudrate, "parity": serial.parity,
+            "stopbits": serial.stopbits, "bytesize": serial.bytesize}, "unit_id": unit_id, "timeout": "1s"}
+    connection: dict[str, Any] = {"host": host, "port": port, "unit_id": unit_id, "timeout": "1s"}
+    return connection if transport == "tcp" else {"transport": transport, **connection}
+
+
+def _kpi_lines(scenario: Scenario) -> list[str]:
+    return [f"kpi: {_flow(scenario.kpi)}"] if scenario.kpi else []
+
+
+def _tag_lines(scenario: Scenario) -> list[str]:
+    lines = ["tags:"]
+    # scenario-wide orders other than big/big apply to the whole device
+    if scenario.byte_order != "big" or scenario.word_order != "big":
+        lines.insert(0, f"# registers are {scenario.byte_order}-endian bytes, {scenario.word_order}-endian words")
     for p in scenario.points:
         loc = p.location
         for i, tag_name in enumerate(p.tag_names()):
@@ -789,14 +850,8 @@ def device_file_text(scenario: Scenario, *, name: str | None = None, host: str =
                 tag["stale_after"] = p.stale_after
             if p.description:
                 tag["description"] = p.description
-            lines.append(f"  - {flow(tag)}")
-    if scenario.kpi:
-        lines.append(f"kpi: {flow(scenario.kpi)}")
-    # scenario-wide orders other than big/big apply to the whole device
-    if scenario.byte_order != "big" or scenario.word_order != "big":
-        lines.insert(lines.index("tags:"), f"# registers are {scenario.byte_order}-endian bytes, "
-                                           f"{scenario.word_order}-endian words")
-    return "\n".join(lines) + "\n"
+            lines.append(f"  - {_flow(tag)}")
+    return lines
 
 
 # ---------------------------------------------------------------- fault schedule and control
@@ -927,6 +982,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
     p.add_argument("--print-device-file", action="store_true", help="print a device file for the agent and exit")
     p.add_argument("--name", help="device name in the printed device file")
+    p.add_argument("--devices-dir", type=Path, metavar="DIR",
+                   help="with --print-device-file: write the files into DIR instead; several machines "
+                        "(--count, --unit-id) get a profile in DIR/profiles and a short file each in DIR/devices")
     p.add_argument("--delay", default="0", help="answer every request this late, e.g. 300ms")
     p.add_argument("--exception", action="append", default=[], metavar="ADDRESS=CODE",
                    help="answer exception CODE for reads touching ADDRESS, e.g. hr:10=2 (repeatable)")
@@ -1008,6 +1066,32 @@ def _start_control_channel(sims: list[ModbusSimulator], loop: asyncio.AbstractEv
     threading.Thread(target=reader, name="control", daemon=True).start()
 
 
+def _print_device_files(args: argparse.Namespace, scenario: Scenario, units: tuple[int, ...]) -> int:
+    serial = SerialOptions(args.rtu, args.baudrate, args.parity, args.stopbits) if args.rtu else None
+    transport = "rtu" if serial else "rtu_over_tcp" if args.rtu_over_tcp else "tcp"
+    ports = [args.port] if serial else [args.port + i for i in range(max(1, args.count))]
+    if len(ports) * len(units) == 1:
+        text = device_file_text(scenario, name=args.name, host=args.host, port=args.port, unit_id=units[0],
+                                transport=transport, serial=serial)
+        files = {f"devices/{yaml.safe_load(text)['name']}.yaml": text}
+    else:
+        files = machine_files(scenario, name=args.name, host=args.host, ports=ports, unit_ids=units,
+                              transport=transport, serial=serial)
+    if args.devices_dir is None:
+        if len(files) > 1:
+            print("mos-sim modbus: several machines share a profile: give --devices-dir DIR to write the "
+                  "profile and their device files", file=sys.stderr)
+            return 2
+        print(next(iter(files.values())), end="")
+        return 0
+    for relative, text in files.items():
+        path = args.devices_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    _log(f"wrote {len(files)} files into {args.devices_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -1023,11 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mos-sim modbus: {exc}", file=sys.stderr)
         return 2
     if args.print_device_file:
-        serial = SerialOptions(args.rtu, args.baudrate, args.parity, args.stopbits) if args.rtu else None
-        transport = "rtu" if serial else "rtu_over_tcp" if args.rtu_over_tcp else "tcp"
-        print(device_file_text(scenario, name=args.name, host=args.host, port=args.port, unit_id=units[0],
-                               transport=transport, serial=serial), end="")
-        return 0
+        return _print_device_files(args, scenario, units)
     try:
         asyncio.run(_serve(args, scenario, units, faults))
     except KeyboardInterrupt:

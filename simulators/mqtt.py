@@ -13,6 +13,8 @@ Fault injection: ``--burst-every`` (a device flushes a backlog as a JSON array o
 ``--embedded-broker`` (a Mosquitto of its own) ``--outage-every/--outage-for`` stop and restart
 the broker. ``kill -USR1`` triggers an outage (or a disconnect) at once.
 
+``--sparkplug`` publishes as a Sparkplug B edge node instead (see :mod:`simulators.sparkplug_node`).
+
 Programmatic use (tests, benchmarks)::
 
     sim = MqttSimulator(SimulatorConfig(port=1883, devices=4, rate=100))
@@ -479,7 +481,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-file", type=Path)
     p.add_argument("--print-device-file", action="store_true",
                    help="print a device file for these topics and exit")
+    sparkplug = p.add_argument_group("Sparkplug B", "--sparkplug: one Sparkplug B edge node instead of JSON "
+                                                   "sensors (births, DDATA by alias, rebirth on NCMD); "
+                                                   "--rate is then DDATA messages per second")
+    sparkplug.add_argument("--sparkplug", action="store_true", help="publish as a Sparkplug B edge node")
+    sparkplug.add_argument("--group-id", default="plant-b", help="Sparkplug group id (default plant-b)")
+    sparkplug.add_argument("--edge-node", default="node-7", help="edge node id (default node-7)")
+    sparkplug.add_argument("--extra-metrics", type=int, default=0,
+                           help="Sensor/NNN metrics per device beyond the six standard ones")
+    sparkplug.add_argument("--seq-gap-every", type=int, default=0,
+                           help="skip a seq number every N data messages (the reader asks for a rebirth)")
     return p
+
+
+def run_sparkplug(args: argparse.Namespace) -> int:
+    from simulators.sparkplug_node import SparkplugConfig, SparkplugNode
+
+    config = SparkplugConfig(host=args.host or "127.0.0.1", port=args.port or 1883, group_id=args.group_id,
+                             edge_node=args.edge_node, devices=args.devices or 2, extra_metrics=args.extra_metrics,
+                             rate=args.rate or 10.0, qos=args.qos or 0, seq_gap_every=args.seq_gap_every,
+                             seed=args.seed)
+    node = SparkplugNode(config)
+    if args.print_device_file:
+        print(yaml.safe_dump(node.device_file(), sort_keys=False, allow_unicode=True, width=200), end="")
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        node.start()
+    except Exception as exc:
+        print(f"mos-sim mqtt: cannot start: {exc}", file=sys.stderr)
+        return 1
+    log(f"Sparkplug edge node spBv1.0/{config.group_id}/…/{config.edge_node} with {config.devices} devices: "
+        f"{config.rate:g} DDATA/s to {config.host}:{config.port}")
+    duration = parse_duration(args.duration) if args.duration else None
+    deadline = time.monotonic() + duration if duration else math.inf
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            stop.wait(min(10.0, max(0.0, deadline - time.monotonic())))
+            log(json.dumps(node.stats.as_dict()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -508,6 +553,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.sparkplug:
+        return run_sparkplug(args)
     try:
         cfg = config_from_args(args)
     except (ValueError, OSError, KeyError, TypeError) as exc:

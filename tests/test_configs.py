@@ -11,7 +11,7 @@ from mos_agent.cli import main as cli_main
 from mos_agent.config.loader import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = sorted(REPO.glob("drivers/*/sample.yaml"))
+SAMPLES = sorted(REPO.glob("drivers/*/sample*.yaml"))
 
 
 def test_example_configuration_validates(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
@@ -29,7 +29,7 @@ def test_example_needs_its_token(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     assert "MOS_INFLUX_TOKEN" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=[p.parent.name for p in SAMPLES])
+@pytest.mark.parametrize("sample", SAMPLES, ids=[f"{p.parent.name}/{p.name}" for p in SAMPLES])
 def test_driver_sample_validates(sample: Path, tmp_path: Path) -> None:
     (tmp_path / "devices").mkdir()
     shutil.copy(sample, tmp_path / "devices" / sample.name)

@@ -1,8 +1,9 @@
-"""`mos-agent demo` under a pseudo-terminal: the live view shows data from all three simulators
-within 10 s, and Ctrl-C stops everything cleanly."""
+"""`mos-agent demo` under a pseudo-terminal: the live view shows data from all four simulators
+(the Sparkplug B edge node among them) within 10 s, and Ctrl-C stops everything cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from mos_agent.localservers import Mosquitto
+from mos_agent.taxonomy import asset_name_for
 
 BIN = Path(sys.executable).parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -50,13 +52,20 @@ def test_demo_shows_live_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert "mos-agent demo ·" in screen, screen[-3000:]
         view_started = time.monotonic()
         wanted = ("press-01 (modbus, running)", "cnc-01 (opcua, running)", "plant-sensors (mqtt, running)",
-                  "hydraulic_pressure", "spindle_speed", "temperature")
+                  "node-7 (mqtt, running)", "hydraulic_pressure", "spindle_speed", "temperature")
         while not all(w in screen for w in wanted) and time.monotonic() - view_started < 10:
             read_for(0.5)
         missing = [w for w in wanted if w not in screen]
         assert not missing, screen[-4000:]
         # a live value with its unit and good quality
         assert re.search(r"hydraulic_pressure\s*│\s*[0-9.]+\s*│\s*bar\s*│\s*good", screen), screen[-4000:]
+        # the Sparkplug edge node's series, named from its births: device "Press 01", metric "Temperature"
+        # with the birth's unit property
+        sparkplug_reading = re.compile(rf"assembly/{asset_name_for('Press 01')}\s*│\s*{asset_name_for('Temperature')}"
+                                       r"\s*│\s*[0-9.]+\s*│\s*Cel\s*│\s*good")
+        while not sparkplug_reading.search(screen) and time.monotonic() - view_started < 10:
+            read_for(0.5)
+        assert sparkplug_reading.search(screen), screen[-4000:]
         # live OEE of the press in the running shift of the demo's two-shift calendar
         # (the calendar starts with the demo, so the OEE is the press's, not diluted by unobserved hours)
         live_oee = re.compile(r"press-01\s*│\s*day \(current\)\s*│[^│]+│\s*([0-9.]+)%\s*│\s*[0-9.]+%")
@@ -80,6 +89,13 @@ def test_demo_shows_live_data_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, device_file
     assert (tmp_path / "demo" / "state" / "history.sqlite").exists()
+    # the edge node's readings are in the local history too
+    history = subprocess.run([str(BIN / "mos-agent"), "query", "-c", str(tmp_path / "demo" / "agent.yaml"),
+                              asset_name_for("Press 01"), asset_name_for("Temperature"), "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert history.returncode == 0, history.stderr
+    rows = json.loads(history.stdout)
+    assert any(r["quality"] == "good" and r["unit"] == "Cel" and r["area"] == "assembly" for r in rows), rows
 
 
 def _children(pid: int) -> dict[int, bytes]:
@@ -121,9 +137,9 @@ def test_the_plant_goes_with_the_demo(tmp_path: Path, sig: signal.Signals) -> No
             assert proc.poll() is None and time.monotonic() < deadline, output.read_text(errors="replace")
             time.sleep(0.2)
         children = _children(proc.pid)
-        # three simulators, and the broker where Mosquitto is installed (else it runs in the demo)
-        assert sum(b"simulators.cli" in c for c in children.values()) == 3, children
-        assert len(children) == 3 + Mosquitto.installed(), children
+        # four simulators, and the broker where Mosquitto is installed (else it runs in the demo)
+        assert sum(b"simulators.cli" in c for c in children.values()) == 4, children
+        assert len(children) == 4 + Mosquitto.installed(), children
         os.kill(proc.pid, sig)
         proc.wait(60)
         deadline = time.monotonic() + 30

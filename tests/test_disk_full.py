@@ -162,7 +162,8 @@ def test_a_disk_filled_behind_the_buffers_back_refuses_appends_and_keeps_cursors
         # what the buffer measured a moment ago: plenty
         real = os.statvfs
         monkeypatch.setattr(buffer_module.os, "statvfs",
-                            lambda path: SimpleNamespace(f_bavail=(64 * MiB) // 4096, f_frsize=4096)
+                            lambda path: SimpleNamespace(f_bavail=(64 * MiB) // 4096, f_blocks=(64 * MiB) // 4096,
+                                                         f_frsize=4096)
                             if Path(path) == buf.directory else real(path))
         with caplog.at_level(logging.WARNING, logger="test.behind"):
             body, points = chunks[6]
@@ -284,7 +285,7 @@ def filesystem_of(monkeypatch) -> object:
         if size is None:
             return real(path)
         used = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
-        return SimpleNamespace(f_bavail=max(0, size - used) // 4096, f_frsize=4096)
+        return SimpleNamespace(f_bavail=max(0, size - used) // 4096, f_blocks=size // 4096, f_frsize=4096)
 
     monkeypatch.setattr(buffer_module.os, "statvfs", statvfs)
     return SimpleNamespace(limit=lambda directory, size: sizes.__setitem__(str(directory), size))

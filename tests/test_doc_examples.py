@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from mos_agent.config.models import AgentConfig
+from mos_agent.config.models import AgentConfig, ContractConfig
+from mos_agent.config.profiles import DEVICE, PROFILE_KEY, Profile, SourceView, merge, profile_rules
 from mos_agent.config.validation import pydantic_problems
-from mos_agent.config.yamlmarks import load_yaml
+from mos_agent.config.yamlmarks import Mark, load_yaml
 from mos_agent.registry import load_driver
 from mos_agent.taxonomy import DEFAULT_STAGES
 
@@ -51,19 +52,48 @@ def yaml_blocks() -> list[tuple[Path, int, str]]:
 BLOCKS = yaml_blocks()
 
 
+def profile_blocks() -> dict[str, str]:
+    """The device profiles the documents show, by name: a device example naming
+    ``…/profiles/<name>.yaml`` is validated merged with the one of that name."""
+    found: dict[str, str] = {}
+    for _, _, text in BLOCKS:
+        data = load_yaml(text, AnyVariable()).data
+        if isinstance(data, dict) and PROFILE_KEY in data and "name" not in data:
+            found[str(data[PROFILE_KEY])] = text
+    return found
+
+
+PROFILES = profile_blocks()
+
+
 def problems_in(text: str) -> list[tuple[int, int, str]]:
     """What validating the block reports: an agent file (a block of agent-file sections without
-    the ``agent:`` one gets a placeholder for it) or a device file of its driver."""
+    the ``agent:`` one gets a placeholder for it), a device file of its driver, or a sharing
+    contract (it names a ``consumer``)."""
     doc = load_yaml(text, AnyVariable())
     found = [(p.line, p.col, p.message) for p in doc.problems]
     data = doc.data
     if not isinstance(data, dict):
         return [*found, (1, 1, "not a mapping: neither an agent file nor a device file")]
+    if PROFILE_KEY in data and "name" not in data:  # a profile: checked with the devices naming it
+        return [*found, *((p.line, p.col, p.message) for p in profile_rules(doc)[1])]
+    if PROFILE_KEY in data:  # a device on a profile: the device the models see is the merged one
+        profile_text = PROFILES.get(Path(str(data[PROFILE_KEY])).stem)
+        if profile_text is None:
+            return [*found, (1, 1, f"names a profile no example shows: {data[PROFILE_KEY]}")]
+        profile = Profile(Path("profile.yaml"), load_yaml(profile_text, AnyVariable()))
+        profile.name = profile_rules(profile.doc)[0]  # type: ignore[arg-type]
+        merged, exclude_problems = merge(profile, data, doc, str(profile.path))
+        found += [(p.line, p.col, p.message) for p in exclude_problems]
+        doc = SourceView(merged, doc, DEVICE, Mark(1, 1))
+        data = merged.data
     model: Any
     context: dict[str, Any] | None = None
     if "driver" in data:
         model = load_driver(str(data["driver"])).device_model
         context = {"stages": list(DEFAULT_STAGES)}
+    elif "consumer" in data:
+        model = ContractConfig
     elif set(data) <= set(AgentConfig.model_fields):
         model = AgentConfig
         data = {"agent": PLACEHOLDER_AGENT, **data}
@@ -96,7 +126,7 @@ def test_an_example_shown_twice_is_the_same_everywhere() -> None:
     by_device: dict[str, set[str]] = {}
     for _, _, text in BLOCKS:
         data = load_yaml(text, AnyVariable()).data
-        if isinstance(data, dict) and "driver" in data:
+        if isinstance(data, dict) and "name" in data and ("driver" in data or PROFILE_KEY in data):
             by_device.setdefault(str(data["name"]), set()).add(text)
     assert {name: texts for name, texts in by_device.items() if len(texts) > 1} == {}
 

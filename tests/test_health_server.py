@@ -51,9 +51,9 @@ async def _closed_by_server(sock: socket.socket, deadline: float, trickle: bool)
     return False
 
 
-async def _get(port: int, path: str) -> tuple[int, str]:
+async def _get(port: int, path: str, headers: str = "", method: str = "GET") -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
     await writer.drain()
     raw = await asyncio.wait_for(reader.read(), 30)
     writer.close()
@@ -94,3 +94,28 @@ async def test_healthz_says_why_when_the_disk_is_full() -> None:
     assert status == 503
     assert body == ("buffer disk full (1048576 bytes free on the filesystem of /var/lib): dropping data by the "
                     "overflow policy drop_oldest\n")
+
+
+async def test_with_a_token_every_data_endpoint_asks_for_it() -> None:
+    port = free_port()
+    token = "health-token-0123456789"
+    server = HealthServer(Report(StatusReport(agent=AgentInfo(id="gw-1", ready=True))), f"127.0.0.1:{port}",
+                          token=token)
+    await server.start()
+    try:
+        for path in ("/status", "/values", "/metrics"):
+            assert (await _get(port, path))[0] == 401, path
+            assert (await _get(port, path, "Authorization: Bearer wrong-token-0123456\r\n"))[0] == 401, path
+            assert (await _get(port, path, f"Authorization: Basic {token}\r\n"))[0] == 401, path
+            assert (await _get(port, path, f"Authorization: Bearer {token}\r\n"))[0] == 200, path
+        status, body = await _get(port, "/status", f"Authorization: bearer {token}\r\n")
+        assert status == 200 and '"id": "gw-1"' in body
+        # no data in these: they load without the token so the page can offer its sign-in
+        for path in ("/healthz", "/", "/devices/press-01", "/assets/app.js", "/assets/app.css"):
+            assert (await _get(port, path))[0] == 200, path
+        assert (await _get(port, "/assets/secret.txt"))[0] == 404
+        # read-only: GET and HEAD only
+        assert (await _get(port, "/status", f"Authorization: Bearer {token}\r\n", method="POST"))[0] == 405
+        assert (await _get(port, "/status", f"Authorization: Bearer {token}\r\n", method="HEAD"))[0] == 200
+    finally:
+        await server.stop()

@@ -114,11 +114,13 @@ def test_validate_summarises_the_kpis(monkeypatch: pytest.MonkeyPatch, capsys: p
                                       tmp_path: Path) -> None:
     monkeypatch.setenv("MOS_INFLUX_TOKEN", "example")
     assert cli.main(["validate", "-c", str(REPO / "configs" / "agent.yaml")]) == 0
-    assert ("kpi        1 equipment (press-01), every 60s; shifts day 08:00-20:00, night 20:00-08:00 "
+    # both presses of the example are one model: their profile carries the KPI block
+    assert ("kpi        2 equipment (press-01, press-02), every 60s; shifts day 08:00-20:00, night 20:00-08:00 "
             "(Asia/Seoul)") in capsys.readouterr().out
     # KPIs without a calendar validate, and the summary says nothing will be computed
-    (tmp_path / "devices").mkdir()
-    (tmp_path / "devices" / "press-01.yaml").write_text((REPO / "configs" / "devices" / "press-01.yaml").read_text())
+    for folder, name in (("devices", "press-01.yaml"), ("profiles", "transfer-press-400t.yaml")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text((REPO / "configs" / folder / name).read_text())
     (tmp_path / "agent.yaml").write_text("agent: {id: gw, site: changwon, timezone: UTC}\n")
     assert cli.main(["validate", "-c", str(tmp_path / "agent.yaml")]) == 0
     assert "shifts none: nothing is planned, no KPI is computed (UTC)" in capsys.readouterr().out

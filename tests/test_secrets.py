@@ -43,8 +43,10 @@ MQTT_DEVICE: dict[str, Any] = {
 INFLUX_SINK: dict[str, Any] = {"type": "influxdb", "url": "http://127.0.0.1:8086", "bucket": "factory"}
 
 # (where, path of the key in its file): every secret value key and every secret file key
-SECRET_VALUES = [("sink", ("token",)), ("opcua", ("connection", "password")), ("mqtt", ("connection", "password"))]
-SECRET_FILES = [("sink", ("token_file",)), ("opcua", ("connection", "password_file")),
+SECRET_VALUES = [("sink", ("token",)), ("mqtt_sink", ("password",)), ("opcua", ("connection", "password")),
+                 ("mqtt", ("connection", "password"))]
+SECRET_FILES = [("sink", ("token_file",)), ("mqtt_sink", ("password_file",)),
+                ("opcua", ("connection", "password_file")),
                 ("mqtt", ("connection", "password_file")),
                 ("mqtt", ("connection", "tls", "private_key_password_file"))]
 
@@ -63,9 +65,12 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 def _write_config(root: Path, where: str, path: tuple[str, ...], value: Any) -> Path:
     sink = json.loads(json.dumps(INFLUX_SINK))
+    mqtt_sink = {"type": "mqtt", "name": "uns", "url": "mqtt://127.0.0.1:1883", "format": "uns"}
     devices = {"opcua": json.loads(json.dumps(OPCUA_DEVICE)), "mqtt": json.loads(json.dumps(MQTT_DEVICE))}
     if where == "sink":
         _set(sink, path, value)
+    elif where == "mqtt_sink":
+        _set(mqtt_sink, path, value)
     else:
         _set(devices[where], path, value)
         if path[-2:] == ("tls", "private_key_password_file"):  # a key password needs a key and certificate
@@ -78,7 +83,8 @@ def _write_config(root: Path, where: str, path: tuple[str, ...], value: Any) -> 
     agent = root / "agent.yaml"
     agent.write_text(yaml.safe_dump({"agent": {"id": "gw", "site": "plant", "state_dir": str(root / "state"),
                                                "health": "off"},
-                                     "devices": "devices/*.yaml", "sinks": [sink]}))
+                                     "devices": "devices/*.yaml",
+                                     "sinks": [sink, mqtt_sink] if where == "mqtt_sink" else [sink]}))
     return agent
 
 
@@ -150,7 +156,8 @@ def _secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[
 def test_every_secret_field_is_covered() -> None:
     fields = {("sink", *f[1:]) for f in _secret_fields(AgentConfig) if f[:1] == ("sinks",)}
     fields |= {(where, *f) for where in ("opcua", "mqtt") for f in _secret_fields(load_driver(where).device_model)}
-    covered = {(where, *path) for where, path in SECRET_VALUES + SECRET_FILES}
+    # every sink type's fields are "sink" fields here: the MQTT sink's password is one of them
+    covered = {("sink" if where == "mqtt_sink" else where, *path) for where, path in SECRET_VALUES + SECRET_FILES}
     # the switch that allows a plain-text password is no secret
     assert fields - {("opcua", "connection", "allow_plaintext_password")} == covered
     assert all(is_secret_key(path[-1]) for _, path in SECRET_VALUES)

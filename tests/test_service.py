@@ -20,21 +20,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mos_agent.localservers import free_port, wait_for_port
+from mos_agent.localservers import free_port
 from tests.support.servers import StoreReader, VictoriaMetrics
+from tests.support.simulators import start_modbus_sim
 from tests.support.waiting import wait_until
 
 BIN = Path(sys.executable).parent
-
-
-def start_modbus_sim(tmp_path: Path, name: str) -> tuple[subprocess.Popen, dict]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port)],
-                            stdout=(tmp_path / f"sim-{name}.log").open("wb"), stderr=subprocess.STDOUT)
-    out = subprocess.run([sys.executable, "-m", "simulators.cli", "modbus", "--port", str(port),
-                          "--print-device-file", "--name", name], capture_output=True, text=True, check=True)
-    wait_for_port(port)
-    return proc, yaml.safe_load(out.stdout)
 
 
 def write_agent(tmp_path: Path, store_url: str | None, health: str) -> Path:
@@ -200,6 +191,49 @@ def test_sighup_reload_added_changed_broken(tmp_path: Path, sims: list) -> None:
         after = wait_until(lambda: (s := agent.status(health)) and
                            s["pipeline"]["committed_points"] > committed_before and s, 20, what=agent.text)
         assert sorted(d["name"] for d in after["devices"]) == ["press-01", "press-02"]
+        assert all(d["state"] == "running" for d in after["devices"]), after["devices"]
+        assert agent.stop() == 0
+    finally:
+        agent.stop()
+
+
+def test_sighup_reload_restarts_exactly_the_devices_of_a_changed_profile(tmp_path: Path, sims: list) -> None:
+    sim, full = start_modbus_sim(tmp_path, "press-03")
+    sims.append(sim)
+    health = f"127.0.0.1:{free_port()}"
+    config = write_agent(tmp_path, None, health)
+    (tmp_path / "profiles").mkdir()
+    profile = {"profile": "press-sim", "driver": "modbus", "poll_interval": "500ms", "tags": full["tags"]}
+    profile_file = tmp_path / "profiles" / "press-sim.yaml"
+    profile_file.write_text(yaml.safe_dump(profile, sort_keys=False))
+    for name in ("press-01", "press-02"):
+        write_device(tmp_path, {"name": name, "profile": "../profiles/press-sim.yaml", "asset": full["asset"],
+                                "stage": full["stage"], "connection": full["connection"]})
+    write_device(tmp_path, full)  # the same machine written out in full, without the profile
+    agent = AgentProcess(config, tmp_path / "agent.log")
+    try:
+        first = wait_until(lambda: (s := agent.status(health)) and len(s["devices"]) == 3 and
+                           all(d["points_read"] > 0 for d in s["devices"]) and s, 30)
+        assert first, agent.text()
+
+        profile["poll_interval"] = "250ms"
+        profile_file.write_text(yaml.safe_dump(profile, sort_keys=False))
+        agent.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload done: 0 added, 2 changed, 0 removed, 1 unchanged" in agent.text(),
+                          20), agent.text()
+        assert "profile press-sim changed: restarting press-01, press-02" in agent.text()
+
+        # a mistake in the profile: rejected at the profile's line, every device keeps running
+        profile_file.write_text(profile_file.read_text().replace("poll_interval: 250ms", "poll_interval: fast"))
+        agent.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload rejected" in agent.text(), 20), agent.text()
+        line = next(i for i, text in enumerate(profile_file.read_text().splitlines(), 1) if "fast" in text)
+        assert f"{profile_file}:{line}:16: poll_interval: bad duration 'fast'" in agent.text()
+        assert "(used by press-01, press-02)" in agent.text()
+        committed = agent.status(health)["pipeline"]["committed_points"]
+        after = wait_until(lambda: (s := agent.status(health)) and s["pipeline"]["committed_points"] > committed
+                           and s, 20)
+        assert sorted(d["name"] for d in after["devices"]) == ["press-01", "press-02", "press-03"]
         assert all(d["state"] == "running" for d in after["devices"]), after["devices"]
         assert agent.stop() == 0
     finally:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from mos_agent.localservers import Mosquitto, free_port, wait_for_port
+from mos_agent.taxonomy import asset_name_for
 
 BIN = Path(sys.executable).parent
 
@@ -25,9 +26,11 @@ def test_sim_all_and_read_each_device(tmp_path: Path, mosquitto: Mosquitto) -> N
         (tmp_path / "agent.yaml").write_text(
             f"agent: {{id: gw, enterprise: acme, site: changwon, state_dir: {tmp_path / 'state'}, health: 'off'}}\n"
             "devices: devices/*.yaml\n")
-        assert sorted(p.name for p in devices.iterdir()) == ["cnc-01.yaml", "plant-sensors.yaml", "press-01.yaml"]
+        assert sorted(p.name for p in devices.iterdir()) == ["cnc-01.yaml", "node-7.yaml", "plant-sensors.yaml",
+                                                             "press-01.yaml"]
+        # the Sparkplug edge node: `read` waits for its births, tags are the metric names mapped
         for device, expected_tag in (("press-01", "hydraulic_pressure"), ("cnc-01", "spindle_speed"),
-                                     ("plant-sensors", "temperature")):
+                                     ("plant-sensors", "temperature"), ("node-7", asset_name_for("Temperature"))):
             result = subprocess.run([str(BIN / "mos-agent"), "read", "-c", str(tmp_path / "agent.yaml"), device,
                                      "--json"], capture_output=True, text=True, timeout=90)
             assert result.returncode == 0, result.stderr

@@ -8,6 +8,7 @@ import json
 from mos_agent.status import (
     AgentInfo,
     BufferStats,
+    ContractStats,
     DeviceState,
     DeviceStats,
     KpiFigures,
@@ -28,6 +29,8 @@ def _report() -> StatusReport:
         buffer=BufferStats(path="/s/buffer.sqlite", points=5, moved_aside=["/s/old"]),
         sinks=[SinkStats(name="influxdb", type="influxdb", state=SinkState.DRAINING, lag_points=5,
                          last_error="HTTP 503")],
+        contracts=[ContractStats(id="mdcg-2026-017", consumer="MDCG", sink="datacentre", status="active",
+                                 datasets=["press-01"], resolution="1m", points_released=3)],
         kpi=[KpiStats(equipment="press-01", asset="plant/stamping/press-01", device="press-01",
                       current=KpiFigures(shift="night", start=10.0, end=20.0, at=15.0, kpi={"oee": 61.5, "pq": 120}),
                       completed=[KpiFigures(shift="day", start=0.0, end=10.0, at=10.0, final=True,
@@ -38,20 +41,23 @@ def _report() -> StatusReport:
 
 def test_the_json_keeps_the_keys_scripts_read() -> None:
     data = json.loads(json.dumps(_report().to_dict()))
-    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "kpi", "kpi_engine", "time"}
+    assert set(data) == {"agent", "devices", "pipeline", "buffer", "sinks", "contracts", "kpi", "kpi_engine",
+                         "time"}
     assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
     assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "source_names",
             "series", "points_read", "points_kept", "points_bad", "points_per_s",
-            "last_value_time"} == set(data["devices"][0])
+            "last_value_time", "sparkplug"} == set(data["devices"][0])
     assert {"path", "points", "bytes", "rows", "max_size", "overflow", "oldest_age_s", "dropped_points",
             "overflow_episodes", "overflowing", "dead_letter_rows", "dead_letter_points",
-            "moved_aside", "disk_free_bytes", "min_free_space", "disk_full", "disk_full_episodes",
+            "moved_aside", "disk_free_bytes", "disk_total_bytes", "min_free_space", "disk_full", "disk_full_episodes",
             "disk_full_reason"} == set(data["buffer"])
     assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
             "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
-            "dropped_points", "mqtt"} == set(data["sinks"][0])
+            "dropped_points", "late_points", "open_windows", "mqtt"} == set(data["sinks"][0])
+    assert {"id", "consumer", "sink", "status", "valid_from", "valid_to", "datasets", "resolution",
+            "points_released", "last_release"} == set(data["contracts"][0])
     assert {"equipment", "asset", "device", "current", "last_complete", "completed"} == set(data["kpi"][0])
     assert data["kpi"][0]["current"]["kpi"] == {"oee": 61.5, "pq": 120} and data["kpi"][0]["last_complete"] is None
     # enums travel as their plain values
@@ -108,3 +114,30 @@ def test_an_mqtt_sink_reports_its_session_and_reads_back() -> None:
     render(again, console)
     assert ("scada: sparkplug → 127.0.0.1:1883, connected, 40 messages, edge node changwon/gw-1, bdSeq 7, 3 births"
             in console.export_text())
+
+
+def test_a_sparkplug_device_reports_what_it_learnt_and_ignored_and_reads_back() -> None:
+    import io
+
+    from rich.console import Console
+
+    from mos_agent.commands.status import render
+    from mos_agent.status import SparkplugInStats
+
+    report = _report()
+    sparkplug = SparkplugInStats(
+        group_id="plant-b", edge_node="+", edge_nodes_online=2, births=5, metrics=40, unmatched_metrics=7,
+        unmatched_examples=["Vibration/RMS", "Secret Recipe"], ignored_points=120, rebirth_requests=3, seq_gaps=1,
+        unknown_aliases=2, dropped_points=4)
+    report.devices.append(DeviceStats(name="node-7", driver="mqtt", state=DeviceState.RUNNING, sparkplug=sparkplug))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["devices"][0]["sparkplug"] is None and data["devices"][1]["sparkplug"]["unmatched_metrics"] == 7
+    again = StatusReport.from_dict(data)
+    assert again == report
+    console = Console(file=io.StringIO(), width=300)
+    render(again, console)
+    shown = console.file.getvalue()
+    assert "node-7: Sparkplug B plant-b/+, 2 edge node(s) online" in shown
+    assert "3 rebirth requests (1 seq gaps, 2 unknown aliases" in shown
+    assert "7 metrics match no pattern (Vibration/RMS, Secret Recipe…), 120 values ignored" in shown
+

@@ -7,16 +7,20 @@ with paths relative to the case folder.
 
 from __future__ import annotations
 
+import gc
 import re
 import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mos_agent import cli
+from mos_agent.config import loader
 from mos_agent.config.loader import (
     ConfigErrors,
     LoadedConfig,
@@ -25,7 +29,7 @@ from mos_agent.config.loader import (
     load_device_file,
     read_secret,
 )
-from mos_agent.config.yamlmarks import Mark, expand_env, load_yaml
+from mos_agent.config.yamlmarks import Mark, MarkedDocument, Marks, expand_env, load_yaml
 
 CASES = Path(__file__).resolve().parent / "validate_cases"
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "expected.txt").exists())
@@ -239,6 +243,26 @@ def test_ten_thousand_tags_load(tmp_path: Path) -> None:
     print(f"10,000 tags loaded and validated in {elapsed:.2f} s")
 
 
+def test_loading_runs_no_cyclic_collection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything a load allocates lives on: a collection during it walks all of it for nothing
+    (what made the load super-linear in the tags). The collector is off while files are read and
+    validated, and on again afterwards."""
+    agent_file = _write_good(tmp_path)
+    monkeypatch.setenv("MOS_TEST_STORE_URL", "http://127.0.0.1:8086")
+    collector_on: list[bool] = []
+    real_load_yaml = loader.load_yaml
+
+    def watched(text: str) -> MarkedDocument:
+        collector_on.append(gc.isenabled())
+        return real_load_yaml(text)
+
+    monkeypatch.setattr(loader, "load_yaml", watched)
+    load_config(agent_file)
+    load_device_file(tmp_path / "devices" / "press-01.yaml")
+    assert collector_on == [False, False, False, False]  # agent file, two device files, one reload
+    assert gc.isenabled()
+
+
 # ---------------------------------------------------------------- YAML with marks
 
 
@@ -268,8 +292,18 @@ def test_environment_expansion() -> None:
 def test_merge_keys_anchors_and_duplicates() -> None:
     doc = load_yaml("base: &b {unit: bar, category: process}\ntag:\n  <<: *b\n  unit: kPa\n  name: p\n  name: q\n")
     assert doc.data["tag"] == {"unit": "kPa", "category": "process", "name": "p"}
+    # marks are the own key's where it overrides, the anchor's where merged, the first of duplicates
+    assert doc.marks[("tag", "unit")] == Marks(Mark(4, 3), Mark(4, 9))
+    assert doc.marks[("tag", "category")].value == Mark(1, 32)
+    assert doc.marks[("tag", "name")].value == Mark(5, 9)
+    assert ("tag", "nope") not in doc.marks and ("tag", "unit", 0) not in doc.marks
     assert [(p.line, p.col) for p in doc.problems] == [(6, 3)]
     assert doc.problems[0].message == "duplicate key 'name' (first at line 5, column 3)"
+    doc = load_yaml("1: one\nfalse: nothing\nlist: [a, {b: 2}]\n")
+    assert doc.data == {1: "one", False: "nothing", "list": ["a", {"b": 2}]}
+    assert doc.marks[(1,)].value == Mark(1, 4) and doc.marks[("list", 1, "b")].value == Mark(3, 15)
+    assert sorted(map(str, doc.marks)) == sorted(map(str, [(), (1,), (False,), ("list",), ("list", 0), ("list", 1),
+                                                           ("list", 1, "b")]))
 
 
 def test_empty_and_bad_documents() -> None:
@@ -278,3 +312,59 @@ def test_empty_and_bad_documents() -> None:
     assert doc.data is None and doc.problems[0][:2] == (2, 1)
     doc = load_yaml("n: !!int x\n")
     assert doc.problems[0][:2] == (1, 4)
+
+
+# ---------------------------------------------------------------- aliases
+
+BILLION_LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", "a", "b", "c", "d", "e", "f", "g"], "abcdefgh", strict=True))
+
+
+def test_alias_bomb_is_refused_at_the_key_that_expands_it() -> None:
+    tracemalloc.start()
+    doc = load_yaml(BILLION_LAUGHS)  # 9**8 values if walked
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20 * 2**20  # stopped at its budget, not hundreds of MB into the expansion
+    assert doc.data is None
+    assert [(p.line, p.col) for p in doc.problems] == [(5, 1)]
+    assert doc.problems[0].message.startswith("e: aliases expand to more than ")
+    # refused as a whole: nothing of it is kept
+    assert doc.marks == {}
+
+
+def test_alias_bomb_in_a_device_file_is_refused_on_reload_too(tmp_path: Path) -> None:
+    device_file = tmp_path / "press.yaml"
+    device_file.write_text(GOOD_MODBUS + BILLION_LAUGHS.replace("h:", "extra:"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_device_file(device_file)
+    assert [(p.line, p.col) for p in caught.value.problems] == [(15, 1)]
+    assert "alias bomb" in caught.value.problems[0].message
+
+
+def test_recursive_aliases_are_located() -> None:
+    assert load_yaml("a: 1\nb: &b [1, *b]\n").problems == [
+        (2, 4, "recursive alias: the value anchored here contains an alias to itself")]
+    assert load_yaml("a: &a\n  x: {y: *a}\n").problems[0][:2] == (1, 4)
+    assert load_yaml("a: &a {<<: *a, x: 1}\n").problems == [
+        (1, 4, "recursive alias: the mapping anchored here merges itself")]
+    assert load_yaml("a: " + "[" * 150 + "]" * 150).problems[0][2] == "nested more than 100 levels deep"
+
+
+def test_merge_keys_give_what_pyyaml_gives_without_growing() -> None:
+    text = ("d: &d {a: 1, b: 2}\ne: &e {b: 3, c: 4}\nx: {<<: [*d, *e], c: 5}\ny: {<<: *e, a: 0}\n"
+            "z: &z {<<: *d, q: 1}\nw: {<<: [*z, *e]}\nv: {<<: {m: 1}, n: 2}\nu: {<<: *d, <<: {b: 9}}\n")
+    doc = load_yaml(text)
+    assert doc.problems == []
+    assert doc.data == yaml.safe_load(text)
+    assert [list(v) for v in doc.data.values()] == [list(v) for v in yaml.safe_load(text).values()]
+    # nine mappings each merging the previous one nine times: PyYAML's flattening keeps 9**8
+    # pairs; one pair per key keeps it as small as the result
+    levels = ["k0: &k0 {" + ", ".join(f"v{i}: {i}" for i in range(9)) + "}"]
+    levels += [f"k{n}: &k{n} {{<<: [{', '.join([f'*k{n - 1}'] * 9)}]}}" for n in range(1, 9)]
+    doc = load_yaml("\n".join(levels) + "\n")
+    assert doc.problems == []
+    assert doc.data["k8"] == {f"v{i}": i for i in range(9)}
+    assert load_yaml("a: {<<: [1]}\n").problems == [
+        (1, 10, "'<<' merges a mapping or a list of mappings (an alias like *defaults)")]

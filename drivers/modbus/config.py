@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from difflib import get_close_matches
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mos_agent.config.models import DeviceBase, Duration, StrictModel, TagBase, located_errors
 
@@ -205,10 +205,6 @@ class ModbusTag(TagBase):
     # counters that must move: a frozen PLC still answers with its last values)
     stale_after: Duration | None = None
 
-    _address: Address = PrivateAttr()
-    _type: str = PrivateAttr()
-    _registers: int = PrivateAttr()
-
     @field_validator("address")
     @classmethod
     def _address_syntax(cls, value: str) -> str:
@@ -258,30 +254,26 @@ class ModbusTag(TagBase):
             raise ValueError("stale_after applies to numbers and bits, not to strings")
         return value
 
-    @model_validator(mode="after")
-    def _resolve(self) -> ModbusTag:
-        self._address = parse_address(self.address)
-        bit_valued = self._address.table in BIT_TABLES or self._address.bit is not None
-        self._type = self.type or ("bool" if bit_valued else "uint16")
-        self._registers = 1 if self._type == "bool" else parse_type(self._type)[1]
-        return self
-
-    @property
+    # Worked out from the validated fields when first asked and kept in the instance: planning
+    # and the series table ask for them for every tag at start-up, and a pydantic private
+    # attribute costs a __getattr__ call a read (a second at 100,000 tags).
+    @cached_property
     def location(self) -> Address:
-        return self._address
+        return parse_address(self.address)
 
-    @property
+    @cached_property
     def value_type(self) -> str:
         """The effective type (``type`` or its default)."""
-        return self._type
+        location = self.location
+        return self.type or ("bool" if location.table in BIT_TABLES or location.bit is not None else "uint16")
 
-    @property
+    @cached_property
     def width(self) -> int:
         """Units the tag occupies in its table: registers for hr/ir, bits for co/di."""
-        return self._registers
+        return 1 if self.value_type == "bool" else parse_type(self.value_type)[1]
 
     def data_type(self) -> str:
-        return self._type
+        return self.value_type
 
 
 class ModbusDevice(DeviceBase):

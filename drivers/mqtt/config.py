@@ -5,10 +5,22 @@ sample.yaml is a complete file.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from drivers.mqtt.paths import (
     ROOT,
@@ -18,7 +30,9 @@ from drivers.mqtt.paths import (
     compile_topic,
 )
 from mos_agent.config.loader import read_secret
-from mos_agent.config.models import DeviceBase, Duration, Size, StrictModel, TagBase, TextEncoding
+from mos_agent.config.models import DeviceBase, Duration, SeriesFields, Size, StrictModel, TagBase, TextEncoding
+from mos_agent.sparkplug import id_problem
+from mos_agent.taxonomy import DEFAULT_KIND
 
 
 def _protocol(value: Any) -> Any:
@@ -136,26 +150,141 @@ class MqttTag(TagBase):
         return {"number": "float", "bool": "bool", "string": "string"}[self.type]
 
 
+class SparkplugSource(StrictModel):
+    """Which Sparkplug B edge nodes a ``format: sparkplug`` device reads."""
+
+    group_id: str
+    edge_node: str  # an edge node id, or "+" for every edge node of the group
+
+    @field_validator("group_id")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        problem = id_problem(value)
+        if problem:
+            raise ValueError(f"group_id {value!r} {problem}")
+        return value
+
+    @field_validator("edge_node")
+    @classmethod
+    def _node(cls, value: str) -> str:
+        problem = None if value == "+" else id_problem(value)
+        if problem:
+            raise ValueError(f"edge_node {value!r} {problem} (\"+\" reads every edge node of the group)")
+        return value
+
+    @property
+    def every_node(self) -> bool:
+        return self.edge_node == "+"
+
+
+class SparkplugMetricTag(SeriesFields):
+    """A pattern over Sparkplug metric names (``*``, ``?``, ``[...]`` as in shell globs, matched
+    case-sensitively against the whole name) and the taxonomy its metrics get."""
+
+    metric: str = Field(min_length=1, max_length=200)
+    # readings per second this pattern's metrics are expected to produce (for `validate`);
+    # default: one per poll_interval
+    expected_rate: float | None = Field(default=None, gt=0)
+
+    _pattern: re.Pattern[str] = PrivateAttr()
+
+    @field_validator("metric")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        if value.count("[") != value.count("]"):
+            raise ValueError(f"metric pattern {value!r} has an unclosed '['")
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        self._pattern = re.compile(fnmatch.translate(self.metric))
+
+    def matches(self, name: str) -> bool:
+        return self._pattern.match(name) is not None
+
+    @property
+    def name(self) -> str:
+        return self.metric
+
+    def effective_kind(self) -> str:
+        return self.kind or DEFAULT_KIND[self.category]
+
+    def data_type(self) -> str:
+        """Numbers unless the birth says otherwise (each metric's series takes its birth's type)."""
+        return "float"
+
+
+def _located(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
+    """A validation error at ``loc`` from a validator of the whole device (which pydantic would
+    otherwise place at the device itself)."""
+    error = PydanticCustomError("value_error", message)
+    return ValidationError.from_exception_data("MqttDevice", [InitErrorDetails(type=error, loc=loc, input=value)])
+
+
+def _tag_form(value: Any) -> str:
+    return "by_metric" if isinstance(value, dict) and "metric" in value else "by_topic"
+
+
+DeviceTag = Annotated[Annotated[MqttTag, Tag("by_topic")] | Annotated[SparkplugMetricTag, Tag("by_metric")],
+                      Discriminator(_tag_form)]
+
+
 class MqttDevice(DeviceBase):
     driver_name = "mqtt"
 
     driver: Literal["mqtt"] = "mqtt"
     connection: MqttConnection  # type: ignore[assignment]
-    tags: list[MqttTag] = Field(min_length=1)  # type: ignore[assignment]
+    # json: tags by topic and JSON path; sparkplug: Sparkplug B edge nodes, tags by metric name
+    format: Literal["json", "sparkplug"] = "json"
+    sparkplug: SparkplugSource | None = None
+    tags: list[DeviceTag] = Field(min_length=1)  # type: ignore[assignment]
     # How payload bytes are read when sources do not send UTF-8 (cp949, euc-kr, shift_jis…);
     # default UTF-8, with bytes that are not valid UTF-8 replaced by U+FFFD.
     encoding: TextEncoding | None = None
 
     @field_validator("tags")
     @classmethod
-    def _unique_tags(cls, tags: list[MqttTag]) -> list[MqttTag]:
+    def _unique_tags(cls, tags: list[Any]) -> list[Any]:
         first: dict[str, int] = {}
         for i, tag in enumerate(tags):
             if tag.name in first:
-                raise ValueError(f"tag {i + 1} is named {tag.name!r} like tag {first[tag.name] + 1}; "
-                                 f"tag names must be unique in a device")
+                what = "is the metric pattern" if isinstance(tag, SparkplugMetricTag) else "is named"
+                raise ValueError(f"tag {i + 1} {what} {tag.name!r} like tag {first[tag.name] + 1}; "
+                                 f"tags must be unique in a device")
             first[tag.name] = i
         return tags
+
+    @model_validator(mode="after")
+    def _tags_of_the_format(self) -> MqttDevice:
+        """``format`` is read after ``tags``, so the tags are checked against it here (with the
+        problem located at the tag)."""
+        sparkplug = self.format == "sparkplug"
+        if sparkplug and self.sparkplug is None:
+            raise _located(("format",), "format: sparkplug needs a sparkplug section: "
+                                        "{group_id: ..., edge_node: ...}", self.format)
+        if not sparkplug and self.sparkplug is not None:
+            raise _located(("sparkplug",), "a sparkplug section needs format: sparkplug", None)
+        for i, tag in enumerate(self.tags):
+            if sparkplug and isinstance(tag, MqttTag):
+                raise _located(("tags", i), f"tag {i + 1} has a topic, but the tags of a format: sparkplug "
+                                            f"device are metric name patterns ({{metric: \"Temp*\", category: ...}})",
+                               tag.name)
+            if not sparkplug and isinstance(tag, SparkplugMetricTag):
+                raise _located(("tags", i), f"tag {i + 1} is a metric name pattern ({tag.metric!r}), which "
+                                            f"needs format: sparkplug and a sparkplug section", tag.metric)
+        return self
+
+    def configured_tags(self) -> list[TagBase]:
+        return [] if self.format == "sparkplug" else self.tags  # type: ignore[return-value]
+
+    @property
+    def topic_tags(self) -> list[MqttTag]:
+        """The tags of a ``format: json`` device."""
+        return [tag for tag in self.tags if isinstance(tag, MqttTag)]
+
+    @property
+    def metric_tags(self) -> list[SparkplugMetricTag]:
+        """The metric patterns of a ``format: sparkplug`` device, first match wins."""
+        return [tag for tag in self.tags if isinstance(tag, SparkplugMetricTag)]
 
     def client_id(self, agent_id: str) -> str:
         return self.connection.client_id or f"mos-agent-{agent_id}-{self.name}"

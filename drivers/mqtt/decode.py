@@ -172,7 +172,7 @@ class Decoder:
         self.routes = [
             Route(i, tag, tag.template, tag.path, tag.timestamp_path, _TYPE_CODES[tag.type], tag.required,
                   tag.path.is_root or tag.path.starts_with_key, tag.encoding or device.encoding)
-            for i, tag in enumerate(device.tags)
+            for i, tag in enumerate(device.topic_tags)
         ]
         self._targets: dict[str, tuple[Target, ...]] = {}
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import ssl
 import sys
 import threading
@@ -40,14 +41,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from drivers.mqtt.config import MqttConnection, MqttDevice
+from drivers.mqtt.config import MqttConnection, MqttDevice, SparkplugMetricTag, SparkplugSource
 from drivers.mqtt.decode import Decoder, Rows, SeriesLimitReached
 from drivers.mqtt.paths import minimal_filters
 from drivers.mqtt.redelivery import RecentMessages, message_key
+from drivers.mqtt.sparkplug import BirthFiles, SparkplugDecoder, sparkplug_filters
 from drivers.mqtt.wakeup import one_wakeup
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.loader import read_secret
 from mos_agent.driver_api import DeviceState, Driver, DriverContext, series_spec_for
+from mos_agent.series import SeriesSpec
+from mos_agent.status import SparkplugInStats
 from mos_agent.taxonomy import CollectorCode
 
 FLUSH_INTERVAL = 0.05  # seconds a decoded message waits at most before it is handed over
@@ -56,7 +60,9 @@ FLUSH_ROWS = 10_000  # ... or this many readings
 MAX_PENDING = 4  # batches handed over but not yet emitted; then the network thread waits
 STOP_ACK_GRACE = 5.0  # seconds a stopping driver stays connected to acknowledge committed batches
 READ_MIN_WAIT, READ_MAX_WAIT = 5.0, 60.0
+BIRTHS_SETTLE = 1.0  # seconds without another birth after which `read` has a node's births
 RECENT_MESSAGES_FILE = "mqtt-recent-messages"
+SPARKPLUG_BIRTHS_DIR = "sparkplug-births"
 
 
 class _Closing(Exception):
@@ -108,14 +114,32 @@ def make_client(device: MqttDevice, client_id: str, clean: bool, manual_ack: boo
 
 def subscriptions(device: MqttDevice, retain_handling: int) -> list[tuple[str, Any]]:
     """One subscription per distinct filter (captures subscribe as '+'); a filter another one
-    covers is left out so a message is not delivered twice."""
+    covers is left out so a message is not delivered twice. Sparkplug: the births, data and
+    deaths of the edge node(s) and their devices."""
     conn = device.connection
-    filters = minimal_filters([tag.template.filter for tag in device.tags])
+    if device.sparkplug is not None:
+        filters = sparkplug_filters(device.sparkplug)
+    else:
+        filters = minimal_filters([tag.template.filter for tag in device.topic_tags])
     if conn.protocol == "5":
         # retainHandling 1: retained messages only for a new subscription, not again on every
         # reconnect of a persistent session
         return [(f, SubscribeOptions(qos=conn.qos, retainHandling=retain_handling)) for f in filters]
     return [(f, conn.qos) for f in filters]
+
+
+def sp_topic_hint(source: SparkplugSource) -> str:
+    if source.every_node:
+        return f"any edge node of group {source.group_id} (each node seen publishing is asked for a rebirth)"
+    return f"edge node {source.edge_node} of group {source.group_id} (a rebirth was requested)"
+
+
+def newest_per_series(batch: ReadingBatch) -> ReadingBatch:
+    """The newest reading of each series in ``batch`` (what ``read`` prints)."""
+    newest: dict[int, int] = {}
+    for row, series in enumerate(batch.series.tolist()):
+        newest[series] = row
+    return batch.select(np.array(sorted(newest.values()), dtype=np.int64))
 
 
 def connect_error() -> str:
@@ -152,8 +176,15 @@ class MqttDriver(Driver):
         self._unacked_batches = 0
         self._disconnect_once = threading.Lock()
         self._disconnected = False
-        self._decoder = Decoder(self.device_config, self._register, window=ctx.agent.source_time.window(),
-                                source_names=ctx.status.source_names)
+        self._decoder: Decoder | SparkplugDecoder
+        if self.device_config.format == "sparkplug":
+            ctx.status.sparkplug = SparkplugInStats()
+            self._decoder = SparkplugDecoder(self.device_config, self._register_metric, self._send_command,
+                                             ctx.status.sparkplug, window=ctx.agent.source_time.window(),
+                                             source_names=ctx.status.source_names)
+        else:
+            self._decoder = Decoder(self.device_config, self._register, window=ctx.agent.source_time.window(),
+                                    source_names=ctx.status.source_names)
         self._recent: RecentMessages | None = None  # with QoS 1 and a persistent session
         self._arrival_floor = 0  # no arrival time before this (see run)
 
@@ -165,23 +196,41 @@ class MqttDriver(Driver):
         ``expected_rate`` on a tag overrides it (useful when captures fan one tag out)."""
         return sum(tag.expected_rate or 1.0 / device.poll_interval for tag in device.tags)
 
+    @classmethod
+    def publishing_interval(cls, device: Any) -> float | None:
+        return None if device.format == "sparkplug" else device.poll_interval  # Sparkplug: report by exception
+
     # ------------------------------------------------------------ series registration
 
     def _register(self, tag_index: int, overrides: dict[str, str]) -> int:
-        """Adds a captured series. The series table belongs to the event loop (the normaliser
-        reads it there), so the network thread asks the loop to do it and waits."""
+        """Adds a captured series."""
+        tag = self.device_config.topic_tags[tag_index]
+        return self._add_series(lambda: series_spec_for(self.ctx.agent, self.ctx.device, tag, overrides))
+
+    def _register_metric(self, pattern: SparkplugMetricTag, overrides: dict[str, str], tag_name: str,
+                         unit: str | None, data_type: str) -> int:
+        """Adds the series of a Sparkplug metric learnt from a birth."""
+
+        def spec() -> SeriesSpec:
+            base = series_spec_for(self.ctx.agent, self.ctx.device, pattern, overrides, tag_name)  # type: ignore[arg-type]
+            return dataclasses.replace(base, unit=unit, data_type=data_type)
+
+        return self._add_series(spec)
+
+    def _add_series(self, make_spec: Callable[[], SeriesSpec]) -> int:
+        """The series of ``make_spec()``, added if new. The series table belongs to the event loop
+        (the normaliser reads it there), so the network thread asks the loop to do it and waits."""
         ctx = self.ctx
-        tag = self.device_config.tags[tag_index]
         limit = self.device_config.connection.max_series
 
         def add() -> int:
-            spec = series_spec_for(ctx.agent, ctx.device, tag, overrides)
+            spec = make_spec()
             existing = ctx.series.find(spec.asset, spec.tag)
             if existing is not None:
                 return existing
             if len(ctx.series) >= limit:
                 raise SeriesLimitReached(f"device already has {len(ctx.series)} series (max_series {limit}); "
-                                         f"{tag.name} at {spec.asset_path} dropped")
+                                         f"{spec.tag} at {spec.asset_path} dropped")
             return ctx.series.add(spec)
 
         if self._loop is None or threading.get_ident() == self._loop_thread:
@@ -226,7 +275,17 @@ class MqttDriver(Driver):
             return
         # Subscribe on every connection: a broker may have lost the persistent session.
         client.subscribe(subscriptions(self.device_config, retain_handling=1))
+        if isinstance(self._decoder, SparkplugDecoder):
+            with self._lock:
+                self._decoder.on_connected()
         self._call_soon(self._connected, getattr(flags, "session_present", False))
+
+    def _send_command(self, topic: str, payload: bytes) -> None:
+        """A Sparkplug command (a rebirth request) to an edge node: QoS 0, not retained, as the
+        specification has NCMD."""
+        client = self._client
+        if client is not None and not self._closing:
+            client.publish(topic, payload, qos=0)
 
     def _connected(self, session_present: bool) -> None:
         conn = self.device_config.connection
@@ -398,6 +457,10 @@ class MqttDriver(Driver):
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+        if isinstance(self._decoder, SparkplugDecoder) and conn.qos and not conn.clean_session:
+            # the session keeps messages while the agent is away; the births name them on return
+            self._decoder.births = BirthFiles(self.ctx.state_path(SPARKPLUG_BIRTHS_DIR))
+            self._decoder.restore()
         if conn.qos and not conn.clean_session:
             self._recent = RecentMessages(self.ctx.state_path(RECENT_MESSAGES_FILE))
             # Times of a burst kept apart may run ahead of the clock; after a quick restart, new
@@ -455,7 +518,10 @@ class MqttDriver(Driver):
         """Subscribe with a separate clean session (client id + ``-read``, so the agent's queued
         messages are not taken), wait until every tag has a reading or ``max(2 × poll_interval,
         5 s)`` (at most 60 s) passes, and return the newest reading per series; tags that saw
-        nothing are bad rows with code TIMEOUT. Retained messages count as readings."""
+        nothing are bad rows with code TIMEOUT. Retained messages count as readings. Sparkplug:
+        see :meth:`_read_births`."""
+        if isinstance(self._decoder, SparkplugDecoder):
+            return await self._read_births(self._decoder)
         device = self.device_config
         conn = device.connection
         loop = asyncio.get_running_loop()
@@ -481,15 +547,18 @@ class MqttDriver(Driver):
             failure.append(f"cannot connect to {conn.host}:{conn.effective_port}{connect_error()}")
             self._call_soon(connected.set)
 
+        decoder = self._decoder
+        assert isinstance(decoder, Decoder)
+
         def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             with lock:
                 before = len(rows)
                 try:
-                    self._decoder.decode(message.topic, message.payload, time.time_ns(), rows)
+                    decoder.decode(message.topic, message.payload, time.time_ns(), rows)
                 except (_Closing, UnicodeDecodeError):
                     return
                 if len(rows) > before:
-                    seen.update(target.route.index for target in self._decoder.targets(message.topic, rows))
+                    seen.update(target.route.index for target in decoder.targets(message.topic, rows))
 
         client.on_connect = on_connect
         client.on_connect_fail = on_connect_fail
@@ -517,11 +586,86 @@ class MqttDriver(Driver):
             for kind, (count, message) in rows.errors.items():
                 self.ctx.report_error(kind, message, count)
             batch = rows.to_batch()
-        newest: dict[int, int] = {}
-        for row, series in enumerate(batch.series.tolist()):
-            newest[series] = row
-        result = batch.select(np.array(sorted(newest.values()), dtype=np.int64))
+        result = newest_per_series(batch)
         missing = [i for i in range(len(device.tags)) if i not in seen]
         if missing:
             result = ReadingBatch.concat([result, ReadingBatch.failed(missing, CollectorCode.TIMEOUT)])
         return result
+
+    async def _read_births(self, decoder: SparkplugDecoder) -> ReadingBatch:
+        """Sparkplug: subscribe with a separate clean session, ask a named edge node for its
+        births (any other node is asked when its data shows it exists), and return the values of
+        the first births: those that arrive until ``BIRTHS_SETTLE`` passes without another
+        (DBIRTHs follow their NBIRTH), within ``max(2 × poll_interval, 5 s)`` (at most 60 s).
+        Raises ``TimeoutError`` if no birth came."""
+        device = self.device_config
+        conn = device.connection
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        client, connect = make_client(device, device.client_id(self.ctx.agent.id) + "-read", clean=True,
+                                      manual_ack=False)
+        self._client = client
+        connected = asyncio.Event()
+        failure: list[str] = []
+        births: list[float] = []
+        rows = Rows()
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+            if reason.is_failure:
+                failure.append(f"broker {conn.host}:{conn.effective_port} refused the connection: "
+                               f"{reason_text(reason)}")
+            else:
+                client.subscribe(subscriptions(device, retain_handling=0))
+            self._call_soon(connected.set)
+
+        def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, reasons: list, properties: Any) -> None:
+            with self._lock:
+                decoder.on_connected()  # only once subscribed, or the answer could come first
+
+        def on_connect_fail(client: mqtt.Client, userdata: Any) -> None:
+            failure.append(f"cannot connect to {conn.host}:{conn.effective_port}{connect_error()}")
+            self._call_soon(connected.set)
+
+        def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            with self._lock:
+                before = decoder.stats.births
+                try:
+                    decoder.decode(message.topic, message.payload, time.time_ns(), rows)
+                except (_Closing, UnicodeDecodeError):
+                    return
+                if decoder.stats.births > before:
+                    births.append(time.monotonic())
+
+        client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        client.connect_async(**connect)
+        client.loop_start()
+        wait = min(max(2 * device.poll_interval, READ_MIN_WAIT), READ_MAX_WAIT)
+        try:
+            try:
+                async with asyncio.timeout(conn.connect_timeout + 1.0):
+                    await connected.wait()
+            except TimeoutError:
+                failure.append(f"no answer from {conn.host}:{conn.effective_port} within "
+                               f"{conn.connect_timeout:g}s")
+            if failure:
+                raise ConnectionError(failure[0])
+            deadline = loop.time() + wait
+            while loop.time() < deadline and not (births and time.monotonic() - births[-1] >= BIRTHS_SETTLE):
+                await asyncio.sleep(0.05)
+        finally:
+            self._closing = True
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+        if not births:
+            source = device.sparkplug
+            assert source is not None
+            raise TimeoutError(f"no Sparkplug birth from {sp_topic_hint(source)} within {wait:g}s")
+        with self._lock:
+            for kind, (count, message) in rows.errors.items():
+                self.ctx.report_error(kind, message, count)
+            return newest_per_series(rows.to_batch())
+

@@ -216,13 +216,47 @@ def device_name(name: str | None, endpoint: str, root_name: str | None) -> str:
 def to_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: str,
             username: str | None = None, truncated: bool = False) -> str:
     readable = [f for f in found if f.kind in READABLE_KINDS]
-    skipped = [f for f in found if f.kind not in READABLE_KINDS]
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = [
-        f"# Device file written by `mos-agent browse {endpoint} --node {node} --depth {depth}` on {stamp}:",
+        f"# Device file written by `mos-agent browse {endpoint} --node {node} --depth {depth}` on {_stamp()}:",
         f"# {len(readable)} variables. Set the asset and stage, and check each tag's category.",
-        f"name: {name}",
+        *_device_lines(name, endpoint, username),
+        *_reading_lines(),
+        *_tag_lines(found, truncated),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def to_profile_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: str, profile: str,
+                    username: str | None = None, truncated: bool = False) -> tuple[str, str]:
+    """A profile with the variables found (what every machine of this model has) and a short
+    device file for this machine naming it as ``../profiles/<profile>.yaml``."""
+    readable = [f for f in found if f.kind in READABLE_KINDS]
+    command = f"mos-agent browse {endpoint} --node {node} --depth {depth} --profile {profile}"
+    profile_text = [
+        f"# Profile written by `{command}` on {_stamp()}:",
+        f"# {len(readable)} variables of one machine model. Check each tag's category; a device file names",
+        f"# this profile with `profile: ../profiles/{profile}.yaml` and writes its own asset, stage and connection.",
+        f"profile: {profile}",
         "driver: opcua",
+        *_reading_lines(),
+        *_tag_lines(found, truncated),
+    ]
+    device_text = [
+        f"# Device file written by `{command}` on {_stamp()}:",
+        f"# its tags are in profile {profile}. Set the asset and stage.",
+        *_device_lines(name, endpoint, username, profile),
+    ]
+    return "\n".join(profile_text) + "\n", "\n".join(device_text) + "\n"
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _device_lines(name: str, endpoint: str, username: str | None, profile: str | None = None) -> list[str]:
+    out = [f"name: {name}"]
+    out.append(f"profile: ../profiles/{profile}.yaml" if profile else "driver: opcua")
+    out += [
         "asset: {area: unassigned}   # placeholder: the ISA-95 area (and line, cell) of this equipment",
         "stage: machining            # placeholder: the process stage (agent.stages)",
         "connection:",
@@ -231,12 +265,18 @@ def to_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: 
     if username:
         out.append(f"  username: {_scalar(username)}")
         out.append(f"  # password_file: /etc/mos-agent/{name}.password")
-    out += [
-        "  # security: {policy: Basic256Sha256, mode: SignAndEncrypt}",
-        "mode: subscribe",
-        "subscription: {publishing_interval: 500ms}",
-        "tags:" if readable else "tags: []   # every variable found is a structure or ByteString",
-    ]
+    out.append("  # security: {policy: Basic256Sha256, mode: SignAndEncrypt}")
+    return out
+
+
+def _reading_lines() -> list[str]:
+    return ["mode: subscribe", "subscription: {publishing_interval: 500ms}"]
+
+
+def _tag_lines(found: Sequence[Found], truncated: bool) -> list[str]:
+    readable = [f for f in found if f.kind in READABLE_KINDS]
+    skipped = [f for f in found if f.kind not in READABLE_KINDS]
+    out = ["tags:" if readable else "tags: []   # every variable found is a structure or ByteString"]
     used: dict[str, int] = {}
     for f in readable:
         tag_name = tag_name_for(f.path)
@@ -264,13 +304,33 @@ def to_yaml(found: Sequence[Found], endpoint: str, node: str, depth: int, name: 
         out.append(f"  # left out {repaired(f.name)} ({f.node_id.to_string()}): {f.type_name or f.kind}, {why}")
     if truncated:
         out.append(f"  # stopped after {len(found)} variables: browse a narrower --node")
-    return "\n".join(out) + "\n"
+    return out
 
 
 async def browse_to_yaml(endpoint: str, node: str = "i=85", depth: int = 5, name: str | None = None,
                          username: str | None = None, password: str | None = None,
                          timeout: float = 10.0, allow_plaintext_password: bool = False) -> str:
     """Connect (no message security), walk from ``node`` and return a device file as YAML.
+
+    Raises ValueError for a bad endpoint, node id or depth (before connecting) and
+    :class:`~drivers.opcua.client.ConnectFailed` when the server cannot be reached or browsed."""
+    walked = await _walk_server(endpoint, node, depth, name, username, password, timeout, allow_plaintext_password)
+    return to_yaml(*walked)
+
+
+async def browse_to_profile(endpoint: str, profile: str, node: str = "i=85", depth: int = 5, name: str | None = None,
+                            username: str | None = None, password: str | None = None,
+                            timeout: float = 10.0, allow_plaintext_password: bool = False) -> tuple[str, str]:
+    """Like :func:`browse_to_yaml`, as a profile named ``profile`` and a short device file naming it."""
+    found, endpoint, node, depth, name, username, truncated = await _walk_server(
+        endpoint, node, depth, name, username, password, timeout, allow_plaintext_password)
+    return to_profile_yaml(found, endpoint, node, depth, name, profile, username, truncated)
+
+
+async def _walk_server(endpoint: str, node: str, depth: int, name: str | None, username: str | None,
+                       password: str | None, timeout: float, allow_plaintext_password: bool
+                       ) -> tuple[list[Found], str, str, int, str, str | None, bool]:
+    """What was found under ``node``, with the arguments :func:`to_yaml` takes.
 
     Raises ValueError for a bad endpoint, node id or depth (before connecting) and
     :class:`~drivers.opcua.client.ConnectFailed` when the server cannot be reached or browsed."""
@@ -308,5 +368,4 @@ async def browse_to_yaml(endpoint: str, node: str = "i=85", depth: int = 5, name
     else:  # one machine object under Objects names the device
         tops = {f.path[0] for f in found if len(f.path) > 1}
         root_name = tops.pop() if len(tops) == 1 else None
-    return to_yaml(found, conn.endpoint, node, depth, device_name(name, conn.endpoint, root_name),
-                   username, truncated)
+    return found, conn.endpoint, node, depth, device_name(name, conn.endpoint, root_name), username, truncated

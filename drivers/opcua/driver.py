@@ -111,6 +111,15 @@ class OpcUaDriver(Driver):
         return await browsing.browse_to_yaml(endpoint, node, depth, name, username, password,
                                              allow_plaintext_password=allow_plaintext_password)
 
+    @classmethod
+    async def browse_profile(cls, endpoint: str, profile: str, node: str = "i=85", depth: int = 5,
+                             name: str | None = None, username: str | None = None, password: str | None = None,
+                             allow_plaintext_password: bool = False) -> tuple[str, str]:
+        """A profile named ``profile`` with the variables under ``node`` and a short device file
+        naming it (``../profiles/<profile>.yaml``): for several machines of one model."""
+        return await browsing.browse_to_profile(endpoint, profile, node, depth, name, username, password,
+                                                allow_plaintext_password=allow_plaintext_password)
+
     # ------------------------------------------------------------ public entry points
 
     async def read_once(self) -> ReadingBatch:

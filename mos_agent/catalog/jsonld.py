@@ -13,7 +13,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from mos_agent.catalog.observe import Observation
     from mos_agent.config.loader import LoadedConfig
     from mos_agent.config.models import DeviceBase, LocalizedText, TagBase
+    from mos_agent.config.profiles import ProfileInfo
     from mos_agent.driver_api import Driver
+    from mos_agent.sharing.contracts import Contract
 
 # Project vocabulary. w3id.org gives a permanent, redirectable namespace that does not depend on
 # where the project is hosted; the terms are listed in docs/catalog.md.
@@ -165,13 +167,19 @@ def _plain_decimal(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def rfc3339(moment: datetime) -> str:
+    """UTC with milliseconds: ``2026-12-01T00:00:00.000Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _datetime_literal(moment: datetime) -> dict[str, str]:
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"@value": text, "@type": "xsd:dateTime"}
+    return {"@value": rfc3339(moment), "@type": "xsd:dateTime"}
 
 
-def _ns_to_datetime(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, UTC)
+def datetime_from_ns(ns: int) -> datetime:
+    """Exact to the microsecond (through a float, the last instant of a day could round to the next)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
 
 
 def _share(part: int, whole: int) -> dict[str, str]:
@@ -225,6 +233,11 @@ def _standard_node(standard: Standard) -> dict[str, Any]:
     if standard.uri:
         node["@id"] = standard.uri
     return node
+
+
+def _profile_node(base: str, name: str) -> dict[str, Any]:
+    return {"@id": f"{base}profile/{_quote(name)}", "@type": ["dct:Standard", "mos:DeviceProfile"],
+            "dct:identifier": name, "dct:title": f"Device profile {name}"}
 
 
 def protocol_standard(driver_name: str, driver_cls: type[Driver] | None) -> Standard | None:
@@ -294,8 +307,10 @@ def _kpi_series(dataset_iri: str, shifts: list[str]) -> list[dict[str, Any]]:
 
 
 def _browse_entries(device: DeviceBase) -> list[Any]:
-    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries)."""
-    return [entry for entry in getattr(device, "browse", None) or [] if getattr(entry, "category", None) in CATEGORIES]
+    """A driver's groups of variables discovered at connect time (OPC UA ``browse:`` entries,
+    Sparkplug B metric name patterns)."""
+    entries = [*(getattr(device, "browse", None) or []), *(getattr(device, "metric_tags", None) or [])]
+    return [entry for entry in entries if getattr(entry, "category", None) in CATEGORIES]
 
 
 def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, Any]]:
@@ -314,6 +329,9 @@ def _variable_templates(dataset_iri: str, entries: list[Any]) -> list[dict[str, 
         prefix = getattr(entry, "prefix", None)
         if isinstance(prefix, str) and prefix:
             node["mos:namePrefix"] = prefix
+        pattern = getattr(entry, "metric", None)
+        if isinstance(pattern, str) and pattern:
+            node["mos:sourceNamePattern"] = pattern  # Sparkplug metric names, before the name mapping
         unit_code = getattr(entry, "unit", None)
         if isinstance(unit_code, str) and (unit := units.lookup(unit_code)) is not None:
             node["mos:ucumCode"] = unit.ucum
@@ -329,7 +347,7 @@ def _generated_title(device: DeviceBase) -> str:
 
 
 def _generated_description(device: DeviceBase, site_path: str, protocol: str, categories: list[str]) -> str:
-    count = len(device.tags)
+    count = len(device.configured_tags())
     return (f"{count} configured {'variable' if count == 1 else 'variables'} of equipment {device.name} at "
             f"{site_path}, read over {protocol}; process stage {device.stage}; categories: "
             f"{', '.join(categories) or 'none'}. {ACCESS_RIGHTS_EN}")
@@ -355,8 +373,8 @@ def _observation_properties(observation: Observation | None, window_default: flo
     if observation and observation.first_ns is not None and observation.last_ns is not None:
         props["dct:temporal"] = {
             "@type": "dct:PeriodOfTime",
-            "dcat:startDate": _datetime_literal(_ns_to_datetime(observation.first_ns)),
-            "dcat:endDate": _datetime_literal(_ns_to_datetime(observation.last_ns)),
+            "dcat:startDate": _datetime_literal(datetime_from_ns(observation.first_ns)),
+            "dcat:endDate": _datetime_literal(datetime_from_ns(observation.last_ns)),
         }
     window = observation.window_seconds if observation else window_default
     if window:
@@ -368,13 +386,22 @@ def _observation_properties(observation: Observation | None, window_default: flo
 
 def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | None = None, *,
                   drivers: Mapping[str, type[Driver]] | None = None,
-                  now: datetime | None = None) -> dict[str, Any]:
+                  now: datetime | None = None,
+                  agreements: Mapping[str, Sequence[Contract]] | None = None) -> dict[str, Any]:
     """The JSON-LD catalogue of ``loaded``'s devices.
 
     ``observed`` maps a dataset identifier (asset path, see :func:`dataset_identifier`) to what the
     store holds; when given, every dataset gets a point count (0 where the store has nothing).
     ``drivers`` maps driver names to classes; by default they come from the driver registry.
+    ``agreements`` maps a device name to the contracts whose ODRL agreement its dataset carries
+    (default: every contract covering it that has not expired); a dataset without one carries the
+    offer, which permits nothing.
     """
+    now = now or datetime.now(UTC)
+    if agreements is None:
+        agreements = covering_contracts(loaded, now)
+    agreement_targets: dict[str, list[str]] = {}
+    agreement_contracts: dict[str, Contract] = {}
     catalog_cfg = loaded.agent.catalog or CatalogSection()
     base = _base_uri(catalog_cfg.base_uri)
     driver_classes = dict(drivers) if drivers is not None else {}
@@ -383,6 +410,7 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
     datasets: list[dict[str, Any]] = []
     used_categories: list[str] = []
     modified_times: list[datetime] = [t for t in [_mtime(loaded.path)] if t]
+    profile_of = {device: info for info in loaded.profiles.values() for device in info.devices}
     for device in loaded.devices:
         if not device.enabled:
             continue
@@ -391,20 +419,30 @@ def build_catalog(loaded: LoadedConfig, observed: Mapping[str, Observation] | No
             from mos_agent.registry import load_driver
 
             driver_cls = driver_classes[device.driver] = load_driver(device.driver)
-        file_time = _mtime(loaded.device_files.get(device.name))
+        profile = profile_of.get(device.name)
+        file_times = [_mtime(loaded.device_files.get(device.name)), _mtime(profile.path if profile else None)]
+        file_time = max((t for t in file_times if t), default=None)
         if file_time:
             modified_times.append(file_time)
-        dataset, categories = _dataset(loaded, device, driver_cls, base, file_time)
+        dataset, categories = _dataset(loaded, device, driver_cls, base, file_time, profile)
         if observed is not None:
             dataset.update(_observation_properties(observed.get(dataset["dct:identifier"]), window_default))
+        attached = agreements.get(device.name, ())
+        if attached:
+            dataset["odrl:hasPolicy"] = [{"@id": agreement_iri(base, c)} for c in attached]
+            for contract in attached:
+                agreement_contracts[contract.id] = contract
+                agreement_targets.setdefault(contract.id, []).append(dataset["@id"])
         datasets.append(dataset)
         used_categories.extend(c for c in categories if c not in used_categories)
 
-    catalog = _catalog_node(loaded, catalog_cfg, base, datasets, now or datetime.now(UTC),
+    catalog = _catalog_node(loaded, catalog_cfg, base, datasets, now,
                             max(modified_times) if modified_times else None)
     used_categories = [c for c in RECORD_CATEGORIES if c in used_categories]  # the taxonomy's order
     graph: list[dict[str, Any]] = [catalog, _category_scheme(used_categories)]
     graph += [_category_concept(c) for c in used_categories]
+    graph += [_agreement(base, contract, agreement_targets[contract_id])
+              for contract_id, contract in agreement_contracts.items()]
     if observed is not None:
         graph += [{"@id": metric, "@type": "dqv:Metric", "skos:definition": {"@value": text, "@language": "en"}}
                   for metric, text in _QUALITY_METRICS]
@@ -417,7 +455,7 @@ def _site_path(loaded: LoadedConfig) -> str:
 
 
 def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] | None, base: str,
-             modified: datetime | None) -> tuple[dict[str, Any], list[str]]:
+             modified: datetime | None, profile: ProfileInfo | None) -> tuple[dict[str, Any], list[str]]:
     """One device's ``dcat:Dataset`` (without observations), and its categories."""
     agent = loaded.agent.agent
     identifier = dataset_identifier(loaded, device)
@@ -434,6 +472,9 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     standard = protocol_standard(device.driver, driver_cls)
     if standard:
         conforms.append(_standard_node(standard))
+    if profile is not None:
+        # machines of one model share a profile: the data centre sees their datasets as comparable
+        conforms.append(_profile_node(base, profile.name))
     if device.kpi is not None:
         conforms.append(_standard_node(ISO_22400_2))
 
@@ -452,7 +493,7 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
         **{f"mos:{level}": name for level, name in levels.items() if name},
         "mos:stage": device.stage,
         "mos:protocol": protocol,
-        "dcat:keyword": _keywords(device, categories, protocol),
+        "dcat:keyword": _keywords(device, categories, protocol, profile),
         "dcat:theme": [{"@id": category_iri(c)} for c in categories],
         "dct:conformsTo": conforms,
     }
@@ -461,7 +502,7 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
         dataset["dcat:temporalResolution"] = {"@value": iso_duration(interval), "@type": "xsd:duration"}
     if modified:
         dataset["dct:modified"] = _datetime_literal(modified)
-    dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.tags]
+    dataset["mos:variable"] = [_variable(dataset_iri, tag) for tag in device.configured_tags()]
     if device.kpi is not None:
         dataset["mos:kpiSeries"] = _kpi_series(dataset_iri, [s.name for s in loaded.agent.shifts])
     if templates:
@@ -469,8 +510,9 @@ def _dataset(loaded: LoadedConfig, device: DeviceBase, driver_cls: type[Driver] 
     return dataset, categories
 
 
-def _keywords(device: DeviceBase, categories: list[str], protocol: str) -> list[Any]:
-    """Stage, categories (each also in Korean), protocol and the asset levels below the site."""
+def _keywords(device: DeviceBase, categories: list[str], protocol: str, profile: ProfileInfo | None) -> list[Any]:
+    """Stage, categories (each also in Korean), protocol, the asset levels below the site and the
+    device's profile."""
     keywords: list[Any] = [device.stage]
     if device.stage in STAGE_LABELS_KO:
         keywords.append({"@value": STAGE_LABELS_KO[device.stage], "@language": "ko"})
@@ -479,6 +521,8 @@ def _keywords(device: DeviceBase, categories: list[str], protocol: str) -> list[
     keywords += [protocol, device.asset.area]
     keywords += [level for level in (device.asset.line, device.asset.cell) if level]
     keywords.append(device.name)
+    if profile is not None:
+        keywords.append(profile.name)
     return keywords
 
 
@@ -527,16 +571,12 @@ def _access_rights(policy_text: str | None) -> dict[str, Any]:
 
 
 def _offer(policy_text: str | None) -> dict[str, Any]:
-    """An ODRL offer: use is permitted once the publisher's consent (the contract) is obtained."""
+    """An ODRL offer without a permission: nothing may be used until a contract (an agreement)
+    says so."""
     return {
         "@id": "_:offer",
         "@type": "odrl:Offer",
         "odrl:assigner": {"@id": "_:publisher"},
-        "odrl:permission": {
-            "@type": "odrl:Permission",
-            "odrl:action": {"@id": "odrl:use"},
-            "odrl:duty": {"@type": "odrl:Duty", "odrl:action": {"@id": "odrl:obtainConsent"}},
-        },
         "rdfs:comment": [{"@value": policy_text or ACCESS_RIGHTS_EN, "@language": "en"}],
     }
 
@@ -586,3 +626,54 @@ def _category_concept(category: str) -> dict[str, Any]:
                            {"@value": CATEGORY_LABELS_KO[category], "@language": "ko"}],
         "skos:definition": {"@value": CATEGORY_DESCRIPTIONS[category], "@language": "en"},
     }
+
+
+# ---------------------------------------------------------------- contracts: ODRL agreements
+
+
+def covering_contracts(loaded: LoadedConfig, now: datetime) -> dict[str, list[Contract]]:
+    """Device name → the contracts releasing it that have not expired at ``now``."""
+    from mos_agent.sharing.contracts import ContractStatus
+
+    now_ns = int(now.timestamp() * 1e9)
+    contracts = [c for c in getattr(loaded, "contracts", None) or [] if c.status(now_ns) != ContractStatus.EXPIRED]
+    return {device.name: [c for c in contracts if c.covers_equipment(device.name)] for device in loaded.devices}
+
+
+def agreement_iri(base: str, contract: Contract) -> str:
+    return f"{base}agreement/{_quote(contract.id)}"
+
+
+def _agreement(base: str, contract: Contract, targets: list[str]) -> dict[str, Any]:
+    """The contract as an ODRL agreement: the plant (assigner) lets the consumer (assignee) use
+    the target datasets within the validity, in the released categories and resolution."""
+    from mos_agent.sharing.contracts import describe_categories
+
+    def bound(operator: str, ns: int) -> dict[str, Any]:
+        return {"@type": "odrl:Constraint", "odrl:leftOperand": {"@id": "odrl:dateTime"},
+                "odrl:operator": {"@id": operator}, "odrl:rightOperand": _datetime_literal(datetime_from_ns(ns))}
+
+    resolution: dict[str, str] | str = "raw"
+    if contract.resolution_ns is not None:
+        resolution = {"@value": iso_duration(contract.resolution_ns / 1e9), "@type": "xsd:duration"}
+    node: dict[str, Any] = {
+        "@id": agreement_iri(base, contract),
+        "@type": "odrl:Agreement",
+        "odrl:uid": contract.id,
+        "dct:identifier": contract.id,
+        "odrl:assigner": {"@id": "_:publisher"},
+        "odrl:assignee": {"@type": ["odrl:Party", "foaf:Agent"], "foaf:name": contract.consumer},
+        "odrl:permission": {
+            "@type": "odrl:Permission",
+            "odrl:target": [{"@id": target} for target in targets],
+            "odrl:action": {"@id": "odrl:use"},
+            "odrl:constraint": [bound("odrl:gteq", contract.valid_from_ns), bound("odrl:lteq", contract.valid_to_ns)],
+            "mos:releasedCategory": [{"@id": category_iri(c)} for c in describe_categories(contract)],
+            "mos:resolution": resolution,
+            "mos:pseudonymised": contract.pseudonymise,
+        },
+    }
+    title = _texts(contract.title)
+    if title:
+        node["dct:title"] = title
+    return node

@@ -1,5 +1,7 @@
 """``mos-agent browse ENDPOINT [--node ID] [--depth N] [--name NAME]``: walk an OPC UA server and
-print a device file (YAML) for the variables found.
+print a device file (YAML) for the variables found. With ``--profile NAME [--dir DIR]`` it writes
+``DIR/profiles/NAME.yaml`` (the variables: what every machine of this model has) and
+``DIR/devices/<device>.yaml`` (this machine, naming the profile) instead, and never overwrites.
 
 The OPC UA driver does the work (loaded through the driver registry like every driver, so the
 core never imports a protocol library). Bad arguments exit 2; a server that cannot be reached or
@@ -13,8 +15,11 @@ import asyncio
 import sys
 from pathlib import Path
 
+import yaml
+
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import read_secret
+from mos_agent.config.profiles import is_profile_name
 from mos_agent.registry import UnknownDriver, load_driver
 
 
@@ -34,13 +39,24 @@ def main(args: argparse.Namespace) -> int:
     except UnknownDriver:
         print("mos-agent browse: the OPC UA driver is not installed", file=sys.stderr)
         return 1
-    browse = getattr(driver, "browse", None)
+    browse = getattr(driver, "browse_profile" if args.profile else "browse", None)
     if browse is None:
         print("mos-agent browse: the installed OPC UA driver cannot browse", file=sys.stderr)
         return 1
+    if args.profile:
+        if not is_profile_name(args.profile):
+            raise UsageError(f"--profile {args.profile!r}: use letters, digits, '_', '-' and '.', like cnc-5axis")
+        profile_file = Path(args.dir) / "profiles" / f"{args.profile}.yaml"
+        if profile_file.exists():
+            raise UsageError(f"{profile_file} exists: choose another --profile name or remove it")
     try:
-        text = asyncio.run(browse(args.endpoint, args.node, args.depth, args.name, args.username, password,
-                                  allow_plaintext_password=args.allow_plaintext_password))
+        if args.profile:
+            profile_text, text = asyncio.run(browse(args.endpoint, args.profile, args.node, args.depth, args.name,
+                                                    args.username, password,
+                                                    allow_plaintext_password=args.allow_plaintext_password))
+        else:
+            text = asyncio.run(browse(args.endpoint, args.node, args.depth, args.name, args.username, password,
+                                      allow_plaintext_password=args.allow_plaintext_password))
     except ValueError as exc:  # the driver checks endpoint and node syntax before connecting
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
@@ -48,5 +64,14 @@ def main(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"mos-agent browse: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    if not args.profile:
+        sys.stdout.write(text)
+        return 0
+    device_file = Path(args.dir) / "devices" / f"{yaml.safe_load(text)['name']}.yaml"
+    if device_file.exists():
+        raise UsageError(f"{device_file} exists: give another --name or remove it")
+    for path, content in ((profile_file, profile_text), (device_file, text)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        print(f"wrote {path}")
     return 0

@@ -1,8 +1,9 @@
 """``mos-agent demo``: the demo plant on loopback — a stamping press (Modbus), a CNC machining
-centre (OPC UA) and environment/energy sensors (MQTT) from the bundled simulators, an agent with
-the local ``sqlite`` history as its store, and a live terminal view with the press's ISO 22400
-KPIs (OEE) in a two-shift calendar that starts with the demo. Needs nothing beyond the
-installation: the MQTT broker is Mosquitto where installed, else an embedded amqtt broker.
+centre (OPC UA), environment/energy sensors (MQTT) and an assembly line's Sparkplug B edge node
+(MQTT) from the bundled simulators, an agent with the local ``sqlite`` history as its store, and a
+live terminal view with the press's ISO 22400 KPIs (OEE) in a two-shift calendar that starts with
+the demo. Needs nothing beyond the installation: the MQTT broker is Mosquitto where installed, else
+an embedded amqtt broker.
 """
 
 from __future__ import annotations
@@ -106,16 +107,21 @@ class DemoPlant:
         self._sim("mqtt", "--port", str(mqtt_port), "--rate", "12", "--devices", "4")
         sensors = self._device_file("mqtt", "--port", str(mqtt_port), "--print-device-file")
         sensors["name"] = "plant-sensors"
-        if not isinstance(self.broker, Mosquitto):
-            sensors["connection"]["protocol"] = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
         sensors["connection"]["client_id"] = f"mos-agent-demo-{os.getpid()}"
+        # a PLC gateway already speaking Sparkplug B: its births name the metrics
+        self._sim("mqtt", "--sparkplug", "--port", str(mqtt_port), "--rate", "4")
+        edge_node = self._device_file("mqtt", "--sparkplug", "--port", str(mqtt_port), "--print-device-file")
+        if not isinstance(self.broker, Mosquitto):
+            for device in (sensors, edge_node):
+                device["connection"]["protocol"] = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
 
         wait_for_port(modbus_port)
         wait_for_port(opcua_port, timeout=30)
         cnc = self._device_file("opcua", "--port", str(opcua_port), "--print-device-file")
         cnc["name"] = "cnc-01"
 
-        for name, device in (("press-01", press), ("cnc-01", cnc), ("plant-sensors", sensors)):
+        for name, device in (("press-01", press), ("cnc-01", cnc), ("plant-sensors", sensors),
+                             (edge_node["name"], edge_node)):
             (devices / f"{name}.yaml").write_text(yaml.safe_dump(device, sort_keys=False, allow_unicode=True))
 
         sinks: list[dict] = [{"type": "sqlite", "retention": "1d"}]
@@ -224,6 +230,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         await agent.start()
+        console.print(f"status page: http://{agent.config.agent.health}/", highlight=False)
         started = time.monotonic()
         deadline = started + duration if duration else None
 

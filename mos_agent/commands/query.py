@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
         tags = set(_known(path, "tag", "WHERE equipment = ?", (args.device,)))
         device = next((d for d in loaded.devices if d.name == args.device), None)
         if device is not None:
-            tags |= {t.name for t in device.tags}
+            tags |= {t.name for t in device.configured_tags()}
         if args.tag not in tags:
             known_tags = ", ".join(sorted(tags)) or "none"
             raise UsageError(f"device {args.device!r} has no tag {args.tag!r} (tags: {known_tags})")

@@ -15,27 +15,64 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mos_agent.cli import UsageError
+from mos_agent.config.loader import read_secret
 from mos_agent.status import StatusReport
 
 DEFAULT_HEALTH = "127.0.0.1:9750"
 
 
-def _health_address(args: argparse.Namespace) -> str:
-    if args.url:
-        return args.url
+def _agent_section(config: str) -> dict[str, Any]:
+    """The agent file's ``agent:`` section as written, or {} when there is none to read (the status
+    command must work without a configuration, with ``--url``)."""
     try:
         import yaml
 
-        data = yaml.safe_load(Path(args.config).read_text())
-        address = (data or {}).get("agent", {}).get("health", DEFAULT_HEALTH)
+        data = yaml.safe_load(Path(config).read_text())
+        section = (data or {}).get("agent", {})
     except (OSError, ValueError, AttributeError):
-        address = DEFAULT_HEALTH
-    return DEFAULT_HEALTH if address == "off" else address
+        return {}
+    return section if isinstance(section, dict) else {}
 
 
-def fetch_status(address: str, timeout: float = 5.0) -> dict[str, Any]:
+def _health_address(args: argparse.Namespace) -> str:
+    if args.url:
+        return args.url
+    address = _agent_section(args.config).get("health", DEFAULT_HEALTH)
+    return DEFAULT_HEALTH if address == "off" or not isinstance(address, str) else address
+
+
+def token(args: argparse.Namespace) -> str | None:
+    """The bearer token: ``--token-file``, else the agent file's ``agent.health_token_file``
+    (relative to the agent file, as the agent reads it)."""
+    file = args.token_file
+    if file is None:
+        configured = _agent_section(args.config).get("health_token_file")
+        if not isinstance(configured, str):
+            return None
+        file = Path(configured).expanduser()
+        if not file.is_absolute():
+            file = Path(args.config).parent / file
+    try:
+        return read_secret(None, file)
+    except OSError as exc:
+        raise UsageError(f"cannot read the token file {file}: {exc.strerror or exc}") from None
+
+
+def refusal(command: str, address: str, exc: urllib.error.HTTPError) -> str:
+    """The one line a command prints when the health port answers with an error."""
+    if exc.code == 401:
+        return (f"mos-agent {command}: the agent on {address} asks for its bearer token and did not accept what "
+                "was sent: give --token-file, or -c the agent file naming agent.health_token_file")
+    return f"mos-agent {command}: the agent on {address} answered HTTP {exc.code}"
+
+
+def fetch_status(address: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
     url = address if address.startswith("http") else f"http://{address}"
-    with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout) as response:
+    request = urllib.request.Request(f"{url.rstrip('/')}/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -64,9 +101,24 @@ def render(status: StatusReport, console: Console) -> None:
                         f"{d.points_per_s:.0f}", str(d.series), str(d.points_bad),
                         f"{_age(last)} ago" if last is not None else "—", d.last_error or "")
     console.print(devices)
+    for d in status.devices:
+        if d.sparkplug is not None:
+            p = d.sparkplug
+            line = (f"{d.name}: Sparkplug B {p.group_id}/{p.edge_node}, {p.edge_nodes_online} edge node(s) online, "
+                    f"{p.births} births, {p.deaths} deaths, {p.metrics} metrics stored, "
+                    f"{p.rebirth_requests} rebirth requests ({p.seq_gaps} seq gaps, {p.unknown_aliases} unknown "
+                    f"aliases, {p.data_before_birth} data before birth), {p.dropped_points} values unnamed")
+            if p.unmatched_metrics:
+                shown = ", ".join(p.unmatched_examples[:5])
+                more = "…" if p.unmatched_metrics > 5 else ""
+                line += (f"; {p.unmatched_metrics} metrics match no pattern ({shown}{more}), "
+                         f"{p.ignored_points} values ignored")
+            console.print(line, markup=False, highlight=False)
     buf = status.buffer
+    disk = (f", disk {buf.disk_free_bytes / 1e9:.1f} of {buf.disk_total_bytes / 1e9:.1f} GB free"
+            if buf.disk_total_bytes else "")
     console.print(f"buffer: {buf.points} points, {buf.bytes / 1e6:.1f} MB, "
-                  f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}")
+                  f"oldest {_age(buf.oldest_age_s)}, dropped {buf.dropped_points}{disk}")
     if buf.disk_full:
         console.print(f"[red]buffer disk full[/red] ({buf.disk_full_reason}): dropping data by the overflow "
                       f"policy {buf.overflow}", markup=True, highlight=False)
@@ -87,12 +139,23 @@ def render(status: StatusReport, console: Console) -> None:
                 if m.primary_host_online is not None:
                     line += f", primary host {'online' if m.primary_host_online else 'offline'}"
             console.print(line)
+    if status.contracts:
+        contracts = Table(title="sharing contracts")
+        for column in ("contract", "consumer", "sink", "status", "datasets", "resolution", "released", "last release"):
+            contracts.add_column(column)
+        for c in status.contracts:
+            contracts.add_row(c.id, c.consumer, c.sink, c.status, ", ".join(c.datasets), c.resolution,
+                              str(c.points_released), c.last_release or "never")
+        console.print(contracts)
 
 
 def main(args: argparse.Namespace) -> int:
     address = _health_address(args)
     try:
-        data = fetch_status(address)
+        data = fetch_status(address, token=token(args))
+    except urllib.error.HTTPError as exc:
+        print(refusal("status", address, exc), file=sys.stderr)
+        return 1
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"mos-agent status: no agent answers on {address} ({reason}); is it running with health on?",

@@ -1,7 +1,8 @@
 """``mos-agent validate -c FILE``: check the agent file and every device file.
 
 Each problem is one ``PATH:LINE:COL: message`` line on stderr and the exit code is 2; a clean
-configuration prints what it would run (devices, tags, expected points/s, sinks) and exits 0.
+configuration prints what it would run (devices, the profiles they share, tags, expected points/s,
+sinks) and exits 0.
 """
 
 from __future__ import annotations
@@ -44,15 +45,24 @@ def summary(loaded: LoadedConfig) -> str:
     disabled = len(devices) - len(enabled)
     lines.append(f"devices    {len(devices)}" + (f" ({drivers})" if drivers else "")
                  + (f", {disabled} disabled" if disabled else ""))
+    if loaded.profiles:
+        on_each = ", ".join(f"{name}: {len(info.devices)} device{'' if len(info.devices) == 1 else 's'}"
+                            for name, info in sorted(loaded.profiles.items()))
+        lines.append(f"profiles   {len(loaded.profiles)} ({on_each})")
     categories = ", ".join(f"{per_category[c]} {c}" for c in CATEGORIES if per_category[c])
     lines.append(f"tags       {tags}" + (f" ({categories})" if categories else ""))
     lines.append(f"expected   {rate:,.1f} points/s")
     if agent.sinks:
         for sink in agent.sinks:
             where = _destination(sink, agent.agent.state_dir)
-            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}")
+            shared = " (only what contracts release)" if sink.share == "contracts" else ""
+            lines.append(f"sink       {sink.name or sink.type} ({sink.type}) → {where}{shared}")
     else:
         lines.append("sink       none (readings stay in the local buffer)")
+    for contract in loaded.contracts:
+        datasets = ", ".join(d.name for d in contract.released_devices(devices))
+        lines.append(f"contract   {contract.id} → {contract.sink}: {contract.resolution} of {datasets}"
+                     + (", pseudonymised" if contract.pseudonymise else ""))
     lines.append(f"buffer     {agent.buffer.max_size / 2**20:,.0f} MiB in {agent.agent.state_dir}, "
                  f"overflow {agent.buffer.overflow}")
     with_kpi = [d.name for d in enabled if d.kpi is not None]

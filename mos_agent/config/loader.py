@@ -8,23 +8,32 @@ readable problems is :mod:`mos_agent.config.validation`'s job.
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import functools
+import gc
 import glob
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from mos_agent import registry
+from mos_agent.config import profiles as profiling
 from mos_agent.config.models import AgentConfig, DeviceBase
+from mos_agent.config.profiles import Profile, ProfileInfo, SourceView
 from mos_agent.config.validation import VALUE_CUTOFF, describe_input, pydantic_problems
 from mos_agent.config.yamlmarks import Mark, MarkedDocument, PathKey, describe_path, load_yaml
 from mos_agent.secrets import is_secret_file_key, is_secret_key
 from mos_agent.taxonomy import DEFAULT_STAGES
+
+if TYPE_CHECKING:
+    from mos_agent.sharing.contracts import Contract
 
 DEFAULT_DEVICES_GLOB = "devices/*.yaml"
 
@@ -36,10 +45,6 @@ _INPUT_FILE_KEYS = frozenset({
 # A secret is one line of printable text: a control character in it (a second line, a CR from a
 # Windows editor) ends up in an HTTP header or a login packet, and in the error that follows.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _is_input_file_key(key: Any) -> bool:
-    return isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,8 @@ class LoadedConfig:
     agent: AgentConfig
     devices: list[DeviceBase]
     device_files: dict[str, Path]
+    contracts: list[Contract] = field(default_factory=list)  # sharing contracts (mos_agent.sharing)
+    profiles: dict[str, ProfileInfo] = field(default_factory=dict)  # by profile name
 
 
 def read_secret(value: str | None, file: Path | str | None) -> str | None:
@@ -82,11 +89,30 @@ def read_secret(value: str | None, file: Path | str | None) -> str | None:
 # ---------------------------------------------------------------- public entry points
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a configuration is built. Loading allocates millions of
+    objects that all live on (nodes, marks, models), so the collector's full passes find nothing
+    and walk everything loaded so far each time: with it running the load grows super-linearly
+    (10× the tags took 15× the time), without it linearly and twice as fast."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_config(path: Path) -> LoadedConfig:
     """Read and validate the agent file and every device file it names.
 
     Raises :class:`ConfigErrors` with every problem found in any of the files."""
-    path = Path(path)
+    with collector_paused():
+        return _load_config(Path(path))
+
+
+def _load_config(path: Path) -> LoadedConfig:
     collector = _Collector(path)
     doc = collector.read(path)
     agent: AgentConfig | None = None
@@ -100,31 +126,46 @@ def load_config(path: Path) -> LoadedConfig:
         stages = None  # unparseable: device files are still checked, but not their stage
     else:
         data = doc.data
+        named = _NamedValues()
         if isinstance(data, dict):
-            _resolve_file_paths(data, path.parent)
+            named = _resolve_file_paths(data, path.parent)
             _resolve_state_dir(data, path.parent)
             stages = _raw_stages(data)
             device_patterns, default_devices = _raw_device_patterns(data)
         agent = collector.validate(path, doc, AgentConfig, data)
         if agent is not None:
             stages = agent.agent.stages
-        collector.check_files(path, doc)
+        collector.check_files(path, doc, named)
 
     device_paths = _device_files(path, doc, device_patterns, default_devices, collector)
     # The marks of the files are not kept: at 50,000 tags they are ~110 MB the running agent would
     # carry for nothing.
-    devices, device_files = _load_devices(device_paths, stages, collector)
+    profiles: dict[str, Profile] = {}
+    devices, device_files, device_names = _load_devices(device_paths, stages, collector, profiles)
+    contracts: list[Contract] = []
+    if agent is not None and doc is not None:
+        from mos_agent.sharing.contracts import load_contracts
+
+        # a device file with a mistake still names its equipment: contracts are checked against
+        # every name, so that one mistake is not reported a second time as an unknown dataset
+        contracts = load_contracts(path, doc, agent, devices, collector, device_names)
 
     if collector.problems or agent is None:
         raise ConfigErrors(collector.sorted())
-    return LoadedConfig(path, agent, devices, device_files)
+    return LoadedConfig(path, agent, devices, device_files, contracts=contracts, profiles=_profile_infos(profiles))
 
 
 def load_device_file(path: Path, stages: Sequence[str] | None = None) -> DeviceBase:
-    """Validate one device file (SIGHUP reload re-reads device files one by one)."""
-    path = Path(path)
+    """Validate one device file (and its profile)."""
+    with collector_paused():
+        return _load_device_file(Path(path), stages)
+
+
+def _load_device_file(path: Path, stages: Sequence[str] | None) -> DeviceBase:
     collector = _Collector(path)
-    device, _ = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector)
+    profiles: dict[str, Profile] = {}
+    device, _ = _load_device(path, DEFAULT_STAGES if stages is None else stages, collector, profiles)
+    _report_profiles(profiles, collector)
     if collector.problems or device is None:
         raise ConfigErrors(collector.sorted())
     return device
@@ -180,10 +221,11 @@ class _Collector:
                 self.add(path, (located.line, located.col), located.message)
             return None
 
-    def check_files(self, path: Path, doc: MarkedDocument) -> None:
+    def check_files(self, path: Path, doc: MarkedDocument, named: _NamedValues) -> None:
         """Every file a configuration names for reading must be readable now, not at 3 a.m.; a
-        secret (in a file or written in place) must be one line. Secrets are never shown."""
-        for key_path, file_path in _input_files(doc.data):
+        secret (in a file or written in place) must be one line. Secrets are never shown.
+        ``named`` is what :func:`_resolve_file_paths` found in the file."""
+        for key_path, file_path in named.files:
             where = describe_path(key_path)
             try:
                 content = Path(file_path).read_bytes()
@@ -197,7 +239,7 @@ class _Collector:
                 self.add(path, doc.value_mark(key_path), f"{where}: {file_path} is empty")
             elif problem := _secret_shape_problem(secret):
                 self.add(path, doc.value_mark(key_path), f"{where}: {file_path} {problem} (its content is not shown)")
-        for key_path, secret in _secret_values(doc.data):
+        for key_path, secret in named.secrets:
             if problem := _secret_shape_problem(secret):
                 self.add(path, doc.value_mark(key_path), f"{describe_path(key_path)}: the value {problem} "
                                                          "(it is not shown)")
@@ -229,19 +271,51 @@ def _raw_device_patterns(data: dict[Any, Any]) -> tuple[list[tuple[str, PathKey]
     return [], False  # wrong type: the model reports it
 
 
-def _resolve_file_paths(data: Any, base: Path) -> None:
+class _KeyKind(enum.Enum):
+    INPUT_FILE = "input file"
+    SECRET = "secret"
+    OTHER = "other"
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_kind(key: Any) -> _KeyKind:
+    """What a key's value is (a file has few distinct keys and asks for each value's)."""
+    if isinstance(key, str) and (key in _INPUT_FILE_KEYS or key.endswith("_file")):
+        return _KeyKind.INPUT_FILE
+    return _KeyKind.SECRET if is_secret_key(key) else _KeyKind.OTHER
+
+
+@dataclass
+class _NamedValues:
+    files: list[tuple[PathKey, str]] = field(default_factory=list)  # input files, made absolute
+    secrets: list[tuple[PathKey, str]] = field(default_factory=list)  # secrets written in place
+
+
+def _resolve_file_paths(data: Any, base: Path, path: PathKey = (), named: _NamedValues | None = None
+                        ) -> _NamedValues:
     """Make relative input-file paths absolute against ``base`` (the folder of the file that
-    names them), so the running agent does not depend on its working directory."""
+    names them), so the running agent does not depend on its working directory; returns where
+    the input files and the secrets written in place are. (One walk over every value: a scalar
+    costs a type check.)"""
+    named = _NamedValues() if named is None else named
     if isinstance(data, dict):
         for key, value in data.items():
-            if _is_input_file_key(key) and isinstance(value, str) and value and "${" not in value:
-                expanded = os.path.expanduser(value)
-                data[key] = expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
-            else:
-                _resolve_file_paths(value, base)
+            kind = _key_kind(key)
+            if kind is _KeyKind.INPUT_FILE:
+                if isinstance(value, str) and value and "${" not in value:
+                    expanded = os.path.expanduser(value)
+                    data[key] = expanded if os.path.isabs(expanded) else os.path.normpath(base / expanded)
+                    named.files.append(((*path, key), data[key]))
+            elif isinstance(value, str):
+                if kind is _KeyKind.SECRET:
+                    named.secrets.append(((*path, key), value))
+            elif isinstance(value, dict | list):
+                _resolve_file_paths(value, base, (*path, key), named)
     elif isinstance(data, list):
-        for item in data:
-            _resolve_file_paths(item, base)
+        for index, item in enumerate(data):
+            if isinstance(item, dict | list):
+                _resolve_file_paths(item, base, (*path, index), named)
+    return named
 
 
 def _resolve_state_dir(data: dict[Any, Any], base: Path) -> None:
@@ -251,34 +325,6 @@ def _resolve_state_dir(data: dict[Any, Any], base: Path) -> None:
         expanded = os.path.expanduser(section["state_dir"])
         if expanded and not os.path.isabs(expanded):
             section["state_dir"] = os.path.normpath(base / expanded)
-
-
-def _input_files(data: Any, path: PathKey = ()) -> list[tuple[PathKey, str]]:
-    found: list[tuple[PathKey, str]] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if _is_input_file_key(key) and isinstance(value, str) and value and "${" not in value:
-                found.append(((*path, key), value))
-            else:
-                found.extend(_input_files(value, (*path, key)))
-    elif isinstance(data, list):
-        for i, item in enumerate(data):
-            found.extend(_input_files(item, (*path, i)))
-    return found
-
-
-def _secret_values(data: Any, path: PathKey = ()) -> list[tuple[PathKey, str]]:
-    found: list[tuple[PathKey, str]] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if is_secret_key(key) and isinstance(value, str):
-                found.append(((*path, key), value))
-            else:
-                found.extend(_secret_values(value, (*path, key)))
-    elif isinstance(data, list):
-        for i, item in enumerate(data):
-            found.extend(_secret_values(item, (*path, i)))
-    return found
 
 
 def _secret_shape_problem(secret: str) -> str | None:
@@ -295,6 +341,13 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
     if doc is not None and doc.data is None and doc.problems:
         # The agent file did not parse: still check the device files where they usually are.
         patterns, default = [(DEFAULT_DEVICES_GLOB, ())], True
+    return files_matching(agent_path, doc, patterns, collector, report_no_match=not default)
+
+
+def files_matching(agent_path: Path, doc: MarkedDocument | None, patterns: list[tuple[str, PathKey]],
+                   collector: _Collector, *, report_no_match: bool = True) -> list[Path]:
+    """The files the agent file's glob patterns (relative to it) name, each once and never the
+    agent file itself; an empty pattern, or one matching nothing, is a located problem."""
     base = agent_path.parent
     agent_real = os.path.realpath(agent_path)
     files: list[Path] = []
@@ -307,7 +360,7 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
         expanded = os.path.expanduser(pattern)
         full = expanded if os.path.isabs(expanded) else str(base / expanded)
         matched = sorted(Path(m) for m in glob.glob(full) if os.path.isfile(m))
-        if not matched and not default and doc is not None:
+        if not matched and report_no_match and doc is not None:
             collector.add(agent_path, doc.value_mark(key_path),
                           f"{describe_path(key_path)}: no file matches {full!r}")
         for match in matched:
@@ -322,13 +375,14 @@ def _device_files(agent_path: Path, doc: MarkedDocument | None, patterns: list[t
 # ---------------------------------------------------------------- device files
 
 
-def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _Collector
-                  ) -> tuple[list[DeviceBase], dict[str, Path]]:
+def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _Collector,
+                  profiles: dict[str, Profile]) -> tuple[list[DeviceBase], dict[str, Path], list[str]]:
+    """The valid devices, their files, and the name of every device file (valid or not)."""
     devices: list[DeviceBase] = []
     device_files: dict[str, Path] = {}
     first_named: dict[str, tuple[Path, Mark]] = {}
     for path in paths:
-        device, doc = _load_device(path, stages, collector)
+        device, doc = _load_device(path, stages, collector, profiles)
         if doc is None or not isinstance(doc.data, dict):
             continue
         name = doc.data.get("name")
@@ -343,10 +397,11 @@ def _load_devices(paths: list[Path], stages: Sequence[str] | None, collector: _C
         if device is not None:
             devices.append(device)
             device_files[device.name] = path
-    return devices, device_files
+    _report_profiles(profiles, collector)
+    return devices, device_files, list(first_named)
 
 
-def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
+def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector, profiles: dict[str, Profile]
                  ) -> tuple[DeviceBase | None, MarkedDocument | None]:
     doc = collector.read(path)
     if doc is None or (doc.data is None and doc.problems):
@@ -355,22 +410,152 @@ def _load_device(path: Path, stages: Sequence[str] | None, collector: _Collector
     if not isinstance(data, dict):
         collector.validate(path, doc, DeviceBase, data)  # reports "empty" / "must be a mapping"
         return None, doc
-    _resolve_file_paths(data, path.parent)
-    collector.check_files(path, doc)
+    collector.check_files(path, doc, _resolve_file_paths(data, path.parent))
     ignore = _check_duplicate_tags(path, doc, collector)
-
-    driver_cls = _driver_for(path, doc, collector)
-    if driver_cls is None:
-        return None, doc
     if stages is None:
         # The agent file's stage list is unusable; stage mistakes would be guesses.
         ignore.add(("stage",))
     context = {"stages": list(stages) if stages is not None else list(DEFAULT_STAGES)}
+    if profiling.PROFILE_KEY in data:
+        return _load_profiled_device(path, doc, collector, profiles, context, ignore), doc
+    if profiling.EXCLUDE_KEY in data:
+        collector.add(path, doc.key_mark((profiling.EXCLUDE_KEY,)),
+                      "exclude: leaves out tags of a profile, and this file names no profile")
+        ignore.add((profiling.EXCLUDE_KEY,))
+
+    driver_cls = _driver_for(path, doc, collector)
+    if driver_cls is None:
+        return None, doc
     device = collector.validate(path, doc, driver_cls.device_model, data, context=context, ignore=ignore)
     return device, doc
 
 
-def _driver_for(path: Path, doc: MarkedDocument, collector: _Collector) -> Any:
+# ---------------------------------------------------------------- device profiles
+
+
+def _read_profile(device_path: Path, doc: MarkedDocument, collector: _Collector, profiles: dict[str, Profile]
+                  ) -> Profile | None:
+    """The profile a device file names (read once however many devices name it); None, with the
+    device's mistake reported, when its ``profile:`` cannot be followed."""
+    written = doc.data[profiling.PROFILE_KEY]
+    where = doc.value_mark((profiling.PROFILE_KEY,))
+    if not isinstance(written, str) or not written.strip():
+        collector.add(device_path, where, "profile: expected the path of a profile file, relative to this file")
+        return None
+    expanded = os.path.expanduser(written)
+    profile_path = Path(expanded if os.path.isabs(expanded) else os.path.normpath(device_path.parent / expanded))
+    key = os.path.realpath(profile_path)
+    if key in profiles:
+        return profiles[key]
+    if not profile_path.is_file():
+        why = "a folder" if profile_path.is_dir() else "no such file"
+        collector.add(device_path, where, f"profile: cannot read {profile_path}: {why}")
+        return None
+    own = _Collector(profile_path)  # the profile's problems name the devices using it
+    profile = Profile(profile_path, own.read(profile_path))
+    if profile.doc is not None and profile.doc.data is not None:
+        profile.name, shape = profiling.profile_rules(profile.doc)
+        own.problems += [Problem(profile_path, *located) for located in shape]
+        if isinstance(profile.doc.data, dict):
+            own.check_files(profile_path, profile.doc, _resolve_file_paths(profile.doc.data, profile_path.parent))
+            _check_duplicate_tags(profile_path, profile.doc, own)
+        profile.digest = profiling.digest(repr(profile.doc.data))
+    elif profile.doc is not None and not own.problems:
+        own.add(profile_path, (1, 1), "the profile is empty")
+    for problem in own.problems:
+        profile.report((problem.line, problem.col), problem.message)
+    profile.sound = not own.problems
+    if profile.name is not None:
+        for other in profiles.values():
+            if other.name == profile.name:
+                assert other.doc is not None
+                seen = other.doc.value_mark((profiling.PROFILE_KEY,))
+                profile.report(profile.doc.value_mark((profiling.PROFILE_KEY,)),  # type: ignore[union-attr]
+                               f"profile: the name {profile.name!r} is also the name of {other.path}:{seen.line}:"
+                               f"{seen.col}; one name, one machine model")
+                profile.name = None
+                break
+    profiles[key] = profile
+    return profile
+
+
+def _load_profiled_device(path: Path, doc: MarkedDocument, collector: _Collector, profiles: dict[str, Profile],
+                          context: dict[str, Any], ignore: set[PathKey]) -> DeviceBase | None:
+    profile = _read_profile(path, doc, collector, profiles)
+    if profile is None:
+        return None
+    device_name = doc.data.get("name")
+    device_name = device_name if isinstance(device_name, str) else str(path)
+    profile.devices.append(device_name)
+    if not profile.sound or not profile.usable:
+        return None  # reported once, at the profile, with the devices using it
+    merged, exclude_problems = profiling.merge(profile, doc.data, doc, str(profile.path))
+    for located in exclude_problems:
+        collector.add(path, located[:2], located.message)
+    profile_mark = doc.value_mark((profiling.PROFILE_KEY,))
+    device_view = SourceView(merged, doc, profiling.DEVICE, profile_mark)
+    assert profile.doc is not None
+    profile_view = SourceView(merged, profile.doc, profiling.PROFILE, profile.doc.value_mark((profiling.PROFILE_KEY,)))
+
+    device_driver, profile_driver = doc.data.get("driver"), profile.defaults.get("driver")
+    if "driver" in doc.data and "driver" in profile.defaults and device_driver != profile_driver:
+        seen = profile.doc.value_mark(("driver",))
+        collector.add(path, doc.value_mark(("driver",)), f"driver: {device_driver!r} differs from the driver of "
+                                                         f"profile {profile.name}, {profile_driver!r} "
+                                                         f"({profile.path}:{seen.line}:{seen.col})")
+        return None
+    if "driver" in merged.from_profile:
+        driver_cls = _driver_for(profile.path, profile_view, _ProfileReporter(profile, device_name))
+    else:
+        driver_cls = _driver_for(path, device_view, collector)
+    if driver_cls is None:
+        return None
+
+    model = driver_cls.device_model
+    try:
+        device = model.model_validate(merged.data, context=context)
+    except ValidationError as exc:
+        # the duplicate-tag report counts the device file's tags; the model sees merged ones
+        ignore = {_merged_path(merged, p) for p in ignore}
+        for located in pydantic_problems(exc, device_view, model, ignore | device_view.foreign_paths()):
+            collector.add(path, located[:2], device_view.message(located.message))
+        for located in pydantic_problems(exc, profile_view, model, ignore | profile_view.foreign_paths()):
+            profile.report(located[:2], profile_view.message(located.message), device_name)
+        return None
+    return None if exclude_problems else device
+
+
+def _merged_path(merged: profiling.MergedDevice, device_path: PathKey) -> PathKey:
+    if len(device_path) >= 2 and device_path[0] == profiling.TAGS_KEY and isinstance(device_path[1], int):
+        index = merged.device_index(device_path[1])
+        if index is not None:
+            return (profiling.TAGS_KEY, index, *device_path[2:])
+    return device_path
+
+
+class _ProfileReporter:
+    """``_Collector.add`` for a profile's problems found while loading one of its devices."""
+
+    def __init__(self, profile: Profile, device_name: str) -> None:
+        self.profile = profile
+        self.device_name = device_name
+
+    def add(self, path: Path, where: Mark | tuple[int, int], message: str) -> None:
+        self.profile.report(where, message, self.device_name)
+
+
+def _report_profiles(profiles: dict[str, Profile], collector: _Collector) -> None:
+    for profile in profiles.values():
+        for located in profile.located_problems():
+            collector.add(profile.path, located[:2], located.message)
+
+
+def _profile_infos(profiles: dict[str, Profile]) -> dict[str, ProfileInfo]:
+    return {p.name: ProfileInfo(p.name, p.path, p.digest, tuple(p.devices))
+            for p in profiles.values() if p.name is not None}
+
+
+def _driver_for(path: Path, doc: MarkedDocument | SourceView, collector: _Collector | _ProfileReporter) -> Any:
     data = doc.data
     names = registry.driver_names()
     if "driver" not in data:

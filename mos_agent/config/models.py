@@ -7,6 +7,7 @@ Parsed durations are float seconds and sizes are int bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from mos_agent import text, units
 from mos_agent.kpi.calendar import WEEKDAYS, ShiftRule, overlapping_rules, parse_clock, parse_span
 from mos_agent.kpi.equipment import INTEGER_TYPES
-from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS
+from mos_agent.taxonomy import ASSET_NAME, CATEGORIES, DEFAULT_KIND, DEFAULT_STAGES, KINDS, KPI_CATEGORY
 
 if TYPE_CHECKING:
     from mos_agent.batch import SourceTimeWindow
@@ -70,6 +71,18 @@ def parse_size(value: Any) -> int:
     if size <= 0:
         raise ValueError(f"size {value!r} must be greater than zero")
     return size
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); any other name or address (0.0.0.0
+    too) lets other machines in."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_asset_name(value: str) -> str:
@@ -193,6 +206,8 @@ class AgentSection(StrictModel):
     enterprise: AssetName | None = None
     site: AssetName
     state_dir: Path = Path("/var/lib/mos-agent")
+    # the bearer token the health port asks for (before ``health``: its check reads this)
+    health_token_file: Path | None = None
     health: str = "127.0.0.1:9750"
     stages: list[AssetName] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -202,12 +217,17 @@ class AgentSection(StrictModel):
 
     @field_validator("health")
     @classmethod
-    def _health_address(cls, value: str) -> str:
+    def _health_address(cls, value: str, info: ValidationInfo) -> str:
         if value == "off":
             return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"health must be HOST:PORT or 'off', got {value!r}")
+        # (a health_token_file that failed its own check is missing from info.data: reported there)
+        if not is_loopback(host) and "health_token_file" in info.data and info.data["health_token_file"] is None:
+            raise ValueError(f"health binds to {host}, which other machines can reach: set agent.health_token_file "
+                             "(a file holding the bearer token the status page and `mos-agent status` send) or "
+                             "bind to 127.0.0.1")
         return value
 
 
@@ -228,6 +248,15 @@ class SinkBase(StrictModel):
     name: str | None = None  # cursor identity; defaults to the sink type (+ index if repeated)
     # every sink's failed writes are retried with backoff up to this delay (sinks/runner.py)
     max_retry_delay: Duration = 60.0
+    # "contracts": the sink receives only what a sharing contract naming it releases
+    share: Literal["contracts"] | None = None
+
+    @model_validator(mode="after")
+    def _share_needs_name(self) -> SinkBase:
+        if self.share is not None and not self.name:
+            raise ValueError("a sink with share: contracts needs a name: (contracts name the sink that "
+                             "receives what they release)")
+        return self
 
 
 class InfluxSinkConfig(SinkBase):
@@ -374,6 +403,10 @@ class CatalogSection(StrictModel):
     base_uri: str | None = None
 
 
+class SharingSection(StrictModel):
+    contracts: str | list[str]  # glob(s) of contract files, relative to the agent file
+
+
 class ShiftConfig(StrictModel):
     """One shift of the calendar: wall-clock times in ``agent.timezone``; ``end`` not after
     ``start`` crosses midnight; ``days`` are the weekdays the shift starts on (default: every day)."""
@@ -406,6 +439,7 @@ class AgentConfig(StrictModel):
     buffer: BufferSection = Field(default_factory=BufferSection)
     sinks: list[SinkConfig] = Field(default_factory=list)
     catalog: CatalogSection | None = None
+    sharing: SharingSection | None = None
     shifts: list[ShiftConfig] = Field(default_factory=list)  # planned operating time for KPIs
     kpi: KpiSection = Field(default_factory=KpiSection)
 
@@ -537,7 +571,11 @@ class DeviceKpi(StrictModel):
     def _good_or_scrap(self) -> DeviceKpi:
         if (self.good is None) == (self.scrap is None):
             which = "both are given" if self.good else "neither is given"
-            raise ValueError(f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}")
+            message = f"give exactly one of good (good-parts counter) or scrap (scrap counter); {which}"
+            if self.scrap is None:
+                raise ValueError(message)
+            # both: point at the second of the two keys, the one to remove or keep
+            raise located_errors(type(self).__name__, [(("scrap",), message)])
         return self
 
 
@@ -591,6 +629,10 @@ class DeviceBase(StrictModel):
     poll_interval: Duration = 1.0
     connection: dict[str, Any] = Field(default_factory=dict)
     tags: list[TagBase] = Field(default_factory=list)
+    # A device profile (mos_agent.config.profiles) merged into this device when loaded: its file,
+    # and the profile's tags this machine lacks.
+    profile: Path | None = None
+    exclude: list[str] = Field(default_factory=list)
     kpi: DeviceKpi | None = None  # ISO 22400 KPIs of this equipment per shift
 
     @model_validator(mode="after")
@@ -598,6 +640,11 @@ class DeviceBase(StrictModel):
         if self.kpi is not None and (problems := kpi_problems(self.kpi, list(self.tags))):
             raise located_errors(type(self).__name__, problems)
         return self
+
+    def configured_tags(self) -> list[TagBase]:
+        """The tags that are series from the start (configured tag ``i`` is series ``i``). A
+        device whose tags are only patterns for series found at run time has none."""
+        return self.tags
 
     @field_validator("stage")
     @classmethod
@@ -610,3 +657,60 @@ class DeviceBase(StrictModel):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown stage {value!r} (expected one of: {', '.join(stages)}{hint})")
         return value
+
+
+# ---------------------------------------------------------------- sharing contracts
+
+# What a contract may release: the taxonomy's categories and the agent's own KPIs.
+SHAREABLE_CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys((*CATEGORIES, KPI_CATEGORY)))
+ShareableCategory = Literal[SHAREABLE_CATEGORIES]  # type: ignore[valid-type]
+
+
+def parse_instant(value: Any) -> date | datetime:
+    """A contract's validity bound: a date (``2026-12-01``) or a date-time with or without an
+    offset (``2027-11-30T23:59:59+09:00``); YAML may already have made either."""
+    if isinstance(value, datetime | date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return date.fromisoformat(text)
+            return datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            pass
+    raise ValueError(f"bad date {value!r}: expected a date like 2026-12-01 or a date-time like "
+                     f"2026-12-01T08:00:00+09:00")
+
+
+def parse_resolution(value: Any) -> float | None:
+    """``raw`` → None (every reading as it is); a duration → window length in seconds."""
+    if value == "raw":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"bad resolution {value!r}: expected 'raw' or a duration like 10s, 1m or 1h") from None
+
+
+Instant = Annotated[date | datetime, BeforeValidator(parse_instant)]
+Resolution = Annotated[float | None, BeforeValidator(parse_resolution)]
+
+
+class ValidityPeriod(StrictModel):
+    start: Instant = Field(alias="from")
+    end: Instant = Field(alias="to")
+
+
+class ContractConfig(StrictModel):
+    """A sharing contract file: what one consumer receives, through which sink, for how long."""
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    title: LocalizedText | None = None
+    consumer: str = Field(min_length=1)
+    sink: str = Field(min_length=1)
+    valid: ValidityPeriod
+    datasets: list[str] = Field(min_length=1)
+    categories: list[ShareableCategory] = Field(default_factory=lambda: list(SHAREABLE_CATEGORIES))
+    resolution: Resolution = None
+    pseudonymise: bool = False

@@ -179,6 +179,8 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
         value = error.get("input")
         key_name = next((p for p in reversed(real) if isinstance(p, str)), "value")
         secret = is_secret_key(key_name)
+        if real and isinstance(real[-1], int):  # an item of a list: "categories[1]" is a category
+            key_name = re.sub(r"ies$", "y", key_name) if key_name.endswith("ies") else key_name.removesuffix("s")
 
         if kind == "missing":
             where = doc.key_mark(real) if real else Mark(1, 1)

@@ -2,16 +2,22 @@
 
 ``mos-agent validate`` must point at the exact line of every mistake, and pydantic only knows a
 path like ``("tags", 3, "unit")``. So the document is composed into nodes (which carry marks),
-turned into dicts, lists and scalars by hand, and every path is recorded with the 1-based
-line:column of its key and of its value. While walking, ``${VAR}`` in string scalars is expanded
+turned into dicts, lists and scalars by hand, and the 1-based line:column of the key and of the
+value at any path is looked up in the node tree when a problem needs it (recording every path of a
+100,000-tag file up front cost as much as building the data). While walking, ``${VAR}`` in string scalars is expanded
 from the environment and duplicate keys are caught (PyYAML silently keeps the last one).
+
+An alias is walked again at every place it is used, so a few hundred bytes of nested aliases
+stand for billions of values ("billion laughs"). The walk has a budget linear in the text, and an
+alias inside its own anchor is refused where the anchor is: both are located problems, never a
+hang or a crash.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,6 +34,14 @@ PathKey = tuple[str | int, ...]
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_VALUE = "tag:yaml.org,2002:value"
+
+# Without aliases a document has fewer values than characters, so a budget of a few values a
+# character never refuses one; it only stops expansion through aliases far beyond the text.
+_VALUES_BASE = 10_000
+_VALUES_PER_CHAR = 2
+# Configuration files nest a handful of levels; anything deeper is a mistake or a recursive alias.
+_MAX_DEPTH = 100
 
 
 class Mark(NamedTuple):
@@ -52,7 +66,7 @@ class MarkedDocument:
     """``data`` is None when the text is empty or could not be parsed."""
 
     data: Any
-    marks: dict[PathKey, Marks] = field(default_factory=dict)
+    marks: Mapping[PathKey, Marks] = field(default_factory=dict)
     problems: list[Located] = field(default_factory=list)
 
     def value_mark(self, path: PathKey) -> Mark:
@@ -103,58 +117,207 @@ def expand_env(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
     return expanded.replace("$${", "${"), problems
 
 
-class _Builder:
-    def __init__(self, loader: Any, environ: Mapping[str, str]) -> None:
-        self.loader = loader
-        self.environ = environ
-        self.marks: dict[PathKey, Marks] = {}
-        self.problems: list[Located] = []
+class _Refused(Exception):
+    """The walk stops: the document is refused with this one located problem."""
 
-    def build(self, node: yaml.Node, path: PathKey, key_mark: Mark) -> Any:
-        value_mark = _mark(node.start_mark)
-        self.marks[path] = Marks(key_mark, value_mark)
+    def __init__(self, problem: Located) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class _Builder:
+    def __init__(self, loader: Any, root: yaml.Node, environ: Mapping[str, str], text_length: int) -> None:
+        self.loader = loader
+        self.root = root
+        self.environ = environ
+        self.problems: list[Located] = []
+        self.budget = _VALUES_BASE + _VALUES_PER_CHAR * text_length
+        self.built = 0
+        self.top_key: yaml.Node | None = None  # the key of the top-level pair being built
+        # merge sources flattened once however often they are merged (None: being flattened)
+        self.flattened: dict[int, list[tuple[yaml.Node, yaml.Node]] | None] = {}
+
+    def build(self, node: yaml.Node, depth: int = 0) -> Any:
+        self.built += 1
+        if self.built > self.budget:
+            raise _Refused(self._bomb())
         if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
+            if depth >= _MAX_DEPTH:
+                raise _Refused(self._too_deep(node))
+            return self._mapping(node, depth)
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i), _mark(item.start_mark)) for i, item in enumerate(node.value)]
+            if depth >= _MAX_DEPTH:
+                raise _Refused(self._too_deep(node))
+            return [self.build(item, depth + 1) for item in node.value]
         if node.tag == _STR:
             # most scalars are strings; constructing them through PyYAML costs a third of the load
             if "${" not in node.value:
                 return node.value
             value, problems = expand_env(node.value, self.environ)
-            self.problems.extend(Located(*value_mark, p) for p in problems)
+            self.problems.extend(Located(*_mark(node.start_mark), p) for p in problems)
             return value
         try:
             return self.loader.construct_object(node, deep=True)
         except (ValueError, TypeError) as exc:  # e.g. "!!int x"
-            self.problems.append(Located(*value_mark, f"cannot read value {node.value!r}: {exc}"))
+            self.problems.append(Located(*_mark(node.start_mark), f"cannot read value {node.value!r}: {exc}"))
             return None
 
-    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
-        # "<<" merge keys are folded in by PyYAML's own rule: the merged pairs come first, the
-        # mapping's own pairs after them, so a later pair wins. Only the mapping's own keys can be
-        # duplicates; overriding a merged key is what merging is for.
-        explicit = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
-        if explicit != len(node.value):
-            self.loader.flatten_mapping(node)
-        merged = len(node.value) - explicit
+    def _bomb(self) -> Located:
+        # the values reached through aliases carry the anchor's marks; the top-level key being
+        # expanded is where the reader looks
+        if self.top_key is None:
+            where, prefix = _mark(self.root.start_mark), ""
+        else:
+            where, prefix = _mark(self.top_key.start_mark), f"{self.top_key.value}: "
+        return Located(*where, f"{prefix}aliases expand to more than {self.budget:,} values (an alias bomb?): "
+                               "write the values out, or use fewer levels of aliases")
+
+    def _too_deep(self, node: yaml.Node) -> Located:
+        anchored = _self_containing(self.root)
+        if anchored is not None:
+            return Located(*_mark(anchored.start_mark), "recursive alias: the value anchored here contains an "
+                                                        "alias to itself")
+        return Located(*_mark(node.start_mark), f"nested more than {_MAX_DEPTH} levels deep")
+
+    def key(self, key_node: yaml.ScalarNode) -> Any:
+        return key_node.value if key_node.tag in (_STR, _VALUE) else self.loader.construct_object(key_node, deep=True)
+
+    def pairs(self, node: yaml.MappingNode) -> tuple[list[tuple[yaml.Node, yaml.Node]], int]:
+        """The pairs of a mapping with its ``<<`` merges folded in, and how many were merged."""
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                break
+        else:  # no merge key (nearly every mapping): a loop, not a generator, for a million of them
+            return node.value, 0
+        inherited = self._merged_pairs(node)
+        return [*inherited, *(pair for pair in node.value if pair[0].tag != _MERGE)], len(inherited)
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[Any, Any]:
+        # "<<" merge keys follow PyYAML's rule: the merged pairs come first, the mapping's own
+        # pairs after them, so a later pair wins. Only the mapping's own keys can be duplicates;
+        # overriding a merged key is what merging is for.
+        pairs, merged = self.pairs(node)
         result: dict[Any, Any] = {}
-        first_seen: dict[Any, Mark] = {}
-        for index, (key_node, value_node) in enumerate(node.value):
-            key_mark = _mark(key_node.start_mark)
+        first_seen: dict[Any, yaml.Node] = {}
+        for index, (key_node, value_node) in enumerate(pairs):
             if not isinstance(key_node, yaml.ScalarNode):
-                self.problems.append(Located(*key_mark, "a key must be a plain value, not a list or mapping"))
+                self.problems.append(Located(*_mark(key_node.start_mark),
+                                             "a key must be a plain value, not a list or mapping"))
                 continue
-            key = key_node.value if key_node.tag == _STR else self.loader.construct_object(key_node, deep=True)
+            key = self.key(key_node)
             if index >= merged:
                 if key in first_seen:
-                    seen = first_seen[key]
-                    self.problems.append(Located(
-                        *key_mark, f"duplicate key {key!r} (first at line {seen.line}, column {seen.col})"))
+                    seen = _mark(first_seen[key].start_mark)
+                    self.problems.append(Located(*_mark(key_node.start_mark), f"duplicate key {key!r} (first at "
+                                                                              f"line {seen.line}, column {seen.col})"))
                     continue
-                first_seen[key] = key_mark
-            result[key] = self.build(value_node, (*path, key), key_mark)
+                first_seen[key] = key_node
+            if depth == 0:
+                self.top_key = key_node
+            result[key] = self.build(value_node, depth + 1)
         return result
+
+    def find(self, node: yaml.MappingNode, key: Any) -> tuple[yaml.Node, yaml.Node] | None:
+        """The pair that gave ``key`` its value: the mapping's own first, then the merged one."""
+        pairs, merged = self.pairs(node)
+        for key_node, value_node in (*pairs[merged:], *pairs[:merged]):
+            if isinstance(key_node, yaml.ScalarNode) and self.key(key_node) == key:
+                return key_node, value_node
+        return None
+
+    def _merged_pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The pairs the ``<<`` keys of ``node`` bring in, one per key, as PyYAML's
+        ``flatten_mapping`` gives them: the first mapping merged that has a key wins."""
+        sources: list[yaml.MappingNode] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            listed = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in listed:
+                if not isinstance(source, yaml.MappingNode):
+                    raise _Refused(Located(*_mark(source.start_mark),
+                                           "'<<' merges a mapping or a list of mappings (an alias like *defaults)"))
+            sources.extend(listed)
+        by_key: dict[tuple[str, str], tuple[yaml.Node, yaml.Node]] = {}
+        for source in sources:
+            for pair in self._flattened(source):
+                by_key.setdefault((pair[0].tag, str(pair[0].value)), pair)
+        return list(by_key.values())
+
+    def _flattened(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        """All pairs of a merge source, its own merges folded in, computed once per node."""
+        key = id(node)
+        if key in self.flattened:
+            done = self.flattened[key]
+            if done is None:
+                raise _Refused(Located(*_mark(node.start_mark), "recursive alias: the mapping anchored here "
+                                                                 "merges itself"))
+            return done
+        self.flattened[key] = None
+        own = [pair for pair in node.value if pair[0].tag != _MERGE]
+        pairs = [*self._merged_pairs(node), *own] if len(own) != len(node.value) else own
+        self.flattened[key] = pairs
+        return pairs
+
+
+class _NodeMarks(Mapping[PathKey, Marks]):
+    """Where the key and the value at a path are written, found in the node tree when asked."""
+
+    def __init__(self, builder: _Builder) -> None:
+        self.builder = builder
+
+    def __getitem__(self, path: PathKey) -> Marks:
+        node = key_node = self.builder.root
+        for part in path:
+            if isinstance(node, yaml.SequenceNode) and type(part) is int and 0 <= part < len(node.value):
+                node = key_node = node.value[part]
+            elif isinstance(node, yaml.MappingNode) and (pair := self.builder.find(node, part)) is not None:
+                key_node, node = pair
+            else:
+                raise KeyError(path)
+        return Marks(_mark(key_node.start_mark), _mark(node.start_mark))
+
+    def __iter__(self) -> Iterator[PathKey]:
+        return iter(_node_paths(self.builder, self.builder.root, ()))
+
+    def __len__(self) -> int:
+        return len(_node_paths(self.builder, self.builder.root, ()))
+
+
+def _node_paths(builder: _Builder, node: yaml.Node, path: PathKey) -> list[PathKey]:
+    found = [path]
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _node_paths(builder, item, (*path, index))
+    elif isinstance(node, yaml.MappingNode):
+        pairs, merged = builder.pairs(node)
+        own = {builder.key(k): v for k, v in reversed(pairs[merged:]) if isinstance(k, yaml.ScalarNode)}
+        inherited = {builder.key(k): v for k, v in pairs[:merged] if isinstance(k, yaml.ScalarNode)}
+        for key, value in {**inherited, **own}.items():
+            found += _node_paths(builder, value, (*path, key))
+    return found
+
+
+def _self_containing(root: yaml.Node) -> yaml.Node | None:
+    """The first collection node that contains itself through an alias, found without recursion."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            done.add(id(node))
+            continue
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode) or id(node) in done:
+            continue
+        if id(node) in on_path:
+            return node
+        on_path.add(id(node))
+        stack.append((node, True))
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        stack.extend((child, False) for child in reversed(children))
+    return None
 
 
 def load_yaml(text: str, environ: Mapping[str, str] | None = None) -> MarkedDocument:
@@ -171,12 +334,14 @@ def load_yaml(text: str, environ: Mapping[str, str] | None = None) -> MarkedDocu
             return MarkedDocument(None, {}, [Located(1, 1, f"not valid YAML: {exc}")])
         if node is None:
             return MarkedDocument(None, {(): Marks(Mark(1, 1), Mark(1, 1))})
-        builder = _Builder(loader, environ)
+        builder = _Builder(loader, node, environ, len(text))
         try:
-            data = builder.build(node, (), _mark(node.start_mark))
+            data = builder.build(node)
+        except _Refused as refused:
+            return MarkedDocument(None, {}, [*builder.problems, refused.problem])
         except yaml.MarkedYAMLError as exc:  # a scalar whose explicit tag cannot be constructed
-            return MarkedDocument(None, builder.marks, [*builder.problems, _syntax_problem(exc)])
-        return MarkedDocument(data, builder.marks, builder.problems)
+            return MarkedDocument(None, {}, [*builder.problems, _syntax_problem(exc)])
+        return MarkedDocument(data, _NodeMarks(builder), builder.problems)
     finally:
         loader.dispose()
 

@@ -12,9 +12,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mos_agent.buffer import Buffer
 from mos_agent.config.models import AgentConfig, SinkConfig
+from mos_agent.sharing.contracts import Contract
+from mos_agent.sharing.ledger import Ledger
+from mos_agent.sharing.pseudonyms import Pseudonymiser, load_or_create_key
+from mos_agent.sharing.release import ReleaseStage
+from mos_agent.sharing.runner import ContractSinkRunner
 from mos_agent.sinks import build_sink, sink_names
 from mos_agent.sinks.base import Sink, SinkContext
 from mos_agent.sinks.runner import SinkRunner
@@ -33,15 +39,18 @@ class StoreAndForward:
     """
 
     def __init__(self, config: AgentConfig, state_dir: Path, logger: logging.Logger | None = None,
-                 context: SinkContext | None = None) -> None:
+                 context: SinkContext | None = None, contracts: Sequence[Contract] = ()) -> None:
         self.config = config
         self.context = context or SinkContext(config.agent)
+        self.contracts = list(contracts)  # what the share: contracts sinks release
+        self.ledger: Ledger | None = None
         self.state_dir = Path(state_dir)
         self.log = logger or logging.getLogger("mos_agent.buffer")
         row_points = min(MAX_ROW_POINTS, *(s.batch_size for s in config.sinks)) if config.sinks else MAX_ROW_POINTS
         self.buffer = Buffer(self.state_dir, config.buffer.max_size, config.buffer.overflow, self.log,
                              row_points=row_points, min_free_space=config.buffer.min_free_space)
         self.runners: list[SinkRunner] = []
+        self._configs: dict[str, SinkConfig] = {}
         self.send_observers: list[Callable[[str, float], None]] = []  # (sink name, seconds) per write
         self._started = False
 
@@ -63,16 +72,64 @@ class StoreAndForward:
         if not configs:
             self.log.warning("no sinks configured: readings are buffered on disk (up to %d bytes, then %s) "
                              "but sent nowhere", self.buffer.max_size, self.buffer.overflow)
-        for sink, cfg in sinks:
-            runner = SinkRunner(sink, self.buffer, batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
-                                max_retry_delay=cfg.max_retry_delay, logger=self.log, on_send=self._observe_send)
-            self.runners.append(runner)
+        self.runners = [self._runner(sink, cfg) for sink, cfg in sinks]
+        self._configs = {sink.name: cfg for sink, cfg in sinks}
         for runner in self.runners:
             runner.start()
         self._started = True
         stats = self.buffer.stats()
         self.log.info("buffer %s: %d points (%d bytes) waiting; sinks: %s", self.buffer.path, stats.points,
                       stats.bytes, ", ".join(names) or "none")
+
+    def _runner(self, sink: Sink, cfg: SinkConfig) -> SinkRunner:
+        options: dict[str, Any] = dict(batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
+                                       max_retry_delay=cfg.max_retry_delay, logger=self.log,
+                                       on_send=self._observe_send)
+        if cfg.share == "contracts":
+            # the release stage exists only here: sinks without share take the plain runner
+            return ContractSinkRunner(sink, self.buffer, release=self._release_stage(sink.name), **options)
+        return SinkRunner(sink, self.buffer, **options)
+
+    def replace_contracts(self, contracts: Sequence[Contract], timeout: float = 10.0) -> list[str]:
+        """Take new contracts (SIGHUP): each contract sink whose contracts changed stops — after
+        releasing what is due and checkpointing its open windows — and starts again with the new
+        ones, resuming from its ledger. Returns the sinks restarted. Call it from a worker thread."""
+        self.contracts = list(contracts)
+        restarted = []
+        for index, runner in enumerate(self.runners):
+            if not isinstance(runner, ContractSinkRunner):
+                continue
+            mine = [c for c in self.contracts if c.sink == runner.name]
+            if mine == runner.release.contracts:
+                continue
+            runner.request_stop(time.monotonic() + timeout)
+            runner.join(timeout + 1.0)
+            if runner.is_alive():
+                runner.abort()
+                runner.join(2.0)
+            if runner.is_alive():
+                # two workers on one cursor would release twice: keep the old contracts until a restart
+                self.log.error("sink %s is busy in a write; its new contracts take effect at the next restart",
+                               runner.name)
+                continue
+            cfg = self._configs[runner.name]
+            self.runners[index] = replacement = self._runner(build_sink(runner.name, cfg, self.state_dir,
+                                                                                  self.context), cfg)
+            replacement.start()
+            restarted.append(runner.name)
+        return restarted
+
+    def _release_stage(self, sink: str) -> ReleaseStage:
+        if self.ledger is None:
+            self.ledger = Ledger(self.state_dir)
+        mine = [c for c in self.contracts if c.sink == sink]
+        pseudonymiser = None
+        if any(c.pseudonymise for c in mine):
+            pseudonymiser = Pseudonymiser(load_or_create_key(self.state_dir))
+        self.log.info("sink %s shares under contract: %s", sink,
+                      ", ".join(f"{c.id} ({c.status(time.time_ns())}, {c.resolution})" for c in mine)
+                      or "no contract names it, so it receives nothing")
+        return ReleaseStage(sink, mine, self.ledger, pseudonymiser, commit_interval=self.config.buffer.commit_interval)
 
     def _observe_send(self, sink: str, seconds: float) -> None:
         for observer in self.send_observers:
@@ -109,6 +166,8 @@ class StoreAndForward:
         self._started = False
         # A runner stuck in a network call keeps its own connection; the writer's is closed here.
         self.buffer.close()
+        if self.ledger is not None:
+            self.ledger.close()
 
     def status(self) -> StoreStats:
         return StoreStats(buffer=self.buffer.stats(), sinks=[self._sink_stats(runner) for runner in self.runners])

@@ -15,6 +15,7 @@ import yaml
 
 from drivers.modbus import ModbusDevice, ModbusDriver
 from drivers.modbus.plan import plan_device
+from mos_agent.config.loader import load_config
 from mos_agent.config.models import AgentSection
 from mos_agent.driver_api import DriverContext
 from mos_agent.localservers import free_port, wait_for_port
@@ -127,6 +128,25 @@ def test_printed_device_file_validates_for_every_scenario(scenario: str) -> None
     sc = Scenario.load(SCENARIO_DIR / scenario)
     assert len(device.tags) == sum(p.count for p in sc.points)
     assert plan_device(device).request_count >= 1
+
+
+def test_several_machines_print_a_profile_and_a_short_device_file_each(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "simulators.cli", "modbus", "--print-device-file", "--port", "1502",
+               "--count", "2", "--unit-id", "1,2"]
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--devices-dir" in refused.stderr
+    subprocess.run([*command, "--devices-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True)
+    assert sorted(p.name for p in (tmp_path / "devices").iterdir()) == [f"press-0{i}.yaml" for i in range(1, 5)]
+    assert [p.name for p in (tmp_path / "profiles").iterdir()] == ["stamping-press.yaml"]
+    (tmp_path / "agent.yaml").write_text("agent: {id: gw, site: changwon}\n")
+    loaded = load_config(tmp_path / "agent.yaml")
+    assert [(d.name, d.connection.port, d.connection.unit_id) for d in loaded.devices] == [
+        ("press-01", 1502, 1), ("press-02", 1502, 2), ("press-03", 1503, 1), ("press-04", 1503, 2)]
+    assert loaded.profiles["stamping-press"].devices == ("press-01", "press-02", "press-03", "press-04")
+    scenario = Scenario.load(DEFAULT_SCENARIO)
+    assert all(len(d.tags) == sum(p.count for p in scenario.points) for d in loaded.devices)
+    # a short device file: the tags are only in the profile
+    assert "tags" not in yaml.safe_load((tmp_path / "devices" / "press-04.yaml").read_text())
 
 
 def test_printed_device_file_for_serial_and_rtu_over_tcp() -> None:

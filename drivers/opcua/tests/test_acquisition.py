@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from asyncua import ua
 
 from drivers.opcua.browse import browse_to_yaml
 from drivers.opcua.config import OpcUaDevice
+from mos_agent.config.loader import load_config
 from mos_agent.taxonomy import DEFAULT_STAGES
 from simulators.opcua import CncSimulator
 from tests.support.waiting import wait_until_async
@@ -276,3 +278,32 @@ async def test_browsed_enumerations_and_namespaces_the_server_lacks(sim, kit) ->
         await wait_until_async(lambda: {r.tag for r in rec.readings()} == set(expected), what="every tag subscribed")
     assert {r.tag: (r.value, r.quality, r.code) for r in rec.readings()} == expected
     assert "urn:nowhere" in (driver.ctx.status.last_error or "")
+
+
+async def test_browse_command_writes_a_profile_and_a_short_device_file(sim, tmp_path) -> None:
+    async def browse(*extra: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "mos-agent"), "browse", sim.endpoint, "--node", sim.node_id("Coolant"),
+            "--depth", "2", "--name", "cnc-07", "--profile", "cnc-coolant", "--dir", str(tmp_path), *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = await browse()
+    assert code == 0, err
+    profile_file, device_file = tmp_path / "profiles" / "cnc-coolant.yaml", tmp_path / "devices" / "cnc-07.yaml"
+    assert out.splitlines() == [f"wrote {profile_file}", f"wrote {device_file}"]
+    profile, device = yaml.safe_load(profile_file.read_text()), yaml.safe_load(device_file.read_text())
+    assert (profile["profile"], profile["driver"]) == ("cnc-coolant", "opcua")
+    assert [(t["name"], t["unit"]) for t in profile["tags"]] == [("Temperature", "Cel"), ("Pressure", "bar"),
+                                                                 ("Level", "%")]
+    assert device == {"name": "cnc-07", "profile": "../profiles/cnc-coolant.yaml", "asset": {"area": "unassigned"},
+                      "stage": "machining", "connection": {"endpoint": sim.endpoint}}
+    # the pair is a working configuration as written
+    (tmp_path / "agent.yaml").write_text("agent: {id: gw, site: s}\n")
+    loaded = load_config(tmp_path / "agent.yaml")
+    assert [t.name for t in loaded.devices[0].tags] == ["Temperature", "Pressure", "Level"]
+    assert loaded.profiles["cnc-coolant"].devices == ("cnc-07",)
+    # nothing is overwritten
+    code, out, err = await browse()
+    assert (code, out) == (2, "") and f"{profile_file} exists" in err
