@@ -485,6 +485,7 @@ class SparkplugPublisher:
         self.host_online = primary_host_id is None
         self._host_timestamp: int | None = None
         self._ncmd_topic = topic(node.group_id, MessageType.NCMD, node.edge_node_id)
+        self._topics: dict[tuple[MessageType, str | None], str] = {}
         self._state_topic = state_topic(primary_host_id) if primary_host_id else None
         self.births = 0
         self.rebirth_requests = 0
@@ -492,7 +493,12 @@ class SparkplugPublisher:
         self.skipped_dead_points = 0
 
     def _topic(self, message_type: MessageType, device: str | None = None) -> str:
-        return topic(self.node.group_id, message_type, self.node.edge_node_id, device)
+        # checked once per message type and device, not for every message
+        key = (message_type, device)
+        name = self._topics.get(key)
+        if name is None:
+            name = self._topics[key] = topic(self.node.group_id, message_type, self.node.edge_node_id, device)
+        return name
 
     def _ndeath(self) -> Message:
         assert self.bdseq is not None
