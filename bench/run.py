@@ -30,13 +30,14 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
 BENCHES = ("buffer", "sharing", "exactly_once", "modbus", "opcua", "mqtt", "mqtt_sink", "sparkplug_in", "kpi",
-           "config", "agent", "page")
+           "config", "agent", "page", "light")
 # Seconds a bench may take before it is stopped (its figures are then missing from the table).
 TIME_LIMITS = {
     True: {"buffer": 40, "sharing": 30, "exactly_once": 30, "modbus": 40, "opcua": 60, "mqtt": 40, "mqtt_sink": 60,
-           "sparkplug_in": 60, "kpi": 150, "config": 60, "agent": 150, "page": 90},
+           "sparkplug_in": 60, "kpi": 150, "config": 60, "agent": 150, "page": 90, "light": 90},
     False: {"buffer": 120, "sharing": 60, "exactly_once": 60, "modbus": 120, "opcua": 150, "mqtt": 120,
-            "mqtt_sink": 150, "sparkplug_in": 120, "kpi": 240, "config": 300, "agent": 540, "page": 240},
+            "mqtt_sink": 150, "sparkplug_in": 120, "kpi": 240, "config": 300, "agent": 540, "page": 240,
+            "light": 200},
 }
 
 Row = dict[str, Any]
@@ -147,10 +148,14 @@ def adapt_config(data: dict[str, Any]) -> list[Row]:
     return [_row("config", f) for f in _figures(data)]
 
 
+def adapt_light(data: dict[str, Any]) -> list[Row]:
+    return [_row("light", f) for f in _figures(data)]
+
+
 ADAPTERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "buffer": adapt_buffer, "sharing": adapt_sharing, "exactly_once": adapt_exactly_once, "modbus": adapt_modbus,
     "opcua": adapt_opcua, "mqtt": adapt_mqtt, "mqtt_sink": adapt_mqtt_sink, "sparkplug_in": adapt_sparkplug_in,
-    "kpi": adapt_kpi, "config": adapt_config, "agent": adapt_agent, "page": adapt_page,
+    "kpi": adapt_kpi, "config": adapt_config, "agent": adapt_agent, "page": adapt_page, "light": adapt_light,
 }
 
 

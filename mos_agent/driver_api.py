@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from mos_agent.series import SeriesSpec, SeriesTable, make_asset
 from mos_agent.status import DeviceState, SparkplugInStats
 
 __all__ = ["DeviceState", "DeviceStatus", "Driver", "DriverContext", "build_series_table", "raise_if_cancelled",
-           "series_spec_for"]
+           "series_spec_for", "tick_grid"]
 
 
 def raise_if_cancelled() -> None:
@@ -44,13 +45,23 @@ def raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+def tick_grid(now: float, interval: float) -> int:
+    """Index of the last tick at or before ``now`` (event loop clock) on the grid of multiples of
+    ``interval``. Poll loops count their ticks from it — tick ``k`` is due at ``k * interval`` —
+    so every poll of the same interval, whatever its device, is due at the same instant: the
+    process wakes once for all of them, and their batches reach the buffer in one commit."""
+    return math.floor(now / interval)
+
+
 @dataclass
 class DeviceStatus:
     state: DeviceState = DeviceState.STARTING
     last_error: str | None = None
     last_error_time: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # by kind: timeout, exception, payload…
-    overruns: int = 0
+    overruns: int = 0  # poll cycles that ran past the next tick
+    skipped_polls: int = 0  # ticks those cycles skipped: polls that never happened
+    skipped_points: int = 0  # the readings those polls would have made
     # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
     # had to be made an asset name
     source_names: dict[str, str] = field(default_factory=dict)
@@ -149,6 +160,15 @@ class DriverContext:
         """Record one read request's round trip (feeds the read-latency histogram)."""
         if self.read_latency_hook is not None:
             self.read_latency_hook(seconds)
+
+    def count_overrun(self, skipped_polls: int, skipped_points: int) -> None:
+        """A poll cycle ran past its successor's tick and ``skipped_polls`` polls of
+        ``skipped_points`` readings in all will not happen: counted in the status, so the loss
+        shows as a number (the log says so at most every 30 s)."""
+        st = self.status
+        st.overruns += 1
+        st.skipped_polls += skipped_polls
+        st.skipped_points += skipped_points
 
     def set_state(self, state: DeviceState, error: str | None = None) -> None:
         if state != self.status.state:

@@ -62,6 +62,10 @@ class StatusCollector:
                                      labels=[*labels, "kind"])
         overruns = CounterMetricFamily("mos_agent_poll_overruns", "Poll cycles that overran their interval",
                                        labels=labels)
+        skipped_polls = CounterMetricFamily("mos_agent_polls_skipped", "Polls skipped because a cycle overran",
+                                            labels=labels)
+        skipped_points = CounterMetricFamily("mos_agent_points_skipped",
+                                             "Readings the skipped polls would have made", labels=labels)
         state = GaugeMetricFamily("mos_agent_device_state", "1 for the device's current state",
                                   labels=[*labels, "state"])
         series = GaugeMetricFamily("mos_agent_device_series", "Series per device", labels=labels)
@@ -70,12 +74,14 @@ class StatusCollector:
             read.add_metric(lv, d.points_read)
             bad.add_metric(lv, d.points_bad)
             overruns.add_metric(lv, d.overruns)
+            skipped_polls.add_metric(lv, d.skipped_polls)
+            skipped_points.add_metric(lv, d.skipped_points)
             series.add_metric(lv, d.series)
             for kind, count in d.errors.items():
                 errors.add_metric([*lv, kind], count)
             for s in DeviceState:
                 state.add_metric([*lv, s.value], 1.0 if d.state == s else 0.0)
-        yield from (read, bad, errors, overruns, state, series)
+        yield from (read, bad, errors, overruns, skipped_polls, skipped_points, state, series)
 
         yield CounterMetricFamily("mos_agent_points_committed", "Points committed to the on-disk buffer",
                                   value=status.pipeline.committed_points)
@@ -89,6 +95,8 @@ class StatusCollector:
 
         sink_labels = ["sink", "type"]
         sent = CounterMetricFamily("mos_agent_points_sent", "Points delivered to a sink", labels=sink_labels)
+        sent_bytes = CounterMetricFamily("mos_agent_bytes_sent", "Request body bytes a sink's store accepted",
+                                         labels=sink_labels)
         dead = CounterMetricFamily("mos_agent_points_dead_lettered", "Points a sink rejected (dead letter)",
                                    labels=sink_labels)
         retried = CounterMetricFamily("mos_agent_sink_retries", "Sink write retries", labels=sink_labels)
@@ -99,11 +107,12 @@ class StatusCollector:
         for sink in status.sinks:
             lv = [sink.name, sink.type]
             sent.add_metric(lv, sink.sent_points)
+            sent_bytes.add_metric(lv, sink.sent_bytes)
             dead.add_metric(lv, sink.dead_lettered_points)
             retried.add_metric(lv, sink.retried)
             lag.add_metric(lv, sink.lag_points)
             lag_s.add_metric(lv, sink.lag_seconds)
-        yield from (sent, dead, retried, lag, lag_s)
+        yield from (sent, sent_bytes, dead, retried, lag, lag_s)
 
         mqtt_labels = ["sink", "format"]
         connected = GaugeMetricFamily("mos_agent_mqtt_connected", "1 while the MQTT sink is connected to its broker",
@@ -165,8 +174,10 @@ class HealthServer:
     def observe_commit(self, points: int) -> None:
         self.commit_size.observe(points)
 
-    def observe_read(self, device: str, seconds: float) -> None:
-        self.read_latency.labels(device).observe(seconds)
+    def read_observer(self, device: str) -> Callable[[float], None]:
+        """Records one read round trip of ``device`` (its histogram child looked up once, not per
+        read)."""
+        return self.read_latency.labels(device).observe
 
     def observe_send(self, sink: str, seconds: float) -> None:
         self.send_latency.labels(sink).observe(seconds)

@@ -1,7 +1,10 @@
 """InfluxDB line protocol for the store mapping in the product contract.
 
 measurement = category; tags = site area line cell equipment tag stage kind unit quality;
-fields = value (float), text (string), quality_code (integer); timestamp = source time in ns.
+fields = value (float), text (string), quality_code (integer, written only when it is not 0: the
+``quality`` tag already says good, and stores keeping a series per field would otherwise hold two
+rows for every point; :func:`with_quality_codes` puts the zeros back for a sink that wants them);
+timestamp = source time in ns.
 
 A series' ``measurement,tags `` prefix is escaped once when the series is registered, so the hot
 path only formats value, code and time — with the templates defined here (``NUMBER_LINE`` …), so
@@ -10,6 +13,7 @@ the field names are spelt in this module only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 SERIES_TAG_KEYS: tuple[str, ...] = (
@@ -41,13 +45,39 @@ def escape_string_field(value: str) -> str:
 
 
 # What follows a series' prefix on a line, as str.format templates: the normaliser binds them once
-# a batch and formats its rows in bulk. A reading without a value (bad quality, NaN) has only the
-# code; a string reading's text is escaped with escape_string_field first.
+# a batch and formats its rows in bulk. The ``…_NO_CODE`` forms are for code 0. A reading without a
+# value (bad quality, NaN) has only the code, even 0 (a line needs a field); a string reading's
+# text is escaped with escape_string_field first.
 VALUE_KEY = "value="
 CODE_AND_TIME = ",quality_code={}i {}\n"  # code, time in ns
+TIME_ONLY = " {}\n"  # time in ns
 NUMBER_LINE = "{}" + VALUE_KEY + "{!r}" + CODE_AND_TIME  # prefix, float value, code, time
+NUMBER_LINE_NO_CODE = "{}" + VALUE_KEY + "{!r}" + TIME_ONLY  # prefix, float value, time
 TEXT_LINE = '{}text="{}"' + CODE_AND_TIME  # prefix, escaped text, code, time
+TEXT_LINE_NO_CODE = '{}text="{}"' + TIME_ONLY  # prefix, escaped text, time
 CODE_ONLY_LINE = "{}" + CODE_AND_TIME.removeprefix(",")  # prefix, code, time
+_CODE_AND_TIME, _TIME_ONLY = CODE_AND_TIME.format, TIME_ONLY.format
+
+
+def line_end(code: int, time_ns: int) -> str:
+    """What follows a reading's value: the code unless it is 0, and the time."""
+    return _CODE_AND_TIME(code, time_ns) if code else _TIME_ONLY(time_ns)
+
+
+# A line of ours that carries its code ends in ``quality_code=<int>i <time>`` (a string field
+# would end in a quote): the field the store mapping puts last.
+_ENDS_WITH_CODE = re.compile(rb"[ ,]quality_code=-?[0-9]+i -?[0-9]+\r?\Z")
+
+
+def with_quality_codes(body: bytes) -> bytes:
+    """``body`` with ``quality_code=0i`` on every line that has no code (code 0 is not written),
+    for a sink set to ``quality_code: always``."""
+    lines = body.split(b"\n")
+    for number, line in enumerate(lines):
+        if line and not line.startswith(b"#") and not _ENDS_WITH_CODE.search(line):
+            cut = line.rfind(b" ")
+            lines[number] = line[:cut] + b",quality_code=0i" + line[cut:]
+    return b"\n".join(lines)
 
 
 def series_prefix(measurement: str, tags: Iterable[tuple[str, str | None]]) -> str:

@@ -20,13 +20,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mos_agent.batch import ReadingBatch
-from mos_agent.lineprotocol import CODE_AND_TIME, CODE_ONLY_LINE, NUMBER_LINE, TEXT_LINE, VALUE_KEY, escape_string_field
+from mos_agent.lineprotocol import (
+    CODE_ONLY_LINE,
+    NUMBER_LINE,
+    NUMBER_LINE_NO_CODE,
+    TEXT_LINE,
+    TEXT_LINE_NO_CODE,
+    VALUE_KEY,
+    escape_string_field,
+    line_end,
+)
 from mos_agent.series import SeriesTable
 from mos_agent.taxonomy import CollectorCode, Quality
 from mos_agent.text import is_readable, repaired
 
 # report(kind, message, count): where the normaliser counts what it had to repair
 ReportFn = Callable[[str, str, int], None]
+
+# Plain ints: an enum member looked up on its class costs a microsecond or so, several a batch.
+_GOOD, _UNCERTAIN, _BAD = int(Quality.GOOD), int(Quality.UNCERTAIN), int(Quality.BAD)
+_NOT_A_NUMBER, _OUT_OF_RANGE = int(CollectorCode.NOT_A_NUMBER), int(CollectorCode.OUT_OF_RANGE)
 
 
 @dataclass(slots=True)
@@ -47,6 +60,7 @@ class NormalisedRows:
     numeric: np.ndarray  # bool: False for text rows
     not_a_number: int
     out_of_range: int
+    bad: int = 0  # rows of bad quality
 
 
 @dataclass(slots=True)
@@ -74,12 +88,12 @@ class Normaliser:
         # the batch is encoded, so a batch isolated row by row after a failure is seen once
         self.observer: Callable[[ReadingBatch, NormalisedRows], None] | None = None
 
-    def normalised(self, batch: ReadingBatch) -> NormalisedRows:
+    def normalised(self, batch: ReadingBatch, where: slice | np.ndarray | None = None) -> NormalisedRows:
         """Scale, offset and quality rules applied; no deadband, no state change (``read`` shows
-        this)."""
+        this). ``where``: the batch's series as :func:`_series_at` gives them."""
         table = self.table
         n = len(batch)
-        idx = batch.series
+        idx = batch.series if where is None else where
         if table.transformed:
             values = batch.values * table.scale[idx] + table.offset[idx]
         else:
@@ -91,26 +105,29 @@ class Normaliser:
         numeric = np.ones(n, dtype=bool)
         if texts:
             numeric[list(texts)] = False
-        usable = quality != Quality.BAD
+        usable = quality != _BAD
 
         not_finite = usable & numeric & ~np.isfinite(values)
-        if not_finite.any():
-            quality[not_finite] = Quality.BAD
-            codes[not_finite] = CollectorCode.NOT_A_NUMBER
+        not_a_number = int(np.count_nonzero(not_finite))
+        if not_a_number:
+            quality[not_finite] = _BAD
+            codes[not_finite] = _NOT_A_NUMBER
             usable &= ~not_finite
 
+        out_of_range = 0
         if table.ranged:
-            out_of_range = usable & numeric & ((values < table.range_low[idx]) | (values > table.range_high[idx]))
-        else:
-            out_of_range = np.zeros(n, dtype=bool)
-        if out_of_range.any():
-            quality[out_of_range] = Quality.UNCERTAIN
-            codes[out_of_range] = CollectorCode.OUT_OF_RANGE
+            outside = usable & numeric & ((values < table.range_low[idx]) | (values > table.range_high[idx]))
+            out_of_range = int(np.count_nonzero(outside))
+            if out_of_range:
+                quality[outside] = _UNCERTAIN
+                codes[outside] = _OUT_OF_RANGE
 
         # A bad reading carries no value even if the driver left one.
-        bad = quality == Quality.BAD
-        values[bad] = np.nan
-        return NormalisedRows(values, quality, codes, numeric, int(not_finite.sum()), int(out_of_range.sum()))
+        bad = quality == _BAD
+        bad_rows = int(np.count_nonzero(bad))
+        if bad_rows:
+            values[bad] = np.nan
+        return NormalisedRows(values, quality, codes, numeric, not_a_number, out_of_range, bad_rows)
 
     def process(self, batch: ReadingBatch, deadband: bool = True) -> EncodedChunk:
         """The batch normalised and encoded. ``deadband=False`` keeps every row (a batch being
@@ -121,17 +138,22 @@ class Normaliser:
             return EncodedChunk(b"", 0, on_committed=list(batch.on_committed))
         idx = batch.series
         each_series_once = n < 2 or bool((idx[1:] > idx[:-1]).all())  # a polled block is in series order
+        where = _series_at(idx) if each_series_once else idx
         _acquisition_times_increasing(self.table.last_time, idx, batch.timestamps, batch.source_time,
                                       self.time_resolution_ns, each_series_once)
-        rows = self.normalised(batch)
+        rows = self.normalised(batch, where)
         texts = batch.texts or {}
-        keep = self._deadband(idx, rows.values, rows.quality, rows.codes, rows.numeric, deadband)
-        kept_rows = np.flatnonzero(keep)
-        try:
-            body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
-        except UnicodeEncodeError:
-            texts = self._readable_texts(texts, rows)
-            body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
+        keep = self._deadband(idx, where, rows.values, rows.quality, rows.codes, rows.numeric, each_series_once,
+                              deadband)
+        kept_rows = np.flatnonzero(keep) if keep is not None else None
+        kept = n if kept_rows is None else len(kept_rows)
+        body = b""
+        if kept:
+            try:
+                body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
+            except UnicodeEncodeError:
+                texts = self._readable_texts(texts, rows)
+                body = self._encode(kept_rows, idx, rows.values, rows.quality, rows.codes, batch.timestamps, texts)
         if self.observer is not None:
             try:
                 self.observer(batch, rows)
@@ -140,20 +162,20 @@ class Normaliser:
                     self.report("observer", f"{type(exc).__name__}: {exc}", 1)
         c = self.counts
         c.read += n
-        c.bad += int((rows.quality == Quality.BAD).sum())
+        c.bad += rows.bad
         c.not_a_number += rows.not_a_number
         c.out_of_range += rows.out_of_range
-        c.kept += len(kept_rows)
-        c.suppressed += n - len(kept_rows)
+        c.kept += kept
+        c.suppressed += n - kept
         newest = int(batch.timestamps.max())
         table = self.table
         if each_series_once:
-            table.last_time[idx] = np.maximum(table.last_time[idx], batch.timestamps)
+            table.last_time[where] = np.maximum(table.last_time[where], batch.timestamps)
         else:
             np.maximum.at(table.last_time, idx, batch.timestamps)
         for row, text in texts.items():
             table.last_text[int(idx[row])] = text
-        return EncodedChunk(body, len(kept_rows), newest, list(batch.on_committed))
+        return EncodedChunk(body, kept, newest, list(batch.on_committed) if batch.on_committed else [])
 
     def _readable_texts(self, texts: dict[int, str], rows: NormalisedRows) -> dict[int, str]:
         """Texts with their unencodable characters replaced; a good reading whose text needed that
@@ -164,8 +186,8 @@ class Normaliser:
             if not is_readable(text):
                 readable[row] = repaired(text)
                 repairs += 1
-                if rows.quality[row] == Quality.GOOD:
-                    rows.quality[row] = Quality.UNCERTAIN
+                if rows.quality[row] == _GOOD:
+                    rows.quality[row] = _UNCERTAIN
                     rows.codes[row] = CollectorCode.DECODE_ERROR
         self.counts.text_repaired += repairs
         if self.report is not None and repairs:
@@ -174,19 +196,22 @@ class Normaliser:
                                 "device uses a legacy code page such as cp949)", repairs)
         return readable
 
-    def _deadband(self, idx: np.ndarray, values: np.ndarray, quality: np.ndarray, codes: np.ndarray,
-                  numeric: np.ndarray, apply: bool = True) -> np.ndarray:
+    def _deadband(self, idx: np.ndarray, where: slice | np.ndarray, values: np.ndarray, quality: np.ndarray,
+                  codes: np.ndarray, numeric: np.ndarray, each_series_once: bool,
+                  apply: bool = True) -> np.ndarray | None:
+        """The rows to keep, or ``None`` for all of them (``apply=False``: all of them, the
+        deadband state updated as if they had passed)."""
         table = self.table
-        band = table.deadband[idx]
-        if not apply or not band.any():
-            table.last_value[idx] = values
-            table.last_quality[idx] = quality
-            table.last_code[idx] = codes
-            return np.ones(len(idx), dtype=bool)
-        if len(np.unique(idx)) != len(idx):
+        band = table.deadband[where] if table.deadbanded else None
+        if not apply or band is None or not band.any():
+            table.last_value[where] = values
+            table.last_quality[where] = quality
+            table.last_code[where] = codes
+            return None
+        if not each_series_once and len(np.unique(idx)) != len(idx):
             return self._deadband_sequential(idx, values, quality, codes, numeric)
-        last = table.last_value[idx]
-        changed_quality = quality != table.last_quality[idx]
+        last = table.last_value[where]
+        changed_quality = quality != table.last_quality[where]
         moved = ~(np.abs(values - last) < band)  # NaN on either side counts as moved
         keep = (band == 0) | changed_quality | moved | ~numeric
         rows = idx[keep]
@@ -210,13 +235,16 @@ class Normaliser:
                 table.last_code[s] = codes[row]
         return keep
 
-    def _encode(self, rows: np.ndarray, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
+    def _encode(self, rows: np.ndarray | None, idx: np.ndarray, values: np.ndarray, quality: np.ndarray,
                 codes: np.ndarray, timestamps: np.ndarray, texts: dict[int, str]) -> bytes:
-        if len(rows) == 0:
-            return b""
+        """Lines of the kept ``rows`` (``None``: every row; there is at least one)."""
         prefixes = self.table.prefixes
+        if rows is None or len(rows) == len(values):
+            kept: slice | np.ndarray = slice(None)  # all kept: views, not copies
+            rows = np.arange(len(values))
+        else:
+            kept = rows
         if not texts:
-            kept = slice(None) if len(rows) == len(values) else rows  # all kept: views, not copies
             kept_values = values[kept]
             if not np.isnan(kept_values).any():
                 return _encode_values(prefixes, idx[kept], kept_values, quality[kept], codes[kept], timestamps[kept])
@@ -225,25 +253,35 @@ class Normaliser:
         quals = quality[rows].tolist()
         code_list = codes[rows].tolist()
         times = timestamps[rows].tolist()
-        number_line, code_only_line = NUMBER_LINE.format, CODE_ONLY_LINE.format
+        number_line, number_line_no_code = NUMBER_LINE.format, NUMBER_LINE_NO_CODE.format
+        code_only_line = CODE_ONLY_LINE.format
         if not texts:
             lines = [
-                number_line(prefixes[q][s], v, c, t) if v == v else code_only_line(prefixes[q][s], c, t)
+                (number_line(prefixes[q][s], v, c, t) if c else number_line_no_code(prefixes[q][s], v, t))
+                if v == v else code_only_line(prefixes[q][s], c, t)
                 for s, v, q, c, t in zip(series, vals, quals, code_list, times, strict=True)
             ]
         else:
-            text_line = TEXT_LINE.format
+            text_line, text_line_no_code = TEXT_LINE.format, TEXT_LINE_NO_CODE.format
             lines = []
             for row, s, v, q, c, t in zip(rows.tolist(), series, vals, quals, code_list, times, strict=True):
                 prefix = prefixes[q][s]
                 text = texts.get(row)
-                if text is not None and q != Quality.BAD:
-                    lines.append(text_line(prefix, escape_string_field(text), c, t))
+                if text is not None and q != _BAD:
+                    text = escape_string_field(text)
+                    lines.append(text_line(prefix, text, c, t) if c else text_line_no_code(prefix, text, t))
                 elif v == v:
-                    lines.append(number_line(prefix, v, c, t))
+                    lines.append(number_line(prefix, v, c, t) if c else number_line_no_code(prefix, v, t))
                 else:
                     lines.append(code_only_line(prefix, c, t))
         return "".join(lines).encode()
+
+
+def _series_at(series: np.ndarray) -> slice | np.ndarray:
+    """How to index the series table for a batch whose series increase: a slice (views, no
+    gathering) when they are consecutive — a polled block — else the series themselves."""
+    first, last = int(series[0]), int(series[-1])
+    return slice(first, last + 1) if last - first == len(series) - 1 else series
 
 
 def _acquisition_times_increasing(last_time: np.ndarray, series: np.ndarray, times: np.ndarray,
@@ -309,10 +347,11 @@ def _encode_values(prefixes: tuple[list[str], ...], series: np.ndarray, values: 
     for a polled block of 1,000 registers; formatting was the agent's largest CPU cost per point
     after the reading itself). Each line is joined from four parts made by C-level calls, not an
     f-string per row: the prefixes of a block of consecutive series of one quality (a polled
-    block) are one list slice; the ``,quality_code=…i <time>`` tail is formatted once per run of
-    rows sharing code and time; integral values (register values) are formatted as integers plus
-    ``.0``, which is what ``repr`` prints for them. (A table of the 65,536 register texts is twice
-    as fast on its own and slower in the running agent, where its 4 MB do not stay in cache.)"""
+    block) are one list slice; the ``[,quality_code=…i] <time>`` tail (:func:`line_end`) is
+    formatted once per run of rows sharing code and time; integral values (register values) are
+    formatted as integers plus ``.0``, which is what ``repr`` prints for them. (A table of the
+    65,536 register texts is twice as fast on its own and slower in the running agent, where its
+    4 MB do not stay in cache.)"""
     n = len(values)
     change = np.empty(n, dtype=bool)
     change[0] = True
@@ -325,10 +364,14 @@ def _encode_values(prefixes: tuple[list[str], ...], series: np.ndarray, values: 
         and not bool(((values == 0) & np.signbit(values)).any())
     if integral:
         value_texts = map(str, values.astype(np.int64).tolist())
-        tail = ".0" + CODE_AND_TIME
+        fraction = ".0"
     else:
         value_texts = map(repr, values.tolist())
-        tail = CODE_AND_TIME
+        fraction = ""
+
+    def tail(code: int, time_ns: int) -> str:
+        return fraction + line_end(code, time_ns)
+
     parts: list[str | None] = [None] * (4 * n)
     first_quality = int(quality[0])
     if not (quality != first_quality).any():
@@ -343,14 +386,14 @@ def _encode_values(prefixes: tuple[list[str], ...], series: np.ndarray, values: 
     parts[1::4] = [VALUE_KEY] * n
     parts[2::4] = value_texts
     if len(starts) == 1:
-        parts[3::4] = [tail.format(int(codes[0]), int(timestamps[0]))] * n
+        parts[3::4] = [tail(int(codes[0]), int(timestamps[0]))] * n
     elif len(starts) * 4 <= n:  # a few runs (a device's cycle: one per request): a list a run
         run_tails: list[str] = []
         bounds = starts.tolist()
-        for text, begin, end in zip(map(tail.format, codes[starts].tolist(), timestamps[starts].tolist()),
+        for text, begin, end in zip(map(tail, codes[starts].tolist(), timestamps[starts].tolist()),
                                     bounds, [*bounds[1:], n], strict=True):
             run_tails += [text] * (end - begin)
         parts[3::4] = run_tails
     else:
-        parts[3::4] = map(tail.format, codes.tolist(), timestamps.tolist())
+        parts[3::4] = map(tail, codes.tolist(), timestamps.tolist())
     return "".join(parts).encode()  # type: ignore[arg-type]

@@ -12,6 +12,10 @@ most every ``buffer.commit_interval`` in one transaction, then runs the batches'
 callbacks (MQTT acks there). ``Agent.status()`` assembles the status report
 (:mod:`mos_agent.status`) that ``/status``, ``/metrics``, ``/healthz``, ``mos-agent status`` and
 the demo render.
+
+Nothing here wakes up on a timer when there is nothing to do: the writer waits for a chunk, rates
+are worked out when the status is asked for, and the only periodic tasks are the systemd watchdog
+ping (only when systemd asks for one) and the KPI engine's tick (only when KPIs are configured).
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("mos_agent")
 
 HANDOFF_CHUNKS = 512  # bounded hand-off between normaliser and writer
+# Polls of one interval are due together (drivers tick on a shared grid); their batches arrive
+# within a few milliseconds of each other. The writer waits this long after the first chunk that
+# finds it idle, so a burst becomes one commit (one fsync) instead of a commit and stragglers.
+COMMIT_GATHER = 0.02
 DRIVER_RESTART_DELAY = 5.0
 DRIVER_STOP_TIMEOUT = 5.0
 KPI_TICK = 1.0  # seconds between KPI engine ticks (shift ends are exact regardless)
@@ -115,23 +123,23 @@ def normalise_isolating(normaliser: Normaliser, batch: ReadingBatch, report: Rep
 
 
 class RateMeter:
-    """Points per second over the last ``window`` seconds, from periodic counter samples."""
+    """Points per second of a counter, sampled when someone asks (no timer): over the last
+    ``window`` seconds when asked often enough, else since the previous question (at first, since
+    the meter was made)."""
 
-    def __init__(self, window: float = 10.0) -> None:
+    def __init__(self, window: float = 10.0, now: float | None = None) -> None:
         self.window = window
-        self.samples: deque[tuple[float, int]] = deque()
+        self.samples: deque[tuple[float, int]] = deque([(time.monotonic() if now is None else now, 0)])
 
-    def sample(self, total: int, now: float | None = None) -> None:
+    def rate(self, total: int, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
-        self.samples.append((now, total))
-        while len(self.samples) > 2 and now - self.samples[0][0] > self.window:
-            self.samples.popleft()
-
-    def rate(self) -> float:
-        if len(self.samples) < 2:
-            return 0.0
-        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+        samples = self.samples
+        samples.append((now, total))
+        # keep the newest sample at least a window old, so the rate covers a whole window
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        (t0, c0) = samples[0]
+        return (total - c0) / (now - t0) if now > t0 else 0.0
 
 
 @dataclass
@@ -189,7 +197,7 @@ class Agent:
         self.health_server: HealthServer | None = None
         self._queue: asyncio.Queue[EncodedChunk | None] | None = None
         self._writer_task: asyncio.Task | None = None
-        self._housekeeping_task: asyncio.Task | None = None
+        self._watchdog_task: asyncio.Task | None = None
         self.kpi: KpiEngine | None = None
         self._kpi_task: asyncio.Task | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer-writer")
@@ -221,7 +229,9 @@ class Agent:
             for device in self.loaded.devices:
                 if device.enabled:
                     self._start_device(device)
-        self._housekeeping_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        watchdog = self.notifier.watchdog_interval()
+        if watchdog:
+            self._watchdog_task = asyncio.create_task(self._watchdog(watchdog), name="watchdog")
         self.ready = True
         self.notifier.notify("READY=1", f"STATUS=running {len(self.devices)} devices")
         log.info("mos-agent %s ready: %d devices, %d series, %d sinks", __version__, len(self.devices),
@@ -260,8 +270,8 @@ class Agent:
         if self._queue is not None and self._writer_task is not None:
             await self._queue.put(None)  # the writer commits what is queued, then ends
             await self._writer_task
-        if self._housekeeping_task:
-            self._housekeeping_task.cancel()
+        if self._watchdog_task:
+            self._watchdog_task.cancel()
         if self.health_server is not None:
             await self.health_server.stop()
         if self.store is not None:
@@ -304,8 +314,7 @@ class Agent:
         if self.kpi is not None and (feed := self.kpi.attach(device, ctx.series)) is not None:
             runtime.normaliser.observer = feed.observe
         if self.health_server is not None:
-            health_server = self.health_server
-            ctx.read_latency_hook = lambda seconds: health_server.observe_read(device.name, seconds)
+            ctx.read_latency_hook = self.health_server.read_observer(device.name)
         runtime.task = asyncio.create_task(self._supervise(runtime), name=f"device:{device.name}")
         self.devices[device.name] = runtime
         return runtime
@@ -414,8 +423,10 @@ class Agent:
                 finishing = True
             else:
                 chunks.append(first)
-                wait = last_commit + interval - loop.time()
-                if wait > 0 and not self._queue.full():
+                # at most commit_interval after the previous commit, and never before the rest
+                # of a burst is in (both bounded by commit_interval: the durability promise)
+                wait = max(last_commit + interval - loop.time(), min(COMMIT_GATHER, interval))
+                if not self._queue.full():
                     await asyncio.sleep(wait)
             while not self._queue.empty():
                 item = self._queue.get_nowait()
@@ -512,18 +523,14 @@ class Agent:
 
     # ------------------------------------------------------------ housekeeping and status
 
-    async def _housekeeping(self) -> None:
-        watchdog = self.notifier.watchdog_interval()
-        tick = min(1.0, watchdog / 2) if watchdog else 1.0
+    async def _watchdog(self, interval: float) -> None:
+        """Pings systemd at half its watchdog interval (its own advice), from the event loop
+        itself: a wedged loop stops the pings and systemd restarts us. Only when systemd asks for
+        it; nothing else of the agent's wakes on a timer but the KPI engine's tick, when KPIs
+        are configured."""
         while True:
-            now = time.monotonic()
-            for runtime in self.devices.values():
-                runtime.rate.sample(runtime.normaliser.counts.read, now)
-            self.commit_rate.sample(self.committed_points, now)
-            if watchdog:
-                # Sent from the event loop itself: a wedged loop stops the pings and systemd restarts us.
-                self.notifier.notify("WATCHDOG=1")
-            await asyncio.sleep(tick)
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval / 2)
 
     def status(self) -> StatusReport:
         store = self.store.status() if self.store is not None else StoreStats()
@@ -532,7 +539,7 @@ class Agent:
                             pid=os.getpid(), uptime_s=round(time.time() - self.started_at, 1), ready=self.ready),
             devices=[self._device_stats(name, rt) for name, rt in sorted(self.devices.items())],
             pipeline=PipelineStats(committed_points=self.committed_points,
-                                   points_per_s=round(self.commit_rate.rate(), 1),
+                                   points_per_s=round(self.commit_rate.rate(self.committed_points), 1),
                                    handoff_queue=self._queue.qsize() if self._queue else 0,
                                    commit_failures=self.commit_failures),
             buffer=store.buffer,
@@ -557,12 +564,14 @@ class Agent:
             last_error_time=st.last_error_time,
             errors=dict(st.errors),
             overruns=st.overruns,
+            skipped_polls=st.skipped_polls,
+            skipped_points=st.skipped_points,
             source_names=dict(st.source_names),
             series=len(rt.ctx.series),
             points_read=counts.read,
             points_kept=counts.kept,
             points_bad=counts.bad,
-            points_per_s=round(rt.rate.rate(), 1),
+            points_per_s=round(rt.rate.rate(counts.read), 1),
             last_value_time=rt.last_value_time_ns / 1e9 if rt.last_value_time_ns else None,
             sparkplug=copy.deepcopy(st.sparkplug),
         )

@@ -78,10 +78,11 @@ class SeriesTable:
     last_code: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     last_text: dict[int, str] = field(default_factory=dict)
-    # how many series scale or shift their values, and how many have a plausible range: a device
+    # how many series scale or shift their values, have a plausible range or a deadband: a device
     # with none skips that arithmetic
     transformed: int = 0
     ranged: int = 0
+    deadbanded: int = 0
     # prefix parts shared by many series: "measurement,site=…,equipment=…" by (category, asset)
     # and ",stage=…,kind=…,unit=…,quality=" by (stage, kind, unit)
     _heads: dict[tuple, str] = field(default_factory=dict)
@@ -136,6 +137,7 @@ class SeriesTable:
             self.range_high[rows] = [spec.range[1] if spec.range else np.inf for spec in specs]
         self.ranged += len(ranged)
         self.transformed += sum(spec.scale != 1.0 or spec.offset != 0.0 for spec in specs)
+        self.deadbanded += sum(spec.deadband > 0 for spec in specs)
 
     def _head(self, spec: SeriesSpec) -> str:
         """``measurement,site=…,…,equipment=…`` — the same for every tag of a device."""

@@ -85,7 +85,9 @@ class DeviceStats:
     last_error: str | None = None
     last_error_time: float | None = None
     errors: dict[str, int] = field(default_factory=dict)  # by kind: timeout, exception, payload…
-    overruns: int = 0
+    overruns: int = 0  # poll cycles that ran past the next tick
+    skipped_polls: int = 0  # polls those overruns skipped
+    skipped_points: int = 0  # readings the skipped polls would have made
     # asset name → the source's own text, where a name taken at run time (an MQTT topic capture)
     # had to be made an asset name (mos_agent.taxonomy.asset_name_for)
     source_names: dict[str, str] = field(default_factory=dict)
@@ -168,6 +170,7 @@ class SinkStats:
     sent_points: int = 0
     sent_batches: int = 0  # buffer batches fully handled
     sent_requests: int = 0  # successful writes (a split batch takes several)
+    sent_bytes: int = 0  # request bodies the store accepted, as sent (compressed when gzip is on)
     retried: int = 0
     dead_lettered_points: int = 0
     last_error: str | None = None

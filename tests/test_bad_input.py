@@ -73,7 +73,7 @@ def test_text_with_lone_surrogates_is_stored_repaired_and_flagged_not_failed() -
     assert chunk.points == 3
     lines = chunk.body.decode("utf-8").splitlines()
     assert "quality=uncertain" in lines[0] and 'text="\ufffd' in lines[0] and "quality_code=1006i 1" in lines[0]
-    assert "quality=good value=180.5,quality_code=0i 2" in lines[1]
+    assert "quality=good value=180.5 2" in lines[1]  # code 0 is not written
     assert 'text="json \ufffd escape",quality_code=1006i 3' in lines[2]
     assert norm.counts.text_repaired == 2 and reports.seen == {"text": 2}
     assert norm.table.last_text[0] == "json \ufffd escape"

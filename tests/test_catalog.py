@@ -434,7 +434,9 @@ def test_store_observations_count_points_and_quality_shares(plant: Path, victori
                                                 source_time=True))
     assert old.points == 2
     _write(victoria.url, chunk.body + old.body)
-    assert store.wait_for_count(62, '{__name__=~".+_quality_code"}') == 62
+    # one row a point: good and uncertain ones by their value (code 0 is not written), bad ones by
+    # their code
+    assert store.wait_for_count(62, '{__name__=~".+_value|.+_quality_code"}') == 62
 
     graph, _ = catalogue_graph(capsys, plant, "--store-url", victoria.url, "--since", "1h")
     datasets = datasets_by_identifier(graph)

@@ -299,3 +299,26 @@ def test_stop_with_the_store_down_returns_within_its_timeout_and_keeps_the_data(
     assert time.monotonic() - started < 1.0 + 2.0
     again = make_store(f"http://127.0.0.1:{store_proxy.port}")
     assert again.status().buffer.points == 100
+
+
+def test_good_points_are_one_row_in_the_store_unless_the_sink_wants_every_quality_code(
+        victoria: VictoriaMetrics, store: StoreReader, make_store, tmp_path: Path) -> None:
+    """Line protocol leaves quality_code 0 out, so a store keeping a series per field holds one
+    row per good point; a sink set to ``quality_code: always`` writes the code on every line."""
+    codes = '{__name__="process_quality_code"}'
+    lean = make_store(victoria.url, state_dir=tmp_path / "lean")
+    sent = _append_all(lean, sample_chunks(2, 1000, device="lean"))
+    assert store.wait_for_count(sent, VALUES) == sent
+    wait_until(lambda: _sink(lean).sent_points == sent, what="the lean sink to report its points")
+    assert store.count(codes) == 0
+    lean_bytes = _sink(lean).sent_bytes
+    assert lean_bytes > 0
+
+    full = make_store(victoria.url, state_dir=tmp_path / "full", quality_code="always")
+    _append_all(full, sample_chunks(2, 1000, device="full"))
+    assert store.wait_for_count(sent, codes) == sent
+    assert {s["metric"]["quality"] for s in store.export(codes)} == {"good"}
+    assert all(set(s["values"]) == {0.0} for s in store.export(codes))
+    wait_until(lambda: _sink(full).sent_points == sent, what="the full sink to report its points")
+    # the same points, with a field more on every line
+    assert _sink(full).sent_bytes > lean_bytes

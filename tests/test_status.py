@@ -46,13 +46,13 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert set(data["agent"]) == {"id", "site", "version", "pid", "uptime_s", "ready"}
     assert set(data["pipeline"]) == {"committed_points", "points_per_s", "handoff_queue", "commit_failures"}
     assert {"name", "driver", "asset", "state", "last_error", "last_error_time", "errors", "overruns", "source_names",
-            "series", "points_read", "points_kept", "points_bad", "points_per_s",
+            "skipped_polls", "skipped_points", "series", "points_read", "points_kept", "points_bad", "points_per_s",
             "last_value_time", "sparkplug"} == set(data["devices"][0])
     assert {"path", "points", "bytes", "rows", "max_size", "overflow", "oldest_age_s", "dropped_points",
             "overflow_episodes", "overflowing", "dead_letter_rows", "dead_letter_points",
             "moved_aside", "disk_free_bytes", "disk_total_bytes", "min_free_space", "disk_full", "disk_full_episodes",
             "disk_full_reason"} == set(data["buffer"])
-    assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "retried",
+    assert {"name", "type", "state", "sent_points", "sent_batches", "sent_requests", "sent_bytes", "retried",
             "dead_lettered_points", "last_error", "last_error_time", "last_success_time", "lag_points",
             "lag_seconds", "live_lag_points", "live_lag_seconds", "backlog_points",
             "dropped_points", "late_points", "open_windows", "mqtt"} == set(data["sinks"][0])
@@ -114,6 +114,38 @@ def test_an_mqtt_sink_reports_its_session_and_reads_back() -> None:
     render(again, console)
     assert ("scada: sparkplug → 127.0.0.1:1883, connected, 40 messages, edge node changwon/gw-1, bdSeq 7, 3 births"
             in console.export_text())
+
+
+def test_polls_lost_to_overruns_show_as_numbers_in_status_and_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from rich.console import Console
+
+    from mos_agent.commands.status import render
+    from mos_agent.health import StatusCollector
+
+    report = _report()
+    device = report.devices[0]
+    device.overruns, device.skipped_polls, device.skipped_points = 2, 19, 1900
+    report.sinks[0].sent_bytes = 12345
+
+    class Source:
+        def status(self) -> StatusReport:
+            return report
+
+        def health(self) -> tuple[bool, list[str]]:
+            return True, []
+
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(Source()))
+    metrics = generate_latest(registry).decode()
+    assert 'mos_agent_poll_overruns_total{device="press-01",driver="modbus"} 2.0' in metrics
+    assert 'mos_agent_polls_skipped_total{device="press-01",driver="modbus"} 19.0' in metrics
+    assert 'mos_agent_points_skipped_total{device="press-01",driver="modbus"} 1900.0' in metrics
+    assert 'mos_agent_bytes_sent_total{sink="influxdb",type="influxdb"} 12345.0' in metrics
+
+    console = Console(record=True, width=200)
+    render(StatusReport.from_dict(json.loads(json.dumps(report.to_dict()))), console)
+    assert "1900 (19 polls)" in console.export_text()
 
 
 def test_a_sparkplug_device_reports_what_it_learnt_and_ignored_and_reads_back() -> None:

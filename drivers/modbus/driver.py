@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -43,7 +42,7 @@ from drivers.modbus.link import (
 from drivers.modbus.plan import Limits, PollGroup, Request, coalesce, format_interval, plan_device, split_request
 from mos_agent.batch import ReadingBatch
 from mos_agent.config.models import DeviceBase
-from mos_agent.driver_api import DeviceState, Driver, DriverContext
+from mos_agent.driver_api import DeviceState, Driver, DriverContext, tick_grid
 from mos_agent.taxonomy import CollectorCode, Quality
 
 log = logging.getLogger("mos_agent.modbus")
@@ -182,12 +181,13 @@ class ModbusDriver(Driver):
     # ------------------------------------------------------------------ scheduling
 
     async def _poll(self, link: Link, group: _GroupRun) -> None:
-        """Cycle k starts at start + k·interval. A cycle that runs past its successor's start skips
-        the ticks it missed (counted as one overrun) instead of firing them back to back."""
+        """The first cycle starts at once, the next ones on the shared grid of ticks (tick k due at
+        k·interval, see :func:`tick_grid`), from the first tick at least an interval later. A cycle
+        that runs past its successor's tick skips the ticks it missed (counted as one overrun, the
+        skipped polls and their points counted too) instead of firing them back to back."""
         loop = asyncio.get_running_loop()
         interval = group.interval
-        start = loop.time()
-        tick = 0
+        tick = tick_grid(loop.time(), interval) + 1
         while True:
             cycle_start = loop.time()
             try:
@@ -199,16 +199,16 @@ class ModbusDriver(Driver):
                 self.ctx.report_error("driver", f"poll cycle failed: {exc!r}")
             now = loop.time()
             tick += 1
-            due = start + tick * interval
+            due = tick * interval
             if now > due:
-                missed = math.floor((now - start) / interval) + 1 - tick
+                missed = tick_grid(now, interval) + 1 - tick
                 tick += missed
-                self.ctx.status.overruns += 1
+                self.ctx.count_overrun(missed, missed * len(group.series))
                 self.ctx.report_error(
                     "overrun", f"poll group {group.label}: cycle took {(now - cycle_start) * 1000:.0f}ms and "
                                f"started {(cycle_start - (due - interval)) * 1000:.0f}ms late; skipped {missed} "
                                f"tick{'s' if missed != 1 else ''}")
-                due = start + tick * interval
+                due = tick * interval
             await asyncio.sleep(due - now)
 
     async def _cycle(self, link: Link, group: _GroupRun) -> None:

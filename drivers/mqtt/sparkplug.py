@@ -474,6 +474,10 @@ class SparkplugDecoder:
             properties = sp.get_properties(metric.properties)
             quality = _property(properties, "Quality", "quality")
             if isinstance(quality, int):
+                if quality < 0:
+                    # the specification's Quality is an Int32: an OPC UA StatusCode with its Bad
+                    # bit set arrives negative; it is read (and stored) as the unsigned code it is
+                    quality &= 0xFFFFFFFF
                 known.quality = quality_of(quality)
                 code = _property(properties, "quality_code")
                 known.code = code if isinstance(code, int) else (0 if known.quality == GOOD else quality)

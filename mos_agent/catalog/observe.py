@@ -98,9 +98,11 @@ def observe_store(store_url: str, loaded: LoadedConfig, since_seconds: float, *,
                   timeout: float = 30.0, now: datetime | None = None) -> dict[str, Observation]:
     """Per-dataset time range, point count and quality split from a VictoriaMetrics store.
 
-    Every stored point has a ``quality_code`` field, so counting the ``<category>_quality_code``
-    series counts every reading once, grouped by its ``quality`` label. Three aggregate queries
-    for the whole site, never one per series: the answer stays small however much data there is.
+    A reading is counted once, by its ``quality`` label: a good or uncertain one by its
+    ``<category>_value`` or ``<category>_text`` row, a bad one (which carries neither) by its
+    ``<category>_quality_code`` row — quality_code 0 is not written, so good readings have no code
+    row unless a sink writes them all. Three aggregate queries for the whole site, never one per
+    series: the answer stays small however much data there is.
     Series whose asset path was filled at run time (MQTT topic captures) match a dataset only if
     they kept the device's configured path.
     """
@@ -108,14 +110,18 @@ def observe_store(store_url: str, loaded: LoadedConfig, since_seconds: float, *,
     agent = loaded.agent.agent
     now = now or datetime.now(UTC)
     at = now.timestamp()
-    names = "|".join(f"{category}_quality_code" for category in CATEGORIES)
-    selector = f'{{__name__=~"{names}",site="{agent.site}"}}'
+    categories = "|".join(CATEGORIES)
+    site = f'site="{agent.site}"'
+    valued = f'{{__name__=~"({categories})_(value|text)",quality!="bad",{site}}}'
+    bad = f'{{__name__=~"({categories})_quality_code",quality="bad",{site}}}'
+    selector = f'{{__name__=~"({categories})_(value|text|quality_code)",{site}}}'
     window = f"[{max(1, math.ceil(since_seconds))}s]"
     group = ",".join(_GROUP_LABELS)
 
     counts: dict[tuple[str, ...], dict[str, int]] = {}
-    for row in _query(base, auth, f"sum by ({group},quality) (count_over_time({selector}{window}))",
-                      at, timeout):
+    # the two selectors never share a quality label, so "or" keeps every group of both
+    for row in _query(base, auth, f"sum by ({group},quality) (count_over_time({valued}{window})) or "
+                                  f"sum by ({group},quality) (count_over_time({bad}{window}))", at, timeout):
         quality = row["metric"].get("quality", "")
         bucket = counts.setdefault(_label_key(row["metric"]), {})
         bucket[quality] = bucket.get(quality, 0) + int(float(row["value"][1]))

@@ -181,11 +181,13 @@ def live_view(agent: Agent, workdir: Path, started: float, width: int = 160) -> 
         " · sinks: " + ", ".join(f"{s.name} {s.state} (lag {s.lag_points})" for s in status.sinks),
     )
     tables: list[Any] = [header]
+    rates = {d.name: d.points_per_s for d in status.devices}
     for runtime in agent.devices.values():
         st = runtime.ctx.status
         series = runtime.ctx.series
         table = Table(title=f"{runtime.config.name} ({runtime.config.driver}, {st.state.value}) · "
-                            f"{runtime.rate.rate():.0f} points/s", title_justify="left", expand=True)
+                            f"{rates.get(runtime.config.name, 0.0):.0f} points/s", title_justify="left",
+                     expand=True)
         for column in ("asset", "tag", "value", "unit", "quality", "category", "age"):
             table.add_column(column, justify="right" if column in ("value", "age") else "left", no_wrap=True)
         now = time.time_ns()

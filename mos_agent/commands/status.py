@@ -86,12 +86,17 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _skipped(points: int, polls: int) -> str:
+    """Readings lost to poll overruns, with the polls they were in."""
+    return f"{points} ({polls} poll{'s' if polls != 1 else ''})" if polls else "0"
+
+
 def render(status: StatusReport, console: Console) -> None:
     agent = status.agent
     console.print(f"[bold]{agent.id}[/bold] site {agent.site} · mos-agent {agent.version} · "
                   f"up {_age(agent.uptime_s)} · {status.pipeline.points_per_s:.0f} points/s committed")
     devices = Table(title="devices")
-    for column in ("device", "driver", "state", "points/s", "series", "bad", "last value", "last error"):
+    for column in ("device", "driver", "state", "points/s", "series", "bad", "skipped", "last value", "last error"):
         devices.add_column(column)
     now = status.time or time.time()
     for d in status.devices:
@@ -99,6 +104,7 @@ def render(status: StatusReport, console: Console) -> None:
         last = now - d.last_value_time if d.last_value_time else None
         devices.add_row(d.name, d.driver, f"[{style}]{d.state}[/{style}]" if style else d.state,
                         f"{d.points_per_s:.0f}", str(d.series), str(d.points_bad),
+                        _skipped(d.skipped_points, d.skipped_polls),
                         f"{_age(last)} ago" if last is not None else "—", d.last_error or "")
     console.print(devices)
     for d in status.devices:

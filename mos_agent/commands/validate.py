@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mos_agent.cli import UsageError
 from mos_agent.config.loader import LoadedConfig, load_config
-from mos_agent.config.models import InfluxSinkConfig, SinkConfig, SqliteSinkConfig
+from mos_agent.config.models import InfluxSinkConfig, MqttSinkConfig, SinkConfig, SqliteSinkConfig
 from mos_agent.i18n import _
 from mos_agent.kpi.calendar import system_timezone
 from mos_agent.registry import load_driver
@@ -26,6 +26,8 @@ def _destination(sink: SinkConfig, state_dir: Path) -> str:
         return sink.url
     if isinstance(sink, SqliteSinkConfig):
         return str(history_path(sink, state_dir))
+    if isinstance(sink, MqttSinkConfig):
+        return f"{sink.url} ({sink.format})"
     return sink.type
 
 

@@ -276,6 +276,10 @@ class InfluxSinkConfig(SinkBase):
     # The finest time step the store keeps: readings of one series without a source time are
     # kept at least one step apart so the store does not merge them (VictoriaMetrics: ms).
     precision: Precision = "ns"
+    # quality_code 0 (good) is not written: the quality tag says it, and stores keeping a series
+    # per field would hold two rows a point. ``always`` writes it on every line, for stores whose
+    # queries want it.
+    quality_code: Literal["nonzero", "always"] = "nonzero"
 
     @field_validator("url")
     @classmethod
@@ -343,6 +347,15 @@ class MqttSinkConfig(SinkBase):
             raise ValueError(f"url must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {value!r}")
         if m.group(3) is not None and not 0 < int(m.group(3)) < 65536:
             raise ValueError(f"port {m.group(3)} in {value!r} is out of range")
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_needs_mqtts(cls, value: MqttTls | None, info: ValidationInfo) -> MqttTls | None:
+        # with mqtt:// the files would be ignored and the password sent in clear
+        if value is not None and str(info.data.get("url", "")).startswith("mqtt://"):
+            raise ValueError("tls is for mqtts:// urls; with mqtt:// the connection is not encrypted "
+                             "(use mqtts://HOST[:PORT], default port 8883)")
         return value
 
     @field_validator("prefix")

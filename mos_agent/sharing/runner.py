@@ -14,8 +14,12 @@ from typing import Any
 
 from mos_agent.buffer import BatchKind, SinkCursor
 from mos_agent.sharing.release import Release, ReleaseStage
-from mos_agent.sinks.runner import IDLE_POLL, REJECT_SPLIT_BUDGET, SinkRunner
+from mos_agent.sinks.runner import REJECT_SPLIT_BUDGET, SinkRunner
 from mos_agent.status import SinkState, SinkStats
+
+# Contracts become active or expire with the clock: while idle, their status is looked at this
+# often (a plain sink sleeps until an append instead).
+CONTRACT_RECHECK = 1.0
 
 
 class ContractSinkRunner(SinkRunner):
@@ -70,7 +74,7 @@ class ContractSinkRunner(SinkRunner):
                 return
             if self.state in (SinkState.SENDING, SinkState.DRAINING, SinkState.FAILED):
                 self.state = SinkState.IDLE
-            wait = IDLE_POLL
+            wait = CONTRACT_RECHECK
             if pending.rows:
                 wait = min(wait, max(0.01, self.flush_interval - self._age(pending.oldest_created_ns)))
             next_close = release.next_close_ns()

@@ -76,6 +76,9 @@ class Sink(ABC):
 
     name: str
     type: str
+    # Request body bytes the store accepted (as sent: compressed if the sink compresses); a sink
+    # that sends no bodies (a local file) leaves it 0.
+    sent_bytes: int = 0
 
     @abstractmethod
     def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:

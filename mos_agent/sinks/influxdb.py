@@ -34,6 +34,7 @@ from influxdb_client.service.write_service import WriteService
 from mos_agent.buffer import BatchKind
 from mos_agent.config.loader import read_secret
 from mos_agent.config.models import InfluxSinkConfig
+from mos_agent.lineprotocol import with_quality_codes
 from mos_agent.payload import Payload
 from mos_agent.secrets import redact, secret_forms
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
@@ -82,6 +83,8 @@ class InfluxSink(Sink):
         self._token = resolve_token(config.token, config.token_file) or ""
         self._token_forms = secret_forms(self._token) if self._token else set()
         self.gzip = bool(config.gzip)
+        # the buffer holds no code 0; a sink set to quality_code: always puts it back when sending
+        self.all_quality_codes = config.quality_code == "always"
         # enable_gzip stays off: the client would compress again, at level 9 (~1 µs a point, as
         # much CPU as the rest of the agent's path). The payload comes out of the buffer
         # compressed already and is posted as it is, through the same v2 write service the
@@ -97,6 +100,8 @@ class InfluxSink(Sink):
         return redact(text, self._token_forms)
 
     def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:
+        if self.all_quality_codes:
+            payload = Payload(payload.points, plain=with_quality_codes(payload.plain))
         options: dict[str, str] = {}
         if self.gzip:
             body = payload.gzipped
@@ -116,6 +121,7 @@ class InfluxSink(Sink):
             raise self._map_status(exc) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise SinkRetryable(self.redact(f"{self.url}: {type(exc).__name__}: {exc}")) from None
+        self.sent_bytes += len(body)
 
     def _map_status(self, exc: ApiException) -> Exception:
         status = int(exc.status or 0)

@@ -47,7 +47,6 @@ AUTH_RETRY_INTERVAL = 30.0
 AUTH_LOG_INTERVAL = 300.0
 RETRY_LOG_INTERVAL = 60.0
 REJECT_SPLIT_BUDGET = 64
-IDLE_POLL = 1.0  # re-check the buffer this often even without an append signal
 WORKER_RESTART_DELAY = 5.0
 
 
@@ -118,7 +117,8 @@ class SinkRunner:
     def status(self) -> SinkStats:
         """The runner's own counters; the lag comes from the buffer (see StoreAndForward.status)."""
         stats = SinkStats(name=self.name, type=self.sink.type, state=self.state, sent_points=self.sent_points,
-                          sent_batches=self.sent_batches, sent_requests=self.sent_requests, retried=self.retried,
+                          sent_batches=self.sent_batches, sent_requests=self.sent_requests,
+                          sent_bytes=self.sink.sent_bytes, retried=self.retried,
                           dead_lettered_points=self.dead_lettered_points, last_error=self.last_error,
                           last_error_time=self.last_error_time, last_success_time=self.last_success_time)
         self.sink.fill_status(stats)
@@ -200,9 +200,12 @@ class SinkRunner:
                 return  # nothing pending
             if self.state in (SinkState.SENDING, SinkState.DRAINING, SinkState.FAILED):
                 self.state = SinkState.IDLE
-            wait = IDLE_POLL
+            # Nothing due: sleep until the pending rows are (flush_interval after the oldest was
+            # committed), or with nothing pending until the buffer signals an append or a stop
+            # is asked for — no polling of an empty buffer.
+            wait = None
             if pending.rows:
-                wait = min(wait, max(0.01, self.flush_interval - self._age(pending.oldest_created_ns)))
+                wait = max(0.01, self.flush_interval - self._age(pending.oldest_created_ns))
             self._wake.wait(wait)
 
     @staticmethod

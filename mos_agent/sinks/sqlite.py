@@ -7,7 +7,8 @@ Schema (``history.sqlite``, WAL so ``query`` can read while the agent writes):
   unit, and any other line-protocol tags as JSON in ``labels``. Quality is not part of the
   series: it is per point.
 - ``points``: ``(series_id, ts_ns)`` primary key with ``value`` (numbers, bools as 0/1),
-  ``text`` (strings), ``quality`` (good/uncertain/bad) and ``quality_code``. ``INSERT OR REPLACE``
+  ``text`` (strings), ``quality`` (good/uncertain/bad) and ``quality_code`` (0 where the line has
+  none: line protocol leaves code 0 out). ``INSERT OR REPLACE``
   makes a re-sent point overwrite itself, as it does in the store. A ``points`` table without
   that key (a file from elsewhere, or an older layout) is rebuilt with it on opening, the last
   written row of each (series, time) kept.
@@ -194,7 +195,7 @@ class SqliteHistorySink(Sink):
                         parse_number(raw.decode())  # other fields are not stored, but must be valid
                 ts = ts.strip()
                 rows.append((entry[0], int(ts) if ts else now, None if value is None else float(value), None,
-                             entry[1], None if code is None else int(code)))
+                             entry[1], 0 if code is None else int(code)))
             except LineProtocolError as exc:
                 raise LineProtocolError(number, exc.reason, line.decode("utf-8", "replace")) from None
             except (ValueError, UnicodeDecodeError) as exc:
@@ -212,7 +213,7 @@ class SqliteHistorySink(Sink):
             float(value) if isinstance(value, int | float) else None,
             text if isinstance(text, str) else (None if text is None else str(text)),
             tags.get("quality"),
-            int(code) if isinstance(code, int | float) else None,
+            int(code) if isinstance(code, int | float) else 0,  # not written when 0
         )
 
     def apply_retention(self) -> int:

@@ -39,6 +39,12 @@ class SparkplugJs:
     def decode(self, payloads: Sequence[bytes]) -> list[dict[str, Any]]:
         return self._run("decode", [base64.b64encode(p).decode() for p in payloads])
 
+    def decode_data(self, payloads: Sequence[bytes], types: dict[int, int]) -> list[dict[str, Any]]:
+        """DATA payloads decoded as a host application reads them: each metric with the datatype
+        its alias had in the birth (``types``: alias -> datatype code)."""
+        return self._run("decode-data", [{"payload": base64.b64encode(p).decode(),
+                                          "types": {str(a): t for a, t in types.items()}} for p in payloads])
+
     def encode(self, payloads: Sequence[dict[str, Any]]) -> list[bytes]:
         return [base64.b64decode(b) for b in self._run("encode", payloads)]
 

@@ -40,9 +40,11 @@ class Collector:
 
     def __init__(self) -> None:
         self.batches: list[ReadingBatch] = []
+        self.loop_times: list[float] = []  # event loop clock at each hand-over
 
     async def __call__(self, batch: ReadingBatch) -> None:
         self.batches.append(batch)
+        self.loop_times.append(asyncio.get_running_loop().time())
 
     def rows(self, device: ModbusDevice, since: int = 0) -> list[dict[str, Any]]:
         out = []
@@ -197,7 +199,7 @@ async def test_one_batch_per_group_and_cycle_without_drift() -> None:
     assert all(sorted(b.series.tolist()) == [0, 1] for b in fast)  # one batch holds the whole group
     assert all(b.series.tolist() == [2] for b in slow)
     assert len(fast) >= 8
-    # ticks are start + k·interval: spacing never accumulates lateness beyond skipped ticks
+    # ticks are k·interval on the shared grid: spacing never accumulates lateness beyond skipped ticks
     for batches, interval in ((fast, 0.1), (slow, 0.4)):
         times = [int(b.timestamps.min()) / 1e9 for b in batches]
         elapsed = times[-1] - times[0]
@@ -216,11 +218,34 @@ async def test_overrunning_cycles_skip_ticks_instead_of_piling_up(press: ModbusS
         count = len(collector.batches)
         await wait_until_async(lambda: len(collector.batches) >= count + 2, what="two more cycles")
         spent = asyncio.get_running_loop().time() - started
-    assert ctx.status.overruns >= 3
-    assert ctx.status.errors.get("overrun", 0) == ctx.status.overruns
+    st = ctx.status
+    assert st.overruns >= 3
+    assert st.errors.get("overrun", 0) == st.overruns
+    # a cycle of ≥ 1 s at 100 ms skips ≥ 9 polls each time, and every skipped poll counts the
+    # readings of the whole group
+    assert st.skipped_polls >= 9 * st.overruns
+    assert st.skipped_points == st.skipped_polls * len(device.tags)
     # a cycle takes ≥ 1 s: two more batches cannot come sooner than that
     assert spent >= 1.0
     assert {r["quality"] for r in collector.rows(device)} == {GOOD}
+
+
+async def test_polls_of_one_interval_wake_together_whenever_their_devices_started() -> None:
+    points = [{"name": "a", "address": "hr:0", "model": {"constant": 1}}]
+    async with ModbusSimulator(scenario(points), port=free_port()) as sim:
+        first, _, early = driver_for(device_for(sim, poll_interval="500ms"))
+        second, _, late = driver_for(device_for(sim, poll_interval="500ms"))
+        async with running(first):
+            await wait_until_async(lambda: len(early.batches) >= 2, what="the first device polling")
+            await asyncio.sleep(0.23)  # not a multiple of the interval
+            async with running(second):
+                await wait_until_async(lambda: len(late.batches) >= 3, what="the second device polling")
+    # after its first cycle (at once), each device polls on the shared grid of 500 ms ticks: a
+    # hand-over comes a read's round trip after its tick (started 230 ms apart, they would be
+    # 230 ms out of step otherwise)
+    for times in (early.loop_times[1:], late.loop_times[1:]):
+        behind = [t - math.floor(t / 0.5) * 0.5 for t in times]
+        assert all(b < 0.2 for b in behind), behind
 
 
 # ---------------------------------------------------------------- faults

@@ -139,9 +139,10 @@ class ReadingParser:
         return Readings.of(self._parse_lines(text, plain))
 
     def _parse_numbers(self, text: str) -> Readings | None:
-        """The common body — every line a known head with ``value=V,quality_code=0i`` — at C speed:
-        the body's tokens split once and read by column. ``None`` for any other body (the line by
-        line parser then reads it, and learns its heads)."""
+        """The common body — every line a known head with ``value=V`` (code 0 is not written; rows
+        an earlier version buffered say ``value=V,quality_code=0i``) — at C speed: the body's
+        tokens split once and read by column. ``None`` for any other body (the line by line parser
+        then reads it, and learns its heads)."""
         tokens = text.replace("\n", " ").split(" ")
         if tokens and not tokens[-1]:
             tokens.pop()
@@ -152,13 +153,15 @@ class ReadingParser:
             series = list(map(self._heads.__getitem__, tokens[0::3]))
         except KeyError:
             return None
-        # Tokens hold no newline, so in the joined field tokens every separator's newline is a
-        # token boundary: n pieces means every token is "value=" + piece + ",quality_code=0i",
-        # and float() refuses a piece holding anything else.
         fields = "\n".join(tokens[1::3])
-        if not (fields.startswith(_VALUE) and fields.endswith(_NO_CODE_TAIL)):
+        if _NO_CODE_TAIL in fields:
+            fields = fields.replace(_NO_CODE_TAIL, "")
+        if not fields.startswith(_VALUE) or "," in fields:
             return None
-        pieces = fields[len(_VALUE):-len(_NO_CODE_TAIL)].split(_NO_CODE_TAIL + "\n" + _VALUE)
+        # Tokens hold no newline, so every newline in the joined field tokens is a token boundary:
+        # n pieces means every token is "value=" + piece, and float() refuses a piece holding
+        # anything else.
+        pieces = fields[len(_VALUE):].split("\n" + _VALUE)
         if len(pieces) != n:
             return None
         time_texts = tokens[2::3]
@@ -184,7 +187,7 @@ class ReadingParser:
                 continue
             field_text = parts[1]
             try:
-                # what the normaliser writes: "value=V,quality_code=Ci" or "quality_code=Ci"
+                # what the normaliser writes: "value=V", "value=V,quality_code=Ci" or "quality_code=Ci"
                 value: float | None = None
                 if field_text[:6] == "value=":
                     value_text, _, field_text = field_text[6:].partition(",")
