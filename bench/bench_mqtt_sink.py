@@ -14,7 +14,9 @@ Both run alone, one after the other, in their own process, for the same points (
   acknowledgement. Births and the session are set up before the clock starts.
 
 Target: the sink ≤ 2× the bare publisher's CPU per point. Each takes 3 turns of 15 s (quick: 2 of
-5 s), alternating; the best turn of each is the figure.
+5 s), alternating; the best turn of each is the figure. Each round's pair and its ratio are kept
+too (``details.round_ratios``, printed to stderr): on a busy machine a round's two turns share its
+load, so the spread of the round ratios shows how far the figure can be trusted.
 
     python bench/bench_mqtt_sink.py [--quick]   # ≤ 120 s (quick ≤ 40 s); writes bench/results/mqtt_sink.json
 """
@@ -199,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
                 runs["bare"].append(measure(child_bare, broker.port, seconds))
                 runs["sink"].append(measure(child_sink, broker.port, seconds, str(Path(tmp) / f"state-{r}")))
     best = {name: min(results, key=lambda x: x["cpu"] / x["points"]) for name, results in runs.items()}
+    round_ratios = []
+    for r, (bare_run, sink_run) in enumerate(zip(runs["bare"], runs["sink"], strict=True)):
+        bare_us, sink_us = (x["cpu"] / x["points"] * 1e6 for x in (bare_run, sink_run))
+        round_ratios.append(round(sink_us / bare_us, 2))
+        print(f"round {r}: bare {bare_us:.2f} µs/point, sink {sink_us:.2f} µs/point, ratio {sink_us / bare_us:.2f}",
+              file=sys.stderr)
     bare, sink = best["bare"], best["sink"]
     per_point = {name: r["cpu"] / r["points"] * 1e6 for name, r in best.items()}
     ratio = per_point["sink"] / per_point["bare"]
@@ -211,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
          "reference": "bare publisher", "reference_value": round(bare["points"] / bare["seconds"]),
          "target": f"{RATE:,.0f}", "ok": sink["points"] / sink["seconds"] >= 0.95 * RATE},
     ]
-    out = {"figures": figures, "ratio": round(ratio, 2), "details": {"best": best, "rounds": runs}}
+    out = {"figures": figures, "ratio": round(ratio, 2),
+           "details": {"best": best, "round_ratios": round_ratios, "rounds": runs}}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "mqtt_sink.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -22,20 +22,22 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import compress, groupby, repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from mos_agent.series import SeriesSpec
 from mos_agent.sinks.base import DeviceStates
 from mos_agent.sinks.mqtt.messages import Message
-from mos_agent.sinks.mqtt.rows import Reading, Series
+from mos_agent.sinks.mqtt.rows import Reading, Readings, Series
 from mos_agent.sparkplug import (
     QUALITY_BAD,
     QUALITY_GOOD,
     QUALITY_PROPERTY,
     DataType,
     MessageType,
+    Metric,
     Payload,
     Value,
     add_metric,
@@ -158,6 +160,8 @@ class EdgeNode:
         self.edge_node_id = edge_node_id
         self.devices: dict[str, DeviceBook] = {}
         self._state_of: dict[Series, MetricState] = {}  # by the parser's interned series
+        # plain series (see _find_plain) → alias: found once, emptied when a quality turns bad
+        self._plain_alias: dict[Series, int] = {}
         self._next_alias = 0
         self._seq = 0
         for device, metrics in configured.items():
@@ -225,25 +229,36 @@ class EdgeNode:
 
     # ------------------------------------------------------------ data
 
-    def learn(self, readings: Iterable[Reading]) -> set[str]:
+    def learn(self, readings: Readings) -> set[str]:
         """Register metrics and devices seen for the first time; returns the devices whose birth
         certificate no longer lists all their metrics (they need a new DBIRTH)."""
         grown: set[str] = set()
         state_of = self._state_of
-        for r in readings:
-            series = r[0]
+        if state_of.keys() >= set(readings.series):
+            return grown
+        for series, text in zip(readings.series, readings.texts or repeat(None), strict=False):
             if series in state_of:
                 continue
             book = self.devices.get(series.device)
             state = book.metrics.get(series.metric) if book is not None else None
             if state is None:
-                datatype = DataType.STRING if r[2] is not None else DataType.DOUBLE
+                datatype = DataType.STRING if text is not None else DataType.DOUBLE
                 state = self._register(series.device, MetricSpec(series.metric, datatype, series.unit))
                 grown.add(series.device)
             state_of[series] = state
         return grown
 
-    def data(self, readings: Sequence[Reading], historical: bool,
+    def _find_plain(self, series: Iterable[Series]) -> None:
+        """Enter the plain series among ``series`` (learnt ones) in the plain alias table: of good
+        quality, of a Double metric whose hosts were last told good quality."""
+        plain = self._plain_alias
+        state_of = self._state_of
+        for s in set(series).difference(plain):
+            state = state_of[s]
+            if s.good and state.good and state.spec.datatype == DataType.DOUBLE:
+                plain[s] = state.alias
+
+    def data(self, readings: Readings, historical: bool,
              dead: Callable[[str], bool]) -> tuple[list[tuple[MessageType, str, Payload]], int]:
         """The messages for a batch of readings, in publishing order: per device a DBIRTH first
         where its birth certificate is missing or out of date, then DDATA by alias with its
@@ -252,19 +267,74 @@ class EdgeNode:
         is not born and ``dead`` (the agent reports it down) is not born again for failed reads:
         they are skipped and counted (the second value returned); a good reading of it is born.
 
-        The common reading — a number of good quality, as good as the one before — is one
-        ``metrics.add`` call; everything else goes through :func:`add_metric`."""
-        grown = self.learn(readings)
-        state_of = self._state_of
-        devices = self.devices
+        Readings come in runs of one device (a driver's batch). A run of plain readings — numbers
+        with quality code 0 of plain series (see :meth:`_find_plain`), the steady state — goes
+        into its DDATA by column, three attribute sets a metric; any other run reading by
+        reading (:meth:`_add_readings`)."""
+        series = readings.series
+        plain = self._plain_alias
+        grown: set[str] = set()
+        aliases: list[int | None]
+        try:  # the steady state: every series plain, every reading a number with code 0
+            aliases = list(map(plain.__getitem__, series))
+            all_plain = readings.numbers_only
+        except KeyError:
+            grown = self.learn(readings)
+            self._find_plain(series)
+            aliases = list(map(plain.get, series))
+            all_plain = False
+        times = readings.times
+        # a driver's batch shares one time: each distinct one is converted once
+        ms_of = {t: t // 1_000_000 for t in set(times)}
+        times_ms = list(map(ms_of.__getitem__, times))
+        values, codes = readings.values, readings.codes
         messages: list[tuple[MessageType, str, Payload]] = []
         # per device of this batch: [payload, its metrics.add, metrics in it], or None while its
         # failed reads are being skipped
-        open_: dict[str, list[Any] | object | None] = {}
+        open_: dict[str, list[Any] | None] = {}
         skipped = 0
+        start = 0
+        for device, run in groupby(series, key=_device):
+            stop = start + len(list(run))
+            if all_plain or (None not in aliases[start:stop] and None not in values[start:stop]
+                             and (codes is None or not any(codes[start:stop]))):
+                entry = open_.get(device)
+                if entry is None:  # not open: met first, or only failed reads skipped so far
+                    if not self.devices[device].born or device in grown:
+                        grown.discard(device)
+                        messages.append((MessageType.DBIRTH, device, self.device_birth(device)))
+                    entry = open_[device] = self._open(device, messages)
+                while start < stop:
+                    if entry[2] >= MAX_METRICS_PER_MESSAGE:
+                        entry = open_[device] = self._open(device, messages)
+                    end = min(stop, start + MAX_METRICS_PER_MESSAGE - entry[2])
+                    _add_plain(entry[1], aliases[start:end], times_ms[start:end], values[start:end], historical)
+                    entry[2] += end - start
+                    start = end
+            else:
+                run_skipped, turned_bad = self._add_readings(readings[start:stop], historical, dead, open_,
+                                                             messages, grown)
+                skipped += run_skipped
+                if turned_bad:  # the plain alias table was emptied: no more plain runs in this batch
+                    aliases = [None] * len(aliases)
+            start = stop
+        self._remember_newest(readings, historical,
+                              None if not skipped else [open_.get(s.device) is not None for s in series])
+        return messages, skipped
+
+    def _add_readings(self, readings: Iterable[Reading], historical: bool, dead: Callable[[str], bool],
+                      open_: dict[str, list[Any] | None], messages: list[tuple[MessageType, str, Payload]],
+                      grown: set[str]) -> tuple[int, bool]:
+        """Add readings one by one (see :meth:`data`): the common reading — a number of good
+        quality, as good as the one before — is one ``metrics.add`` call; everything else goes
+        through :func:`add_metric`. Returns the number of readings skipped and whether a metric's
+        quality turned from good to bad (which empties the plain alias table)."""
+        state_of = self._state_of
+        devices = self.devices
+        skipped = 0
+        turned_bad = False
         double = DataType.DOUBLE
-        # readings come in runs of one device (a driver's batch): the device's entry is looked up
-        # when the run changes, not for every reading
+        # the device's entry is looked up when the device changes, not for every reading
         run_device: str | None = None
         entry: list[Any] | None = None
         for r in readings:
@@ -308,15 +378,26 @@ class EdgeNode:
                 add_metric(entry[0], alias=state.alias, datatype=datatype, value=_convert(datatype, r),
                            timestamp_ms=timestamp_ns // 1_000_000, with_datatype=False, is_historical=historical,
                            properties=properties)
+                if state.good and not series.good:
+                    # plain series of this metric are no longer plain: hosts must hear of good again
+                    self._plain_alias.clear()
+                    turned_bad = True
                 state.good = series.good
-        # the newest reading of each series becomes the value births report: the last one of the
-        # batch (made by C-level calls, not per reading), unless replayed history is older
-        sent = readings if not skipped else [r for r in readings if open_.get(r[0].device) is not None]
-        for series, r in dict(zip(map(_first, sent), sent, strict=True)).items():
-            state = state_of[series]
+        return skipped, turned_bad
+
+    def _remember_newest(self, readings: Readings, historical: bool, sent: list[bool] | None) -> None:
+        """The newest reading of each series becomes the value births report: the last one of the
+        batch (``sent``: of those not skipped), unless replayed history is older."""
+        series = readings.series
+        if sent is None:
+            newest = dict(zip(series, range(len(series)), strict=True))
+        else:
+            indices = list(compress(range(len(series)), sent))
+            newest = dict(zip(map(series.__getitem__, indices), indices, strict=True))
+        state_of = self._state_of
+        for state, r in zip(map(state_of.__getitem__, newest), readings.pick(list(newest.values())), strict=True):
             if not historical or state.last is None or r[4] >= state.last[4]:
                 state.last = r
-        return messages, skipped
 
     def _open(self, device: str, messages: list[tuple[MessageType, str, Payload]]) -> list[Any]:
         payload = Payload(timestamp=_now_ms(), seq=self._next_seq())
@@ -324,7 +405,25 @@ class EdgeNode:
         return [payload, payload.metrics.add, 0]
 
 
-_first = itemgetter(0)
+def _add_plain(add: Callable[[], Metric], aliases: list[int], times_ms: list[int], values: list[float],
+               historical: bool) -> None:
+    """Append plain Double metrics by alias (attribute sets cost less than keyword arguments)."""
+    if historical:
+        for alias, timestamp, value in zip(aliases, times_ms, values, strict=True):
+            metric = add()
+            metric.alias = alias
+            metric.timestamp = timestamp
+            metric.double_value = value
+            metric.is_historical = True
+    else:
+        for alias, timestamp, value in zip(aliases, times_ms, values, strict=True):
+            metric = add()
+            metric.alias = alias
+            metric.timestamp = timestamp
+            metric.double_value = value
+
+
+_device = attrgetter("device")
 _FIRST = object()  # a device not met yet in a batch
 
 
@@ -386,6 +485,7 @@ class SparkplugPublisher:
         self.host_online = primary_host_id is None
         self._host_timestamp: int | None = None
         self._ncmd_topic = topic(node.group_id, MessageType.NCMD, node.edge_node_id)
+        self._topics: dict[tuple[MessageType, str | None], str] = {}
         self._state_topic = state_topic(primary_host_id) if primary_host_id else None
         self.births = 0
         self.rebirth_requests = 0
@@ -393,7 +493,12 @@ class SparkplugPublisher:
         self.skipped_dead_points = 0
 
     def _topic(self, message_type: MessageType, device: str | None = None) -> str:
-        return topic(self.node.group_id, message_type, self.node.edge_node_id, device)
+        # checked once per message type and device, not for every message
+        key = (message_type, device)
+        name = self._topics.get(key)
+        if name is None:
+            name = self._topics[key] = topic(self.node.group_id, message_type, self.node.edge_node_id, device)
+        return name
 
     def _ndeath(self) -> Message:
         assert self.bdseq is not None
@@ -488,7 +593,7 @@ class SparkplugPublisher:
             self.log.debug("device states unavailable: %s", exc)
             return {}
 
-    def encode(self, readings: Sequence[Reading], historical: bool) -> list[Message]:
+    def encode(self, readings: Readings, historical: bool) -> list[Message]:
         states: Mapping[str, str] | None = None
 
         def dead(device: str) -> bool:

@@ -6,13 +6,15 @@ plain numeric lines of known heads — the steady state — is then read by colu
 string operations (~1 µs a point less than a Python loop over lines); any other body is read line
 by line, lines with quotes or backslashes (text values, escaped names) by the full parser. Every
 distinct series is one :class:`Series` object (interned), so consumers key their own per-series
-state by it at the cost of an identity hash.
+state by it at the cost of an identity hash. A body's readings are kept by columns
+(:class:`Readings`): a consumer that works on columns makes no tuple per reading.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from itertools import repeat
-from typing import cast
+from typing import cast, overload
 
 from mos_agent.lineprotocol import LineProtocolError, parse_lines
 
@@ -55,16 +57,77 @@ class Series:
 # value is None where the reading has no number (text or a failed read).
 Reading = tuple[Series, float | None, str | None, int, int]
 _NO_CODE_TAIL = "," + _NO_CODE
+_VALUE = "value="
+
+
+class Readings(Sequence[Reading]):
+    """The readings of one body by columns, in body order: ``series``, ``values`` (``None`` where
+    a reading has no number), ``texts``, ``codes`` and ``times`` (ns). A body of plain numbers —
+    every reading a number, none with a text, every quality code 0 — has ``texts`` and ``codes``
+    ``None`` (:attr:`numbers_only`). Iterating or indexing gives :data:`Reading` tuples."""
+
+    __slots__ = ("codes", "series", "texts", "times", "values")
+
+    def __init__(self, series: list[Series], values: list[float | None], times: list[int],
+                 texts: list[str | None] | None = None, codes: list[int] | None = None) -> None:
+        self.series = series
+        self.values = values
+        self.times = times
+        self.texts = texts
+        self.codes = codes
+
+    @classmethod
+    def of(cls, rows: Sequence[Reading]) -> Readings:
+        if not rows:
+            return cls([], [], [], [], [])
+        series, values, texts, codes, times = map(list, zip(*rows, strict=True))
+        return cls(series, values, times, texts, codes)
+
+    @property
+    def numbers_only(self) -> bool:
+        return self.texts is None and self.codes is None
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __iter__(self) -> Iterator[Reading]:
+        return zip(self.series, self.values, self.texts or repeat(None), self.codes or repeat(0), self.times,
+                   strict=False)
+
+    @overload
+    def __getitem__(self, index: int) -> Reading: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Readings: ...
+
+    def __getitem__(self, index: int | slice) -> Reading | Readings:
+        texts, codes = self.texts, self.codes
+        if isinstance(index, slice):
+            return Readings(self.series[index], self.values[index], self.times[index],
+                            None if texts is None else texts[index], None if codes is None else codes[index])
+        return (self.series[index], self.values[index], None if texts is None else texts[index],
+                0 if codes is None else codes[index], self.times[index])
+
+    def pick(self, indices: list[int]) -> list[Reading]:
+        """The readings at ``indices`` (made by C-level calls, not one Python call a reading)."""
+        texts, codes = self.texts, self.codes
+        return list(zip(map(self.series.__getitem__, indices), map(self.values.__getitem__, indices),
+                        repeat(None) if texts is None else map(texts.__getitem__, indices),
+                        repeat(0) if codes is None else map(codes.__getitem__, indices),
+                        map(self.times.__getitem__, indices), strict=False))
+
+    def __repr__(self) -> str:
+        return f"Readings({len(self)} readings)"
 
 
 class ReadingParser:
-    """Parses bodies of line protocol into :class:`Reading` s, remembering heads."""
+    """Parses bodies of line protocol into :class:`Readings`, remembering heads."""
 
     def __init__(self) -> None:
         self._heads: dict[str, Series] = {}
         self._interned: dict[tuple, Series] = {}
 
-    def parse(self, body: bytes) -> list[Reading]:
+    def parse(self, body: bytes) -> Readings:
         """The readings of ``body``; raises :class:`LineProtocolError` for a malformed line."""
         text = body.decode("utf-8")
         # quotes and backslashes (text values, escaped names) need the full parser, line by line
@@ -73,9 +136,9 @@ class ReadingParser:
             readings = self._parse_numbers(text)
             if readings is not None:
                 return readings
-        return self._parse_lines(text, plain)
+        return Readings.of(self._parse_lines(text, plain))
 
-    def _parse_numbers(self, text: str) -> list[Reading] | None:
+    def _parse_numbers(self, text: str) -> Readings | None:
         """The common body — every line a known head with ``value=V`` (code 0 is not written; rows
         an earlier version buffered say ``value=V,quality_code=0i``) — at C speed: the body's
         tokens split once and read by column. ``None`` for any other body (the line by line parser
@@ -86,22 +149,29 @@ class ReadingParser:
         n, odd = divmod(len(tokens), 3)
         if odd or not n:
             return None
-        series = list(map(self._heads.get, tokens[0::3]))
-        if None in series:
+        try:
+            series = list(map(self._heads.__getitem__, tokens[0::3]))
+        except KeyError:
             return None
         fields = "\n".join(tokens[1::3])
         if _NO_CODE_TAIL in fields:
             fields = fields.replace(_NO_CODE_TAIL, "")
-        if not (fields.startswith("value=") and fields.count("\nvalue=") == n - 1 and "," not in fields):
+        if not fields.startswith(_VALUE) or "," in fields:
             return None
+        # Tokens hold no newline, so every newline in the joined field tokens is a token boundary:
+        # n pieces means every token is "value=" + piece, and float() refuses a piece holding
+        # anything else.
+        pieces = fields[len(_VALUE):].split("\n" + _VALUE)
+        if len(pieces) != n:
+            return None
+        time_texts = tokens[2::3]
         try:
-            values = list(map(float, fields.replace("value=", "").split("\n")))
-            times = list(map(int, tokens[2::3]))
+            values = list(map(float, pieces))
+            # a driver's batch shares one time: each distinct time is parsed once
+            parsed_times = {t: int(t) for t in dict.fromkeys(time_texts)}
         except ValueError:
             return None
-        if len(values) != n:
-            return None
-        return list(zip(cast(list[Series], series), values, repeat(None), repeat(0), times, strict=False))
+        return Readings(series, cast(list[float | None], values), list(map(parsed_times.__getitem__, time_texts)))
 
     def _parse_lines(self, text: str, plain: bool) -> list[Reading]:
         heads = self._heads
