@@ -132,7 +132,7 @@ def measure_agent(workdir: Path, broker: Mosquitto, store: VictoriaMetrics, seco
             time.sleep(0.2)
         st = run.status() or {}
         committed = st["pipeline"]["committed_points"]
-        stored = StoreReader(store.url).wait_for_count(committed, '{__name__=~".+_quality_code"}', timeout=60)
+        stored = StoreReader(store.url).wait_for_count(committed, '{__name__=~".+_value|.+_text"}', timeout=60)
         device_status = st["devices"][0]
         return {"points": end["committed"] - begin["committed"], "seconds": end["t"] - begin["t"],
                 "cpu": end["cpu"] - begin["cpu"], "committed": committed, "stored": stored,

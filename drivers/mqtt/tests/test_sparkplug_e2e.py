@@ -47,7 +47,7 @@ def test_edge_node_metrics_reach_the_store_named_from_the_births(tmp_path: Path,
         store = StoreReader(victoria.url)
         # per device: the birth's value and ten DDATA values of each of its five matched metrics
         expected = 2 * 5 * (1 + DATA_MESSAGES // 2) + 1  # + the node's Uptime
-        assert store.wait_for_count(expected, '{__name__=~".+_quality_code"}', timeout=60) == expected
+        assert store.wait_for_count(expected, '{__name__=~".+_value|.+_text"}', timeout=60) == expected
         series = store.export('{__name__="production_value"}')
         counts = {s["metric"]["equipment"]: s["values"] for s in series if s["metric"]["tag"] == PARTS}
         assert counts == {PRESS: [float(n) for n in range(1, 12)], OVEN: [float(n) for n in range(1, 12)]}
