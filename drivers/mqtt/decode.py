@@ -102,14 +102,14 @@ class Rows:
             entry[0] += count
             entry[1] = message
 
-    def bad(self, series: int, stamp: int, sourced: bool = False) -> None:
+    def bad(self, series: int, stamp: int, sourced: bool = False, code: int = PAYLOAD_ERROR) -> None:
         if sourced:
             self.source_rows.append(len(self.series))
         self.series.append(series)
         self.values.append(NAN)
         self.stamps.append(stamp)
         self.quality.append(BAD)
-        self.codes.append(PAYLOAD_ERROR)
+        self.codes.append(code)
 
     def restore_times(self, first_row: int, times: tuple[int, ...]) -> bool:
         """Give the rows of a redelivered message from ``first_row`` on the times its first

@@ -30,7 +30,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -514,14 +514,13 @@ class MqttDriver(Driver):
 
     # ------------------------------------------------------------ read once
 
-    async def read_once(self) -> ReadingBatch:
-        """Subscribe with a separate clean session (client id + ``-read``, so the agent's queued
-        messages are not taken), wait until every tag has a reading or ``max(2 × poll_interval,
-        5 s)`` (at most 60 s) passes, and return the newest reading per series; tags that saw
-        nothing are bad rows with code TIMEOUT. Retained messages count as readings. Sparkplug:
-        see :meth:`_read_births`."""
-        if isinstance(self._decoder, SparkplugDecoder):
-            return await self._read_births(self._decoder)
+    @contextlib.asynccontextmanager
+    async def _read_session(self, on_message: Callable[..., None],
+                            on_subscribe: Callable[..., None] | None = None
+                            ) -> AsyncIterator[asyncio.AbstractEventLoop]:
+        """A separate clean session for ``read`` (client id + ``-read``, so the agent's queued
+        messages are not taken): connected and subscribed on entry (``ConnectionError`` if the
+        broker refuses or does not answer), disconnected on exit."""
         device = self.device_config
         conn = device.connection
         loop = asyncio.get_running_loop()
@@ -529,11 +528,9 @@ class MqttDriver(Driver):
         self._loop_thread = threading.get_ident()
         client, connect = make_client(device, device.client_id(self.ctx.agent.id) + "-read", clean=True,
                                       manual_ack=False)
+        self._client = client
         connected = asyncio.Event()
         failure: list[str] = []
-        seen: set[int] = set()
-        rows = Rows()
-        lock = threading.Lock()
 
         def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
             if reason.is_failure:
@@ -547,6 +544,40 @@ class MqttDriver(Driver):
             failure.append(f"cannot connect to {conn.host}:{conn.effective_port}{connect_error()}")
             self._call_soon(connected.set)
 
+        client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
+        if on_subscribe is not None:
+            client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        client.connect_async(**connect)
+        client.loop_start()
+        try:
+            try:
+                async with asyncio.timeout(conn.connect_timeout + 1.0):
+                    await connected.wait()
+            except TimeoutError:
+                failure.append(f"no answer from {conn.host}:{conn.effective_port} within "
+                               f"{conn.connect_timeout:g}s")
+            if failure:
+                raise ConnectionError(failure[0])
+            yield loop
+        finally:
+            self._closing = True
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+
+    async def read_once(self) -> ReadingBatch:
+        """Subscribe with a separate clean session (client id + ``-read``, so the agent's queued
+        messages are not taken), wait until every tag has a reading or ``max(2 × poll_interval,
+        5 s)`` (at most 60 s) passes, and return the newest reading per series; tags that saw
+        nothing are bad rows with code TIMEOUT. Retained messages count as readings. Sparkplug:
+        see :meth:`_read_births`."""
+        if isinstance(self._decoder, SparkplugDecoder):
+            return await self._read_births(self._decoder)
+        device = self.device_config
+        seen: set[int] = set()
+        rows = Rows()
+        lock = threading.Lock()
         decoder = self._decoder
         assert isinstance(decoder, Decoder)
 
@@ -560,28 +591,11 @@ class MqttDriver(Driver):
                 if len(rows) > before:
                     seen.update(target.route.index for target in decoder.targets(message.topic, rows))
 
-        client.on_connect = on_connect
-        client.on_connect_fail = on_connect_fail
-        client.on_message = on_message
-        client.connect_async(**connect)
-        client.loop_start()
-        try:
-            try:
-                async with asyncio.timeout(conn.connect_timeout + 1.0):
-                    await connected.wait()
-            except TimeoutError:
-                failure.append(f"no answer from {conn.host}:{conn.effective_port} within "
-                               f"{conn.connect_timeout:g}s")
-            if failure:
-                raise ConnectionError(failure[0])
+        async with self._read_session(on_message) as loop:
             wait = min(max(2 * device.poll_interval, READ_MIN_WAIT), READ_MAX_WAIT)
             deadline = loop.time() + wait
             while loop.time() < deadline and len(seen) < len(device.tags):
                 await asyncio.sleep(0.05)
-        finally:
-            self._closing = True
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
         with lock:
             for kind, (count, message) in rows.errors.items():
                 self.ctx.report_error(kind, message, count)
@@ -599,33 +613,12 @@ class MqttDriver(Driver):
         (DBIRTHs follow their NBIRTH), within ``max(2 × poll_interval, 5 s)`` (at most 60 s).
         Raises ``TimeoutError`` if no birth came."""
         device = self.device_config
-        conn = device.connection
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._loop_thread = threading.get_ident()
-        client, connect = make_client(device, device.client_id(self.ctx.agent.id) + "-read", clean=True,
-                                      manual_ack=False)
-        self._client = client
-        connected = asyncio.Event()
-        failure: list[str] = []
         births: list[float] = []
         rows = Rows()
-
-        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-            if reason.is_failure:
-                failure.append(f"broker {conn.host}:{conn.effective_port} refused the connection: "
-                               f"{reason_text(reason)}")
-            else:
-                client.subscribe(subscriptions(device, retain_handling=0))
-            self._call_soon(connected.set)
 
         def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, reasons: list, properties: Any) -> None:
             with self._lock:
                 decoder.on_connected()  # only once subscribed, or the answer could come first
-
-        def on_connect_fail(client: mqtt.Client, userdata: Any) -> None:
-            failure.append(f"cannot connect to {conn.host}:{conn.effective_port}{connect_error()}")
-            self._call_soon(connected.set)
 
         def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             with self._lock:
@@ -637,29 +630,11 @@ class MqttDriver(Driver):
                 if decoder.stats.births > before:
                     births.append(time.monotonic())
 
-        client.on_connect = on_connect
-        client.on_connect_fail = on_connect_fail
-        client.on_subscribe = on_subscribe
-        client.on_message = on_message
-        client.connect_async(**connect)
-        client.loop_start()
         wait = min(max(2 * device.poll_interval, READ_MIN_WAIT), READ_MAX_WAIT)
-        try:
-            try:
-                async with asyncio.timeout(conn.connect_timeout + 1.0):
-                    await connected.wait()
-            except TimeoutError:
-                failure.append(f"no answer from {conn.host}:{conn.effective_port} within "
-                               f"{conn.connect_timeout:g}s")
-            if failure:
-                raise ConnectionError(failure[0])
+        async with self._read_session(on_message, on_subscribe) as loop:
             deadline = loop.time() + wait
             while loop.time() < deadline and not (births and time.monotonic() - births[-1] >= BIRTHS_SETTLE):
                 await asyncio.sleep(0.05)
-        finally:
-            self._closing = True
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
         if not births:
             source = device.sparkplug
             assert source is not None

@@ -430,13 +430,7 @@ class SparkplugDecoder:
     @staticmethod
     def _not_connected(series_list: list[int], stamp: int, sourced: bool, rows: Rows) -> None:
         for series in series_list:
-            if sourced:
-                rows.source_rows.append(len(rows.series))
-            rows.series.append(series)
-            rows.values.append(NAN)
-            rows.stamps.append(stamp)
-            rows.quality.append(BAD)
-            rows.codes.append(NOT_CONNECTED)
+            rows.bad(series, stamp, sourced, NOT_CONNECTED)
 
     def _name(self, text: str) -> str:
         name = asset_name_for(text)  # the rule topic captures follow

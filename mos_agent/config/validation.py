@@ -287,14 +287,14 @@ def pydantic_problems(exc: ValidationError, doc: MarkedDocument, model: type[Bas
     problems = _drop_missing_explained_by_misspelling(problems, errors, resolved, model, doc)
     for real, (phrases, value) in type_mismatches.items():
         secret = is_secret_key(next((p for p in reversed(real) if isinstance(p, str)), None))
-        expected = _(" or ").join(_(phrase) for phrase in phrases)
+        wanted = _(" or ").join(_(phrase) for phrase in phrases)
         got = describe_input(value, secret)
         if not real and value is None:
             message = _("the file is empty")
         elif phrases == ["a string"] and isinstance(value, int | float) and not isinstance(value, bool):
-            message = _("expected {expected}, got {value} (put it in quotes)").format(expected=expected, value=got)
+            message = _("expected {expected}, got {value} (put it in quotes)").format(expected=wanted, value=got)
         else:
-            message = _("expected {expected}, got {value}").format(expected=expected, value=got)
+            message = _("expected {expected}, got {value}").format(expected=wanted, value=got)
         problems.append(Located(*doc.value_mark(real), f"{_prefix(real)}{message}"))
     return problems
 

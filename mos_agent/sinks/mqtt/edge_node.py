@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from itertools import compress, groupby, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mos_agent.series import SeriesSpec
 from mos_agent.sinks.base import DeviceStates
@@ -308,7 +308,9 @@ class EdgeNode:
                     if entry[2] >= MAX_METRICS_PER_MESSAGE:
                         entry = open_[device] = self._open(device, messages)
                     end = min(stop, start + MAX_METRICS_PER_MESSAGE - entry[2])
-                    _add_plain(entry[1], aliases[start:end], times_ms[start:end], values[start:end], historical)
+                    # this run holds only plain readings: every alias and value is set
+                    _add_plain(entry[1], cast("list[int]", aliases[start:end]), times_ms[start:end],
+                               cast("list[float]", values[start:end]), historical)
                     entry[2] += end - start
                     start = end
             else:

@@ -38,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from mos_agent.config.models import MqttSinkConfig
 from mos_agent.sinks.base import SinkAuthError, SinkError, SinkRetryable
 from mos_agent.sinks.mqtt.messages import Message
-from mos_agent.sinks.mqtt.rows import Reading
+from mos_agent.sinks.mqtt.rows import Readings
 from mos_agent.status import MqttSinkStats
 
 LOOP_TIMEOUT = 0.2  # longest wait for network events; a new job wakes the thread at once
@@ -75,7 +75,7 @@ class Publisher(Protocol):
     def blocked(self) -> str | None:
         """Why data cannot be published now (``None``: it can)."""
 
-    def encode(self, readings: Sequence[Reading], historical: bool) -> list[Message]: ...
+    def encode(self, readings: Readings, historical: bool) -> list[Message]: ...
 
     def tick(self) -> list[Message]:
         """Called about once a second while connected."""
@@ -89,7 +89,7 @@ class Publisher(Protocol):
 
 @dataclass(eq=False)
 class _Job:
-    readings: Sequence[Reading]
+    readings: Readings
     historical: bool
     done: threading.Event = field(default_factory=threading.Event)
     error: SinkError | None = None
@@ -132,7 +132,7 @@ class MqttSession:
     def start(self) -> None:
         self._thread.start()
 
-    def publish(self, readings: Sequence[Reading], historical: bool) -> None:
+    def publish(self, readings: Readings, historical: bool) -> None:
         """Publish and wait for the broker's acknowledgements; raises :class:`SinkRetryable` (or
         :class:`SinkAuthError`) when the batch may not have reached the broker."""
         job = _Job(readings, historical)
