@@ -102,14 +102,17 @@ class Rows:
             entry[0] += count
             entry[1] = message
 
-    def bad(self, series: int, stamp: int, sourced: bool = False, code: int = PAYLOAD_ERROR) -> None:
+    def add(self, series: int, value: float, stamp: int, quality: int, code: int, sourced: bool) -> None:
         if sourced:
             self.source_rows.append(len(self.series))
         self.series.append(series)
-        self.values.append(NAN)
+        self.values.append(value)
         self.stamps.append(stamp)
-        self.quality.append(BAD)
+        self.quality.append(quality)
         self.codes.append(code)
+
+    def bad(self, series: int, stamp: int, sourced: bool = False, code: int = PAYLOAD_ERROR) -> None:
+        self.add(series, NAN, stamp, BAD, code, sourced)
 
     def restore_times(self, first_row: int, times: tuple[int, ...]) -> bool:
         """Give the rows of a redelivered message from ``first_row`` on the times its first

@@ -509,13 +509,7 @@ class SparkplugDecoder:
             rows.error("payload", f"metric {known.name!r} holds {type(value).__name__}, not a "
                                   f"{sp.DataType(known.datatype).name.lower()}")
             number, quality, code = NAN, BAD, PAYLOAD_ERROR
-        if sourced:
-            rows.source_rows.append(len(rows.series))
-        rows.series.append(series)
-        rows.values.append(number)
-        rows.stamps.append(stamp)
-        rows.quality.append(quality)
-        rows.codes.append(code)
+        rows.add(series, number, stamp, quality, code, sourced)
 
 
 def _property(properties: dict[str, sp.Value], *keys: str) -> sp.Value:

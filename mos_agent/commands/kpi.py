@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import urllib.error
 from datetime import datetime
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from mos_agent.commands.status import _health_address, fetch_status, refusal, token
+from mos_agent.commands.status import ask_agent
 from mos_agent.i18n import _
 from mos_agent.kpi.figures import RATIOS, TIMES
 from mos_agent.status import KpiFigures, KpiStats, StatusReport
@@ -92,16 +90,8 @@ def _cell(key: str, value: float | None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    address = _health_address(args)
-    try:
-        status = fetch_status(address, token=token(args))
-    except urllib.error.HTTPError as exc:
-        print(refusal("kpi", address, exc), file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        print("mos-agent kpi: " + _("no agent answers on {address} ({reason}); is it running with health on?")
-              .format(address=address, reason=reason), file=sys.stderr)
+    status = ask_agent("kpi", args)
+    if status is None:
         return 1
     if args.json:
         print(json.dumps({"kpi": status.get("kpi", [])}, indent=2, ensure_ascii=False))

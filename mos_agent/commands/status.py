@@ -173,17 +173,24 @@ def render(status: StatusReport, console: Console) -> None:
         console.print(contracts)
 
 
-def main(args: argparse.Namespace) -> int:
+def ask_agent(command: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The running agent's status for ``command``, or ``None`` after one line on stderr saying
+    why there is none (refused, or no agent answering)."""
     address = _health_address(args)
     try:
-        data = fetch_status(address, token=token(args))
+        return fetch_status(address, token=token(args))
     except urllib.error.HTTPError as exc:
-        print(refusal("status", address, exc), file=sys.stderr)
-        return 1
+        print(refusal(command, address, exc), file=sys.stderr)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        print("mos-agent status: " + _("no agent answers on {address} ({reason}); is it running with health on?")
+        print(f"mos-agent {command}: " + _("no agent answers on {address} ({reason}); is it running with health on?")
               .format(address=address, reason=reason), file=sys.stderr)
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    data = ask_agent("status", args)
+    if data is None:
         return 1
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
