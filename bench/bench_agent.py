@@ -65,7 +65,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from agent_process import FLUSH_INTERVAL, AgentRun, stop_process, write_agent  # noqa: E402
-from measure import free_port_block, process_cpu_seconds  # noqa: E402
+from measure import free_port_block, process_cpu_seconds, write_results  # noqa: E402
 
 from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
 from tests.support.servers import FaultProxy, VictoriaMetrics  # noqa: E402
@@ -810,10 +810,7 @@ def main(argv: list[str] | None = None) -> int:
             figures += rows
             details[name] = info
     took = time.monotonic() - started
-    out = {"quick": args.quick, "seconds": round(took, 1), "figures": figures, "failures": failures,
-           "details": details, "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()}}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "agent.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    write_results("agent", quick=args.quick, seconds=took, figures=figures, failures=failures, details=details)
     log(f"wrote bench/results/agent.json ({took:.0f}s)")
     return 1 if failures else 0
 

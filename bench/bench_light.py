@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -51,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from agent_process import AgentRun, stop_process, write_agent  # noqa: E402
 from bench_agent import device_requests, figure  # noqa: E402
-from measure import free_port_block, process_cpu_seconds_exact  # noqa: E402
+from measure import free_port_block, process_cpu_seconds_exact, write_results  # noqa: E402
 
 from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
 from tests.support.servers import VictoriaMetrics  # noqa: E402
@@ -296,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures["idle"] = f"{type(exc).__name__}: {exc}"
                 log(f"idle FAILED: {failures['idle']}")
     took = time.monotonic() - started
-    out = {"quick": args.quick, "seconds": round(took, 1), "figures": figures, "failures": failures,
-           "details": details, "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()}}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "light.json").write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    write_results("light", quick=args.quick, seconds=took, figures=figures, failures=failures, details=details)
     log(f"wrote bench/results/light.json ({took:.0f}s)")
     return 1 if failures else 0
 

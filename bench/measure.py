@@ -1,12 +1,14 @@
-"""What every bench measures the same way: CPU seconds of this or another process, and a block of
-free loopback ports for simulators serving one device a port."""
+"""What every bench measures the same way: CPU seconds of this or another process, a block of
+free loopback ports for simulators serving one device a port, and the results file."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
 from pathlib import Path
+from typing import Any
 
 from mos_agent.localservers import free_port
 
@@ -65,3 +67,15 @@ def free_port_block(n: int) -> int:
         if ok:
             return base
     raise RuntimeError(f"no block of {n} free ports")
+
+
+def write_results(name: str, *, quick: bool, seconds: float, figures: list[Any], failures: dict[str, str],
+                  details: dict[str, Any]) -> Path:
+    """``bench/results/<name>.json``, in the shape ``bench/run.py`` reads, with the machine's state."""
+    out = {"quick": quick, "seconds": round(seconds, 1), "figures": figures, "failures": failures,
+           "details": details, "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()}}
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"{name}.json"
+    path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    return path
