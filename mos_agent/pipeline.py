@@ -45,7 +45,7 @@ from mos_agent.config.models import DeviceBase
 from mos_agent.driver_api import DeviceState, Driver, DriverContext, build_series_table
 from mos_agent.i18n import english
 from mos_agent.kpi.engine import KpiEngine
-from mos_agent.logs import redact_secrets, register_secrets
+from mos_agent.logs import redact_secrets, register_secrets, setup_logging
 from mos_agent.normalise import EncodedChunk, Normaliser, ReportFn
 from mos_agent.registry import load_driver
 from mos_agent.secrets import is_secret_file_key, is_secret_key
@@ -219,8 +219,13 @@ class Agent:
         register_secrets(collect_secrets(self.loaded))
         self._queue = asyncio.Queue(maxsize=HANDOFF_CHUNKS)
         self._stop_event = asyncio.Event()
+        # each device's series table is built once: the sinks are told its configured series, the
+        # driver gets the table itself (100,000 tags cost a second a build)
+        with collector_paused():  # series tables live as long as their device
+            tables = {device.name: build_series_table(self.config.agent, device)
+                      for device in self.loaded.devices if device.enabled}
         self.store = StoreAndForward(self.config, self.state_dir, logging.getLogger("mos_agent.buffer"),
-                                     self._sink_context(), contracts=self.loaded.contracts)
+                                     self._sink_context(tables), contracts=self.loaded.contracts)
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.start)
         self._writer_task = asyncio.create_task(self._writer(), name="buffer-writer")
         if self.config.agent.health != "off":
@@ -233,10 +238,10 @@ class Agent:
             self.store.send_observers.append(self.health_server.observe_send)
             await self.health_server.start()
         self._start_kpi(self.loaded.devices)
-        with collector_paused():  # series tables and request plans live as long as their device
+        with collector_paused():  # request plans live as long as their device
             for device in self.loaded.devices:
                 if device.enabled:
-                    self._start_device(device)
+                    self._start_device(device, tables[device.name])
         watchdog = self.notifier.watchdog_interval()
         if watchdog:
             self._watchdog_task = asyncio.create_task(self._watchdog(watchdog), name="watchdog")
@@ -288,11 +293,11 @@ class Agent:
         self._io.shutdown(wait=True)
         log.info("stopped: %d points committed this run", self.committed_points)
 
-    def _sink_context(self) -> SinkContext:
+    def _sink_context(self, tables: dict[str, SeriesTable]) -> SinkContext:
         """The configured series of every enabled device (a Sparkplug sink announces them in its
-        births) and the devices' states, read from the sink's thread."""
-        series = [spec for device in self.loaded.devices if device.enabled
-                  for spec in build_series_table(self.config.agent, device).specs]
+        births; ``tables`` are the devices' series tables before any series is found at run time)
+        and the devices' states, read from the sink's thread."""
+        series = [spec for table in tables.values() for spec in table.specs]
         return SinkContext(self.config.agent, series, self.device_states)
 
     def device_states(self) -> dict[str, str]:
@@ -307,7 +312,8 @@ class Agent:
 
     # ------------------------------------------------------------ devices
 
-    def _start_device(self, device: DeviceBase) -> DeviceRuntime:
+    def _start_device(self, device: DeviceBase, series: SeriesTable | None = None) -> DeviceRuntime:
+        """``series``: the device's series table when already built (else it is built here)."""
         driver_cls = load_driver(device.driver)
 
         runtime_holder: list[DeviceRuntime] = []
@@ -315,7 +321,8 @@ class Agent:
         async def emit(batch: ReadingBatch) -> None:
             await self._emit(runtime_holder[0], batch)
 
-        ctx = DriverContext(self.config.agent, device, emit, time_resolution_ns=self.config.time_resolution_ns())
+        ctx = DriverContext(self.config.agent, device, emit, series,
+                            time_resolution_ns=self.config.time_resolution_ns())
         normaliser = Normaliser(ctx.series, ctx.time_resolution_ns, ctx.report_error)
         runtime = DeviceRuntime(device, driver_cls, ctx, normaliser, driver_cls(ctx))
         runtime_holder.append(runtime)
@@ -595,10 +602,13 @@ class Agent:
 
 
 def run_agent(config_path: Path) -> int:
-    loaded = load_config(config_path)
-    # The configuration lives as long as the process: the collector need not walk it again (with
-    # 100,000 tags that is millions of objects on every full collection).
-    gc.freeze()
-    agent = Agent(loaded)
-    asyncio.run(agent.run_until_stopped())
+    """``mos-agent run``: load the configuration, run until stopped."""
+    with collector_paused():
+        loaded = load_config(config_path)
+        # The configuration lives as long as the process: the collector need not walk it again
+        # (with 100,000 tags that is millions of objects on every full collection). Frozen before
+        # the collector is back on, or its first pass walks everything just loaded.
+        gc.freeze()
+    setup_logging(loaded.agent.agent.log_level)
+    asyncio.run(Agent(loaded).run_until_stopped())
     return 0

@@ -103,21 +103,27 @@ class SeriesTable:
         filled a slice at a time, not an element at a time) and return their indices."""
         indices: list[int] = []
         fresh: list[SeriesSpec] = []
+        middles: list[str] = []  # each fresh series' prefix up to its quality
+        index = self._index
         for spec in specs:
-            existing = self._index.get(spec.key)
+            key = (spec.asset, spec.tag)
+            existing = index.get(key)
             if existing is None:
-                existing = len(self.specs)
-                self.specs.append(spec)
-                self._index[spec.key] = existing
-                # repaired: a name taken from a device (a browse name in a legacy code page) must
-                # not make every reading of the series unencodable
-                middle = repaired(self._head(spec) + (f",tag={escape_tag(spec.tag)}" if spec.tag else "")
-                                  + self._tail(spec))
-                for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
-                    by_series.append(f"{middle}{quality} ")
+                existing = index[key] = len(self.specs) + len(fresh)
                 fresh.append(spec)
+                if spec.tag:
+                    tag = escape_tag(spec.tag)
+                    # repaired: a name taken from a device (a browse name in a legacy code page)
+                    # must not make every reading of the series unencodable
+                    middles.append(f"{self._head(spec)},tag={tag if tag.isascii() else repaired(tag)}"
+                                   f"{self._tail(spec)}")
+                else:
+                    middles.append(self._head(spec) + self._tail(spec))
             indices.append(existing)
         if fresh:
+            self.specs.extend(fresh)
+            for by_series, quality in zip(self.prefixes, QUALITY_NAMES, strict=True):
+                by_series.extend([f"{middle}{quality} " for middle in middles])
             self._fill(len(self.specs) - len(fresh), fresh)
         return indices
 
@@ -140,12 +146,13 @@ class SeriesTable:
         self.deadbanded += sum(spec.deadband > 0 for spec in specs)
 
     def _head(self, spec: SeriesSpec) -> str:
-        """``measurement,site=…,…,equipment=…`` — the same for every tag of a device."""
+        """``measurement,site=…,…,equipment=…`` — the same for every tag of a device (repaired
+        like the tag name: a lone surrogate is replaced wherever it is)."""
         key = (spec.category, spec.asset)
         head = self._heads.get(key)
         if head is None:
             levels = spec.asset_levels
-            head = series_prefix(spec.category, [(level, levels.get(level)) for level in _PREFIX_LEVELS])[:-1]
+            head = repaired(series_prefix(spec.category, [(level, levels.get(level)) for level in _PREFIX_LEVELS])[:-1])
             self._heads[key] = head
         return head
 
@@ -156,7 +163,7 @@ class SeriesTable:
         if tail is None:
             parts = [f"{k}={escape_tag(v)}" for k, v in (("stage", spec.stage), ("kind", spec.kind),
                                                           ("unit", spec.unit)) if v]
-            tail = "".join(f",{part}" for part in parts) + ",quality="
+            tail = repaired("".join(f",{part}" for part in parts) + ",quality=")
             self._tails[key] = tail
         return tail
 

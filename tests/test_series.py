@@ -8,6 +8,7 @@ import numpy as np
 from mos_agent.lineprotocol import series_prefix
 from mos_agent.series import SeriesSpec, SeriesTable, make_asset
 from mos_agent.taxonomy import QUALITY_NAMES
+from mos_agent.text import is_readable, repaired
 
 
 def _reference(spec: SeriesSpec, quality: str) -> str:
@@ -40,6 +41,20 @@ def test_prefixes_are_what_series_prefix_writes() -> None:
     assert len(table) == len(specs)
     for q, quality in enumerate(QUALITY_NAMES):
         assert table.prefixes[q] == [_reference(spec, quality) for spec in specs]
+
+
+def test_lone_surrogates_are_replaced_wherever_they_are() -> None:
+    """A name taken from a device may hold an undecodable byte (a lone surrogate): the prefix has
+    U+FFFD there, in the tag name or in the asset, and the rest as series_prefix writes it."""
+    specs = [SeriesSpec(asset=make_asset({"site": "s", "equipment": equipment}), tag=tag, category="process",
+                        kind="sample", stage="forming", unit=unit)
+             for equipment in ("press-01", "pr\udcffess")
+             for tag, unit in (("plain", "bar"), ("bad\udc80 name", None), ("", "%"))]
+    table = SeriesTable()
+    assert table.add_many([*specs, specs[0]]) == [*range(len(specs)), 0]
+    for q, quality in enumerate(QUALITY_NAMES):
+        assert table.prefixes[q] == [repaired(_reference(spec, quality)) for spec in specs]
+    assert all(is_readable(prefix) for prefix in table.prefixes[0])
 
 
 def test_arrays_grow_geometrically_and_keep_their_values() -> None:

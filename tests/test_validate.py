@@ -7,6 +7,7 @@ with paths relative to the case folder.
 
 from __future__ import annotations
 
+import datetime
 import gc
 import re
 import shutil
@@ -304,6 +305,30 @@ def test_merge_keys_anchors_and_duplicates() -> None:
     assert doc.marks[(1,)].value == Mark(1, 4) and doc.marks[("list", 1, "b")].value == Mark(3, 15)
     assert sorted(map(str, doc.marks)) == sorted(map(str, [(), (1,), (False,), ("list",), ("list", 0), ("list", 1),
                                                            ("list", 1, "b")]))
+
+
+def test_scalars_resolve_as_pyyaml_resolves_them() -> None:
+    """The loader's own scalar resolution gives PyYAML's types and values, past the point where it
+    stops remembering values (1,024 distinct ones) too."""
+    plain = ["yes", "No", "on", "OFF", "true", "False", "~", "null", "", "0", "-17", "+3", "0x1f", "0o17", "017",
+             "0b101", "1_000", "1:20", "3.5", "-.inf", ".NaN", "1e3", "6.8523015e+5", "2024-01-02",
+             "2024-01-02 03:04:05.5", "tag_000001", "hr:12", "bar", "uint16", "~x", "nully", "y", "n"]
+    values = [*plain, *(f"{i}" for i in range(1500)), *(f"{i}.5" for i in range(700)), *(f"t{i}" for i in range(900))]
+    text = "".join(f"k{i}: {v}\n" for i, v in enumerate(values))
+    text += "quoted: ['true', \"1\", '~', \"2024-01-02\"]\n1: int key\n2024-01-02: date key\nnull: null key\n"
+    doc = load_yaml(text)
+    assert doc.problems == []
+    expected = yaml.safe_load(text)
+    assert [(type(k), repr(k), type(v), repr(v)) for k, v in doc.data.items()] == \
+        [(type(k), repr(k), type(v), repr(v)) for k, v in expected.items()]
+
+
+def test_duplicate_keys_of_every_kind_are_located() -> None:
+    doc = load_yaml("1: a\nx: b\n1: c\n2024-01-02: d\n2024-01-02: e\n")
+    assert doc.data == {1: "a", "x": "b", datetime.date(2024, 1, 2): "d"}
+    assert [(p.line, p.col, p.message) for p in doc.problems] == [
+        (3, 1, "duplicate key 1 (first at line 1, column 1)"),
+        (5, 1, "duplicate key datetime.date(2024, 1, 2) (first at line 4, column 1)")]
 
 
 def test_empty_and_bad_documents() -> None:

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mos_agent.config.loader import load_config
-from mos_agent.logs import setup_logging
-from mos_agent.pipeline import Agent
+from mos_agent.pipeline import run_agent
 
 
 def main(args: argparse.Namespace) -> int:
-    import asyncio
-
-    loaded = load_config(Path(args.config))
-    setup_logging(loaded.agent.agent.log_level)
-    asyncio.run(Agent(loaded).run_until_stopped())
-    return 0
+    return run_agent(Path(args.config))
