@@ -124,18 +124,11 @@ def format_interval(seconds: float) -> str:
 
 def tag_refs(device: ModbusDevice) -> list[TagRef]:
     conn = device.connection
+    # positional arguments: a frozen dataclass is built faster from them than from keywords
+    # (100,000 times at start-up for 100,000 tags)
     return [
-        TagRef(
-            index=i,
-            name=tag.name,
-            table=tag.location.table,
-            offset=tag.location.offset,
-            type=tag.value_type,
-            width=tag.width,
-            bit=tag.location.bit,
-            byte_order=tag.byte_order or conn.byte_order,
-            word_order=tag.word_order or conn.word_order,
-        )
+        TagRef(i, tag.name, (location := tag.location).table, location.offset, tag.value_type, tag.width,
+               location.bit, tag.byte_order or conn.byte_order, tag.word_order or conn.word_order)
         for i, tag in enumerate(device.tags)
     ]
 

@@ -300,6 +300,16 @@ def _key_kind(key: Any) -> _KeyKind:
     return _KeyKind.SECRET if is_secret_key(key) else _KeyKind.OTHER
 
 
+_CONTAINERS = (dict, list)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_keys(keys: tuple[Any, ...]) -> bool:
+    """Whether none of a mapping's keys names an input file or a secret (a tag's keys, a hundred
+    thousand times in a large configuration)."""
+    return all(_key_kind(key) is _KeyKind.OTHER for key in keys)
+
+
 @dataclass
 class _NamedValues:
     files: list[tuple[PathKey, str]] = field(default_factory=list)  # input files, made absolute
@@ -314,6 +324,11 @@ def _resolve_file_paths(data: Any, base: Path, path: PathKey = (), named: _Named
     costs a type check.)"""
     named = _NamedValues() if named is None else named
     if isinstance(data, dict):
+        if _plain_keys(tuple(data)):
+            for key, value in data.items():
+                if isinstance(value, _CONTAINERS):
+                    _resolve_file_paths(value, base, (*path, key), named)
+            return named
         for key, value in data.items():
             kind = _key_kind(key)
             if kind is _KeyKind.INPUT_FILE:
@@ -328,7 +343,12 @@ def _resolve_file_paths(data: Any, base: Path, path: PathKey = (), named: _Named
                 _resolve_file_paths(value, base, (*path, key), named)
     elif isinstance(data, list):
         for index, item in enumerate(data):
-            if isinstance(item, dict | list):
+            if isinstance(item, dict) and _plain_keys(tuple(item)):
+                # a mapping of plain keys (a tag): only what it holds can name a file
+                for key, value in item.items():
+                    if isinstance(value, _CONTAINERS):
+                        _resolve_file_paths(value, base, (*path, index, key), named)
+            elif isinstance(item, _CONTAINERS):
                 _resolve_file_paths(item, base, (*path, index), named)
     return named
 

@@ -27,7 +27,7 @@ from mos_agent.i18n import _
 
 # libyaml's parser is several times faster than the pure-Python one; start-up with 10,000 tags
 # depends on it. Both produce nodes with marks.
-_SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -178,12 +178,14 @@ class _Refused(Exception):
 
 
 class _Builder:
-    def __init__(self, loader: Any, root: yaml.Node, environ: Mapping[str, str], text_length: int) -> None:
+    def __init__(self, loader: Any, root: yaml.Node, environ: Mapping[str, str], text: str) -> None:
         self.loader = loader
         self.root = root
         self.environ = environ
         self.problems: list[Located] = []
-        self.budget = _VALUES_BASE + _VALUES_PER_CHAR * text_length
+        self.budget = _VALUES_BASE + _VALUES_PER_CHAR * len(text)
+        # a merge key is "<<" or a tag spelt with "merge": a text with neither has none to fold in
+        self.may_merge = "<<" in text or "merge" in text
         self.built = 0
         self.top_key: yaml.Node | None = None  # the key of the top-level pair being built
         # merge sources flattened once however often they are merged (None: being flattened)
@@ -244,6 +246,8 @@ class _Builder:
 
     def pairs(self, node: yaml.MappingNode) -> tuple[list[tuple[yaml.Node, yaml.Node]], int]:
         """The pairs of a mapping with its ``<<`` merges folded in, and how many were merged."""
+        if not self.may_merge:
+            return node.value, 0
         for key_node, _value in node.value:
             if key_node.tag == _MERGE:
                 break
@@ -411,7 +415,7 @@ def load_yaml(text: str, environ: Mapping[str, str] | None = None) -> MarkedDocu
             return MarkedDocument(None, {}, [Located(1, 1, _("not valid YAML: {reason}").format(reason=exc))])
         if node is None:
             return MarkedDocument(None, {(): Marks(Mark(1, 1), Mark(1, 1))})
-        builder = _Builder(loader, node, environ, len(text))
+        builder = _Builder(loader, node, environ, text)
         try:
             data = builder.build(node)
         except _Refused as refused:
