@@ -78,7 +78,7 @@ SIM_DEVICES = 50  # one simulator process serves every scenario (ports base … 
 SUSTAINED_SHARE = 0.95
 SCENARIOS = ("throughput", "latency", "memory", "startup", "backlog")
 # The libraries the agent's process loads, for the memory and start-up references.
-LIBRARIES = ("numpy", "pymodbus", "asyncua", "paho.mqtt.client", "influxdb_client")
+LIBRARIES = ("numpy", "pymodbus", "asyncua", "paho.mqtt.client")
 
 
 def log(message: str) -> None:

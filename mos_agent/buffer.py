@@ -270,7 +270,7 @@ class Buffer:
         self._status_lock = threading.Lock()
         self._totals_lock = threading.RLock()
         self._lock_fd: int | None = None
-        self._listeners: list[threading.Event] = []
+        self._listeners: list[Callable[[int], None]] = []
         self.rows = 0
         self.points = 0
         self.bytes = 0
@@ -444,9 +444,10 @@ class Buffer:
         """A reader for one sink with its own connection; use it from one thread."""
         return SinkCursor(self, sink)
 
-    def add_listener(self, event: threading.Event) -> None:
-        """``event`` is set after every append that stored rows."""
-        self._listeners.append(event)
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(points)`` is called (on the appending thread; it must not block) after every
+        append that stored rows, with the number of points stored."""
+        self._listeners.append(listener)
 
     def cleanup_in(self, conn: sqlite3.Connection) -> _Freed:
         """Delete the rows every sink has; call inside a write transaction, then :meth:`apply`."""
@@ -604,10 +605,11 @@ class Buffer:
                 self.apply(freed)
             if self.disk_free < self.min_free_space * LOW_SPACE_CHECKPOINT_FACTOR:
                 self.checkpoint(conn)
+        stored_points = sum(r[1] for r in stored)
         if stored:
-            for event in self._listeners:
-                event.set()
-        return sum(r[1] for r in stored)
+            for listener in self._listeners:
+                listener(stored_points)
+        return stored_points
 
     def _append_in(self, conn: sqlite3.Connection, rows: list[tuple]) -> tuple[list[tuple], _Freed]:
         incoming = sum(r[2] for r in rows)
@@ -643,8 +645,10 @@ class Buffer:
         fs = os.statvfs(self.directory)
         self.disk_free = fs.f_bavail * fs.f_frsize
         self.disk_total = fs.f_blocks * fs.f_frsize
-        reusable = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
-        return self.disk_free + reusable - self.min_free_space
+        room = self.disk_free - self.min_free_space
+        if room >= self.max_size:
+            return room  # more than the whole cap free: SQLite's reusable pages change nothing
+        return room + int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
 
     def _disk_episode(self, room: int, incoming: int) -> None:
         """Starts or ends a disk-full episode (one log line each) from the room measured for an

@@ -94,7 +94,7 @@ def setup_logging(level: str = "info", journal: bool | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # libraries are chatty at INFO (asyncua logs every request)
-    for noisy in ("asyncua", "pymodbus", "urllib3", "aiohttp.access", "influxdb_client"):
+    for noisy in ("asyncua", "pymodbus", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -1,36 +1,103 @@
-"""How HTTP answers map to what the runner does with a batch (real ApiException objects built from
-real urllib3 responses; the end-to-end paths run against VictoriaMetrics in test_sink_influx)."""
+"""How the store's HTTP answers map to what the runner does with a batch, and what the sink puts on
+the wire — against a real HTTP server on loopback that answers as scripted (the end-to-end paths run
+against VictoriaMetrics in test_sink_influx)."""
 
 from __future__ import annotations
 
 import email.utils
+import gzip
+import http.server
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
-import urllib3
-from influxdb_client.rest import ApiException
 
 from mos_agent.config.models import InfluxSinkConfig
-from mos_agent.payload import Payload
+from mos_agent.payload import Payload, compress
 from mos_agent.sinks.base import SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 from mos_agent.sinks.influxdb import InfluxSink, _retry_after
 
 TOKEN = "tok-abcdef-123456"
+LINES = b"m,tag=a value=1.0 1\nm,tag=b value=2.0 2\n"
+
+
+@dataclass
+class Answer:
+    status: int = 204
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    hang_up: bool = False  # close the connection without answering
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class ScriptedStore(http.server.ThreadingHTTPServer):
+    """Answers each POST with the next scripted :class:`Answer` (204 once the script is used up)
+    and records what it received."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.script: list[Answer] = []
+        self.received: list[Received] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as stores answer
+    server: ScriptedStore
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.received.append(Received(self.path, dict(self.headers), body))
+        answer = self.server.script.pop(0) if self.server.script else Answer()
+        if answer.hang_up:
+            self.close_connection = True
+            return
+        data = answer.body.encode()
+        self.send_response(answer.status, "Reason")
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 @pytest.fixture
-def sink() -> InfluxSink:
-    config = InfluxSinkConfig(type="influxdb", url="http://127.0.0.1:9", org="mdcg", bucket="factory", token=TOKEN,
-                              timeout=1.0)
-    s = InfluxSink("influxdb", config)
+def store() -> Iterator[ScriptedStore]:
+    server = ScriptedStore()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def make_sink(url: str, **options: object) -> InfluxSink:
+    config = InfluxSinkConfig(type="influxdb", url=url, org="mdcg", bucket="factory", token=TOKEN,
+                              timeout=2.0, **options)  # type: ignore[arg-type]
+    return InfluxSink("influxdb", config)
+
+
+@pytest.fixture
+def sink(store: ScriptedStore) -> Iterator[InfluxSink]:
+    s = make_sink(store.url)
     yield s
     s.close()
-
-
-def _api_exception(status: int, body: str = "", headers: dict | None = None) -> ApiException:
-    response = urllib3.HTTPResponse(body=body.encode(), status=status, reason="Reason",
-                                    headers=headers or {}, preload_content=True)
-    return ApiException(http_resp=response)
 
 
 @pytest.mark.parametrize(("status", "kind"), [
@@ -39,32 +106,88 @@ def _api_exception(status: int, body: str = "", headers: dict | None = None) -> 
     (413, SinkTooLarge),
     (404, SinkRetryable), (408, SinkRetryable), (429, SinkRetryable),
     (500, SinkRetryable), (502, SinkRetryable), (503, SinkRetryable),
+    (301, SinkRetryable),
 ])
-def test_status_mapping(sink: InfluxSink, status: int, kind: type) -> None:
-    mapped = sink._map_status(_api_exception(status, f'{{"message":"token {TOKEN} is not valid"}}'))
-    assert isinstance(mapped, kind)
-    assert str(status) in str(mapped)
-    assert TOKEN not in str(mapped)
+def test_status_mapping(store: ScriptedStore, sink: InfluxSink, status: int, kind: type) -> None:
+    store.script = [Answer(status, f'{{"message":"token {TOKEN} is not valid"}}')]
+    with pytest.raises(kind) as caught:
+        sink.write(Payload(2, plain=LINES))
+    assert str(status) in str(caught.value)
+    assert "is not valid" in str(caught.value)  # the store's own words are kept…
+    assert TOKEN not in str(caught.value)  # …without the token
 
 
-def test_retry_after_in_seconds_and_as_a_date(sink: InfluxSink) -> None:
-    mapped = sink._map_status(_api_exception(429, headers={"Retry-After": "7"}))
-    assert isinstance(mapped, SinkRetryable) and mapped.retry_after == 7.0
+def test_the_write_request_carries_the_bucket_the_token_and_the_stored_gzip_members(
+        store: ScriptedStore, sink: InfluxSink) -> None:
+    first, second = b"m value=1.0 1\n", b"m value=2.0 2\n"
+    sink.write(Payload(2, gzipped=compress(first) + compress(second)))
+    request = store.received[-1]
+    assert request.path == "/api/v2/write?org=mdcg&bucket=factory&precision=ns"
+    assert request.headers["Authorization"] == f"Token {TOKEN}"
+    assert request.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(request.body) == first + second
+    assert sink.sent_bytes == len(request.body)
+
+
+def test_without_gzip_the_lines_are_posted_plain_under_a_path_prefix(store: ScriptedStore) -> None:
+    sink = make_sink(store.url + "/influx/", gzip=False)
+    try:
+        sink.write(Payload(2, plain=LINES))
+    finally:
+        sink.close()
+    request = store.received[-1]
+    assert request.path.startswith("/influx/api/v2/write?")
+    assert "Content-Encoding" not in request.headers
+    assert request.body == LINES
+
+
+def test_one_connection_carries_every_write_and_a_dropped_one_is_replaced_at_once(
+        store: ScriptedStore, sink: InfluxSink) -> None:
+    for _ in range(3):
+        sink.write(Payload(2, plain=LINES))
+    assert sink._connection is not None
+    # the store closes the kept-alive connection (an idle timeout): the next write goes through
+    # on a new connection instead of failing and waiting for a retry
+    store.script = [Answer(hang_up=True)]
+    sink.write(Payload(2, plain=LINES))
+    assert len(store.received) == 5  # the lost request and its repetition
+    assert store.received[-1].body == store.received[-2].body
+
+
+def test_a_store_that_hangs_up_on_a_new_connection_is_retried_later(store: ScriptedStore,
+                                                                    sink: InfluxSink) -> None:
+    store.script = [Answer(hang_up=True)]
+    with pytest.raises(SinkRetryable, match="RemoteDisconnected"):
+        sink.write(Payload(2, plain=LINES))
+    sink.write(Payload(2, plain=LINES))  # and the next attempt finds it answering
+    assert len(store.received) == 2
+
+
+def test_retry_after_in_seconds_and_as_a_date(store: ScriptedStore, sink: InfluxSink) -> None:
+    store.script = [Answer(429, headers={"Retry-After": "7"})]
+    with pytest.raises(SinkRetryable) as caught:
+        sink.write(Payload(2, plain=LINES))
+    assert caught.value.retry_after == 7.0
     when = email.utils.formatdate(time.time() + 120, usegmt=True)
-    mapped = sink._map_status(_api_exception(503, headers={"Retry-After": when}))
-    assert isinstance(mapped, SinkRetryable) and 100 < (mapped.retry_after or 0) <= 121
+    store.script = [Answer(503, headers={"Retry-After": when})]
+    with pytest.raises(SinkRetryable) as caught:
+        sink.write(Payload(2, plain=LINES))
+    assert 100 < (caught.value.retry_after or 0) <= 121
     assert _retry_after({"Retry-After": "soon"}) is None
     assert _retry_after(None) is None
 
 
-def test_a_body_over_max_request_size_is_too_large_before_sending() -> None:
-    config = InfluxSinkConfig(type="influxdb", url="http://127.0.0.1:9", bucket="b", timeout=1.0, gzip=False,
-                              max_request_size=10)
-    sink = InfluxSink("influxdb", config)
+def test_a_body_over_max_request_size_is_too_large_before_sending(store: ScriptedStore) -> None:
+    sink = make_sink(store.url, gzip=False, max_request_size=30)
     try:
         with pytest.raises(SinkTooLarge):
-            sink.write(Payload(2, plain=b"m v=1 1\nm v=2 2\n"))
-        with pytest.raises(SinkRetryable, match=r"127\.0\.0\.1:9"):  # nothing listens there
+            sink.write(Payload(2, plain=LINES))
+        assert store.received == []
+    finally:
+        sink.close()
+    sink = make_sink("http://127.0.0.1:9", gzip=False)  # nothing listens there
+    try:
+        with pytest.raises(SinkRetryable, match=r"127\.0\.0\.1:9"):
             sink.write(Payload(1, plain=b"m v=1 1\n"))
     finally:
         sink.close()

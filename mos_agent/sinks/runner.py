@@ -88,7 +88,12 @@ class SinkRunner:
         self._last_failure_log = 0.0
         self._last_auth_log = -AUTH_LOG_INTERVAL
         self._attempts = 0
-        buffer.add_listener(self._wake)
+        # Points appended so far (counted on the writer's thread) and, while the worker waits only
+        # for its pending rows to age, how many more it takes to fill a batch: appends short of
+        # that do not wake it (no thread switch and no buffer query a commit at light load).
+        self._appended = 0
+        self._wake_after: tuple[int, int] | None = None  # (appended when it went to wait, points to fill)
+        buffer.add_listener(self._on_append)
 
     # ------------------------------------------------------------ control
 
@@ -106,6 +111,12 @@ class SinkRunner:
         self._aborted.set()
         self._stopping.set()
         self._wake.set()
+
+    def _on_append(self, points: int) -> None:
+        self._appended += points
+        waiting = self._wake_after
+        if waiting is None or self._appended - waiting[0] >= waiting[1]:
+            self._wake.set()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread.is_alive():
@@ -165,7 +176,10 @@ class SinkRunner:
         live_in_a_row = 0
         while not self._past_deadline():
             self._wake.clear()
+            self._wake_after = None
             stopping = self._stopping.is_set()
+            # read before the query: an append in between is counted twice (an early wake), never not at all
+            appended = self._appended
             pending = cursor.pending_live()
             if (cursor.backlog is None and pending.rows > 1
                     and pending.points > BACKLOG_TRIGGER * self.batch_size):
@@ -206,6 +220,7 @@ class SinkRunner:
             wait = None
             if pending.rows:
                 wait = max(0.01, self.flush_interval - self._age(pending.oldest_created_ns))
+                self._wake_after = (appended, self.batch_size - pending.points)
             self._wake.wait(wait)
 
     @staticmethod
