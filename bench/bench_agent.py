@@ -734,7 +734,7 @@ def bare_client_main(spec_text: str) -> int:
         cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
         points = state["points"]
         return {"points": points, "seconds": round(wall1 - wall0, 2), "points_per_s": round(points / (wall1 - wall0)),
-                "cpu_s": round(cpu, 3), "cpu_share": round(cpu / (wall1 - wall0), 2),
+                "cpu_s": round(cpu, 5), "cpu_share": round(cpu / (wall1 - wall0), 4),
                 "cpu_s_per_million_points": round(cpu / points * 1e6, 2) if points else None}
 
     # Not asyncio.run: it would cancel the polls with reads in flight, which can leave pymodbus
