@@ -101,6 +101,18 @@ def measure_bare(port: int, seconds: float) -> dict[str, Any]:
     return out
 
 
+def wait_stored(reader: StoreReader, expected: int, timeout: float) -> int:
+    """Points in the store: a number or text is one ``_value`` or ``_text`` sample; a bad reading
+    (the node's death) has no value, only its ``_quality_code`` sample."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = reader.count('{__name__=~".+_value|.+_text"}') \
+            + reader.count('{__name__=~".+_quality_code",quality="bad"}')
+        if stored >= expected or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.2)
+
+
 def measure_agent(workdir: Path, broker: Mosquitto, store: VictoriaMetrics, seconds: float) -> dict[str, Any]:
     health = f"127.0.0.1:{free_port()}"
     node = SparkplugNode(node_config(broker.port))
@@ -132,7 +144,7 @@ def measure_agent(workdir: Path, broker: Mosquitto, store: VictoriaMetrics, seco
             time.sleep(0.2)
         st = run.status() or {}
         committed = st["pipeline"]["committed_points"]
-        stored = StoreReader(store.url).wait_for_count(committed, '{__name__=~".+_value|.+_text"}', timeout=60)
+        stored = wait_stored(StoreReader(store.url), committed, timeout=60)
         device_status = st["devices"][0]
         return {"points": end["committed"] - begin["committed"], "seconds": end["t"] - begin["t"],
                 "cpu": end["cpu"] - begin["cpu"], "committed": committed, "stored": stored,
