@@ -7,10 +7,12 @@ from __future__ import annotations
 import email.utils
 import gzip
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from mos_agent.config.models import InfluxSinkConfig
 from mos_agent.payload import Payload, compress
 from mos_agent.sinks.base import SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 from mos_agent.sinks.influxdb import InfluxSink, _retry_after
+from tests.support.tls import server_certificates
 
 TOKEN = "tok-abcdef-123456"
 LINES = b"m,tag=a value=1.0 1\nm,tag=b value=2.0 2\n"
@@ -77,14 +80,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def store() -> Iterator[ScriptedStore]:
-    server = ScriptedStore()
+def serving(server: ScriptedStore) -> Iterator[ScriptedStore]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def store() -> Iterator[ScriptedStore]:
+    yield from serving(ScriptedStore())
+
+
+@pytest.fixture
+def tls_store(tmp_path: Path) -> Iterator[tuple[ScriptedStore, Path]]:
+    """The scripted store behind HTTPS, with the CA that signed its certificate."""
+    files = server_certificates(tmp_path / "tls")
+    server = ScriptedStore()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files["server.pem"], files["server.key"])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    for running in serving(server):
+        yield running, files["ca.pem"]
 
 
 def make_sink(url: str, **options: object) -> InfluxSink:
@@ -191,3 +209,24 @@ def test_a_body_over_max_request_size_is_too_large_before_sending(store: Scripte
             sink.write(Payload(1, plain=b"m v=1 1\n"))
     finally:
         sink.close()
+
+
+def test_https_is_verified_against_the_systems_certificate_authorities(
+        tls_store: tuple[ScriptedStore, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    store, ca = tls_store
+    url = store.url.replace("http://", "https://")
+    sink = make_sink(url)
+    try:
+        # a store whose certificate no trusted authority signed is not written to
+        with pytest.raises(SinkRetryable, match="CERTIFICATE_VERIFY_FAILED"):
+            sink.write(Payload(2, plain=LINES))
+        assert store.received == []
+    finally:
+        sink.close()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # OpenSSL's own way to name the trusted authorities
+    sink = make_sink(url)
+    try:
+        sink.write(Payload(2, plain=LINES))
+    finally:
+        sink.close()
+    assert gzip.decompress(store.received[-1].body) == LINES

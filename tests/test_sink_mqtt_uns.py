@@ -4,8 +4,6 @@ JSON of a reading, retained live values and unretained backlog, the agent's stat
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from mos_agent.sinks.base import SinkRetryable
 from mos_agent.sinks.mqtt import MqttSink
 from mos_agent.taxonomy import Quality
 from tests.support.mqtt import MqttRecorder
+from tests.support.tls import server_certificates
 from tests.support.waiting import wait_until
 
 T0_MS = 1_767_225_600_123  # 2026-01-01T00:00:00.123Z
@@ -125,34 +124,13 @@ def test_status_topic_is_retained_online_then_offline(make_sink, mqtt_recorder) 
     assert offline.retain and json.loads(offline.payload) == {"online": False}
 
 
-def _tls_files(directory: Path) -> dict[str, Path]:
-    """A throw-away CA and a broker certificate for 127.0.0.1 it signed, made with openssl."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed: no test certificates")
-    files = {name: directory / name for name in ("ca.key", "ca.pem", "broker.key", "broker.csr", "broker.pem",
-                                                 "san.cnf")}
-    files["san.cnf"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"]),
-        "-days", "2", "-subj", "/CN=mos-agent test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files["broker.key"]), "-out", str(files["broker.csr"]),
-        "-subj", "/CN=localhost")
-    run("x509", "-req", "-in", str(files["broker.csr"]), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
-        "-CAcreateserial", "-out", str(files["broker.pem"]), "-days", "2", "-extfile", str(files["san.cnf"]))
-    return files
-
-
 def test_mqtts_with_the_brokers_ca(tmp_path: Path, mqtt_recorder: Any) -> None:
-    files = _tls_files(tmp_path)
+    files = server_certificates(tmp_path)
     tls_port = free_port()
     # a plain listener for the test's subscriber, a TLS one for the sink
     broker = Mosquitto.start(tmp_path / "broker", extra_conf=(
-        f"listener {tls_port} 127.0.0.1\ncafile {files['ca.pem']}\ncertfile {files['broker.pem']}\n"
-        f"keyfile {files['broker.key']}\n"))
+        f"listener {tls_port} 127.0.0.1\ncafile {files['ca.pem']}\ncertfile {files['server.pem']}\n"
+        f"keyfile {files['server.key']}\n"))
     try:
         recorder = MqttRecorder(broker.port, "factory/#")
         agent = AgentSection(id="gw-1", site="changwon", state_dir=tmp_path / "state")
