@@ -159,11 +159,12 @@ class Normaliser:
         kept = n if kept_rows is None else len(kept_rows)
         body = b""
         if kept:
+            consecutive = isinstance(where, slice)
             try:
-                body = self._encode(kept_rows, idx, rows, batch.timestamps, texts, isinstance(where, slice))
+                body = self._encode(kept_rows, idx, rows, batch.timestamps, texts, consecutive)
             except UnicodeEncodeError:
                 texts = self._readable_texts(texts, rows)
-                body = self._encode(kept_rows, idx, rows, batch.timestamps, texts)
+                body = self._encode(kept_rows, idx, rows, batch.timestamps, texts, consecutive)
         if self.observer is not None:
             try:
                 self.observer(batch, rows)
@@ -251,15 +252,16 @@ class Normaliser:
         the batch's series are consecutive and increasing."""
         prefixes = self.table.prefixes
         values, quality, codes = normalised.values, normalised.quality, normalised.codes
-        every_row = rows is None or len(rows) == len(values)
-        kept: slice | np.ndarray = slice(None) if every_row or rows is None else rows  # all kept: views
+        if rows is not None and len(rows) == len(values):
+            rows = None
+        kept: slice | np.ndarray = slice(None) if rows is None else rows  # all kept: views, not copies
         if not texts:
             kept_values = values[kept]
             # without texts only bad rows have no value
             if not normalised.bad or not np.isnan(kept_values).any():
                 return _encode_values(prefixes, idx[kept], kept_values, quality[kept], codes[kept], timestamps[kept],
-                                      consecutive and every_row)
-        if every_row or rows is None:
+                                      consecutive and rows is None)
+        if rows is None:
             rows = np.arange(len(values))
         series = idx[rows].tolist()
         vals = values[rows].tolist()

@@ -106,7 +106,7 @@ class SeriesTable:
         middles: list[str] = []  # each fresh series' prefix up to its quality
         index = self._index
         for spec in specs:
-            key = (spec.asset, spec.tag)
+            key = spec.key
             existing = index.get(key)
             if existing is None:
                 existing = index[key] = len(self.specs) + len(fresh)

@@ -131,25 +131,31 @@ class InfluxSink(Sink):
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes, http.client.HTTPMessage]:
         """(status, reason, body, headers) of the store's answer; network failures raise
         :class:`SinkRetryable`."""
-        for attempt in (1, 2):
-            reused = self._connection is not None
-            connection = self._connection or self._connect()
+        reused = self._connection is not None
+        try:
             try:
-                connection.request("POST", self._path, body=body, headers=headers)
-                response = connection.getresponse()
-                answer = response.read()
-            except _STALE_CONNECTION as exc:
-                self._disconnect()
-                if reused and attempt == 1:
-                    continue
-                raise SinkRetryable(self.redact(f"{self.url}: {type(exc).__name__}: {exc}")) from None
-            except (OSError, http.client.HTTPException) as exc:
-                self._disconnect()
-                raise SinkRetryable(self.redact(f"{self.url}: {type(exc).__name__}: {exc}")) from None
-            if response.will_close:
-                self._disconnect()
-            return response.status, response.reason, answer, response.headers
-        raise AssertionError("unreachable")
+                return self._exchange(body, headers)
+            except _STALE_CONNECTION:
+                if not reused:
+                    raise
+                return self._exchange(body, headers)  # on a new connection
+        except (OSError, http.client.HTTPException) as exc:
+            raise SinkRetryable(self.redact(f"{self.url}: {type(exc).__name__}: {exc}")) from None
+
+    def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes, http.client.HTTPMessage]:
+        """One request and its answer on the kept connection (opened if there is none); a failed
+        exchange closes it."""
+        connection = self._connection or self._connect()
+        try:
+            connection.request("POST", self._path, body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException):
+            self._disconnect()
+            raise
+        if response.will_close:
+            self._disconnect()
+        return response.status, response.reason, answer, response.headers
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._https:
