@@ -65,7 +65,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from agent_process import FLUSH_INTERVAL, AgentRun, stop_process, write_agent  # noqa: E402
-from measure import free_port_block, process_cpu_seconds, write_results  # noqa: E402
+from measure import add_only_option, chosen, free_port_block, process_cpu_seconds, write_results  # noqa: E402
 
 from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
 from tests.support.servers import FaultProxy, VictoriaMetrics  # noqa: E402
@@ -770,7 +770,7 @@ def probe_sim_main(scenario: str, port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter windows and ladder (≈ 80 s)")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated subset of " + ", ".join(SCENARIOS))
+    add_only_option(parser, SCENARIOS)
     parser.add_argument("--bare-client", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--probe-sim", nargs=2, metavar=("SCENARIO", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -778,10 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         return bare_client_main(args.bare_client)
     if args.probe_sim:
         return probe_sim_main(args.probe_sim[0], int(args.probe_sim[1]))
-    want = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = want - set(SCENARIOS)
-    if unknown:
-        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    want = set(chosen(parser, args.only, SCENARIOS))
     started = time.monotonic()
     figures: list[dict[str, Any]] = []
     details: dict[str, Any] = {}

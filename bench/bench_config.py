@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_process import AGENT_BIN, stop_process
-from measure import process_cpu_seconds
+from measure import add_only_option, chosen, process_cpu_seconds
 
 from mos_agent.config.loader import load_config
 
@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 DEVICES = 10
 STEPS_FULL = (10, 100, 1_000, 10_000, 100_000)
 STEPS_QUICK = (10, 100, 1_000, 10_000)
+SCENARIOS = ("curve", "profiles")
 PROFILE_DEVICES = 500
 PROFILE_TAGS = 40
 TYPES = ("uint16", "int16", "float32", "uint32")
@@ -274,15 +275,15 @@ def scenario_profiles(workdir: Path, quick: bool) -> tuple[list[dict[str, Any]],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10 → 10,000 tags, one run a point")
-    parser.add_argument("--only", default="curve,profiles", help="curve, profiles or both")
+    add_only_option(parser, SCENARIOS)
     args = parser.parse_args(argv)
-    wanted = set(args.only.split(","))
+    wanted = set(chosen(parser, args.only, SCENARIOS))
     workdir = Path(tempfile.mkdtemp(prefix="bench-config-", dir="/var/tmp"))
     figures: list[dict[str, Any]] = []
     details: dict[str, Any] = {"quick": args.quick}
     started = time.monotonic()
     try:
-        for name, scenario in (("curve", scenario_curve), ("profiles", scenario_profiles)):
+        for name, scenario in zip(SCENARIOS, (scenario_curve, scenario_profiles), strict=True):
             if name in wanted:
                 got, more = scenario(workdir, args.quick)
                 figures += got

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from agent_process import AgentRun, stop_process, write_agent  # noqa: E402
 from bench_agent import device_requests, figure  # noqa: E402
-from measure import free_port_block, process_cpu_seconds_exact, write_results  # noqa: E402
+from measure import add_only_option, chosen, free_port_block, process_cpu_seconds_exact, write_results  # noqa: E402
 
 from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
 from tests.support.servers import VictoriaMetrics  # noqa: E402
@@ -275,12 +275,9 @@ def light_figures(bare: dict[str, Any], scenarios: dict[str, dict[str, Any]], lo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10 s windows instead of 30 s")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated subset of " + ", ".join(SCENARIOS))
+    add_only_option(parser, SCENARIOS)
     args = parser.parse_args(argv)
-    want = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = want - set(SCENARIOS)
-    if unknown:
-        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    want = set(chosen(parser, args.only, SCENARIOS))
     started = time.monotonic()
     figures: list[dict[str, Any]] = []
     details: dict[str, Any] = {}

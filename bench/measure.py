@@ -3,10 +3,12 @@ free loopback ports for simulators serving one device a port, and the results fi
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,17 @@ def write_results(name: str, *, quick: bool, seconds: float, figures: list[Any],
     path = results / f"{name}.json"
     path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def add_only_option(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
+    """``--only a,b``: the subset of a bench's scenarios (or of the benches) to run; all by default."""
+    parser.add_argument("--only", default=",".join(choices), help="comma-separated subset of " + ", ".join(choices))
+
+
+def chosen(parser: argparse.ArgumentParser, only: str, choices: Sequence[str], what: str = "scenario(s)") -> list[str]:
+    """What ``--only`` names, in its order; an unknown name is a usage error."""
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        parser.error(f"unknown {what}: {', '.join(unknown)}")
+    return names

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from measure import add_only_option, chosen
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # Component figures first, the end-to-end agent scenarios last.
@@ -262,12 +264,9 @@ def print_table(rows: list[Row], title: str, caption: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the short version, ≤ 2 minutes")
-    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES))
+    add_only_option(parser, BENCHES)
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ADAPTERS]
-    if unknown:
-        parser.error(f"unknown bench(es): {', '.join(unknown)}")
+    names = chosen(parser, args.only, BENCHES, "bench(es)")
     RESULTS.mkdir(exist_ok=True)
     at_start = machine()
     started, started_at = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
