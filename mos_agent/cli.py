@@ -28,6 +28,15 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
                    help=_("agent file (default: $MOS_AGENT_CONFIG or {default})").format(default=DEFAULT_CONFIG))
 
 
+def _running_agent_args(p: argparse.ArgumentParser) -> None:
+    """How a command reaches a running agent: its health address, agent file and token."""
+    p.add_argument("--url", default=None, help=_("health address (default: from the agent file, or 127.0.0.1:9750)"))
+    _config_arg(p)
+    p.add_argument("--token-file", default=None,
+                   help=_("bearer token for the health port (default: the agent file's agent.health_token_file)"))
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mos-agent",
@@ -62,18 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=_("print JSON instead of a table"))
 
     p = sub.add_parser("status", help=_("ask a running agent for its state"))
-    p.add_argument("--url", default=None, help=_("health address (default: from the agent file, or 127.0.0.1:9750)"))
-    _config_arg(p)
-    p.add_argument("--token-file", default=None,
-                   help=_("bearer token for the health port (default: the agent file's agent.health_token_file)"))
-    p.add_argument("--json", action="store_true")
+    _running_agent_args(p)
 
     p = sub.add_parser("kpi", help=_("ISO 22400 KPIs per equipment: current and last complete shift"))
-    p.add_argument("--url", default=None, help=_("health address (default: from the agent file, or 127.0.0.1:9750)"))
-    _config_arg(p)
-    p.add_argument("--token-file", default=None,
-                   help=_("bearer token for the health port (default: the agent file's agent.health_token_file)"))
-    p.add_argument("--json", action="store_true")
+    _running_agent_args(p)
 
     p = sub.add_parser("query", help=_("read back the local sqlite history"))
     _config_arg(p)
