@@ -65,7 +65,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from agent_process import FLUSH_INTERVAL, AgentRun, stop_process, write_agent  # noqa: E402
-from measure import add_only_option, chosen, free_port_block, process_cpu_seconds, write_results  # noqa: E402
+from measure import add_only_option, attempt, chosen, free_port_block, process_cpu_seconds, write_results  # noqa: E402
 
 from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
 from tests.support.servers import FaultProxy, VictoriaMetrics  # noqa: E402
@@ -797,12 +797,10 @@ def main(argv: list[str] | None = None) -> int:
             plan.append(("backlog", lambda: scenario_backlog(w)))
         for name, run in plan:
             t = time.monotonic()
-            try:
-                rows, info = run()
-            except Exception as exc:  # one scenario failing must not cost the others' figures
-                failures[name] = f"{type(exc).__name__}: {exc}"
-                log(f"{name} FAILED: {failures[name]}")
+            got = attempt(failures, name, run, log)
+            if got is None:
                 continue
+            rows, info = got
             info["seconds"] = round(time.monotonic() - t, 1)
             figures += rows
             details[name] = info

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from agent_process import AgentRun, stop_process, write_agent  # noqa: E402
 from bench_agent import device_requests, figure  # noqa: E402
-from measure import add_only_option, chosen, free_port_block, process_cpu_seconds_exact, write_results  # noqa: E402
+from measure import add_only_option, attempt, chosen, free_port_block, process_cpu_seconds_exact, write_results  # noqa: E402
 
 from mos_agent.localservers import free_port, wait_for_port  # noqa: E402
 from tests.support.servers import VictoriaMetrics  # noqa: E402
@@ -288,45 +288,33 @@ def main(argv: list[str] | None = None) -> int:
         log(f"VictoriaMetrics on {w.vm.url}; mos-sim modbus on ports {w.ports[0]}..{w.ports[-1]}; "
             f"{window:g}s windows")
         moving = w.devices("light", "moving")
-        try:
-            log(f"bare AsyncModbusTcpClient: {load}")
-            bare = measure_bare(w, moving)
+        log(f"bare AsyncModbusTcpClient: {load}")
+        bare = attempt(failures, "bare", lambda: measure_bare(w, moving), log, "bare client")
+        if bare is not None:
             details["bare_before"] = bare
             log(f"  {bare['points_per_s']:,} points/s, {bare['cpu_ms_per_s']} ms CPU/s, "
                 f"{bare['cpu_us_per_point']} µs/point")
-        except Exception as exc:
-            failures["bare"] = f"{type(exc).__name__}: {exc}"
-            log(f"bare client FAILED: {failures['bare']}")
-            bare = None
-        scenarios: dict[str, dict[str, Any]] = {}
-        if "light" in want and bare is not None:
-            try:
+            scenarios: dict[str, dict[str, Any]] = {}
+            if "light" in want:
                 log(f"light: agent, {load}, every value moving (stored and sent)")
-                scenarios["light"] = measure_agent(w, "light", moving)
-            except Exception as exc:
-                failures["light"] = f"{type(exc).__name__}: {exc}"
-                log(f"light FAILED: {failures['light']}")
-        if "idle" in want and bare is not None:
-            try:
+                light = attempt(failures, "light", lambda: measure_agent(w, "light", moving), log)
+                if light is not None:
+                    scenarios["light"] = light
+            if "idle" in want:
                 log(f"idle: agent, {load}, values never change, deadband {DEADBAND:g} (nothing stored)")
-                scenarios["idle"] = measure_agent(w, "idle", w.devices("idle", "steady", DEADBAND))
-            except Exception as exc:
-                failures["idle"] = f"{type(exc).__name__}: {exc}"
-                log(f"idle FAILED: {failures['idle']}")
-        if bare is not None:
+                idle = attempt(failures, "idle",
+                               lambda: measure_agent(w, "idle", w.devices("idle", "steady", DEADBAND)), log)
+                if idle is not None:
+                    scenarios["idle"] = idle
             # The bare client again after the agents: the reference is the mean of the two windows
             # bracketing them, so a machine that got busier or quieter meanwhile skews it less.
-            try:
-                after = measure_bare(w, moving)
+            after = attempt(failures, "bare", lambda: measure_bare(w, moving), log, "bare client (second window)")
+            if after is not None:
                 details["bare_after"] = after
                 log(f"bare AsyncModbusTcpClient again: {after['cpu_ms_per_s']} ms CPU/s")
                 bare = mean_bare(bare, after)
-            except Exception as exc:
-                failures["bare"] = f"{type(exc).__name__}: {exc}"
-                log(f"bare client (second window) FAILED: {failures['bare']}")
             details["bare"] = bare
-        details.update(scenarios)
-        if bare is not None:
+            details.update(scenarios)
             figures += light_figures(bare, scenarios, load, window)
     took = time.monotonic() - started
     write_results("light", quick=args.quick, seconds=took, figures=figures, failures=failures, details=details)

@@ -8,11 +8,13 @@ import json
 import os
 import resource
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mos_agent.localservers import free_port
+
+T = TypeVar("T")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -95,3 +97,15 @@ def chosen(parser: argparse.ArgumentParser, only: str, choices: Sequence[str], w
     if unknown:
         parser.error(f"unknown {what}: {', '.join(unknown)}")
     return names
+
+
+def attempt(failures: dict[str, str], name: str, run: Callable[[], T], log: Callable[[str], None],
+            what: str | None = None) -> T | None:
+    """``run()``, or ``None`` with its failure recorded under ``name`` and logged: one scenario
+    failing must not cost the others' figures."""
+    try:
+        return run()
+    except Exception as exc:
+        failures[name] = f"{type(exc).__name__}: {exc}"
+        log(f"{what or name} FAILED: {failures[name]}")
+        return None
