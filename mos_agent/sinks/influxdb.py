@@ -1,11 +1,11 @@
 """InfluxDB v2 write API sink (InfluxDB 2.x/3.x and any store speaking it, e.g. VictoriaMetrics).
 
 The buffer's pre-encoded line protocol is posted to ``/api/v2/write`` as it is, over one kept-alive
-HTTP(S) connection of the standard library's ``http.client``. A write is one request and one
-answer; the runner owns batching, retries and dead-lettering. (influxdb-client's generated write
-service costs 0.88 ms of CPU a write, urllib3 alone 0.52 ms, ``http.client`` 0.31 ms: at the
-loads plants run, one write a second, that difference was a tenth of the agent's CPU.) HTTP
-outcomes map to the runner's exceptions:
+HTTP(S) connection (:mod:`mos_agent.sinks.httpconn`). A write is one request and one answer; the
+runner owns batching, retries and dead-lettering. (CPU a write of 1,000 points: influxdb-client's
+generated write service 0.88 ms, urllib3 alone 0.52 ms, ``http.client`` 0.37 ms, our connection
+with httptools' parser 0.12 ms; at the loads plants run, one write a second, each step was a
+tenth of the agent's CPU.) HTTP outcomes map to the runner's exceptions:
 
 =====================================  ==========================================================
 network error, timeout, 408, 429, 5xx  :class:`SinkRetryable` (Retry-After honoured)
@@ -23,8 +23,6 @@ The token is never put in a message: every message built here passes through :me
 from __future__ import annotations
 
 import email.utils
-import http.client
-import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,12 +36,10 @@ from mos_agent.lineprotocol import with_quality_codes
 from mos_agent.payload import Payload
 from mos_agent.secrets import redact, secret_forms
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
+from mos_agent.sinks.httpconn import HttpAnswer, HttpConnection, HttpProtocolError, NoAnswer
 
 _RETRYABLE_4XX = frozenset((404, 408, 425, 429))
-# A kept-alive connection the store closed while idle fails on its next request before any
-# answer; that request is sent again at once on a new connection, as browsers and urllib3 do.
-_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-Headers = http.client.HTTPMessage | Mapping[str, str]
+_GZIP = {"Content-Encoding": "gzip"}
 
 
 def resolve_token(token: str | None, token_file: Path | None) -> str | None:
@@ -56,11 +52,11 @@ def resolve_token(token: str | None, token_file: Path | None) -> str | None:
     return read_secret(None, token_file) or None
 
 
-def _retry_after(headers: Headers | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); header names lower-cased."""
     if not headers:
         return None
-    value = headers.get("Retry-After")
+    value = headers.get("retry-after")
     if not value:
         return None
     value = str(value).strip()
@@ -91,18 +87,16 @@ class InfluxSink(Sink):
         self.all_quality_codes = config.quality_code == "always"
         self.timeout = float(config.timeout)
         parts = urlsplit(config.url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port
         # Times stay nanoseconds whatever the sink's ``precision`` (the store cuts them down): that
         # setting tells the normaliser how far apart to keep acquisition times.
         query = urlencode({"org": config.org, "bucket": config.bucket, "precision": "ns"})
         self._path = f"{parts.path.rstrip('/')}/api/v2/write?{query}"
-        self._headers = {"Content-Type": "text/plain; charset=utf-8", "Accept": "application/json",
-                         "User-Agent": f"mos-agent/{__version__}"}
+        headers = {"Content-Type": "text/plain; charset=utf-8", "Accept": "application/json",
+                   "User-Agent": f"mos-agent/{__version__}"}
         if self._token:
-            self._headers["Authorization"] = f"Token {self._token}"
-        self._connection: http.client.HTTPConnection | None = None
+            headers["Authorization"] = f"Token {self._token}"
+        self._connection = HttpConnection(parts.hostname or "", parts.port, https=parts.scheme == "https",
+                                          timeout=self.timeout, headers=headers)
 
     def __repr__(self) -> str:
         return f"InfluxSink(name={self.name!r}, url={self.url!r}, bucket={self.bucket!r})"
@@ -113,64 +107,31 @@ class InfluxSink(Sink):
     def write(self, payload: Payload, kind: BatchKind = BatchKind.LIVE) -> None:
         if self.all_quality_codes:
             payload = Payload(payload.points, plain=with_quality_codes(payload.plain))
-        headers = self._headers
-        if self.gzip:
-            # the rows' gzip members as the buffer stored them: one valid gzip stream
-            body = payload.gzipped
-            headers = {**headers, "Content-Encoding": "gzip"}
-        else:
-            body = payload.plain
+        # gzip: the rows' gzip members as the buffer stored them, one valid gzip stream
+        body = payload.gzipped if self.gzip else payload.plain
         if self.max_request_size is not None and len(body) > self.max_request_size:
             raise SinkTooLarge(f"a {len(body)}-byte request body exceeds the sink's max_request_size of "
                                f"{self.max_request_size}")
-        status, reason, answer, answer_headers = self._post(body, headers)
-        if status >= 300:
-            raise self._map_status(status, reason, answer, answer_headers)
+        answer = self._post(body, _GZIP if self.gzip else None)
+        if answer.status >= 300:
+            raise self._map_status(answer.status, answer.reason, answer.body, answer.headers)
         self.sent_bytes += len(body)
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes, http.client.HTTPMessage]:
-        """(status, reason, body, headers) of the store's answer; network failures raise
-        :class:`SinkRetryable`."""
-        reused = self._connection is not None
+    def _post(self, body: bytes, headers: dict[str, str] | None) -> HttpAnswer:
+        """The store's answer; network failures raise :class:`SinkRetryable`. A request on a
+        kept-alive connection the store closed meanwhile is sent again at once on a new one."""
+        reused = self._connection.is_open
         try:
             try:
-                return self._exchange(body, headers)
-            except _STALE_CONNECTION:
+                return self._connection.post(self._path, body, headers)
+            except NoAnswer:
                 if not reused:
                     raise
-                return self._exchange(body, headers)  # on a new connection
-        except (OSError, http.client.HTTPException) as exc:
+                return self._connection.post(self._path, body, headers)  # on a new connection
+        except (OSError, HttpProtocolError) as exc:
             raise SinkRetryable(self.redact(f"{self.url}: {type(exc).__name__}: {exc}")) from None
 
-    def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes, http.client.HTTPMessage]:
-        """One request and its answer on the kept connection (opened if there is none); a failed
-        exchange closes it."""
-        connection = self._connection or self._connect()
-        try:
-            connection.request("POST", self._path, body=body, headers=headers)
-            response = connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException):
-            self._disconnect()
-            raise
-        if response.will_close:
-            self._disconnect()
-        return response.status, response.reason, answer, response.headers
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._https:
-            self._connection = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
-                                                           context=ssl.create_default_context())
-        else:
-            self._connection = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        return self._connection
-
-    def _disconnect(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _map_status(self, status: int, reason: str, body: bytes, headers: Headers | None) -> Exception:
+    def _map_status(self, status: int, reason: str, body: bytes, headers: Mapping[str, str]) -> Exception:
         detail = " ".join(body.decode("utf-8", "replace").split())[:300]
         message = self.redact(f"HTTP {status} {reason or ''} from {self.url}"
                               + (f": {detail}" if detail else "")).strip()
@@ -186,4 +147,4 @@ class InfluxSink(Sink):
         return SinkRetryable(message, _retry_after(headers))
 
     def close(self) -> None:
-        self._disconnect()
+        self._connection.close()

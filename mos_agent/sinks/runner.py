@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from mos_agent.buffer import Batch, BatchKind, Buffer, SinkCursor
+from mos_agent.buffer import Batch, BatchKind, Buffer, Pending, SinkCursor
 from mos_agent.payload import Payload
 from mos_agent.sinks.base import Sink, SinkAuthError, SinkRejected, SinkRetryable, SinkTooLarge
 from mos_agent.status import SinkState, SinkStats
@@ -174,15 +174,25 @@ class SinkRunner:
 
     def _loop(self, cursor: SinkCursor) -> None:
         live_in_a_row = 0
+        # What was pending after the last query, and the append count read before it: while no
+        # append came since, the rows after the live cursor are those (less what this loop sent),
+        # so a wake-up at flush time and the return to sleep after a send need no query.
+        known: tuple[int, Pending] | None = None
         while not self._past_deadline():
             self._wake.clear()
             self._wake_after = None
             stopping = self._stopping.is_set()
-            # read before the query: an append in between is counted twice (an early wake), never not at all
+            # read before the query: an append in between is counted twice (an early wake, one
+            # query more), never not at all
             appended = self._appended
-            pending = cursor.pending_live()
+            if known is not None and known[0] == appended:
+                pending = known[1]
+            else:
+                pending = cursor.pending_live()
+                known = (appended, pending)
             if (cursor.backlog is None and pending.rows > 1
                     and pending.points > BACKLOG_TRIGGER * self.batch_size):
+                known = None
                 backlog = cursor.start_backlog()
                 if backlog is not None:
                     self.backlogs_started += 1
@@ -193,6 +203,7 @@ class SinkRunner:
                 stopping or pending.points >= self.batch_size
                 or self._age(pending.oldest_created_ns) >= self.flush_interval)
             if cursor.backlog is not None and (not live_due or live_in_a_row >= LIVE_BATCHES_PER_BACKLOG_BATCH):
+                known = None
                 batch = cursor.read_backlog(self.backlog_batch_size)
                 live_in_a_row = 0
                 if batch is not None:
@@ -205,10 +216,13 @@ class SinkRunner:
             if live_due:
                 batch = cursor.read_live(self.batch_size)
                 live_in_a_row += 1
+                known = None
                 if batch is not None:
                     if self.state not in (SinkState.RETRYING, SinkState.AUTH_FAILED):
                         self.state = SinkState.DRAINING if cursor.backlog is not None else SinkState.SENDING
                     self._deliver(cursor, batch)
+                    if pending.head_id is not None and batch.last_id >= pending.head_id:
+                        known = (appended, Pending(0, 0, None, pending.head_id))
                 continue
             if stopping:
                 return  # nothing pending
