@@ -363,8 +363,8 @@ class Agent:
 
     async def _emit(self, runtime: DeviceRuntime, batch: ReadingBatch) -> None:
         chunk = normalise_isolating(runtime.normaliser, batch, runtime.ctx.report_error)
-        if len(batch):
-            runtime.last_value_time_ns = max(runtime.last_value_time_ns, int(batch.timestamps.max()))
+        if len(batch):  # the normaliser's newest time of the batch (its stored times)
+            runtime.last_value_time_ns = max(runtime.last_value_time_ns, chunk.newest_ns)
         if chunk.points or chunk.on_committed:
             # the last await: the writer commits the chunk only after the driver next yields, which
             # DriverContext.emit promises (MQTT records a batch's stored times in between)
