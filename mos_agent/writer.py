@@ -147,7 +147,10 @@ class BufferWriter:
         total = sum(points)
         self.committed_points += total
         for hook in self.on_commit:
-            hook(total)
+            try:
+                hook(total)
+            except Exception:  # a metrics hook must not end the writer
+                log.exception("commit hook failed")
         callbacks = [callback for chunk in chunks for callback in chunk.on_committed]
         if callbacks:
             self._call_in_loop(_run_callbacks, callbacks)
