@@ -414,7 +414,7 @@ class Agent:
             except OSError as exc:
                 log.error("cannot save the KPI state in %s: %s", engine.state_path, exc)
 
-        def committed() -> None:  # in the event loop: the file is written on the writer's thread
+        def committed() -> None:  # in the event loop: the file is written on the buffer's I/O thread
             io.submit(save_state)
 
         await self.writer.put(EncodedChunk(out.body, out.points, now, on_committed=[committed]))

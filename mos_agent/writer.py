@@ -116,15 +116,12 @@ class BufferWriter:
                     chunks.append(item)
             self._taken += len(chunks)
             if self._room_wanted:
+                assert self._room is not None
                 self._room_wanted = False
-                self._call_in_loop(self._room_set)
+                self._call_in_loop(self._room.set)
             if chunks:
                 last_commit = time.monotonic()
                 self._commit(chunks)
-
-    def _room_set(self) -> None:
-        assert self._room is not None
-        self._room.set()
 
     def _commit(self, chunks: list[EncodedChunk]) -> None:
         bodies = [c.body for c in chunks if c.points]

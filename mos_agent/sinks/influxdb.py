@@ -77,7 +77,6 @@ class InfluxSink(Sink):
     def __init__(self, name: str, config: InfluxSinkConfig) -> None:
         self.name = name
         self.url = config.url
-        self.org = config.org
         self.bucket = config.bucket
         self.max_request_size: int | None = config.max_request_size
         self._token = resolve_token(config.token, config.token_file) or ""
@@ -85,7 +84,6 @@ class InfluxSink(Sink):
         self.gzip = bool(config.gzip)
         # the buffer holds no code 0; a sink set to quality_code: always puts it back when sending
         self.all_quality_codes = config.quality_code == "always"
-        self.timeout = float(config.timeout)
         parts = urlsplit(config.url)
         # Times stay nanoseconds whatever the sink's ``precision`` (the store cuts them down): that
         # setting tells the normaliser how far apart to keep acquisition times.
@@ -96,7 +94,7 @@ class InfluxSink(Sink):
         if self._token:
             headers["Authorization"] = f"Token {self._token}"
         self._connection = HttpConnection(parts.hostname or "", parts.port, https=parts.scheme == "https",
-                                          timeout=self.timeout, headers=headers)
+                                          timeout=float(config.timeout), headers=headers)
 
     def __repr__(self) -> str:
         return f"InfluxSink(name={self.name!r}, url={self.url!r}, bucket={self.bucket!r})"
